@@ -1,0 +1,86 @@
+"""Named SQL queries and database connections.
+
+Queries live in ``chimeway/sql/queries/*.sql`` under ``-- name: <noun_verb>`` headers and are
+loaded once. Python code refers to them by name through :func:`query`; it never assembles SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from chimeway.errors import DatabaseUnavailable
+
+_NAME = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+def _parse(text: str, origin: str) -> dict[str, str]:
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    # parts = [preamble, name1, body1, name2, body2, ...]
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        sql = body.strip()
+        if not sql:
+            raise ValueError(f"{origin}: query {name!r} is empty")
+        if name in queries:
+            raise ValueError(f"{origin}: query {name!r} is defined twice")
+        queries[name] = sql
+    return queries
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named query, by name."""
+    found: dict[str, str] = {}
+    folder = resources.files("chimeway.sql") / "queries"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, sql in _parse(entry.read_text(encoding="utf-8"), entry.name).items():
+            if name in found:
+                raise ValueError(f"{entry.name}: query {name!r} is defined in two files")
+            found[name] = sql
+    return found
+
+
+def query(name: str) -> LiteralString:
+    """The SQL of the named query; the files are ours, so it is as trusted as a literal."""
+    return queries()[name]
+
+
+def redact_url(url: str) -> str:
+    """The connection string with any password replaced by ``***``, for messages."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable database URL>"
+    if params.get("password"):
+        params["password"] = "***"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    user = params.get("user")
+    auth = f"{user}{':***' if params.get('password') else ''}@" if user else ""
+    where = f"{host}:{port}" if not str(host).startswith("/") else f"[socket {host}]"
+    return f"postgresql://{auth}{where}/{params.get('dbname') or ''}"
+
+
+def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a connection, or raise :class:`DatabaseUnavailable` naming the database."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {reason}") from exc
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """The same server, another database."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)

@@ -1,0 +1,292 @@
+"""The one migration runner: Procrastinate's schema, then Chimeway's numbered SQL files.
+
+Two lines of migrations are tracked in ``chimeway_migrations``:
+
+* ``procrastinate``: on an empty database, Procrastinate's full ``schema.sql`` is applied and
+  recorded under the version of the newest migration file the installed Procrastinate ships
+  (the schema already contains it). Later Procrastinate upgrades apply only the migration
+  files newer than the recorded version.
+* ``chimeway``: ``chimeway/sql/migrations/NNNN_name.sql``, in order.
+
+Every migration runs in its own transaction together with its tracking row, under a
+session advisory lock, so two deploys cannot migrate at once and a failure leaves the
+previously applied state intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+import sqlparse
+from procrastinate.schema import SchemaManager
+from psycopg.rows import class_row
+
+from chimeway import db
+from chimeway.errors import MigrationError
+
+Line = Literal["procrastinate", "chimeway"]
+Report = Callable[[str], None]
+
+_CHIMEWAY_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_PROCRASTINATE_FILE = re.compile(r"^(\d{2}\.\d{2}\.\d{2}_\d{2})_.+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    line: Line
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"{self.line} {self.version} {self.name}"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    line: str
+    version: str
+    name: str
+    checksum: str
+    applied_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    line: str
+    version: str
+    name: str
+    applied_at: dt.datetime | None
+    state: Literal["applied", "pending", "modified"]
+
+
+def chimeway_migrations() -> list[Migration]:
+    """Chimeway's own migration files, in order."""
+    folder = resources.files("chimeway.sql") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _CHIMEWAY_FILE.match(entry.name)
+        if match:
+            found.append(
+                Migration(
+                    line="chimeway",
+                    version=match.group(1),
+                    name=match.group(2),
+                    sql=entry.read_text(encoding="utf-8"),
+                )
+            )
+    return sorted(found, key=lambda m: m.version)
+
+
+def _procrastinate_files() -> list[tuple[str, Path]]:
+    folder = Path(SchemaManager.get_migrations_path())
+    files = []
+    for path in folder.glob("*.sql"):
+        match = _PROCRASTINATE_FILE.match(path.name)
+        if match:
+            files.append((match.group(1), path))
+    return sorted(files)
+
+
+def procrastinate_baseline() -> Migration:
+    """Procrastinate's complete schema, labelled with the newest migration it contains."""
+    version = _procrastinate_files()[-1][0]
+    return Migration(
+        line="procrastinate",
+        version=version,
+        name=f"schema (procrastinate {metadata.version('procrastinate')})",
+        sql=SchemaManager.get_schema(),
+    )
+
+
+def planned(applied: list[AppliedMigration]) -> list[Migration]:
+    """Every migration this installation knows, given what the database has applied."""
+    done = [a.version for a in applied if a.line == "procrastinate"]
+    if not done:
+        procrastinate = [procrastinate_baseline()]
+    else:
+        newest = max(done)
+        procrastinate = [
+            Migration("procrastinate", version, path.stem, path.read_text(encoding="utf-8"))
+            for version, path in _procrastinate_files()
+            if version > newest
+        ]
+        procrastinate = [*_recorded("procrastinate", applied), *procrastinate]
+    return [*procrastinate, *chimeway_migrations()]
+
+
+def _recorded(line: Line, applied: list[AppliedMigration]) -> list[Migration]:
+    # Already-applied entries of a line whose files are not re-read (e.g. the baseline).
+    return [Migration(line, a.version, a.name, "") for a in applied if a.line == line]
+
+
+def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
+    present = conn.execute(db.query("migrations_table_exists")).fetchone()
+    if not present or not present[0]:
+        return []
+    with conn.cursor(row_factory=class_row(AppliedMigration)) as cur:
+        return cur.execute(db.query("migration_list")).fetchall()
+
+
+def status(conn: psycopg.Connection[Any]) -> list[MigrationStatus]:
+    """What is applied, pending, or modified since it was applied."""
+    applied = applied_migrations(conn)
+    by_key = {(a.line, a.version): a for a in applied}
+    rows = []
+    for mig in planned(applied):
+        done = by_key.get((mig.line, mig.version))
+        if done is None:
+            rows.append(MigrationStatus(mig.line, mig.version, mig.name, None, "pending"))
+            continue
+        modified = mig.line == "chimeway" and done.checksum != mig.checksum
+        rows.append(
+            MigrationStatus(
+                mig.line,
+                mig.version,
+                done.name,
+                done.applied_at,
+                "modified" if modified else "applied",
+            )
+        )
+    return rows
+
+
+def _statements(sql: str) -> list[tuple[int, str]]:
+    """(line number, statement) pairs; chunks that hold only comments are dropped."""
+    found = []
+    offset = 0
+    for raw in sqlparse.split(sql):
+        start = max(sql.find(raw, offset), offset)
+        offset = start + len(raw)
+        body = sqlparse.format(raw, strip_comments=True).strip()
+        if body:
+            first = sql.find(body.split()[0], start)
+            found.append((sql.count("\n", 0, max(first, start)) + 1, raw.strip()))
+    return found
+
+
+def _summary(statement: str) -> str:
+    body = sqlparse.format(statement, strip_comments=True)
+    text = " ".join(body.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _apply(conn: psycopg.Connection[Any], mig: Migration) -> None:
+    filename = (
+        f"chimeway/sql/migrations/{mig.version}_{mig.name}.sql"
+        if mig.line == "chimeway"
+        else f"procrastinate {mig.name}"
+    )
+    with conn.transaction():
+        for line, statement in _statements(mig.sql):
+            try:
+                conn.execute(statement.encode())
+            except psycopg.Error as exc:
+                message = (exc.diag.message_primary or str(exc)).strip()
+                raise MigrationError(
+                    f"migration {filename}, line {line}, failed: {message} "
+                    f"(in `{_summary(statement)}`); nothing of it was applied"
+                ) from exc
+        conn.execute(
+            db.query("migration_record"),
+            {
+                "line": mig.line,
+                "version": mig.version,
+                "name": mig.name,
+                "checksum": mig.checksum,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    applied: list[Migration]
+    already_applied: int
+
+
+def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
+    """Apply every pending migration. Safe to run concurrently and repeatedly."""
+    with db.connect(url, autocommit=True) as conn:
+        locked = conn.execute(db.query("migration_lock_try")).fetchone()
+        if not (locked and locked[0]):
+            report("another `chimeway migrate` holds the migration lock; waiting for it")
+            conn.execute(db.query("migration_lock"))
+        try:
+            conn.execute(db.query("migrations_table_create"))
+            applied = applied_migrations(conn)
+            if not any(a.line == "procrastinate" for a in applied):
+                present = conn.execute(db.query("procrastinate_schema_present")).fetchone()
+                if present and present[0]:
+                    raise MigrationError(
+                        "this database already has a Procrastinate schema that "
+                        "`chimeway migrate` did not record; migrate it with your own tool "
+                        "(`chimeway migrate print`) or use an empty database"
+                    )
+            _refuse_modified(conn)
+            done = {(a.line, a.version) for a in applied}
+            pending = [m for m in planned(applied) if (m.line, m.version) not in done]
+            for index, mig in enumerate(pending, start=1):
+                report(f"applying {index}/{len(pending)}: {mig.label}")
+                _apply(conn, mig)
+            return MigrateResult(applied=pending, already_applied=len(done))
+        finally:
+            conn.execute(db.query("migration_unlock"))
+
+
+def _refuse_modified(conn: psycopg.Connection[Any]) -> None:
+    modified = [s for s in status(conn) if s.state == "modified"]
+    if modified:
+        names = ", ".join(f"{s.version}_{s.name}" for s in modified)
+        raise MigrationError(
+            f"applied migration files were edited after they were applied: {names}; "
+            "restore them and add a new migration instead"
+        )
+
+
+def render_sql() -> str:
+    """Every migration as one SQL script, for teams that run their own migration tool.
+
+    Applying it to an empty database leaves the same state ``chimeway migrate`` would,
+    tracking rows included, so the runner can take over later.
+    """
+    parts = [
+        "-- Chimeway schema: Procrastinate's schema, then Chimeway's migrations.",
+        "-- Generated by `chimeway migrate print`; run it on an empty database.",
+        "",
+        db.query("migrations_table_create") + ";",
+    ]
+    for mig in planned([]):
+        parts += ["", f"-- {mig.label}", mig.sql.strip(), ""]
+        parts.append(
+            "INSERT INTO chimeway_migrations (line, version, name, checksum) VALUES "
+            f"('{mig.line}', '{mig.version}', '{_quote(mig.name)}', '{mig.checksum}');"
+        )
+    return "\n".join(parts) + "\n"
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def describe_schema(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
+    """A canonical listing of the schema's relations, constraints, indexes, enums,
+    functions and triggers, for comparing two databases."""
+    return [tuple(row) for row in conn.execute(db.query("schema_describe")).fetchall()]
+
+
+def enum_labels(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    """Chimeway's PostgreSQL enum types and their labels, in order."""
+    return dict(conn.execute(db.query("schema_enum_labels")).fetchall())

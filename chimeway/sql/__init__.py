@@ -1,0 +1,1 @@
+"""SQL shipped with the package: numbered migrations, named queries, the schema snapshot."""

@@ -1,0 +1,112 @@
+"""Status vocabularies shared by Python and PostgreSQL.
+
+Each ``StrEnum`` here mirrors a PostgreSQL enum type named in :data:`PG_ENUMS`;
+``tests/migrations/test_enums.py`` fails if the two disagree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+    DIGESTED = "digested"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_DELIVERY_STATUSES
+
+
+TERMINAL_DELIVERY_STATUSES = frozenset(
+    {
+        DeliveryStatus.SUCCEEDED,
+        DeliveryStatus.SUPPRESSED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.DIGESTED,
+    }
+)
+
+
+class DeliveryReason(StrEnum):
+    """Why a delivery was suppressed or cancelled."""
+
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    PERMANENT_FAILURE = "permanent_failure"
+    BOUNCED = "bounced"
+    CHANNEL_DISABLED = "channel_disabled"
+    CATEGORY_DISABLED = "category_disabled"
+    DELIVERY_CAP_REACHED = "delivery_cap_reached"
+    ALREADY_READ = "already_read"
+    NO_ADAPTER = "no_adapter"
+    MANUAL = "manual"
+
+
+class OrchestrationState(StrEnum):
+    READY = "ready"
+    DEFERRED = "deferred"
+    DIGEST_HELD = "digest_held"
+
+
+class AttemptOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    REJECTED = "rejected"
+
+
+class ErrorClass(StrEnum):
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+    BOUNCED = "bounced"
+    UNKNOWN = "unknown"
+
+
+class RunState(StrEnum):
+    ACTIVE = "active"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class IngressState(StrEnum):
+    QUEUED = "queued"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class FeedbackStatus(StrEnum):
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+
+
+class Outcome(StrEnum):
+    """A delivery's outcome as workflow progress rules see it (design §6)."""
+
+    DELIVERED = "delivered"
+    SUPPRESSED = "suppressed"
+    TEMPORARY_FAILURE = "temporary_failure"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    PERMANENT_FAILURE = "permanent_failure"
+    BOUNCED = "bounced"
+
+
+# PostgreSQL enum type -> the StrEnum that mirrors it.
+PG_ENUMS: dict[str, type[StrEnum]] = {
+    "chimeway_delivery_status": DeliveryStatus,
+    "chimeway_delivery_reason": DeliveryReason,
+    "chimeway_orchestration_state": OrchestrationState,
+    "chimeway_attempt_outcome": AttemptOutcome,
+    "chimeway_error_class": ErrorClass,
+    "chimeway_run_state": RunState,
+    "chimeway_ingress_state": IngressState,
+    "chimeway_feedback_status": FeedbackStatus,
+}

@@ -1,0 +1,190 @@
+"""Test database for the suite: one PostgreSQL server per session, migrated once into a
+template database; each test gets a fresh clone (``committed_db``) or a connection inside a
+transaction that is rolled back (``db``).
+
+Which server, first match wins (design §9):
+  1. ``CHIMEWAY_TEST_DATABASE_URL``          -> that server                      ("dsn")
+  2. a server answering on 127.0.0.1:5432     -> that server, as user postgres    ("local")
+  3. ``pg_ctl`` found and not root            -> pytest-postgresql starts its own ("proc")
+  4. otherwise                                -> the embedded server (extra)      ("embedded")
+``CHIMEWAY_TEST_BACKEND=dsn|local|proc|embedded`` forces a choice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from chimeway import embedded, migrations
+
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DBNAME = "chimeway_tests"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def _pg_ctl() -> str | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return found
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = subprocess.run(
+            [pg_config, "--bindir"], check=False, capture_output=True, text=True
+        ).stdout
+        candidate = Path(bindir.strip()) / "pg_ctl"
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def _backend() -> str:
+    forced = os.environ.get("CHIMEWAY_TEST_BACKEND")
+    if forced:
+        return forced
+    if os.environ.get("CHIMEWAY_TEST_DATABASE_URL"):
+        return "dsn"
+    if _answers(LOCAL_URL):
+        return "local"
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0  # postgres refuses to run as root
+    if _pg_ctl() and not is_root:
+        return "proc"
+    return "embedded"
+
+
+def load_chimeway(
+    host: str, port: int, user: str, dbname: str, password: str | None = None, **_: Any
+) -> None:
+    """Migrate the template database through the real runner."""
+    migrations.migrate(
+        make_conninfo("", host=host, port=port, user=user, dbname=dbname, password=password)
+    )
+
+
+BACKEND = _backend()
+LOAD = [load_chimeway]
+
+if BACKEND in ("dsn", "local"):
+    _p = conninfo_to_dict(os.environ.get("CHIMEWAY_TEST_DATABASE_URL") or LOCAL_URL)
+    pg_server = factories.postgresql_noproc(
+        host=str(_p.get("host") or "127.0.0.1"),
+        port=int(_p.get("port") or 5432),
+        user=str(_p.get("user") or "postgres"),
+        password=_p.get("password"),  # type: ignore[arg-type]
+        dbname=DBNAME,
+        load=LOAD,
+    )
+elif BACKEND == "proc":
+    pg_server = factories.postgresql_proc(executable=_pg_ctl(), port=None, dbname=DBNAME, load=LOAD)
+elif BACKEND == "embedded":
+
+    @pytest.fixture(scope="session")
+    def embedded_pg_server() -> SimpleNamespace:
+        # A fixed per-user data dir: a killed run's server is found and reused, not duplicated.
+        pgdata = Path(tempfile.gettempdir()) / f"chimeway-pytest-pgdata-{os.getuid()}"
+        info = embedded.server(pgdata).get_postmaster_info()
+        return SimpleNamespace(
+            host=str(info.socket_dir),
+            port=info.port,
+            user="postgres",
+            password=None,
+            options="",
+            maintenance_dbname="postgres",
+            template_dbname=None,
+        )
+
+    pg_server = factories.postgresql_noproc(
+        depends_on="embedded_pg_server", dbname=DBNAME, load=LOAD
+    )
+else:
+    raise RuntimeError(f"CHIMEWAY_TEST_BACKEND={BACKEND!r}: expected dsn, local, proc or embedded")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Database names are fixed: drop what a killed run left behind before creating them.
+    config.option.postgresql_drop_test_database = True
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"chimeway test database backend: {BACKEND}"
+
+
+class Databases:
+    """Creates databases on the test server, empty or cloned from the migrated template."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def url(self, dbname: str) -> str:
+        s = self.server
+        return make_conninfo(
+            "", host=s.host, port=s.port, user=s.user, password=s.password or None, dbname=dbname
+        )
+
+    def janitor(self, dbname: str, *, template: bool = True) -> DatabaseJanitor:
+        s = self.server
+        return DatabaseJanitor(
+            user=s.user,
+            host=s.host,
+            port=s.port,
+            password=s.password or None,
+            dbname=dbname,
+            template_dbname=s.template_dbname if template else None,
+            maintenance_dbname=s.maintenance_dbname,
+        )
+
+    def create(self, *, template: bool = True) -> Iterator[str]:
+        name = f"{DBNAME}_{uuid.uuid4().hex[:12]}"
+        with self.janitor(name, template=template):
+            yield self.url(name)
+
+
+@pytest.fixture(scope="session")
+def databases(pg_server: Any) -> Databases:
+    return Databases(pg_server)
+
+
+@pytest.fixture
+def committed_db(databases: Databases) -> Iterator[str]:
+    """URL of a fresh, migrated database for this test alone (commits, LISTEN, workers)."""
+    yield from databases.create()
+
+
+@pytest.fixture
+def empty_db(databases: Databases) -> Iterator[str]:
+    """URL of a fresh database with nothing in it."""
+    yield from databases.create(template=False)
+
+
+@pytest.fixture(scope="session")
+def shared_db(databases: Databases) -> Iterator[str]:
+    yield from databases.create()
+
+
+@pytest.fixture
+def db(shared_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a migrated database inside a transaction that is rolled back."""
+    with psycopg.connect(shared_db) as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()

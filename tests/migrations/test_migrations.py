@@ -1,0 +1,147 @@
+"""The migration runner against real, empty databases."""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+
+import psycopg
+import pytest
+
+from chimeway import migrations
+from chimeway.errors import MigrationError
+from chimeway.migrations import Migration
+from chimeway.types import PG_ENUMS
+
+
+def describe(url: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(url) as conn:
+        return migrations.describe_schema(conn)
+
+
+def applied(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT line, version FROM chimeway_migrations ORDER BY 1, 2")
+        return rows.fetchall()
+
+
+def test_migrations_give_exactly_the_committed_snapshot(committed_db: str, empty_db: str) -> None:
+    snapshot = (resources.files("chimeway.sql") / "schema.sql").read_text(encoding="utf-8")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(snapshot.encode())
+    expected = describe(empty_db)
+    assert expected, "the snapshot created nothing"
+    assert describe(committed_db) == expected, (
+        "migrations and chimeway/sql/schema.sql disagree: run scripts/update-schema-snapshot"
+    )
+
+
+def test_postgres_enums_agree_with_python(committed_db: str) -> None:
+    with psycopg.connect(committed_db) as conn:
+        rows = migrations.enum_labels(conn)
+    assert set(rows) == set(PG_ENUMS)
+    for name, enum in PG_ENUMS.items():
+        assert rows[name] == [member.value for member in enum], name
+
+
+def test_migrate_twice_applies_nothing_the_second_time(empty_db: str) -> None:
+    first = migrations.migrate(empty_db)
+    assert [m.line for m in first.applied] == ["procrastinate", "chimeway"]
+    second = migrations.migrate(empty_db)
+    assert second.applied == []
+    assert second.already_applied == len(first.applied)
+    with psycopg.connect(empty_db) as conn:
+        states = [s.state for s in migrations.status(conn)]
+    assert states == ["applied"] * len(first.applied)
+
+
+def test_status_lists_pending_on_an_empty_database(empty_db: str) -> None:
+    with psycopg.connect(empty_db) as conn:
+        rows = migrations.status(conn)
+    assert [r.state for r in rows] == ["pending"] * len(rows)
+    assert rows[0].line == "procrastinate"
+    assert all(r.applied_at is None for r in rows)
+
+
+def test_concurrent_migrate_runs_end_with_one_set_of_migrations(empty_db: str) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            migrations.migrate(empty_db)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    expected = [(m.line, m.version) for m in migrations.planned([])]
+    assert applied(empty_db) == sorted(expected)
+
+
+BROKEN = Migration(
+    line="chimeway",
+    version="9999",
+    name="broken",
+    sql=(
+        "-- first statement works\n"
+        "CREATE TABLE chimeway_probe (id int);\n"
+        "\n"
+        "INSERT INTO chimeway_probe VALUES (1);\n"
+        "INSERT INTO chimeway_missing_table VALUES (1);\n"
+    ),
+)
+
+
+def test_failing_migration_names_file_and_statement_and_keeps_prior_state(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrations.migrate(empty_db)
+    before = describe(empty_db)
+    real = migrations.chimeway_migrations
+    monkeypatch.setattr(migrations, "chimeway_migrations", lambda: [*real(), BROKEN])
+
+    with pytest.raises(MigrationError) as info:
+        migrations.migrate(empty_db)
+
+    message = info.value.message
+    assert "chimeway/sql/migrations/9999_broken.sql" in message
+    assert "line 5" in message
+    assert "INSERT INTO chimeway_missing_table" in message
+    assert "\n" not in message
+    assert describe(empty_db) == before  # the probe table was rolled back too
+    assert ("chimeway", "9999") not in applied(empty_db)
+
+
+def test_edited_applied_migration_is_refused(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrations.migrate(empty_db)
+    edited = [
+        Migration(m.line, m.version, m.name, m.sql + "\n-- edited\n")
+        for m in migrations.chimeway_migrations()
+    ]
+    monkeypatch.setattr(migrations, "chimeway_migrations", lambda: edited)
+    with psycopg.connect(empty_db) as conn:
+        assert "modified" in [s.state for s in migrations.status(conn)]
+    with pytest.raises(MigrationError, match="edited after they were applied"):
+        migrations.migrate(empty_db)
+
+
+def test_printed_sql_builds_the_same_schema_and_tracking(committed_db: str, empty_db: str) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(migrations.render_sql().encode())
+    assert describe(empty_db) == describe(committed_db)
+    assert migrations.migrate(empty_db).applied == []
+
+
+def test_unrecorded_procrastinate_schema_is_not_applied_twice(empty_db: str) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(migrations.procrastinate_baseline().sql.encode())
+    with pytest.raises(MigrationError, match="already has a Procrastinate schema"):
+        migrations.migrate(empty_db)

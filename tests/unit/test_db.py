@@ -1,0 +1,65 @@
+"""Named queries and connection helpers (no database needed)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from chimeway import db
+from chimeway.errors import DatabaseUnavailable
+
+PACKAGE = Path(db.__file__).parent
+
+
+def used_query_names() -> set[str]:
+    names = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "query"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                names.add(node.args[0].value)
+    return names
+
+
+def test_every_named_query_is_used_and_every_used_name_exists() -> None:
+    defined = set(db.queries())
+    used = used_query_names()
+    assert used - defined == set(), "code uses queries that no .sql file defines"
+    assert defined - used == set(), "queries defined but never used"
+
+
+def test_parse_rejects_duplicate_and_empty_queries() -> None:
+    with pytest.raises(ValueError, match="defined twice"):
+        db._parse("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n", "x.sql")
+    with pytest.raises(ValueError, match="is empty"):
+        db._parse("-- name: a\n\n-- name: b\nSELECT 2\n", "x.sql")
+
+
+def test_parse_splits_on_name_headers() -> None:
+    parsed = db._parse("-- preamble\n-- name: one\nSELECT 1\n\n-- name: two\nSELECT 2;\n", "x")
+    assert parsed == {"one": "SELECT 1", "two": "SELECT 2;"}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bob:s3cret@db.example:6543/app", "postgresql://bob:***@db.example:6543/app"),
+        ("host=h user=u password=pw dbname=d", "postgresql://u:***@h:5432/d"),
+        ("postgresql://bob@h/app", "postgresql://bob@h:5432/app"),
+    ],
+)
+def test_redact_url_hides_the_password(url: str, shown: str) -> None:
+    assert db.redact_url(url) == shown
+
+
+def test_connect_failure_names_the_database_without_password() -> None:
+    with pytest.raises(DatabaseUnavailable) as info:
+        db.connect("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
+    assert "postgresql://bob:***@127.0.0.1:1/nowhere" in info.value.message
+    assert "hunter2" not in info.value.message
