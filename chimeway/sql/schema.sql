@@ -682,6 +682,7 @@ CREATE TABLE public.chimeway_deliveries (
     workflow_step_id uuid,
     provider_message_id text,
     max_attempts integer DEFAULT 5 NOT NULL,
+    retry_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -794,6 +795,7 @@ CREATE TABLE public.chimeway_notifications (
     recipient_type text DEFAULT 'user'::text NOT NULL,
     category text,
     assigns jsonb DEFAULT '{}'::jsonb NOT NULL,
+    contents jsonb DEFAULT '{}'::jsonb NOT NULL,
     seen_at timestamp with time zone,
     read_at timestamp with time zone,
     archived_at timestamp with time zone,
@@ -1234,6 +1236,12 @@ CREATE INDEX chimeway_deliveries_notification_idx ON public.chimeway_deliveries 
 --
 
 CREATE INDEX chimeway_deliveries_provider_message_idx ON public.chimeway_deliveries USING btree (provider_message_id) WHERE (provider_message_id IS NOT NULL);
+
+--
+-- Name: chimeway_deliveries_retry_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_deliveries_retry_due_idx ON public.chimeway_deliveries USING btree (retry_at) WHERE (status = 'failed'::public.chimeway_delivery_status);
 
 --
 -- Name: chimeway_deliveries_run_step; Type: INDEX; Schema: public; Owner: -

@@ -61,6 +61,9 @@ CREATE TABLE chimeway_notifications (
     recipient_type text NOT NULL DEFAULT 'user',
     category text,
     assigns jsonb NOT NULL DEFAULT '{}',
+    -- Validated content per channel, rendered at trigger time: later workflow steps are
+    -- planned from it without calling the notifier again.
+    contents jsonb NOT NULL DEFAULT '{}',
     seen_at timestamptz,
     read_at timestamptz,
     archived_at timestamptz,
@@ -118,6 +121,7 @@ CREATE TABLE chimeway_deliveries (
     workflow_step_id uuid REFERENCES chimeway_workflow_steps (id) ON DELETE SET NULL,
     provider_message_id text,
     max_attempts integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    retry_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     status_changed_at timestamptz NOT NULL DEFAULT now(),
@@ -137,6 +141,8 @@ CREATE INDEX chimeway_deliveries_deferred_due_idx ON chimeway_deliveries (next_e
     WHERE status = 'pending' AND orchestration_state = 'deferred';
 CREATE INDEX chimeway_deliveries_in_flight_idx ON chimeway_deliveries (status_changed_at)
     WHERE status IN ('pending', 'dispatched');
+CREATE INDEX chimeway_deliveries_retry_due_idx ON chimeway_deliveries (retry_at)
+    WHERE status = 'failed';
 CREATE INDEX chimeway_deliveries_provider_message_idx ON chimeway_deliveries (provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 
