@@ -1,5 +1,78 @@
 """Chimeway: a Postgres-native notification workflow engine with no broker."""
 
-from chimeway.errors import ChimewayError
+from chimeway.adapters import (
+    Adapter,
+    Bounced,
+    DeliveryRequest,
+    LoggerAdapter,
+    Permanent,
+    Sent,
+    Temporary,
+)
+from chimeway.app import Chimeway
+from chimeway.content import ContentSchemas
+from chimeway.dispatch import RetryPolicy
+from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
+from chimeway.errors import (
+    ChimewayError,
+    ConfigurationError,
+    DatabaseUnavailable,
+    InvalidContent,
+    InvalidNotifier,
+    InvalidSignal,
+    InvalidTransition,
+    InvalidTrigger,
+    InvalidWorkflow,
+    MigrationError,
+    NotFound,
+    SchemaNotReady,
+    WorkflowVersionConflict,
+)
+from chimeway.notifiers import Notifier, Recipient
+from chimeway.progression import Advanced, Completed, Noop, Stopped, Waiting
+from chimeway.trigger import Duplicate, Triggered
+from chimeway.types import DeliveryStatus, Outcome, RunState
 
-__all__ = ["ChimewayError"]
+__all__ = [
+    "Adapter",
+    "Advanced",
+    "Bounced",
+    "Chimeway",
+    "ChimewayError",
+    "Completed",
+    "ConfigurationError",
+    "ContentSchemas",
+    "DatabaseUnavailable",
+    "DeliveryRequest",
+    "DeliveryStatus",
+    "Duplicate",
+    "InvalidContent",
+    "InvalidNotifier",
+    "InvalidSignal",
+    "InvalidTransition",
+    "InvalidTrigger",
+    "InvalidWorkflow",
+    "LoggerAdapter",
+    "MigrationError",
+    "Noop",
+    "NotFound",
+    "Notifier",
+    "OnOutcome",
+    "OnSignal",
+    "Outcome",
+    "Permanent",
+    "Recipient",
+    "RetryPolicy",
+    "RunState",
+    "SchemaNotReady",
+    "Sent",
+    "Step",
+    "Stop",
+    "Stopped",
+    "Temporary",
+    "Triggered",
+    "WaitUntil",
+    "Waiting",
+    "Workflow",
+    "WorkflowVersionConflict",
+]

@@ -6,6 +6,7 @@ loaded once. Python code refers to them by name through :func:`query`; it never 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from functools import cache
 from importlib import resources
@@ -84,3 +85,11 @@ def with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo("", **params)
+
+
+def now(conn: psycopg.Connection[Any]) -> dt.datetime:
+    """The database's clock: the current transaction's timestamp."""
+    row = conn.execute(query("clock_now")).fetchone()
+    assert row is not None
+    value: dt.datetime = row[0]
+    return value

@@ -1,0 +1,234 @@
+"""The ``Chimeway`` object: settings, a connection pool, the Procrastinate App with Chimeway's
+tasks, the adapter registry (channel -> adapter) and the notifier registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import procrastinate
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+
+from chimeway import deliveries, jobs, progression, settings, traces, workflows
+from chimeway.adapters import Adapter, LoggerAdapter
+from chimeway.content import ContentSchemas
+from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch
+from chimeway.dsl import Workflow
+from chimeway.errors import ConfigurationError, NotFound, translated
+from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.trigger import Duplicate, Triggered, trigger
+
+Conn = psycopg.Connection[Any]
+IDLE = TransactionStatus.IDLE
+
+
+class Chimeway:
+    """One per application process. Thread-safe; close it (or use ``with``) when done.
+
+    ``database_url``: else ``$CHIMEWAY_DATABASE_URL``, else the embedded server.
+    ``adapters``: channel -> adapter; channels without one use ``default_adapter``
+    (a :class:`LoggerAdapter` unless given). ``retry``: channel -> :class:`RetryPolicy`.
+    ``stuck_after``: how long a delivery may stay ``dispatched`` before another worker may
+    take it over (longer than your slowest provider call).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        adapters: Mapping[str, Adapter] | None = None,
+        default_adapter: Adapter | None = None,
+        notifiers: Iterable[type[Notifier] | Notifier] = (),
+        content_schemas: ContentSchemas | None = None,
+        retry: Mapping[str, RetryPolicy] | None = None,
+        default_retry: RetryPolicy | None = None,
+        stuck_after: dt.timedelta = dt.timedelta(minutes=5),
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+    ) -> None:
+        self.database_url = settings.database_url(database_url, report=lambda _m: None)
+        self.adapters: dict[str, Adapter] = dict(adapters or {})
+        self.default_adapter: Adapter = default_adapter or LoggerAdapter()
+        self.content_schemas = content_schemas or ContentSchemas.default()
+        self.retry: dict[str, RetryPolicy] = dict(retry or {})
+        self.default_retry = default_retry or RetryPolicy()
+        self.stuck_after = stuck_after
+        self.notifiers: dict[str, Notifier] = {}
+        for notifier in notifiers:
+            self.register_notifier(notifier)
+        self._pool_sizes = (pool_min_size, pool_max_size)
+        self._pool: ConnectionPool[Conn] | None = None
+        self._definitions: dict[tuple[str, int, str], workflows.Definition] = {}
+        self.jobs = jobs.Deferrer()
+        #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
+        self.procrastinate = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(conninfo=self.database_url)
+        )
+        self.procrastinate.add_tasks_from(jobs.build_blueprint(self), namespace=jobs.NAMESPACE)
+        self.workflows = _Workflows(self)
+        self.progression = _Progression(self)
+
+    # -- resources ---------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Conn]:
+        if self._pool is None:
+            low, high = self._pool_sizes
+            self._pool = ConnectionPool(
+                self.database_url, min_size=low, max_size=high, open=True, name="chimeway"
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Chimeway:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
+        """The caller's connection inside a savepoint, or a pool connection committing at
+        the end; psycopg errors Chimeway can explain come out as Chimeway errors."""
+        with translated():
+            if conn is not None and not conn.autocommit and conn.info.transaction_status == IDLE:
+                # Our first statement opens the caller's transaction, which is theirs to
+                # commit; on error nothing of theirs is in it yet, so roll it all back.
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+            elif conn is not None:
+                # A savepoint inside the caller's transaction (or, in autocommit mode, a
+                # transaction of our own).
+                with conn.transaction():
+                    yield conn
+            else:
+                with self.pool.connection() as own, own.transaction():
+                    yield own
+
+    # -- registries ----------------------------------------------------------------------
+
+    def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
+        resolved = resolve_notifier(notifier)
+        self.notifiers[resolved.key] = resolved
+        return resolved
+
+    def notifier(self, key: str) -> Notifier:
+        try:
+            return self.notifiers[key]
+        except KeyError:
+            known = ", ".join(sorted(self.notifiers)) or "none"
+            raise NotFound(f"no notifier {key!r} is registered (registered: {known})") from None
+
+    def adapter_for(self, channel: str) -> Adapter:
+        return self.adapters.get(channel, self.default_adapter)
+
+    def retry_policy(self, channel: str) -> RetryPolicy:
+        return self.retry.get(channel, self.default_retry)
+
+    def ensure_definition(
+        self, conn: Conn, notification_key: str, workflow: Workflow
+    ) -> workflows.Definition:
+        return workflows.ensure_definition(conn, notification_key, workflow, self._definitions)
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def trigger(
+        self,
+        notifier: type[Notifier] | Notifier | str,
+        params: Mapping[str, Any],
+        *,
+        tenant_id: str,
+        idempotency_key: str,
+        correlation_id: str | None = None,
+        conn: Conn | None = None,
+    ) -> Triggered | Duplicate:
+        """Write the event, its notifications, runs and deliveries, and defer the delivery
+        jobs, all in one transaction (the caller's, when ``conn`` is given)."""
+        if isinstance(notifier, str):
+            notifier = self.notifier(notifier)
+        return trigger(
+            self,
+            notifier,
+            params,
+            tenant_id=tenant_id,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            conn=conn,
+        )
+
+    def explain_delivery(
+        self, tenant_id: str, delivery_id: uuid.UUID | str
+    ) -> traces.DeliveryExplanation:
+        with self.transaction() as conn:
+            return traces.explain_delivery(conn, tenant_id, _uuid(delivery_id, "delivery"))
+
+    def deliver(self, delivery_id: uuid.UUID | str) -> DispatchResult:
+        """Send one delivery now, in this process (what the ``deliver`` job does)."""
+        with translated():
+            return dispatch(self, _uuid(delivery_id, "delivery"))
+
+    def get_delivery(self, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
+        with self.transaction() as conn:
+            return deliveries.get(conn, _uuid(delivery_id, "delivery"))
+
+
+class _Workflows:
+    """``cw.workflows``: tenant-scoped operator reads over the pool."""
+
+    def __init__(self, cw: Chimeway) -> None:
+        self._cw = cw
+
+    def explain(self, tenant_id: str, execution_id: uuid.UUID | str) -> workflows.RunExplanation:
+        with self._cw.transaction() as conn:
+            return workflows.explain(conn, tenant_id, _uuid(execution_id, "workflow run"))
+
+    def list_traces(
+        self, tenant_id: str, execution_id: uuid.UUID | str, limit: int | None = None
+    ) -> list[workflows.Transition]:
+        with self._cw.transaction() as conn:
+            return workflows.list_traces(
+                conn, tenant_id, _uuid(execution_id, "workflow run"), limit
+            )
+
+
+class _Progression:
+    """``cw.progression``: drive runs by hand (tests, sweeps, operators)."""
+
+    def __init__(self, cw: Chimeway) -> None:
+        self._cw = cw
+
+    def progress_run(
+        self, run_id: uuid.UUID | str, now: dt.datetime | None = None
+    ) -> progression.ProgressResult:
+        with translated():
+            return progression.progress_run(self._cw, _uuid(run_id, "workflow run"), now)
+
+    def progress_due_runs(
+        self, now: dt.datetime | None = None, limit: int = 10_000
+    ) -> list[progression.ProgressResult]:
+        with translated():
+            return progression.progress_due_runs(self._cw, now, limit)
+
+
+def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"{what} {value!r} not found") from None
+
+
+__all__ = ["Chimeway", "ConfigurationError"]

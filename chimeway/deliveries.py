@@ -1,0 +1,267 @@
+"""Deliveries: rows, the delivery state machine, and attempts (design §5).
+
+Every status move goes through :func:`transition`, which allows only the moves in
+:data:`ALLOWED` (``UPDATE ... WHERE status = ANY(allowed_from)``) and writes the history row
+in the same statement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from chimeway import db
+from chimeway.errors import InvalidTransition, NotFound
+from chimeway.types import (
+    TERMINAL_DELIVERY_STATUSES,
+    AttemptOutcome,
+    DeliveryReason,
+    DeliveryStatus,
+    ErrorClass,
+    OrchestrationState,
+)
+
+S = DeliveryStatus
+
+#: Which status may follow which. ``dispatched -> dispatched`` is a takeover of a send
+#: whose worker died; terminal statuses lead nowhere.
+ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
+    S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.SUPPRESSED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.DIGESTED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    orchestration_state: OrchestrationState
+    next_eligible_at: dt.datetime | None
+    planning_reason: str | None
+    planning_context: dict[str, Any]
+    delay_fallback: bool
+    render_data: dict[str, Any]
+    workflow_run_id: uuid.UUID | None
+    workflow_step_id: uuid.UUID | None
+    provider_message_id: str | None
+    max_attempts: int
+    retry_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status_changed_at: dt.datetime
+    terminal_at: dt.datetime | None
+    previous_status: DeliveryStatus | None = None  # set only by transition()
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_DELIVERY_STATUSES
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    delivery_id: uuid.UUID
+    attempt_number: int
+    outcome: AttemptOutcome
+    error_class: ErrorClass | None
+    error: str | None
+    provider_message_id: str | None
+    provider_response: dict[str, Any]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeliveryTransition:
+    id: int
+    from_status: DeliveryStatus | None
+    to_status: DeliveryStatus
+    reason: str
+    context: dict[str, Any]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    notification_id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    render_data: dict[str, Any]
+    max_attempts: int
+    workflow_run_id: uuid.UUID | None = None
+    workflow_step_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: str
+    workflow_run_id: uuid.UUID | None
+
+
+Conn = psycopg.Connection[Any]
+
+BATCH_SIZE = 1000
+
+
+def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
+    """Insert deliveries (each with its ``planned`` history) in batches; duplicates are skipped."""
+    rows: list[PlannedRow] = []
+    with conn.cursor(row_factory=class_row(PlannedRow)) as cur:
+        for start in range(0, len(planned), BATCH_SIZE):
+            chunk = planned[start : start + BATCH_SIZE]
+            cur.execute(
+                db.query("delivery_insert_batch"),
+                {
+                    "notification_ids": [p.notification_id for p in chunk],
+                    "tenant_ids": [p.tenant_id for p in chunk],
+                    "recipient_ids": [p.recipient_id for p in chunk],
+                    "channels": [p.channel for p in chunk],
+                    "render_data": [Jsonb(p.render_data) for p in chunk],
+                    "max_attempts": [p.max_attempts for p in chunk],
+                    "run_ids": [p.workflow_run_id for p in chunk],
+                    "step_ids": [p.workflow_step_id for p in chunk],
+                },
+            )
+            rows.extend(cur.fetchall())
+    return rows
+
+
+def get(conn: Conn, delivery_id: uuid.UUID) -> Delivery:
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        row = cur.execute(db.query("delivery_get"), {"id": delivery_id}).fetchone()
+    if row is None:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return row
+
+
+def get_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delivery:
+    """The delivery if it belongs to ``tenant_id``; otherwise NotFound, as if it did not exist."""
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        row = cur.execute(
+            db.query("delivery_get_for_tenant"), {"id": delivery_id, "tenant_id": tenant_id}
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return row
+
+
+def lock(conn: Conn, delivery_id: uuid.UUID) -> Delivery | None:
+    """Lock the delivery row ``FOR UPDATE`` (inside the caller's transaction)."""
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        return cur.execute(db.query("delivery_lock"), {"id": delivery_id}).fetchone()
+
+
+def allowed_from(to: DeliveryStatus) -> list[DeliveryStatus]:
+    return [status for status, targets in ALLOWED.items() if to in targets]
+
+
+def transition(
+    conn: Conn,
+    delivery_id: uuid.UUID,
+    to: DeliveryStatus,
+    *,
+    reason: str,
+    suppression_reason: DeliveryReason | None = None,
+    context: dict[str, Any] | None = None,
+    retry_at: dt.datetime | None = None,
+    provider_message_id: str | None = None,
+    only_from: Iterable[DeliveryStatus] | None = None,
+    strict: bool = True,
+) -> Delivery | None:
+    """Move a delivery to ``to`` if its current status allows it, writing the history row.
+
+    ``only_from`` narrows the allowed origins (a claim takes only ``pending``/``failed``).
+    When the move is not allowed: ``strict`` raises :class:`InvalidTransition`, otherwise
+    ``None`` comes back and nothing changed.
+    """
+    origins = allowed_from(to)
+    if only_from is not None:
+        narrowed = set(only_from)
+        origins = [s for s in origins if s in narrowed]
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        moved = cur.execute(
+            db.query("delivery_transition"),
+            {
+                "id": delivery_id,
+                "to_status": to,
+                "from_statuses": [s.value for s in origins],
+                "suppression_reason": suppression_reason,
+                "retry_at": retry_at,
+                "provider_message_id": provider_message_id,
+                "terminal": to in TERMINAL_DELIVERY_STATUSES,
+                "reason": reason,
+                "context": Jsonb(context or {}),
+            },
+        ).fetchone()
+    if moved is not None or not strict:
+        return moved
+    current = get(conn, delivery_id)
+    raise InvalidTransition(
+        f"delivery {delivery_id} cannot move from {current.status} to {to} ({reason})"
+    )
+
+
+def transitions(conn: Conn, delivery_id: uuid.UUID) -> list[DeliveryTransition]:
+    with conn.cursor(row_factory=class_row(DeliveryTransition)) as cur:
+        return cur.execute(
+            db.query("delivery_transitions_list"), {"delivery_id": delivery_id}
+        ).fetchall()
+
+
+def append_attempt(
+    conn: Conn,
+    delivery_id: uuid.UUID,
+    *,
+    outcome: AttemptOutcome,
+    started_at: dt.datetime,
+    error_class: ErrorClass | None = None,
+    error: str | None = None,
+    provider_message_id: str | None = None,
+    provider_response: dict[str, Any] | None = None,
+) -> Attempt:
+    """Append the next attempt; the caller must hold the delivery's row lock."""
+    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+        row = cur.execute(
+            db.query("attempt_append"),
+            {
+                "delivery_id": delivery_id,
+                "outcome": outcome,
+                "error_class": error_class,
+                "error": error,
+                "provider_message_id": provider_message_id,
+                "provider_response": Jsonb(provider_response or {}),
+                "started_at": started_at,
+            },
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def attempts(conn: Conn, delivery_id: uuid.UUID) -> list[Attempt]:
+    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+        return cur.execute(db.query("attempts_list"), {"delivery_id": delivery_id}).fetchall()
+
+
+def attempt_count(conn: Conn, delivery_id: uuid.UUID) -> int:
+    row = conn.execute(db.query("attempt_count"), {"delivery_id": delivery_id}).fetchone()
+    return int(row[0]) if row else 0

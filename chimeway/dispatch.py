@@ -1,0 +1,294 @@
+"""Sending one delivery: claim it, call its adapter, record the attempt (design §5).
+
+Three steps, and the adapter call between two short transactions, so no transaction or row
+lock is held while a provider is slow. The record step locks the run (if any) before the
+delivery, appends the attempt, moves the status, schedules a retry or progresses the run,
+all in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+
+from chimeway import db, deliveries, progression, workflows
+from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
+from chimeway.deliveries import Delivery
+from chimeway.redaction import redact
+from chimeway.types import (
+    AttemptOutcome,
+    DeliveryReason,
+    DeliveryStatus,
+    ErrorClass,
+    OrchestrationState,
+)
+
+if TYPE_CHECKING:
+    from chimeway.app import Chimeway
+
+logger = logging.getLogger(__name__)
+
+S = DeliveryStatus
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a channel's temporary failures are retried."""
+
+    max_attempts: int = 5
+    base_delay: dt.timedelta = dt.timedelta(seconds=5)
+    max_delay: dt.timedelta = dt.timedelta(hours=1)
+    jitter: float = 0.5  # up to this fraction of each delay is removed at random
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
+
+    def delay(self, attempt_number: int) -> dt.timedelta:
+        """Wait before the attempt after ``attempt_number``: exponential, capped, jittered."""
+        exponential = self.base_delay * (2 ** (attempt_number - 1))
+        capped: dt.timedelta = min(exponential, self.max_delay)
+        return capped * (1 - self.jitter * random.random())
+
+
+Action = Literal["skipped", "succeeded", "retry_scheduled", "cancelled", "recorded"]
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    delivery_id: uuid.UUID
+    action: Action
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    attempt_outcome: AttemptOutcome
+    error_class: ErrorClass | None
+    error: str | None
+    provider_message_id: str | None
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    delivery: Delivery | None
+    attempt_number: int = 0
+    why_not: str = ""
+
+
+def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
+    """Move the delivery to ``dispatched`` if it may be sent now; else say why not."""
+    with cw.pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            db.query("delivery_claim_check"),
+            {"id": delivery_id, "stuck_after": cw.stuck_after},
+        ).fetchone()
+        if row is None:
+            return _Claim(None, why_not="missing")
+        status, orchestration_state, retry_not_due, in_flight = row
+        if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
+            return _Claim(None, why_not=f"terminal ({status})")
+        if orchestration_state != OrchestrationState.READY:
+            return _Claim(None, why_not=f"not ready ({orchestration_state})")
+        if retry_not_due:
+            return _Claim(None, why_not="retry not due yet")
+        if in_flight:
+            return _Claim(None, why_not="being sent by another worker")
+        reason = "redispatched_after_interruption" if status == S.DISPATCHED else "dispatched"
+        claimed = deliveries.transition(
+            conn,
+            delivery_id,
+            S.DISPATCHED,
+            reason=reason,
+            only_from=[S.PENDING, S.FAILED, S.DISPATCHED],
+            strict=False,
+        )
+        if claimed is None:
+            return _Claim(None, why_not=f"cannot be dispatched from {status}")
+        attempt_number = deliveries.attempt_count(conn, delivery_id) + 1
+    _log("delivery.dispatched", claimed, attempt_number=attempt_number)
+    return _Claim(claimed, attempt_number)
+
+
+def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
+    request = DeliveryRequest(
+        delivery_id=delivery.id,
+        tenant_id=delivery.tenant_id,
+        recipient_id=delivery.recipient_id,
+        channel=delivery.channel,
+        content=delivery.render_data,
+        attempt_number=attempt_number,
+    )
+    adapter = cw.adapter_for(delivery.channel)
+    try:
+        result = adapter.deliver(request)
+        if isinstance(result, DeliveryFailure):
+            raise result
+        if not isinstance(result, Sent):
+            raise TypeError(f"adapter returned {type(result).__name__}, expected Sent")
+    except DeliveryFailure as failure:
+        outcome = {
+            ErrorClass.PERMANENT: AttemptOutcome.REJECTED,
+            ErrorClass.BOUNCED: AttemptOutcome.BOUNCED,
+        }.get(failure.error_class, AttemptOutcome.FAILED)
+        return _Outcome(
+            outcome,
+            failure.error_class,
+            str(failure),
+            failure.provider_message_id,
+            redact(failure.meta),
+        )
+    except Exception as exc:  # an adapter bug or an unclassified error: retry it
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        return _Outcome(AttemptOutcome.FAILED, ErrorClass.UNKNOWN, detail[:2000], None, {})
+    return _Outcome(
+        AttemptOutcome.SUCCEEDED, None, None, result.provider_message_id, redact(result.meta)
+    )
+
+
+def _record(
+    cw: Chimeway, delivery: Delivery, outcome: _Outcome, started_at: dt.datetime
+) -> DispatchResult:
+    with cw.pool.connection() as conn, conn.transaction():
+        return record_attempt(cw, conn, delivery, outcome, started_at)
+
+
+def record_attempt(
+    cw: Chimeway,
+    conn: psycopg.Connection[Any],
+    delivery: Delivery,
+    outcome: _Outcome,
+    started_at: dt.datetime,
+) -> DispatchResult:
+    """Append the attempt and move the delivery (and its run) on, in the caller's transaction."""
+    run_id = delivery.workflow_run_id
+    if run_id is not None:
+        workflows.lock_run(conn, run_id)  # lock order: run, then delivery
+    current = deliveries.lock(conn, delivery.id)
+    assert current is not None
+    attempt = deliveries.append_attempt(
+        conn,
+        delivery.id,
+        outcome=outcome.attempt_outcome,
+        error_class=outcome.error_class,
+        error=outcome.error,
+        provider_message_id=outcome.provider_message_id,
+        provider_response=outcome.response,
+        started_at=started_at,
+    )
+    context = {"attempt_number": attempt.attempt_number}
+    if current.status != S.DISPATCHED:
+        # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
+        # evidence, change nothing else.
+        result = DispatchResult(delivery.id, "recorded", f"status was {current.status}")
+    elif outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
+        moved = deliveries.transition(
+            conn,
+            delivery.id,
+            S.SUCCEEDED,
+            reason="sent",
+            context=context,
+            provider_message_id=outcome.provider_message_id,
+        )
+        _log("delivery.succeeded", moved, attempt_number=attempt.attempt_number)
+        result = DispatchResult(delivery.id, "succeeded")
+    elif outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
+        reason = (
+            DeliveryReason.BOUNCED
+            if outcome.error_class == ErrorClass.BOUNCED
+            else DeliveryReason.PERMANENT_FAILURE
+        )
+        moved = deliveries.transition(
+            conn,
+            delivery.id,
+            S.CANCELLED,
+            reason=reason,
+            suppression_reason=reason,
+            context=context,
+        )
+        _log("delivery.cancelled", moved, reason=reason)
+        result = DispatchResult(delivery.id, "cancelled", reason)
+    else:
+        result = _temporary_failure(cw, conn, current, attempt.attempt_number, context)
+    if run_id is not None:
+        progression.progress_in(cw, conn, run_id)
+    return result
+
+
+def _temporary_failure(
+    cw: Chimeway,
+    conn: psycopg.Connection[Any],
+    delivery: Delivery,
+    attempt_number: int,
+    context: dict[str, Any],
+) -> DispatchResult:
+    exhausted = attempt_number >= delivery.max_attempts
+    retry_at = None
+    if not exhausted:
+        retry_at = db.now(conn) + cw.retry_policy(delivery.channel).delay(attempt_number)
+    moved = deliveries.transition(
+        conn,
+        delivery.id,
+        S.FAILED,
+        reason="temporary_failure",
+        retry_at=retry_at,
+        context=context,
+    )
+    if exhausted:
+        moved = deliveries.transition(
+            conn,
+            delivery.id,
+            S.CANCELLED,
+            reason=DeliveryReason.RETRIES_EXHAUSTED,
+            suppression_reason=DeliveryReason.RETRIES_EXHAUSTED,
+            context=context,
+        )
+        _log("delivery.retries_exhausted", moved, attempt_number=attempt_number)
+        return DispatchResult(delivery.id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED)
+    cw.jobs.deliver(conn, [delivery.id], schedule_at=retry_at)
+    _log("delivery.retry_scheduled", moved, attempt_number=attempt_number)
+    return DispatchResult(delivery.id, "retry_scheduled", f"retry at {retry_at}")
+
+
+def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DispatchResult:
+    """Send one delivery if it is due; safe to call twice or concurrently."""
+    claim = _claim(cw, delivery_id)
+    if claim.delivery is None:
+        logger.debug(
+            "delivery skipped",
+            extra={
+                "action": "delivery.skipped",
+                "delivery_id": str(delivery_id),
+                "why": claim.why_not,
+            },
+        )
+        return DispatchResult(delivery_id, "skipped", claim.why_not)
+    outcome = _send(cw, claim.delivery, claim.attempt_number)
+    # The claim's transaction time is when the send started, on the database's clock.
+    return _record(cw, claim.delivery, outcome, claim.delivery.status_changed_at)
+
+
+def _log(action: str, delivery: Delivery | None, **details: Any) -> None:
+    if delivery is None:
+        return
+    logger.info(
+        action.replace(".", " ").replace("_", " "),
+        extra={
+            "action": action,
+            "tenant_id": delivery.tenant_id,
+            "delivery_id": str(delivery.id),
+            "run_id": str(delivery.workflow_run_id) if delivery.workflow_run_id else None,
+            "channel": delivery.channel,
+            **details,
+        },
+    )

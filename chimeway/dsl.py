@@ -1,0 +1,465 @@
+"""The workflow declaration DSL (design §3, §6, §10): pure data, no database.
+
+A :class:`Workflow` is an ordered list of :class:`Step` objects. Each step sends one delivery on
+its channel; its ``progress`` rules decide what happens once that delivery has an outcome:
+
+- :class:`OnOutcome` advances to a later step when the outcome matches;
+- :class:`Stop` stops the run when the outcome matches;
+- :class:`WaitUntil` waits ``delay`` after the delivery's terminal time (:data:`ANCHOR`), then
+  advances; any of its ``cancel_signals`` ends the wait early (design §7);
+- :class:`OnSignal` advances when a signal with that event name resumes the run.
+
+``to_step`` always names a *later* step, so every workflow terminates (design §10). Every
+declaration is validated when it is built, and every problem raises
+:class:`~chimeway.errors.InvalidWorkflow` with a one-line message naming where it is (workflow,
+step, ``progress[i] (kind)``), the field and the rule broken. Models are frozen; sequences are
+stored as tuples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from chimeway.errors import InvalidWorkflow
+from chimeway.types import Outcome
+
+__all__ = [
+    "ANCHOR",
+    "MAX_CANCEL_SIGNALS",
+    "MAX_EVENT_NAME_LENGTH",
+    "OnOutcome",
+    "OnSignal",
+    "Rule",
+    "RuleKind",
+    "Step",
+    "Stop",
+    "WaitUntil",
+    "Workflow",
+    "rule_from_dict",
+]
+
+ANCHOR: Final = "prior_delivery_terminal_at"
+MAX_CANCEL_SIGNALS: Final = 10
+MAX_EVENT_NAME_LENGTH: Final = 200  # the chimeway_signals_event_name_length constraint
+_MAX_VERSION: Final = 2**31 - 1  # workflow_version is a Postgres integer
+
+RuleKind: TypeAlias = Literal["wait_until", "on_outcome", "stop", "on_signal"]
+
+
+# -- field types --------------------------------------------------------------------------
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"must not be blank, got {value!r}")
+    return value
+
+
+def _event_name(value: str) -> str:
+    if len(_non_blank(value)) > MAX_EVENT_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_EVENT_NAME_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def _as_tuple(value: Any) -> Any:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list, got {type(value).__name__}")
+    return tuple(value)
+
+
+def _delay(value: Any) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, int | timedelta):
+        raise ValueError(
+            f"must be a timedelta or an int number of seconds, got {type(value).__name__}"
+        )
+    try:
+        delay = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except OverflowError:
+        raise ValueError(f"is too large, got {value} seconds") from None
+    if delay <= timedelta(0):
+        raise ValueError(f"must be positive, got {delay.total_seconds():g} seconds")
+    if delay.microseconds:
+        raise ValueError(f"must be whole seconds, got {delay.total_seconds()} seconds")
+    return delay
+
+
+def _signals(value: tuple[str, ...]) -> tuple[str, ...]:
+    if len(value) > MAX_CANCEL_SIGNALS:
+        raise ValueError(f"at most {MAX_CANCEL_SIGNALS} are allowed, got {len(value)}")
+    for index, name in enumerate(value):
+        if name in value[:index]:
+            raise ValueError(f"duplicate cancel signal {name!r}")
+    return value
+
+
+def _instance_of(cls: type, what: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, cls):
+            raise ValueError(f"must be {what}, got {type(value).__name__}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _at_least_one_step(value: tuple[Step, ...]) -> tuple[Step, ...]:
+    if not value:
+        raise ValueError("a workflow needs at least one step")
+    return value
+
+
+_Text = Annotated[StrictStr, AfterValidator(_non_blank)]
+_EventName = Annotated[StrictStr, AfterValidator(_event_name)]
+_Delay = Annotated[timedelta, BeforeValidator(_delay)]
+_Signals = Annotated[tuple[_EventName, ...], BeforeValidator(_as_tuple), AfterValidator(_signals)]
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
+def _problem(error: ErrorDetails, model: type[BaseModel]) -> str:
+    field, kind = _field(error["loc"]), error["type"]
+    if kind == "extra_forbidden":
+        return f"{field}: unexpected field (allowed: {', '.join(model.model_fields)})"
+    if kind == "missing":
+        return f"{field}: required"
+    if kind == "value_error":
+        return f"{field}: {error.get('ctx', {}).get('error')}"
+    message = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{field}: {message}, got {error['input']!r:.80}"
+
+
+@contextmanager
+def _translated(where: str, model: type[BaseModel]) -> Iterator[None]:
+    """Turn a pydantic ValidationError into InvalidWorkflow("<where>: <field>: <problem>")."""
+    try:
+        yield
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error, model) for error in exc.errors())
+        raise InvalidWorkflow(f"{where}: {problems}") from None
+
+
+@contextmanager
+def _within(where: str) -> Iterator[None]:
+    """Prefix InvalidWorkflow messages raised inside with an outer location."""
+    try:
+        yield
+    except InvalidWorkflow as exc:
+        raise InvalidWorkflow(f"{where}, {exc.message}") from None
+
+
+class _Declaration(BaseModel):
+    """Frozen, no extra fields; the ``_positional`` fields may also be passed positionally.
+
+    Subclasses declare their typed signature under ``TYPE_CHECKING`` only: at run time this
+    ``__init__`` takes anything, so that missing, unexpected and ill-typed arguments all raise
+    InvalidWorkflow rather than TypeError or a pydantic ValidationError.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    _positional: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        names = type(self)._positional
+        if len(args) > len(names):
+            takes = f"at most {len(names)}" if names else "no"
+            raise InvalidWorkflow(
+                f"{self._where(data)}: takes {takes} positional arguments, got {len(args)}"
+            )
+        for name, value in zip(names, args, strict=False):
+            if name in data:
+                raise InvalidWorkflow(
+                    f"{self._where(data)}: {name}: given both positionally and by keyword"
+                )
+            data[name] = value
+        with _translated(self._where(data), type(self)):
+            super().__init__(**data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+
+# -- rules --------------------------------------------------------------------------------
+
+
+class _Rule(_Declaration):
+    kind: ClassVar[RuleKind]
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return f"{cls.kind} rule"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The persisted JSON shape, with string keys and ``kind`` first."""
+        raise NotImplementedError
+
+
+class WaitUntil(_Rule):
+    """Wait ``delay`` after the prior delivery's terminal time, then advance to ``to_step``."""
+
+    kind: ClassVar[RuleKind] = "wait_until"
+    anchor: ClassVar[str] = ANCHOR
+    delay: _Delay
+    to_step: _Text
+    cancel_signals: _Signals = ()
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, *, delay: timedelta | int, to_step: str, cancel_signals: Sequence[str] = ()
+        ) -> None: ...
+
+    @property
+    def delay_seconds(self) -> int:
+        return self.delay // timedelta(seconds=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "anchor": self.anchor,
+            "delay_seconds": self.delay_seconds,
+            "to_step": self.to_step,
+            "cancel_signals": list(self.cancel_signals),
+        }
+
+
+class OnOutcome(_Rule):
+    """Advance to ``to_step`` when the step's delivery has this outcome."""
+
+    kind: ClassVar[RuleKind] = "on_outcome"
+    outcome: Outcome
+    to_step: _Text
+
+    if TYPE_CHECKING:
+
+        def __init__(self, *, outcome: Outcome | str, to_step: str) -> None: ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "outcome": self.outcome.value, "to_step": self.to_step}
+
+
+class Stop(_Rule):
+    """Stop the run when the step's delivery has this outcome."""
+
+    kind: ClassVar[RuleKind] = "stop"
+    outcome: Outcome
+
+    if TYPE_CHECKING:
+
+        def __init__(self, *, outcome: Outcome | str) -> None: ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "outcome": self.outcome.value}
+
+
+class OnSignal(_Rule):
+    """Advance to ``to_step`` when a signal named ``event`` resumes the run."""
+
+    kind: ClassVar[RuleKind] = "on_signal"
+    event: _EventName
+    to_step: _Text
+
+    if TYPE_CHECKING:
+
+        def __init__(self, *, event: str, to_step: str) -> None: ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "event": self.event, "to_step": self.to_step}
+
+
+Rule: TypeAlias = WaitUntil | OnOutcome | Stop | OnSignal
+_RULES: dict[str, type[Rule]] = {cls.kind: cls for cls in (WaitUntil, OnOutcome, Stop, OnSignal)}
+
+
+def rule_from_dict(data: Mapping[str, Any]) -> Rule:
+    """Rebuild a rule from :meth:`to_dict` output (e.g. a stored ``config.progress`` entry)."""
+    if not isinstance(data, Mapping):
+        raise InvalidWorkflow(f"progress rule: must be a mapping, got {type(data).__name__}")
+    fields = dict(data)
+    kind = fields.pop("kind", None)
+    cls = _RULES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InvalidWorkflow(f"progress rule: kind: must be one of {list(_RULES)}, got {kind!r}")
+    if cls is WaitUntil:
+        if (anchor := fields.pop("anchor", None)) != ANCHOR:
+            raise InvalidWorkflow(f"wait_until rule: anchor: must be {ANCHOR!r}, got {anchor!r}")
+        if "delay" in fields or "delay_seconds" not in fields:
+            raise InvalidWorkflow("wait_until rule: delay_seconds: required")
+        fields["delay"] = fields.pop("delay_seconds")
+    if not all(isinstance(name, str) for name in fields):
+        raise InvalidWorkflow(f"{kind} rule: field names must be strings")
+    return cls(**fields)
+
+
+# -- steps and workflows ------------------------------------------------------------------
+
+
+class Step(_Declaration):
+    """One delivery on ``channel``, then the first matching ``progress`` rule decides."""
+
+    _positional: ClassVar[tuple[str, ...]] = ("key", "channel", "progress")
+    key: _Text
+    channel: _Text
+    progress: Annotated[
+        tuple[
+            Annotated[Rule, _instance_of(_Rule, "a WaitUntil, OnOutcome, Stop or OnSignal")], ...
+        ],
+        BeforeValidator(_as_tuple),
+    ] = ()
+
+    if TYPE_CHECKING:
+
+        def __init__(self, key: str, channel: str, progress: Sequence[Rule] = ()) -> None: ...
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return f"step {data['key']!r}" if "key" in data else "step"
+
+    def rules_of_kind(self, kind: RuleKind) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.progress if rule.kind == kind)
+
+    def to_row(self, step_order: int) -> dict[str, Any]:
+        return {
+            "step_key": self.key,
+            "step_order": step_order,
+            "channel": self.channel,
+            "config": {"progress": [rule.to_dict() for rule in self.progress]},
+        }
+
+
+class Workflow(_Declaration):
+    """A versioned, ordered list of steps; stored once per ``(key, version)``."""
+
+    _positional: ClassVar[tuple[str, ...]] = ("key", "version", "steps")
+    key: _Text
+    version: Annotated[StrictInt, Field(ge=1, le=_MAX_VERSION)]
+    steps: Annotated[
+        tuple[Annotated[Step, _instance_of(Step, "a Step")], ...],
+        BeforeValidator(_as_tuple),
+        AfterValidator(_at_least_one_step),
+    ]
+
+    if TYPE_CHECKING:
+
+        def __init__(self, key: str, version: int, steps: Sequence[Step]) -> None: ...
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return f"workflow {data['key']!r}" if "key" in data else "workflow"
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Self:
+        order: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            if step.key in order:
+                raise InvalidWorkflow(
+                    f"workflow {self.key!r}, step {step.key!r}: key: duplicate step key "
+                    f"(steps[{order[step.key]}] and steps[{index}])"
+                )
+            order[step.key] = index
+        for index, step in enumerate(self.steps):
+            for position, rule in enumerate(step.progress):
+                if isinstance(rule, Stop):
+                    continue
+                where = (
+                    f"workflow {self.key!r}, step {step.key!r}, progress[{position}] ({rule.kind})"
+                )
+                target = order.get(rule.to_step)
+                if target is None:
+                    raise InvalidWorkflow(
+                        f"{where}: to_step: unknown step {rule.to_step!r} "
+                        f"(steps: {', '.join(repr(key) for key in order)})"
+                    )
+                if target <= index:
+                    raise InvalidWorkflow(
+                        f"{where}: to_step: {rule.to_step!r} is not after {step.key!r}; "
+                        "to_step must name a later step so that every workflow terminates"
+                    )
+        return self
+
+    def step(self, key: str) -> Step | None:
+        return next((step for step in self.steps if step.key == key), None)
+
+    @property
+    def first_step(self) -> Step:
+        return self.steps[0]
+
+    @property
+    def channels(self) -> list[str]:
+        """Distinct step channels, in step order."""
+        return list(dict.fromkeys(step.channel for step in self.steps))
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        """Rows for ``chimeway_workflow_steps``: step_key, step_order (1..n), channel, config."""
+        return [step.to_row(order) for order, step in enumerate(self.steps, start=1)]
+
+    def checksum(self) -> str:
+        """sha256 (hex) of the canonical JSON of key, version and step rows."""
+        document = {"key": self.key, "version": self.version, "steps": self.step_rows()}
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_rows(cls, key: str, version: int, rows: Iterable[Any]) -> Workflow:
+        """Rebuild a workflow from :meth:`step_rows` output, in any order.
+
+        A row is a mapping or an object with ``step_key``, ``step_order``, ``channel`` and
+        ``config`` attributes (a psycopg ``dict_row`` or ``class_row``).
+        """
+
+        def get(row: Any, name: str) -> Any:
+            if isinstance(row, Mapping):
+                return row.get(name)
+            return getattr(row, name, None)
+
+        where = f"workflow {key!r}"
+        rows = list(rows)
+        orders = [get(row, "step_order") for row in rows]
+        valid = all(type(order) is int for order in orders)
+        if not valid or sorted(orders) != list(range(1, len(rows) + 1)):
+            raise InvalidWorkflow(
+                f"{where}: step_order: must be 1..{len(rows)} without gaps, got {orders}"
+            )
+        steps = []
+        for row in sorted(rows, key=lambda row: get(row, "step_order")):
+            step_key, config = get(row, "step_key"), get(row, "config")
+            progress = config.get("progress", []) if isinstance(config, Mapping) else None
+            if not isinstance(progress, list):
+                raise InvalidWorkflow(
+                    f"{where}, step {step_key!r}: config: must be a mapping with a progress list"
+                )
+            rules = []
+            for position, rule in enumerate(progress):
+                with _within(f"{where}, step {step_key!r}, progress[{position}]"):
+                    rules.append(rule_from_dict(rule))
+            with _within(where):
+                steps.append(Step(step_key, channel=get(row, "channel"), progress=rules))
+        return cls(key, version=version, steps=steps)

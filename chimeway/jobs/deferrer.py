@@ -1,0 +1,74 @@
+"""Defer Chimeway's jobs by name on an explicit connection.
+
+Inside a worker the Procrastinate App is opened async, and a sync ``.defer`` through it fails;
+so deferring goes through a second App built on a ``SyncPsycopgConnector`` that is never
+opened and only ever writes through the connection it is given (design §2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import procrastinate
+import psycopg
+from procrastinate.exceptions import AlreadyEnqueued
+
+NAMESPACE = "chimeway"
+QUEUES = {
+    "deliver": "chimeway_delivery",
+    "progress": "chimeway_progress",
+    "route_signal": "chimeway_signals",
+    "sweep": "chimeway_maintenance",
+    "retry_stalled_jobs": "chimeway_maintenance",
+}
+TASKS = {name: f"{NAMESPACE}:{name}" for name in QUEUES}
+
+
+class Deferrer:
+    def __init__(self) -> None:
+        # Never opened: with `connection=` it writes through the caller's connection only.
+        self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+    def _configure(self, task: str, conn: psycopg.Connection[Any], **options: Any) -> Any:
+        return self._app.configure_task(TASKS[task], queue=QUEUES[task], connection=conn, **options)
+
+    def deliver(
+        self,
+        conn: psycopg.Connection[Any],
+        delivery_ids: Sequence[uuid.UUID],
+        *,
+        schedule_at: dt.datetime | None = None,
+    ) -> list[int]:
+        """One ``deliver`` job per delivery, in one round trip."""
+        if not delivery_ids:
+            return []
+        deferrer = self._configure("deliver", conn, schedule_at=schedule_at)
+        ids: list[int] = deferrer.batch_defer(*({"delivery_id": str(d)} for d in delivery_ids))
+        return ids
+
+    def progress(
+        self, conn: psycopg.Connection[Any], run_id: uuid.UUID, *, schedule_at: dt.datetime
+    ) -> int | None:
+        """A timer for a waiting run; at most one waits per run (queueing lock).
+
+        The defer runs in a savepoint: a duplicate (``AlreadyEnqueued``) must not abort the
+        caller's transaction; the timer already queued does the same work.
+        """
+        try:
+            with conn.transaction():
+                job_id: int = self._configure(
+                    "progress",
+                    conn,
+                    schedule_at=schedule_at,
+                    queueing_lock=f"chimeway:progress:{run_id}",
+                ).defer(run_id=str(run_id))
+                return job_id
+        except AlreadyEnqueued:
+            return None
+
+    def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:
+        job_id: int = self._configure("route_signal", conn).defer(signal_id=str(signal_id))
+        return job_id

@@ -1,0 +1,238 @@
+"""The Notifier API (design §3): what a notification is, who gets it, and what each channel shows.
+
+Users subclass :class:`Notifier`. The engine calls :func:`resolve_notifier` once to check the
+declaration, then per trigger :func:`resolve_recipients` and, per recipient,
+:func:`plan_notification`. Exceptions raised inside the user's methods propagate unchanged;
+only a method that returns the wrong shape is reported as :class:`InvalidNotifier`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chimeway.content import (
+    ContentSchemas,
+    NonBlankStr,
+    describe_validation_error,
+    find_json_problem,
+)
+from chimeway.errors import InvalidNotifier
+
+if TYPE_CHECKING:
+    from chimeway.dsl import Workflow
+
+__all__ = [
+    "Notifier",
+    "PlannedNotification",
+    "Recipient",
+    "plan_notification",
+    "resolve_notifier",
+    "resolve_recipients",
+]
+
+
+class Recipient(BaseModel):
+    """Who a notification is for. ``data`` is free-form and is not validated further."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: NonBlankStr
+    type: NonBlankStr = "user"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Notifier:
+    """Base class of the user's notifiers; override ``recipients`` and ``build`` at least."""
+
+    key: ClassVar[str]
+    version: ClassVar[int]
+    category: ClassVar[str | None] = None
+
+    def recipients(self, params: dict[str, Any]) -> Sequence[Recipient | dict[str, Any]]:
+        """Who gets the notification: :class:`Recipient` objects or dicts with at least ``id``."""
+        raise NotImplementedError(f"{type(self).__name__} must override recipients()")
+
+    def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+        """The notification's assigns (a JSON object) for one recipient."""
+        raise NotImplementedError(f"{type(self).__name__} must override build()")
+
+    def channels(self, params: dict[str, Any], recipient: Recipient) -> Sequence[str]:
+        """Channels to deliver on when there is no workflow."""
+        return ["in_app"]
+
+    def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        """The content for one channel; by default the assigns from :meth:`build`."""
+        return self.build(params, recipient)
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        """A workflow to run for each recipient, or ``None`` for plain deliveries."""
+        return None
+
+
+@dataclass(frozen=True)
+class PlannedNotification:
+    """Everything a trigger stores for one recipient, validated and JSON-ready."""
+
+    recipient: Recipient
+    assigns: dict[str, Any]
+    channels: list[str]
+    contents: dict[str, dict[str, Any]]  # channel -> validated content
+    workflow: Workflow | None
+
+
+_MISSING = object()
+
+
+def resolve_notifier(notifier: type[Notifier] | Notifier) -> Notifier:
+    """Return a checked :class:`Notifier` instance for a subclass (instantiated without
+    arguments) or an instance; raise :class:`InvalidNotifier` saying what is wrong."""
+    candidate: object = notifier
+    if isinstance(candidate, type):
+        if not issubclass(candidate, Notifier):
+            raise InvalidNotifier(f"{candidate.__name__} is not a Notifier subclass")
+        try:
+            inspect.signature(candidate).bind()
+        except TypeError:
+            raise InvalidNotifier(
+                f"notifier {candidate.__name__} cannot be instantiated without arguments; "
+                "pass an instance instead"
+            ) from None
+        except ValueError:  # no signature to inspect: let the call decide
+            pass
+        instance = candidate()
+    elif isinstance(candidate, Notifier):
+        instance = candidate
+    else:
+        raise InvalidNotifier(
+            f"expected a Notifier subclass or instance, got {type(candidate).__name__}"
+        )
+
+    cls = type(instance)
+    problems = []
+    key = getattr(instance, "key", _MISSING)
+    if key is _MISSING:
+        problems.append("key is not set")
+    elif not isinstance(key, str) or not key.strip():
+        problems.append(f"key must be a non-blank string, got {key!r}")
+    version = getattr(instance, "version", _MISSING)
+    if version is _MISSING:
+        problems.append("version is not set")
+    elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append(f"version must be an integer >= 1, got {version!r}")
+    category = getattr(instance, "category", None)
+    if category is not None and (not isinstance(category, str) or not category.strip()):
+        problems.append(f"category must be None or a non-blank string, got {category!r}")
+    for method in ("recipients", "build"):
+        if getattr(cls, method) is getattr(Notifier, method):
+            problems.append(f"{method}() must be overridden")
+    if problems:
+        raise InvalidNotifier(f"notifier {cls.__name__} is invalid: {'; '.join(problems)}")
+    return instance
+
+
+def resolve_recipients(notifier: Notifier, params: dict[str, Any]) -> list[Recipient]:
+    """Call ``recipients()`` and return its recipients, de-duplicated by id (first wins)."""
+    name = type(notifier).__name__
+    returned: object = notifier.recipients(params)
+    if not isinstance(returned, list | tuple):
+        raise InvalidNotifier(
+            f"{name}.recipients() must return a list of recipients, got {type(returned).__name__}"
+        )
+    recipients: dict[str, Recipient] = {}
+    for index, item in enumerate(returned):
+        if isinstance(item, Recipient):
+            recipient = item
+        elif isinstance(item, dict):
+            try:
+                recipient = Recipient.model_validate(item)
+            except ValidationError as exc:
+                raise InvalidNotifier(
+                    f"{name}.recipients() returned an invalid recipient at index {index}: "
+                    f"{describe_validation_error(exc)}"
+                ) from exc
+        else:
+            raise InvalidNotifier(
+                f"{name}.recipients() returned an invalid recipient at index {index}: "
+                f"expected a Recipient or a dict, got {type(item).__name__}"
+            )
+        recipients.setdefault(recipient.id, recipient)
+    return list(recipients.values())
+
+
+def _checked_channels(name: str, returned: object) -> list[str]:
+    if not isinstance(returned, list | tuple):
+        raise InvalidNotifier(
+            f"{name}.channels() must return a list of channel names, got {type(returned).__name__}"
+        )
+    if not returned:
+        raise InvalidNotifier(f"{name}.channels() must return at least one channel")
+    channels: list[str] = []
+    for index, channel in enumerate(returned):
+        if not isinstance(channel, str) or not channel.strip():
+            raise InvalidNotifier(
+                f"{name}.channels() returned an invalid channel at index {index}: "
+                f"expected a non-blank string, got {channel!r}"
+            )
+        if channel in channels:
+            raise InvalidNotifier(f"{name}.channels() returned channel {channel!r} twice")
+        channels.append(channel)
+    return channels
+
+
+def plan_notification(
+    notifier: Notifier,
+    params: dict[str, Any],
+    recipient: Recipient,
+    schemas: ContentSchemas,
+) -> PlannedNotification:
+    """Build, route and render one recipient's notification, validating every return value.
+
+    With a workflow, the channels are the workflow's distinct step channels in step order and
+    ``channels()`` is not called. Content that fails its channel schema raises
+    :class:`~chimeway.errors.InvalidContent`.
+    """
+    name = type(notifier).__name__
+    assigns: object = notifier.build(params, recipient)
+    if not isinstance(assigns, dict):
+        raise InvalidNotifier(f"{name}.build() must return a dict, got {type(assigns).__name__}")
+    problem = find_json_problem(assigns)
+    if problem is not None:
+        raise InvalidNotifier(f"{name}.build() returned assigns that are not JSON: {problem}")
+
+    workflow: object = notifier.workflow(params, recipient)
+    if workflow is None:
+        channels = _checked_channels(name, notifier.channels(params, recipient))
+    else:
+        from chimeway.dsl import Workflow
+
+        if not isinstance(workflow, Workflow):
+            raise InvalidNotifier(
+                f"{name}.workflow() must return a Workflow or None, got {type(workflow).__name__}"
+            )
+        channels = list(dict.fromkeys(step.channel for step in workflow.steps))
+
+    default_render = type(notifier).render is Notifier.render  # skip a second build() call
+    contents: dict[str, dict[str, Any]] = {}
+    for channel in channels:
+        content: object = (
+            dict(assigns) if default_render else notifier.render(params, recipient, channel)
+        )
+        if not isinstance(content, dict):
+            raise InvalidNotifier(
+                f"{name}.render() must return a dict for channel {channel!r}, "
+                f"got {type(content).__name__}"
+            )
+        contents[channel] = schemas.validate(channel, content)
+
+    return PlannedNotification(
+        recipient=recipient,
+        assigns=assigns,
+        channels=channels,
+        contents=contents,
+        workflow=workflow,
+    )

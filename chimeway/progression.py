@@ -1,0 +1,483 @@
+"""The progression engine (the seeds' ``Chimeway.Workflows.Progression``, design §6).
+
+:func:`progress_in` is the one seam through which runs move: in the caller's transaction it
+locks the run, then the active step's delivery, reads the delivery's outcome from the rows
+and persists exactly one decision (advance, wait, stop, complete) with its transitions and
+the job that must follow it, or returns a :class:`Noop` with the reason. Re-entry is always
+a noop, so concurrent or repeated calls never plan a second delivery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from chimeway import db, deliveries, workflows
+from chimeway.deliveries import Delivery, PlannedDelivery
+from chimeway.dsl import ANCHOR, OnOutcome, OnSignal, Rule, Stop, WaitUntil, rule_from_dict
+from chimeway.outcomes import Evidence, is_terminal, outcome_for
+from chimeway.types import Outcome, RunState
+from chimeway.workflows import Run, StepRow
+
+if TYPE_CHECKING:
+    from chimeway.app import Chimeway
+
+logger = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+
+WAITING_REASON = "waiting_for_step_progression"
+SIGNAL_REASON = "signal_received"
+
+
+@dataclass(frozen=True)
+class Advanced:
+    run_id: uuid.UUID
+    to_step: str
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    run_id: uuid.UUID
+    due_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Completed:
+    run_id: uuid.UUID
+    terminal_reason: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    run_id: uuid.UUID
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Noop:
+    run_id: uuid.UUID
+    reason: str
+
+
+ProgressResult = Advanced | Waiting | Completed | Stopped | Noop
+
+
+def progress_run(cw: Chimeway, run_id: uuid.UUID, now: dt.datetime | None = None) -> ProgressResult:
+    """Evaluate one run in its own transaction."""
+    with cw.pool.connection() as conn, conn.transaction():
+        return progress_in(cw, conn, run_id, now)
+
+
+def progress_in(
+    cw: Chimeway, conn: Conn, run_id: uuid.UUID, now: dt.datetime | None = None
+) -> ProgressResult:
+    """Evaluate one run in the caller's transaction (which may already hold its lock)."""
+    run = workflows.lock_run(conn, run_id)
+    if run is None:
+        return Noop(run_id, "run_not_found")
+    clock = now or db.now(conn)
+    if run.state == RunState.WAITING:
+        return _waiting(cw, conn, run, clock)
+    if run.state != RunState.ACTIVE:
+        return Noop(run.id, "run_not_active")
+    return _active(cw, conn, run, clock)
+
+
+# -- waiting runs ----------------------------------------------------------------------------
+
+
+def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
+    if run.suspended_until is None or run.suspended_until > now:
+        return Noop(run.id, "wait_not_due")
+    context = run.status_context
+    target = workflows.fetch_step_by_key(conn, run.definition_id, str(context.get("to_step")))
+    if target is None:
+        return Noop(run.id, "unknown_to_step")
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.WAITING,
+        to_state=RunState.ACTIVE,
+        reason="reactivated_from_wait",
+        step_id=run.current_step_id,
+        delivery_id=_uuid(context.get("anchor_delivery_id")),
+        context={**context, "reactivated_at": now.isoformat()},
+    )
+    from_step = workflows.get_current_step(conn, run)
+    return _advance(
+        cw,
+        conn,
+        run,
+        target,
+        status_reason="progressed_on_wait_elapsed",
+        status_context={
+            "rule_kind": "wait_until",
+            "workflow_outcome": "wait_elapsed",
+            "anchor_delivery_id": context.get("anchor_delivery_id"),
+            "from_step": from_step.step_key,
+            "to_step": target.step_key,
+        },
+        source="wait_elapsed",
+    )
+
+
+# -- active runs -----------------------------------------------------------------------------
+
+
+def _active(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
+    step = workflows.get_current_step(conn, run)
+    rules = [rule_from_dict(r) for r in step.config.get("progress", [])]
+    if run.status_reason == SIGNAL_REASON:
+        return _after_signal(cw, conn, run, step, rules)
+    delivery = _lock_step_delivery(conn, run, step)
+    if delivery is None:
+        return Noop(run.id, "no_active_step_delivery")
+    outcome = outcome_for(delivery.status, delivery.suppression_reason)
+    if outcome is None:
+        return Noop(run.id, "prior_delivery_not_converged")
+    evidence = _evidence(conn, delivery)
+    base = {
+        "workflow_outcome": outcome.value,
+        "anchor_delivery_id": str(delivery.id),
+        "from_step": step.step_key,
+    }
+    for rule in rules:
+        if isinstance(rule, OnOutcome) and rule.outcome == outcome:
+            return _on_outcome(cw, conn, run, delivery, rule, base, evidence)
+        if isinstance(rule, Stop) and rule.outcome == outcome:
+            return _stop(conn, run, delivery, outcome, base, evidence)
+    if not is_terminal(outcome):
+        reason = "no_matching_progress_rule" if rules else "no_progress_rules"
+        return Noop(run.id, reason)
+    wait = next((r for r in rules if isinstance(r, WaitUntil)), None)
+    if wait is not None:
+        return _start_wait(cw, conn, run, step, delivery, wait, rules)
+    return _complete(
+        conn,
+        run,
+        "implicit_completion",
+        delivery.id,
+        {**base, "rule_kind": "implicit_completion", **evidence.as_dict()},
+    )
+
+
+def _on_outcome(
+    cw: Chimeway,
+    conn: Conn,
+    run: Run,
+    delivery: Delivery,
+    rule: OnOutcome,
+    base: dict[str, Any],
+    evidence: Evidence,
+) -> ProgressResult:
+    target = workflows.fetch_step_by_key(conn, run.definition_id, rule.to_step)
+    if target is None:
+        return Noop(run.id, "unknown_to_step")
+    context = {**base, "rule_kind": "on_outcome", "to_step": target.step_key, **evidence.as_dict()}
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.ACTIVE,
+        to_state=RunState.ACTIVE,
+        reason="progressed_on_delivery_outcome",
+        step_id=run.current_step_id,
+        delivery_id=delivery.id,
+        context=context,
+    )
+    return _advance(
+        cw,
+        conn,
+        run,
+        target,
+        status_reason="progressed_on_delivery_outcome",
+        status_context=context,
+        source="progression",
+    )
+
+
+def _stop(
+    conn: Conn,
+    run: Run,
+    delivery: Delivery,
+    outcome: Outcome,
+    base: dict[str, Any],
+    evidence: Evidence,
+) -> Stopped:
+    context = {**base, "rule_kind": "stop", **evidence.as_dict()}
+    stopped = workflows.update_run(
+        conn,
+        run,
+        state=RunState.STOPPED,
+        status_reason="workflow_stopped",
+        status_context=context,
+        terminal_reason=f"stopped_on_{outcome.value}",
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.ACTIVE,
+        to_state=RunState.STOPPED,
+        reason="workflow_stopped",
+        step_id=run.current_step_id,
+        delivery_id=delivery.id,
+        context=context,
+    )
+    _log("run.stopped", stopped, outcome=outcome.value)
+    return Stopped(run.id, outcome)
+
+
+def _start_wait(
+    cw: Chimeway,
+    conn: Conn,
+    run: Run,
+    step: StepRow,
+    delivery: Delivery,
+    wait: WaitUntil,
+    rules: Sequence[Rule],
+) -> Waiting:
+    anchor = delivery.terminal_at or delivery.updated_at
+    due_at = anchor + wait.delay
+    context = {
+        "rule_kind": "wait_until",
+        "anchor": ANCHOR,
+        "anchor_delivery_id": str(delivery.id),
+        "anchor_delivery_status": str(delivery.status),
+        "anchor_timestamp": anchor.isoformat(),
+        "due_at": due_at.isoformat(),
+        "to_step": wait.to_step,
+    }
+    # A waiting run listens for its cancel signals and for the events its OnSignal rules
+    # branch on.
+    signals = list(
+        dict.fromkeys([*wait.cancel_signals, *(r.event for r in rules if isinstance(r, OnSignal))])
+    )
+    waiting = workflows.update_run(
+        conn,
+        run,
+        state=RunState.WAITING,
+        status_reason=WAITING_REASON,
+        status_context=context,
+        suspended_until=due_at,
+        pending_signals=signals,
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.ACTIVE,
+        to_state=RunState.WAITING,
+        reason=WAITING_REASON,
+        step_id=step.id,
+        delivery_id=delivery.id,
+        context=context,
+    )
+    cw.jobs.progress(conn, run.id, schedule_at=due_at)
+    _log("run.waiting", waiting, due_at=due_at.isoformat())
+    return Waiting(run.id, due_at)
+
+
+def _after_signal(
+    cw: Chimeway, conn: Conn, run: Run, step: StepRow, rules: Sequence[Rule]
+) -> ProgressResult:
+    """A signal cancelled the wait: follow the step's OnSignal rule, or complete the run."""
+    event = str(run.status_context.get("event_name"))
+    rule = next((r for r in rules if isinstance(r, OnSignal) and r.event == event), None)
+    if rule is not None:
+        target = workflows.fetch_step_by_key(conn, run.definition_id, rule.to_step)
+        if target is None:
+            return Noop(run.id, "unknown_to_step")
+        context = {
+            "rule_kind": "on_signal",
+            "event_name": event,
+            "from_step": step.step_key,
+            "to_step": target.step_key,
+        }
+        workflows.append_transition(
+            conn,
+            run.id,
+            from_state=RunState.ACTIVE,
+            to_state=RunState.ACTIVE,
+            reason="progressed_on_signal",
+            step_id=step.id,
+            context=context,
+        )
+        return _advance(
+            cw,
+            conn,
+            run,
+            target,
+            status_reason="progressed_on_signal",
+            status_context=context,
+            source="signal",
+        )
+    return _complete(
+        conn,
+        run,
+        "wait_cancelled_by_signal",
+        None,
+        {"rule_kind": "cancel_signal", "event_name": event, "from_step": step.step_key},
+    )
+
+
+def _complete(
+    conn: Conn,
+    run: Run,
+    terminal_reason: str,
+    delivery_id: uuid.UUID | None,
+    context: dict[str, Any],
+) -> Completed:
+    completed = workflows.update_run(
+        conn,
+        run,
+        state=RunState.COMPLETED,
+        status_reason="workflow_completed",
+        status_context=context,
+        terminal_reason=terminal_reason,
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.ACTIVE,
+        to_state=RunState.COMPLETED,
+        reason="workflow_completed",
+        step_id=run.current_step_id,
+        delivery_id=delivery_id,
+        context=context,
+    )
+    _log("run.completed", completed, terminal_reason=terminal_reason)
+    return Completed(run.id, terminal_reason)
+
+
+def _advance(
+    cw: Chimeway,
+    conn: Conn,
+    run: Run,
+    target: StepRow,
+    *,
+    status_reason: str,
+    status_context: dict[str, Any],
+    source: str,
+) -> Advanced:
+    """Move the cursor to ``target``, record ``step_activated``, plan and defer its delivery."""
+    # A waiting run is first reactivated (waiting -> active), then moved on (active -> active).
+    if run.state == RunState.WAITING:
+        run = workflows.update_run(
+            conn,
+            run,
+            state=RunState.ACTIVE,
+            status_reason="reactivated_from_wait",
+            status_context=run.status_context,
+        )
+    moved = workflows.update_run(
+        conn,
+        run,
+        state=RunState.ACTIVE,
+        status_reason=status_reason,
+        status_context=status_context,
+        current_step_id=target.id,
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.ACTIVE,
+        to_state=RunState.ACTIVE,
+        reason="step_activated",
+        step_id=target.id,
+        context={"step_key": target.step_key, "source": source},
+    )
+    contents = _notification_contents(conn, run.notification_id)
+    rows = deliveries.insert_many(
+        conn,
+        [
+            PlannedDelivery(
+                notification_id=run.notification_id,
+                tenant_id=run.tenant_id,
+                recipient_id=run.recipient_id,
+                channel=target.channel,
+                render_data=contents.get(target.channel, {}),
+                max_attempts=cw.retry_policy(target.channel).max_attempts,
+                workflow_run_id=run.id,
+                workflow_step_id=target.id,
+            )
+        ],
+    )
+    delivery_ids = [r.id for r in rows]
+    cw.jobs.deliver(conn, delivery_ids)
+    _log("run.advanced", moved, to_step=target.step_key)
+    return Advanced(run.id, target.step_key, delivery_ids)
+
+
+# -- due sweeps ------------------------------------------------------------------------------
+
+
+def progress_due_runs(
+    cw: Chimeway,
+    now: dt.datetime | None = None,
+    limit: int = 10_000,
+    batch_size: int = 200,
+) -> list[ProgressResult]:
+    """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
+    number of sweepers can run at once; one transaction per batch, a savepoint per run."""
+    results: list[ProgressResult] = []
+    while len(results) < limit:
+        size = min(batch_size, limit - len(results))
+        with cw.pool.connection() as conn, conn.transaction():
+            claimed = [
+                row[0]
+                for row in conn.execute(
+                    db.query("runs_due_claim"), {"now": now, "limit": size}
+                ).fetchall()
+            ]
+            for run_id in claimed:
+                with conn.transaction():
+                    results.append(progress_in(cw, conn, run_id, now))
+        if len(claimed) < size:
+            break
+    return results
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _lock_step_delivery(conn: Conn, run: Run, step: StepRow) -> Delivery | None:
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        return cur.execute(
+            db.query("step_delivery_lock"), {"run_id": run.id, "step_id": step.id}
+        ).fetchone()
+
+
+def _evidence(conn: Conn, delivery: Delivery) -> Evidence:
+    latest = conn.execute(db.query("attempt_latest"), {"delivery_id": delivery.id}).fetchone()
+    outcome = error_class = None
+    if latest is not None:
+        attempt = deliveries.Attempt(*latest)
+        outcome, error_class = attempt.outcome, attempt.error_class
+    return Evidence(
+        delivery_status=str(delivery.status),
+        suppression_reason=delivery.suppression_reason,
+        attempt_outcome=outcome,
+        attempt_error_class=error_class,
+    )
+
+
+def _notification_contents(conn: Conn, notification_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(db.query("notification_contents"), {"id": notification_id}).fetchone()
+    return dict(row[0]) if row else {}
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value else None
+
+
+def _log(action: str, run: Run, **details: Any) -> None:
+    logger.info(
+        action.replace(".", " "),
+        extra={"action": action, "tenant_id": run.tenant_id, "run_id": str(run.id), **details},
+    )

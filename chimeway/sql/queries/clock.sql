@@ -1,0 +1,4 @@
+-- The database is the clock.
+
+-- name: clock_now
+SELECT now()

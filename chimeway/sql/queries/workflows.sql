@@ -1,0 +1,129 @@
+-- Workflow definitions, steps, runs and transitions (chimeway/workflows.py).
+
+-- name: definition_insert
+-- Immutable per (key, version): a second insert of the pair returns no row.
+INSERT INTO chimeway_workflow_definitions (workflow_key, workflow_version, notification_key, checksum)
+VALUES (%(workflow_key)s, %(workflow_version)s, %(notification_key)s, %(checksum)s)
+ON CONFLICT (workflow_key, workflow_version) DO NOTHING
+RETURNING *
+
+-- name: definition_get
+SELECT * FROM chimeway_workflow_definitions
+WHERE workflow_key = %(workflow_key)s AND workflow_version = %(workflow_version)s
+
+-- name: definition_get_by_id
+SELECT * FROM chimeway_workflow_definitions WHERE id = %(id)s
+
+-- name: step_insert_batch
+INSERT INTO chimeway_workflow_steps (definition_id, step_key, step_order, channel, config)
+SELECT %(definition_id)s, s.step_key, s.step_order, s.channel, s.config
+FROM unnest(%(step_keys)s::text[], %(step_orders)s::int[], %(channels)s::text[],
+            %(configs)s::jsonb[]) AS s (step_key, step_order, channel, config)
+RETURNING *
+
+-- name: steps_for_definition
+SELECT * FROM chimeway_workflow_steps WHERE definition_id = %(definition_id)s ORDER BY step_order
+
+-- name: step_get
+SELECT * FROM chimeway_workflow_steps WHERE id = %(id)s
+
+-- name: step_by_key
+SELECT * FROM chimeway_workflow_steps
+WHERE definition_id = %(definition_id)s AND step_key = %(step_key)s
+
+-- name: run_insert_batch
+-- New runs start active on their first step, with `workflow_started` and `step_activated`.
+WITH started AS (
+    INSERT INTO chimeway_workflow_runs (
+        tenant_id, definition_id, notification_id, recipient_id, current_step_id, state,
+        status_reason
+    )
+    SELECT %(tenant_id)s, r.definition_id, r.notification_id, r.recipient_id, r.step_id,
+           'active', 'workflow_started'
+    FROM unnest(%(definition_ids)s::uuid[], %(notification_ids)s::uuid[],
+                %(recipient_ids)s::text[], %(step_ids)s::uuid[])
+         AS r (definition_id, notification_id, recipient_id, step_id)
+    RETURNING id, notification_id, current_step_id
+), transitions AS (
+    INSERT INTO chimeway_workflow_transitions (run_id, step_id, from_state, to_state, reason, context)
+    SELECT id, current_step_id, NULL, 'active', 'workflow_started', '{}'::jsonb FROM started
+    UNION ALL
+    SELECT s.id, s.current_step_id, 'active', 'active', 'step_activated',
+           jsonb_build_object('step_key', st.step_key, 'source', 'trigger')
+    FROM started s JOIN chimeway_workflow_steps st ON st.id = s.current_step_id
+)
+SELECT id, notification_id FROM started
+
+-- name: run_get
+SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s
+
+-- name: run_lock
+SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s FOR UPDATE
+
+-- name: run_update
+-- The one guarded move of a run: only from the expected state.
+UPDATE chimeway_workflow_runs
+SET state = %(to_state)s,
+    status_reason = %(status_reason)s,
+    status_context = %(status_context)s,
+    current_step_id = %(current_step_id)s,
+    suspended_until = %(suspended_until)s,
+    pending_signals = %(pending_signals)s,
+    terminal_reason = %(terminal_reason)s,
+    last_transition_at = now()
+WHERE id = %(id)s AND state = %(from_state)s
+RETURNING *
+
+-- name: transition_append
+INSERT INTO chimeway_workflow_transitions (
+    run_id, step_id, delivery_id, from_state, to_state, reason, context
+)
+VALUES (
+    %(run_id)s, %(step_id)s, %(delivery_id)s, %(from_state)s, %(to_state)s, %(reason)s,
+    %(context)s
+)
+RETURNING *
+
+-- name: run_explain
+SELECT r.id, r.tenant_id, r.state, r.status_reason, st.step_key AS current_step_name,
+       r.suspended_until, r.pending_signals, r.terminal_reason, r.status_context,
+       d.workflow_key, d.workflow_version, r.recipient_id, r.notification_id,
+       r.started_at, r.last_transition_at
+FROM chimeway_workflow_runs r
+JOIN chimeway_workflow_steps st ON st.id = r.current_step_id
+JOIN chimeway_workflow_definitions d ON d.id = r.definition_id
+WHERE r.id = %(id)s AND r.tenant_id = %(tenant_id)s
+
+-- name: transitions_for_run
+-- Tenant-scoped: another tenant's run yields no rows, exactly like a missing one.
+SELECT t.id, t.run_id, st.step_key, t.step_id, t.delivery_id, t.from_state, t.to_state,
+       t.reason, t.context, t.created_at
+FROM chimeway_workflow_transitions t
+JOIN chimeway_workflow_runs r ON r.id = t.run_id
+LEFT JOIN chimeway_workflow_steps st ON st.id = t.step_id
+WHERE t.run_id = %(run_id)s AND r.tenant_id = %(tenant_id)s
+ORDER BY t.id
+LIMIT %(limit)s
+
+-- name: step_delivery_lock
+-- The active step's delivery, locked after the run (lock order: run, then delivery).
+SELECT * FROM chimeway_deliveries
+WHERE workflow_run_id = %(run_id)s AND workflow_step_id = %(step_id)s
+FOR UPDATE
+
+-- name: attempt_latest
+SELECT * FROM chimeway_delivery_attempts
+WHERE delivery_id = %(delivery_id)s
+ORDER BY attempt_number DESC
+LIMIT 1
+
+-- name: notification_contents
+SELECT contents FROM chimeway_notifications WHERE id = %(id)s
+
+-- name: runs_due_claim
+-- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
+SELECT id FROM chimeway_workflow_runs
+WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
+ORDER BY suspended_until
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED

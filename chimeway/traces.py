@@ -1,0 +1,220 @@
+"""Explaining a delivery: its full timeline and the answer to "why did / didn't it send?"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from chimeway import db, deliveries
+from chimeway.deliveries import Attempt
+from chimeway.errors import NotFound
+from chimeway.types import DeliveryReason, DeliveryStatus
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: dt.datetime
+    event: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryHeader:
+    id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    orchestration_state: str
+    next_eligible_at: dt.datetime | None
+    planning_reason: str | None
+    retry_at: dt.datetime | None
+    provider_message_id: str | None
+    max_attempts: int
+    workflow_run_id: uuid.UUID | None
+    created_at: dt.datetime
+    status_changed_at: dt.datetime
+    terminal_at: dt.datetime | None
+    notification_id: uuid.UUID
+    notification_created_at: dt.datetime
+    event_id: uuid.UUID
+    notification_key: str
+    correlation_id: str | None
+    idempotency_key: str
+    event_created_at: dt.datetime
+    step_key: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryExplanation:
+    delivery_id: uuid.UUID
+    tenant_id: str
+    event_id: uuid.UUID
+    notification_id: uuid.UUID
+    notification_key: str
+    correlation_id: str | None
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    workflow_run_id: uuid.UUID | None
+    workflow_step: str | None
+    attempts: list[Attempt]
+    timeline: list[TimelineEntry]
+    why: str
+
+    @property
+    def sent(self) -> bool:
+        return self.status == DeliveryStatus.SUCCEEDED
+
+
+def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DeliveryExplanation:
+    with conn.cursor(row_factory=class_row(DeliveryHeader)) as cur:
+        head = cur.execute(
+            db.query("delivery_explain_header"), {"id": delivery_id, "tenant_id": tenant_id}
+        ).fetchone()
+    if head is None:
+        raise NotFound(f"delivery {delivery_id} not found")
+    attempts = deliveries.attempts(conn, delivery_id)
+    timeline = _timeline(conn, head, attempts)
+    return DeliveryExplanation(
+        delivery_id=head.id,
+        tenant_id=head.tenant_id,
+        event_id=head.event_id,
+        notification_id=head.notification_id,
+        notification_key=head.notification_key,
+        correlation_id=head.correlation_id,
+        recipient_id=head.recipient_id,
+        channel=head.channel,
+        status=DeliveryStatus(head.status),
+        suppression_reason=head.suppression_reason,
+        workflow_run_id=head.workflow_run_id,
+        workflow_step=head.step_key,
+        attempts=attempts,
+        timeline=timeline,
+        why=why(head, attempts),
+    )
+
+
+def _timeline(conn: Conn, head: DeliveryHeader, attempts: list[Attempt]) -> list[TimelineEntry]:
+    # (time, rank) orders entries; within one transaction's timestamp an attempt comes before
+    # the status move it caused, and that before the workflow decision it led to.
+    entries: list[tuple[dt.datetime, int, TimelineEntry]] = [
+        (
+            head.event_created_at,
+            0,
+            TimelineEntry(
+                head.event_created_at,
+                "event_created",
+                {
+                    "notification_key": head.notification_key,
+                    "idempotency_key": head.idempotency_key,
+                    "correlation_id": head.correlation_id,
+                },
+            ),
+        ),
+        (
+            head.notification_created_at,
+            1,
+            TimelineEntry(
+                head.notification_created_at,
+                "notification_created",
+                {"recipient_id": head.recipient_id},
+            ),
+        ),
+    ]
+    for attempt in attempts:
+        entries.append(
+            (
+                attempt.finished_at,
+                2,
+                TimelineEntry(
+                    attempt.finished_at,
+                    "attempt_recorded",
+                    {
+                        "attempt_number": attempt.attempt_number,
+                        "outcome": attempt.outcome,
+                        "error_class": attempt.error_class,
+                        "error": attempt.error,
+                        "provider_message_id": attempt.provider_message_id,
+                    },
+                ),
+            )
+        )
+    for move in deliveries.transitions(conn, head.id):
+        event = "delivery_planned" if move.from_status is None else f"delivery_{move.to_status}"
+        detail: dict[str, Any] = {
+            "from": move.from_status,
+            "to": move.to_status,
+            "reason": move.reason,
+            **move.context,
+        }
+        entries.append((move.created_at, 3, TimelineEntry(move.created_at, event, detail)))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            db.query("workflow_transitions_for_delivery"),
+            {"delivery_id": head.id, "tenant_id": head.tenant_id},
+        ).fetchall()
+    for row in rows:
+        entries.append(
+            (
+                row["created_at"],
+                4,
+                TimelineEntry(
+                    row["created_at"],
+                    f"workflow_{row['reason']}",
+                    {"from": row["from_state"], "to": row["to_state"], **row["context"]},
+                ),
+            )
+        )
+    entries.sort(key=lambda e: (e[0], e[1]))
+    return [entry for _, _, entry in entries]
+
+
+def why(head: DeliveryHeader, attempts: list[Attempt]) -> str:
+    """One sentence: why this delivery did or did not send."""
+    last = attempts[-1] if attempts else None
+    n = len(attempts)
+    error = f": {last.error}" if last and last.error else ""
+    status = DeliveryStatus(head.status)
+    reason = head.suppression_reason
+    if status == DeliveryStatus.SUCCEEDED:
+        pmid = (
+            f" (provider message id {head.provider_message_id})" if head.provider_message_id else ""
+        )
+        return f"Sent: the {head.channel} adapter accepted it on attempt {n}{pmid}."
+    if status == DeliveryStatus.SUPPRESSED:
+        return f"Not sent: suppressed ({reason}) before any attempt."
+    if status == DeliveryStatus.CANCELLED:
+        if reason == DeliveryReason.RETRIES_EXHAUSTED:
+            return f"Not sent: all {n} attempts failed temporarily; the last error was{error}."
+        if reason == DeliveryReason.PERMANENT_FAILURE:
+            return f"Not sent: the provider rejected it permanently on attempt {n}{error}."
+        if reason == DeliveryReason.BOUNCED:
+            return f"Not delivered: it bounced on attempt {n}{error}."
+        return f"Not sent: cancelled ({reason or 'manual'})."
+    if status == DeliveryStatus.FAILED:
+        return (
+            f"Not sent yet: attempt {n} of {head.max_attempts} failed temporarily{error}; "
+            f"the next attempt is due at {head.retry_at:%Y-%m-%d %H:%M:%S %Z}."
+            if head.retry_at
+            else f"Not sent yet: attempt {n} failed temporarily{error}."
+        )
+    if status == DeliveryStatus.DISPATCHED:
+        return f"Being sent: a worker claimed it at {head.status_changed_at:%Y-%m-%d %H:%M:%S %Z}."
+    if status == DeliveryStatus.DIGESTED:
+        return "Not sent on its own: it was included in a digest."
+    if head.orchestration_state == "deferred" and head.next_eligible_at:
+        return (
+            f"Not sent yet: deferred until {head.next_eligible_at:%Y-%m-%d %H:%M:%S %Z}"
+            f" ({head.planning_reason})."
+        )
+    return "Not sent yet: its delivery job is waiting for a worker."

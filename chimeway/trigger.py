@@ -1,0 +1,194 @@
+"""``trigger``: event -> notifications -> (runs) -> deliveries -> jobs, in one transaction.
+
+Everything the notifier computes (recipients, assigns, channels, rendered and validated
+content, workflows) is resolved before the first write, so bad input raises a
+:class:`ChimewayError` and writes nothing. The writes then run in the caller's transaction
+(inside a savepoint) or in a transaction of their own, in batches, and end with one batch
+defer of the delivery jobs on the same connection.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from chimeway import db, deliveries, workflows
+from chimeway.deliveries import PlannedDelivery
+from chimeway.errors import InvalidTrigger
+from chimeway.notifiers import (
+    Notifier,
+    PlannedNotification,
+    plan_notification,
+    resolve_notifier,
+    resolve_recipients,
+)
+from chimeway.redaction import redact
+
+if TYPE_CHECKING:
+    from chimeway.app import Chimeway
+
+Conn = psycopg.Connection[Any]
+BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Triggered:
+    event_id: uuid.UUID
+    notification_ids: list[uuid.UUID] = field(default_factory=list)
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+    run_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An event with this (tenant, idempotency key) exists: nothing was written or deferred."""
+
+    event_id: uuid.UUID
+
+
+def _require_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidTrigger(f"{name} must be a non-blank string, got {value!r}")
+    return value
+
+
+def _params(params: Any) -> dict[str, Any]:
+    if not isinstance(params, Mapping):
+        raise InvalidTrigger(f"params must be a mapping, got {type(params).__name__}")
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTrigger(f"params must be JSON-serializable: {exc}") from exc
+    return dict(params)
+
+
+def trigger(
+    cw: Chimeway,
+    notifier: type[Notifier] | Notifier,
+    params: Mapping[str, Any],
+    *,
+    tenant_id: str,
+    idempotency_key: str,
+    correlation_id: str | None = None,
+    conn: Conn | None = None,
+) -> Triggered | Duplicate:
+    tenant_id = _require_text("tenant_id", tenant_id)
+    idempotency_key = _require_text("idempotency_key", idempotency_key)
+    if correlation_id is not None:
+        _require_text("correlation_id", correlation_id)
+    payload = _params(params)
+    resolved = resolve_notifier(notifier)
+    plans = [
+        plan_notification(resolved, payload, recipient, cw.content_schemas)
+        for recipient in resolve_recipients(resolved, payload)
+    ]
+    with cw.transaction(conn) as tx:
+        row = tx.execute(
+            db.query("event_insert"),
+            {
+                "tenant_id": tenant_id,
+                "notification_key": resolved.key,
+                "notification_version": resolved.version,
+                "idempotency_key": idempotency_key,
+                "correlation_id": correlation_id,
+                "payload": Jsonb(redact(payload)),
+            },
+        ).fetchone()
+        if row is None:
+            found = tx.execute(
+                db.query("event_find"),
+                {"tenant_id": tenant_id, "idempotency_key": idempotency_key},
+            ).fetchone()
+            assert found is not None  # the conflict that hid it has committed
+            return Duplicate(found[0])
+        event_id: uuid.UUID = row[0]
+        return _write(cw, tx, resolved, plans, event_id, tenant_id)
+
+
+def _write(
+    cw: Chimeway,
+    tx: Conn,
+    notifier: Notifier,
+    plans: list[PlannedNotification],
+    event_id: uuid.UUID,
+    tenant_id: str,
+) -> Triggered:
+    notification_ids = _insert_notifications(tx, notifier, plans, event_id, tenant_id)
+    definitions = {
+        id(plan): cw.ensure_definition(tx, notifier.key, plan.workflow)
+        for plan in plans
+        if plan.workflow is not None
+    }
+    runs = workflows.create_initial_runs(
+        tx,
+        tenant_id,
+        [
+            workflows.NewRun(notification_ids[i], plan.recipient.id, definitions[id(plan)])
+            for i, plan in enumerate(plans)
+            if plan.workflow is not None
+        ],
+    )
+    planned: list[PlannedDelivery] = []
+    for i, plan in enumerate(plans):
+        notification_id = notification_ids[i]
+        targets: list[tuple[str, uuid.UUID | None, uuid.UUID | None]]
+        if plan.workflow is not None:
+            first = definitions[id(plan)].first_step
+            targets = [(first.channel, runs[notification_id], first.id)]
+        else:
+            targets = [(channel, None, None) for channel in plan.channels]
+        planned.extend(
+            PlannedDelivery(
+                notification_id=notification_id,
+                tenant_id=tenant_id,
+                recipient_id=plan.recipient.id,
+                channel=channel,
+                render_data=plan.contents.get(channel, {}),
+                max_attempts=cw.retry_policy(channel).max_attempts,
+                workflow_run_id=run_id,
+                workflow_step_id=step_id,
+            )
+            for channel, run_id, step_id in targets
+        )
+    rows = deliveries.insert_many(tx, planned)
+    delivery_ids = [r.id for r in rows]
+    cw.jobs.deliver(tx, delivery_ids)
+    return Triggered(
+        event_id=event_id,
+        notification_ids=notification_ids,
+        delivery_ids=delivery_ids,
+        run_ids=[runs[n] for n in notification_ids if n in runs],
+    )
+
+
+def _insert_notifications(
+    tx: Conn,
+    notifier: Notifier,
+    plans: list[PlannedNotification],
+    event_id: uuid.UUID,
+    tenant_id: str,
+) -> list[uuid.UUID]:
+    """Insert in batches; ids come back in the order of ``plans``."""
+    by_recipient: dict[str, uuid.UUID] = {}
+    for start in range(0, len(plans), BATCH_SIZE):
+        chunk = plans[start : start + BATCH_SIZE]
+        rows = tx.execute(
+            db.query("notification_insert_batch"),
+            {
+                "event_id": event_id,
+                "tenant_id": tenant_id,
+                "category": notifier.category,
+                "recipient_ids": [p.recipient.id for p in chunk],
+                "recipient_types": [p.recipient.type for p in chunk],
+                "assigns": [Jsonb(p.assigns) for p in chunk],
+                "contents": [Jsonb(p.contents) for p in chunk],
+            },
+        ).fetchall()
+        by_recipient.update({recipient_id: nid for nid, recipient_id in rows})
+    return [by_recipient[p.recipient.id] for p in plans]

@@ -1,0 +1,408 @@
+"""Durable workflow definitions, runs and transitions (the seeds' ``Chimeway.Workflows``).
+
+Every function takes the connection first so callers join their transaction. Definitions
+are immutable per (key, version); runs stay pinned to the definition they started on; every
+run state change goes through :func:`update_run`, guarded by :data:`ALLOWED`, and is
+explained by a row appended with :func:`append_transition`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from chimeway import db
+from chimeway.dsl import Workflow
+from chimeway.errors import InvalidTransition, NotFound, WorkflowVersionConflict
+from chimeway.types import RunState
+
+Conn = psycopg.Connection[Any]
+R = RunState
+
+#: Which run state may follow which. ``active -> active`` moves the cursor to a later step.
+ALLOWED: dict[RunState, frozenset[RunState]] = {
+    R.ACTIVE: frozenset({R.ACTIVE, R.WAITING, R.COMPLETED, R.STOPPED, R.FAILED}),
+    R.WAITING: frozenset({R.ACTIVE}),
+    R.COMPLETED: frozenset(),
+    R.STOPPED: frozenset(),
+    R.FAILED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class DefinitionRow:
+    id: uuid.UUID
+    workflow_key: str
+    workflow_version: int
+    notification_key: str
+    checksum: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StepRow:
+    id: uuid.UUID
+    definition_id: uuid.UUID
+    step_key: str
+    step_order: int
+    channel: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Definition:
+    row: DefinitionRow
+    steps: list[StepRow]
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.row.id
+
+    @property
+    def first_step(self) -> StepRow:
+        return self.steps[0]
+
+    def step(self, key: str) -> StepRow | None:
+        return next((s for s in self.steps if s.step_key == key), None)
+
+    def workflow(self) -> Workflow:
+        return Workflow.from_rows(
+            self.row.workflow_key,
+            self.row.workflow_version,
+            [
+                {
+                    "step_key": s.step_key,
+                    "step_order": s.step_order,
+                    "channel": s.channel,
+                    "config": s.config,
+                }
+                for s in self.steps
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    id: uuid.UUID
+    tenant_id: str
+    definition_id: uuid.UUID
+    notification_id: uuid.UUID
+    recipient_id: str
+    current_step_id: uuid.UUID
+    state: RunState
+    status_reason: str
+    status_context: dict[str, Any]
+    suspended_until: dt.datetime | None
+    pending_signals: list[str]
+    terminal_reason: str | None
+    started_at: dt.datetime
+    last_transition_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    id: int
+    run_id: uuid.UUID
+    step_id: uuid.UUID | None
+    delivery_id: uuid.UUID | None
+    from_state: RunState | None
+    to_state: RunState
+    reason: str
+    context: dict[str, Any]
+    created_at: dt.datetime
+    step_key: str | None = None  # filled by list_traces
+
+
+@dataclass(frozen=True)
+class RunExplanation:
+    """Where a run is and why (the seeds' ``explain``), plus what identifies it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    state: RunState
+    status_reason: str | None
+    current_step_name: str | None
+    suspended_until: dt.datetime | None
+    pending_signals: list[str]
+    terminal_reason: str | None
+    status_context: dict[str, Any] = field(default_factory=dict)
+    workflow_key: str = ""
+    workflow_version: int = 0
+    recipient_id: str = ""
+    notification_id: uuid.UUID | None = None
+    started_at: dt.datetime | None = None
+    last_transition_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class StepLinkage:
+    workflow_run_id: uuid.UUID
+    workflow_step_id: uuid.UUID
+    channel: str
+
+
+# -- definitions ---------------------------------------------------------------------------
+
+
+def fetch_definition(conn: Conn, workflow_key: str, workflow_version: int) -> Definition | None:
+    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+        row = cur.execute(
+            db.query("definition_get"),
+            {"workflow_key": workflow_key, "workflow_version": workflow_version},
+        ).fetchone()
+    return None if row is None else Definition(row, _steps(conn, row.id))
+
+
+def _definition_by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
+    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+        row = cur.execute(db.query("definition_get_by_id"), {"id": definition_id}).fetchone()
+    if row is None:
+        raise NotFound(f"workflow definition {definition_id} not found")
+    return Definition(row, _steps(conn, row.id))
+
+
+def _steps(conn: Conn, definition_id: uuid.UUID) -> list[StepRow]:
+    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+        return cur.execute(
+            db.query("steps_for_definition"), {"definition_id": definition_id}
+        ).fetchall()
+
+
+def upsert_definition(conn: Conn, notification_key: str, workflow: Workflow) -> Definition:
+    """Store the definition, or return the stored one if it is the same.
+
+    A different definition under the same (key, version) raises
+    :class:`WorkflowVersionConflict`: bump the version to change a workflow.
+    """
+    checksum = workflow.checksum()
+    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+        row = cur.execute(
+            db.query("definition_insert"),
+            {
+                "workflow_key": workflow.key,
+                "workflow_version": workflow.version,
+                "notification_key": notification_key,
+                "checksum": checksum,
+            },
+        ).fetchone()
+    if row is None:
+        existing = fetch_definition(conn, workflow.key, workflow.version)
+        assert existing is not None  # the conflicting insert saw it
+        if existing.row.checksum != checksum:
+            raise WorkflowVersionConflict(
+                f"workflow {workflow.key!r} version {workflow.version} is already stored with "
+                "different steps; declare a new version to change it"
+            )
+        return existing
+    rows = workflow.step_rows()
+    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+        steps = cur.execute(
+            db.query("step_insert_batch"),
+            {
+                "definition_id": row.id,
+                "step_keys": [r["step_key"] for r in rows],
+                "step_orders": [r["step_order"] for r in rows],
+                "channels": [r["channel"] for r in rows],
+                "configs": [Jsonb(r["config"]) for r in rows],
+            },
+        ).fetchall()
+    return Definition(row, sorted(steps, key=lambda s: s.step_order))
+
+
+def ensure_definition(
+    conn: Conn,
+    notification_key: str,
+    workflow: Workflow,
+    cache: dict[tuple[str, int, str], Definition] | None = None,
+) -> Definition:
+    """:func:`upsert_definition`, remembered in ``cache`` (per app) once it is stored."""
+    key = (workflow.key, workflow.version, workflow.checksum())
+    if cache is not None and key in cache:
+        return cache[key]
+    definition = upsert_definition(conn, notification_key, workflow)
+    if cache is not None:
+        cache[key] = definition
+    return definition
+
+
+def persisted_workflow(conn: Conn, run_id: uuid.UUID) -> Workflow:
+    """The workflow a run is pinned to, rebuilt from its stored definition."""
+    return _definition_by_id(conn, get_run(conn, run_id).definition_id).workflow()
+
+
+def definition_of(conn: Conn, run: Run) -> Definition:
+    return _definition_by_id(conn, run.definition_id)
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRun:
+    notification_id: uuid.UUID
+    recipient_id: str
+    definition: Definition
+
+
+def create_initial_runs(
+    conn: Conn, tenant_id: str, new: Sequence[NewRun]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Start one run per notification on its definition's first step; notification -> run."""
+    if not new:
+        return {}
+    rows = conn.execute(
+        db.query("run_insert_batch"),
+        {
+            "tenant_id": tenant_id,
+            "definition_ids": [n.definition.id for n in new],
+            "notification_ids": [n.notification_id for n in new],
+            "recipient_ids": [n.recipient_id for n in new],
+            "step_ids": [n.definition.first_step.id for n in new],
+        },
+    ).fetchall()
+    return {notification_id: run_id for run_id, notification_id in rows}
+
+
+def create_initial_run(
+    conn: Conn,
+    notification_id: uuid.UUID,
+    definition: Definition,
+    tenant_id: str,
+    recipient_id: str,
+) -> Run:
+    runs = create_initial_runs(conn, tenant_id, [NewRun(notification_id, recipient_id, definition)])
+    return get_run(conn, runs[notification_id])
+
+
+def get_run(conn: Conn, run_id: uuid.UUID) -> Run:
+    with conn.cursor(row_factory=class_row(Run)) as cur:
+        row = cur.execute(db.query("run_get"), {"id": run_id}).fetchone()
+    if row is None:
+        raise NotFound(f"workflow run {run_id} not found")
+    return row
+
+
+def lock_run(conn: Conn, run_id: uuid.UUID) -> Run | None:
+    """Lock the run ``FOR UPDATE`` in the caller's transaction; ``None`` if it is gone."""
+    with conn.cursor(row_factory=class_row(Run)) as cur:
+        return cur.execute(db.query("run_lock"), {"id": run_id}).fetchone()
+
+
+def get_current_step(conn: Conn, run: Run) -> StepRow:
+    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+        row = cur.execute(db.query("step_get"), {"id": run.current_step_id}).fetchone()
+    if row is None:
+        raise NotFound(f"step {run.current_step_id} of run {run.id} not found")
+    return row
+
+
+def fetch_step_by_key(conn: Conn, definition_id: uuid.UUID, step_key: str) -> StepRow | None:
+    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+        return cur.execute(
+            db.query("step_by_key"), {"definition_id": definition_id, "step_key": step_key}
+        ).fetchone()
+
+
+def active_step_linkage(conn: Conn, run_id: uuid.UUID) -> StepLinkage:
+    """Which run, step and channel the run's next delivery belongs to."""
+    run = get_run(conn, run_id)
+    step = get_current_step(conn, run)
+    return StepLinkage(run.id, step.id, step.channel)
+
+
+def update_run(
+    conn: Conn,
+    run: Run,
+    *,
+    state: RunState,
+    status_reason: str,
+    status_context: dict[str, Any] | None = None,
+    current_step_id: uuid.UUID | None = None,
+    suspended_until: dt.datetime | None = None,
+    pending_signals: Sequence[str] = (),
+    terminal_reason: str | None = None,
+) -> Run:
+    """Move ``run`` (as last read, under its lock) to ``state``; the one guarded run move."""
+    if state not in ALLOWED[RunState(run.state)]:
+        raise InvalidTransition(f"workflow run {run.id} cannot move from {run.state} to {state}")
+    with conn.cursor(row_factory=class_row(Run)) as cur:
+        row = cur.execute(
+            db.query("run_update"),
+            {
+                "id": run.id,
+                "from_state": run.state,
+                "to_state": state,
+                "status_reason": status_reason,
+                "status_context": Jsonb(status_context or {}),
+                "current_step_id": current_step_id or run.current_step_id,
+                "suspended_until": suspended_until,
+                "pending_signals": list(pending_signals),
+                "terminal_reason": terminal_reason,
+            },
+        ).fetchone()
+    if row is None:
+        raise InvalidTransition(
+            f"workflow run {run.id} is no longer {run.state}; lock it before updating"
+        )
+    return row
+
+
+def append_transition(
+    conn: Conn,
+    run_id: uuid.UUID,
+    *,
+    to_state: RunState,
+    reason: str,
+    from_state: RunState | None = None,
+    step_id: uuid.UUID | None = None,
+    delivery_id: uuid.UUID | None = None,
+    context: dict[str, Any] | None = None,
+) -> Transition:
+    with conn.cursor(row_factory=class_row(Transition)) as cur:
+        row = cur.execute(
+            db.query("transition_append"),
+            {
+                "run_id": run_id,
+                "step_id": step_id,
+                "delivery_id": delivery_id,
+                "from_state": from_state,
+                "to_state": to_state,
+                "reason": reason,
+                "context": Jsonb(context or {}),
+            },
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+# -- operator reads (tenant-scoped) ---------------------------------------------------------
+
+
+def explain(conn: Conn, tenant_id: str, execution_id: uuid.UUID) -> RunExplanation:
+    """The run's state for ``tenant_id``; another tenant's run is NotFound, like a missing one."""
+    with conn.cursor(row_factory=class_row(RunExplanation)) as cur:
+        row = cur.execute(
+            db.query("run_explain"), {"id": execution_id, "tenant_id": tenant_id}
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"workflow run {execution_id} not found")
+    return row
+
+
+def list_traces(
+    conn: Conn, tenant_id: str, execution_id: uuid.UUID, limit: int | None = None
+) -> list[Transition]:
+    """The run's transitions, oldest first (at most ``limit``); NotFound across tenants."""
+    explain(conn, tenant_id, execution_id)  # NotFound for a missing or foreign run
+    with conn.cursor(row_factory=class_row(Transition)) as cur:
+        return cur.execute(
+            db.query("transitions_for_run"),
+            {"run_id": execution_id, "tenant_id": tenant_id, "limit": limit},
+        ).fetchall()

@@ -1,0 +1,71 @@
+"""Fixtures for engine tests: a Chimeway on a fresh committed database, with recording adapters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import Chimeway, RetryPolicy
+from chimeway.testing import RecordingAdapter
+
+IMMEDIATE = RetryPolicy(base_delay=dt.timedelta(0), jitter=0)
+
+
+class Recorders(dict[str, RecordingAdapter]):
+    def __missing__(self, channel: str) -> RecordingAdapter:
+        self[channel] = adapter = RecordingAdapter()
+        return adapter
+
+
+@pytest.fixture
+def adapters() -> Recorders:
+    """One RecordingAdapter per channel, created on first use."""
+    return Recorders()
+
+
+@pytest.fixture
+def make_cw(committed_db: str, adapters: Recorders) -> Iterator[Callable[..., Chimeway]]:
+    made: list[Chimeway] = []
+
+    def make(**options: Any) -> Chimeway:
+        options.setdefault("default_retry", IMMEDIATE)
+        options.setdefault(
+            "adapters", {c: adapters[c] for c in ("in_app", "email", "sms", "push", "chat")}
+        )
+        cw = Chimeway(committed_db, **options)
+        made.append(cw)
+        return cw
+
+    yield make
+    for cw in made:
+        cw.close()
+
+
+@pytest.fixture
+def cw(make_cw: Callable[..., Chimeway]) -> Chimeway:
+    return make_cw()
+
+
+def count(url: str, sql: str, *params: Any) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.encode(), params or None).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def counts(url: str) -> dict[str, int]:
+    tables = [
+        "chimeway_events",
+        "chimeway_notifications",
+        "chimeway_deliveries",
+        "chimeway_delivery_attempts",
+        "chimeway_workflow_runs",
+        "chimeway_workflow_transitions",
+        "chimeway_workflow_definitions",
+        "procrastinate_jobs",
+    ]
+    return {t: count(url, f"SELECT count(*) FROM {t}") for t in tables}

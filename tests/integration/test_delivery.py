@@ -1,0 +1,359 @@
+"""The deliver job, the delivery state machine, retries and explain_delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Bounced,
+    Chimeway,
+    DeliveryStatus,
+    InvalidTransition,
+    NotFound,
+    Permanent,
+    RetryPolicy,
+    Sent,
+    Temporary,
+    Triggered,
+    deliveries,
+)
+from chimeway.redaction import REDACTED
+from chimeway.testing import drain
+from chimeway.types import DeliveryReason
+from tests.integration.conftest import IMMEDIATE, Recorders
+from tests.integration.notifiers import Welcome
+
+
+def one_delivery(cw: Chimeway, tenant: str = "t", key: str = "k") -> uuid.UUID:
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id=tenant, idempotency_key=key)
+    assert isinstance(result, Triggered)
+    return result.delivery_ids[0]
+
+
+def attempt_numbers(url: str, delivery_id: uuid.UUID) -> list[int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT attempt_number FROM chimeway_delivery_attempts WHERE delivery_id = %s "
+            "ORDER BY attempt_number",
+            [delivery_id],
+        )
+        return [r[0] for r in rows]
+
+
+def test_drain_sends_through_the_adapter_and_succeeds(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    delivery = cw.get_delivery(delivery_id)
+    assert delivery.status == DeliveryStatus.SUCCEEDED
+    assert delivery.provider_message_id == f"recorded-{delivery_id}"
+    [request] = adapters["in_app"].sent
+    assert request.idempotency_key == str(delivery_id)
+    assert request.content["headline"] == "Welcome u1"
+    assert attempt_numbers(committed_db, delivery_id) == [1]
+
+
+def test_temporary_failures_retry_until_success(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(*[Temporary("timeout")] * 4)
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    assert cw.get_delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
+    assert len(adapters["in_app"].requests) == 5
+
+
+def test_five_temporary_failures_exhaust_retries(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(*[Temporary("timeout")] * 5)
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    delivery = cw.get_delivery(delivery_id)
+    assert delivery.status == DeliveryStatus.CANCELLED
+    assert delivery.suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
+    assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
+    history = [(t.from_status, t.to_status) for t in _transitions(cw, delivery_id)]
+    assert history[-2:] == [("dispatched", "failed"), ("failed", "cancelled")]
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (Permanent("invalid address"), DeliveryReason.PERMANENT_FAILURE),
+        (Bounced("mailbox full"), DeliveryReason.BOUNCED),
+    ],
+)
+def test_permanent_and_bounced_end_on_attempt_one(
+    cw: Chimeway, adapters: Recorders, committed_db: str, failure: Exception, reason: str
+) -> None:
+    adapters["in_app"].then(failure)
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    delivery = cw.get_delivery(delivery_id)
+    assert (delivery.status, delivery.suppression_reason) == (DeliveryStatus.CANCELLED, reason)
+    assert attempt_numbers(committed_db, delivery_id) == [1]
+
+
+def test_unexpected_adapter_exception_is_a_recorded_temporary_failure(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(ZeroDivisionError("boom"))
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    assert cw.get_delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    with psycopg.connect(committed_db) as conn:
+        first = conn.execute(
+            "SELECT outcome, error_class, error FROM chimeway_delivery_attempts "
+            "WHERE delivery_id = %s AND attempt_number = 1",
+            [delivery_id],
+        ).fetchone()
+    assert first == ("failed", "unknown", "ZeroDivisionError: boom")
+
+
+def test_retry_is_scheduled_with_backoff(
+    make_cw: Any, adapters: Recorders, committed_db: str
+) -> None:
+    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(minutes=1), jitter=0))
+    adapters["in_app"].then(Temporary("rate limited"))
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    delivery = cw.get_delivery(delivery_id)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.retry_at is not None
+    with psycopg.connect(committed_db) as conn:
+        scheduled, wait = conn.execute(
+            "SELECT scheduled_at, scheduled_at - now() FROM procrastinate_jobs "
+            "WHERE status = 'todo'"
+        ).fetchone()
+    assert scheduled == delivery.retry_at
+    assert 50 <= wait.total_seconds() <= 60
+    # Running the job again early sends nothing.
+    assert cw.deliver(delivery_id).action == "skipped"
+    assert len(adapters["in_app"].requests) == 1
+
+
+def test_max_attempts_is_configurable_per_channel(
+    make_cw: Any, adapters: Recorders, committed_db: str
+) -> None:
+    cw = make_cw(retry={"in_app": RetryPolicy(max_attempts=2, base_delay=IMMEDIATE.base_delay)})
+    adapters["in_app"].then(Temporary("x"), Temporary("y"))
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    assert cw.get_delivery(delivery_id).suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
+    assert attempt_numbers(committed_db, delivery_id) == [1, 2]
+
+
+def test_provider_responses_are_stored_redacted(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(
+        Sent("m-1", meta={"status": 202, "api_key": "k", "nested": {"Auth-Token": "t", "ok": 1}})
+    )
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    with psycopg.connect(committed_db) as conn:
+        [response] = conn.execute(
+            "SELECT provider_response FROM chimeway_delivery_attempts WHERE delivery_id = %s",
+            [delivery_id],
+        ).fetchone()
+    assert response == {
+        "status": 202,
+        "api_key": REDACTED,
+        "nested": {"Auth-Token": REDACTED, "ok": 1},
+    }
+
+
+def test_job_run_twice_never_sends_twice(cw: Chimeway, adapters: Recorders) -> None:
+    delivery_id = one_delivery(cw)
+    assert cw.deliver(delivery_id).action == "succeeded"
+    assert cw.deliver(delivery_id).action == "skipped"
+    assert len(adapters["in_app"].requests) == 1
+
+
+def _concurrently(n: int, fn: Any) -> list[Any]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        value = fn()
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_ten_concurrent_jobs_on_a_cancelled_delivery_make_no_attempt(
+    make_cw: Any, committed_db: str
+) -> None:
+    cw = make_cw(pool_max_size=12)
+    delivery_id = one_delivery(cw)
+    with cw.transaction() as conn:
+        deliveries.transition(
+            conn,
+            delivery_id,
+            DeliveryStatus.CANCELLED,
+            reason="manual",
+            suppression_reason=DeliveryReason.MANUAL,
+        )
+    results = _concurrently(10, lambda: cw.deliver(delivery_id).action)
+    assert results == ["skipped"] * 10
+    assert attempt_numbers(committed_db, delivery_id) == []
+
+
+def test_ten_concurrent_jobs_on_a_pending_delivery_send_once(
+    make_cw: Any, adapters: Recorders, committed_db: str
+) -> None:
+    cw = make_cw(pool_max_size=12)
+    delivery_id = one_delivery(cw)
+    results = _concurrently(10, lambda: cw.deliver(delivery_id).action)
+    assert sorted(results) == ["skipped"] * 9 + ["succeeded"]
+    assert len(adapters["in_app"].requests) == 1
+    assert attempt_numbers(committed_db, delivery_id) == [1]
+
+
+def test_attempt_numbers_stay_contiguous_under_concurrent_records(
+    cw: Chimeway, committed_db: str
+) -> None:
+    delivery_id = one_delivery(cw)
+
+    def append() -> int:
+        with cw.transaction() as conn:
+            deliveries.lock(conn, delivery_id)
+            return deliveries.append_attempt(
+                conn,
+                delivery_id,
+                outcome="failed",
+                error_class="temporary",  # type: ignore[arg-type]
+                started_at=dt.datetime.now(dt.UTC),
+            ).attempt_number
+
+    numbers = _concurrently(8, append)
+    assert sorted(numbers) == list(range(1, 9))
+    assert attempt_numbers(committed_db, delivery_id) == list(range(1, 9))
+
+
+def test_illegal_move_raises_invalid_transition(cw: Chimeway) -> None:
+    delivery_id = one_delivery(cw)
+    with (
+        pytest.raises(InvalidTransition, match="cannot move from pending to succeeded"),
+        cw.transaction() as conn,
+    ):
+        deliveries.transition(conn, delivery_id, DeliveryStatus.SUCCEEDED, reason="x")
+    assert cw.get_delivery(delivery_id).status == DeliveryStatus.PENDING
+
+
+def test_allowed_table_matches_design() -> None:
+    allowed = {(a.value, b.value) for a, targets in deliveries.ALLOWED.items() for b in targets}
+    assert allowed == {
+        ("pending", "dispatched"),
+        ("pending", "suppressed"),
+        ("pending", "cancelled"),
+        ("dispatched", "dispatched"),
+        ("dispatched", "succeeded"),
+        ("dispatched", "failed"),
+        ("dispatched", "cancelled"),
+        ("failed", "dispatched"),
+        ("failed", "cancelled"),
+    }
+
+
+def _transitions(cw: Chimeway, delivery_id: uuid.UUID) -> list[deliveries.DeliveryTransition]:
+    with cw.transaction() as conn:
+        return deliveries.transitions(conn, delivery_id)
+
+
+# -- explain_delivery ---------------------------------------------------------------------
+
+
+def events(explanation: Any) -> list[str]:
+    return [entry.event for entry in explanation.timeline]
+
+
+def test_explain_succeeded_delivery(cw: Chimeway) -> None:
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    explained = cw.explain_delivery("t", delivery_id)
+    assert explained.sent
+    assert explained.why.startswith("Sent: the in_app adapter accepted it on attempt 1")
+    assert events(explained) == [
+        "event_created",
+        "notification_created",
+        "delivery_planned",
+        "delivery_dispatched",
+        "attempt_recorded",
+        "delivery_succeeded",
+    ]
+
+
+def test_explain_retried_then_exhausted_delivery(cw: Chimeway, adapters: Recorders) -> None:
+    adapters["in_app"].then(*[Temporary("503 from provider")] * 5)
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    explained = cw.explain_delivery("t", delivery_id)
+    assert not explained.sent
+    assert explained.why == (
+        "Not sent: all 5 attempts failed temporarily; the last error was: 503 from provider."
+    )
+    assert events(explained).count("attempt_recorded") == 5
+    assert events(explained)[-2:] == ["delivery_failed", "delivery_cancelled"]
+
+
+def test_explain_retried_delivery_awaiting_its_next_attempt(
+    make_cw: Any, adapters: Recorders
+) -> None:
+    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(minutes=5), jitter=0))
+    adapters["in_app"].then(Temporary("timeout"))
+    delivery_id = one_delivery(cw)
+    drain(cw)
+    why = cw.explain_delivery("t", delivery_id).why
+    assert why.startswith("Not sent yet: attempt 1 of 5 failed temporarily: timeout; the next")
+
+
+def test_explain_suppressed_delivery(cw: Chimeway) -> None:
+    delivery_id = one_delivery(cw)
+    with cw.transaction() as conn:
+        deliveries.transition(
+            conn,
+            delivery_id,
+            DeliveryStatus.SUPPRESSED,
+            reason="channel disabled by user",
+            suppression_reason=DeliveryReason.CHANNEL_DISABLED,
+        )
+    explained = cw.explain_delivery("t", delivery_id)
+    assert explained.why == "Not sent: suppressed (channel_disabled) before any attempt."
+    assert events(explained)[-1] == "delivery_suppressed"
+    assert explained.timeline[-1].detail["reason"] == "channel disabled by user"
+
+
+def test_explain_pending_delivery(cw: Chimeway) -> None:
+    delivery_id = one_delivery(cw)
+    assert cw.explain_delivery("t", delivery_id).why == (
+        "Not sent yet: its delivery job is waiting for a worker."
+    )
+
+
+def test_explain_hides_other_tenants_deliveries(cw: Chimeway) -> None:
+    delivery_id = one_delivery(cw, tenant="t1")
+    with pytest.raises(NotFound) as other:
+        cw.explain_delivery("t2", delivery_id)
+    with pytest.raises(NotFound) as missing:
+        cw.explain_delivery("t2", uuid.uuid4())
+    assert str(other.value).replace(str(delivery_id), "ID") == str(missing.value).replace(
+        str(missing.value).split()[1], "ID"
+    )

@@ -1,0 +1,243 @@
+"""trigger(): rows and jobs in one transaction, idempotency, batching, errors that write nothing."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Chimeway,
+    Duplicate,
+    InvalidContent,
+    InvalidNotifier,
+    InvalidTrigger,
+    Notifier,
+    Recipient,
+    Triggered,
+)
+from tests.integration.conftest import count, counts
+from tests.integration.notifiers import Welcome, in_app
+
+
+def test_trigger_writes_event_notifications_deliveries_and_one_job_each(
+    cw: Chimeway, committed_db: str
+) -> None:
+    result = cw.trigger(
+        Welcome,
+        {"users": ["u1", "u2"], "channels": ["in_app", "email"]},
+        tenant_id="t1",
+        idempotency_key="k1",
+        correlation_id="req-9",
+    )
+    assert isinstance(result, Triggered)
+    assert len(result.notification_ids) == 2
+    assert len(result.delivery_ids) == 4
+    assert result.run_ids == []
+    assert (
+        count(committed_db, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'pending'")
+        == 4
+    )
+    jobs = count(
+        committed_db,
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:deliver' "
+        "AND queue_name = 'chimeway_delivery' AND status = 'todo'",
+    )
+    assert jobs == 4
+    with psycopg.connect(committed_db) as conn:
+        row = conn.execute(
+            "SELECT tenant_id, notification_key, notification_version, correlation_id, payload "
+            "FROM chimeway_events"
+        ).fetchone()
+    assert row == (
+        "t1",
+        "welcome",
+        1,
+        "req-9",
+        {"users": ["u1", "u2"], "channels": ["in_app", "email"]},
+    )
+
+
+def test_job_arguments_carry_ids_only(cw: Chimeway, committed_db: str) -> None:
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    with psycopg.connect(committed_db) as conn:
+        args = [r[0] for r in conn.execute("SELECT args FROM procrastinate_jobs")]
+    assert args == [{"delivery_id": str(result.delivery_ids[0])}]
+
+
+@pytest.mark.parametrize("app_wrote_first", [True, False])
+def test_caller_rollback_leaves_no_rows_and_no_jobs(
+    cw: Chimeway, committed_db: str, app_wrote_first: bool
+) -> None:
+    before = counts(committed_db)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("CREATE TABLE app_orders (id int)")
+        conn.commit()
+        if app_wrote_first:
+            conn.execute("INSERT INTO app_orders VALUES (1)")
+        result = cw.trigger(
+            Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=conn
+        )
+        assert isinstance(result, Triggered)
+        conn.rollback()
+    assert counts(committed_db) == before
+    assert count(committed_db, "SELECT count(*) FROM app_orders") == 0
+
+
+def test_caller_commit_lands_rows_and_jobs_together(cw: Chimeway, committed_db: str) -> None:
+    with psycopg.connect(committed_db) as conn:
+        cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=conn)
+        # Not visible to anyone else before the caller commits.
+        assert counts(committed_db)["procrastinate_jobs"] == 0
+        conn.commit()
+    after = counts(committed_db)
+    assert after["chimeway_deliveries"] == 1
+    assert after["procrastinate_jobs"] == 1
+
+
+def test_second_trigger_with_same_key_is_inert(cw: Chimeway, committed_db: str) -> None:
+    first = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    before = counts(committed_db)
+    second = cw.trigger(Welcome, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(first, Triggered)
+    assert second == Duplicate(first.event_id)
+    assert counts(committed_db) == before
+
+
+def test_same_key_in_another_tenant_is_a_new_event(cw: Chimeway) -> None:
+    first = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t1", idempotency_key="k")
+    second = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t2", idempotency_key="k")
+    assert isinstance(first, Triggered)
+    assert isinstance(second, Triggered)
+    assert first.event_id != second.event_id
+
+
+def test_ten_concurrent_triggers_with_one_key_give_one_triggered(
+    cw: Chimeway, committed_db: str
+) -> None:
+    barrier = threading.Barrier(10)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        with psycopg.connect(committed_db) as conn:
+            barrier.wait()
+            res = cw.trigger(
+                Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="same", conn=conn
+            )
+            conn.commit()
+        with lock:
+            results.append(res)
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sum(isinstance(r, Triggered) for r in results) == 1
+    duplicates = [r for r in results if isinstance(r, Duplicate)]
+    assert len(duplicates) == 9
+    assert len({d.event_id for d in duplicates}) == 1
+    assert counts(committed_db)["procrastinate_jobs"] == 1
+
+
+def test_recipients_are_deduplicated_by_id(cw: Chimeway) -> None:
+    result = cw.trigger(Welcome, {"users": ["a", "b", "a"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    assert len(result.notification_ids) == 2
+
+
+class CountingCursor(psycopg.Cursor[Any]):
+    executed = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).executed += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_many_recipients_are_written_in_batches_with_one_batch_defer(
+    cw: Chimeway, committed_db: str
+) -> None:
+    users = [f"user-{i}" for i in range(2500)]
+    CountingCursor.executed = 0
+    with psycopg.connect(committed_db, cursor_factory=CountingCursor) as conn:
+        result = cw.trigger(
+            Welcome, {"users": users}, tenant_id="t", idempotency_key="k", conn=conn
+        )
+        conn.commit()
+    assert isinstance(result, Triggered)
+    assert len(result.delivery_ids) == 2500
+    # savepoint handling + event + 3 notification batches + 3 delivery batches + 1 defer
+    assert CountingCursor.executed <= 12
+    assert counts(committed_db)["procrastinate_jobs"] == 2500
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tenant_id": "", "idempotency_key": "k"}, "tenant_id must be a non-blank string"),
+        ({"tenant_id": "  ", "idempotency_key": "k"}, "tenant_id must be a non-blank string"),
+        ({"tenant_id": None, "idempotency_key": "k"}, "tenant_id must be a non-blank string"),
+        ({"tenant_id": "t", "idempotency_key": ""}, "idempotency_key must be a non-blank string"),
+        ({"tenant_id": "t", "idempotency_key": 5}, "idempotency_key must be a non-blank string"),
+    ],
+)
+def test_blank_tenant_or_key_is_invalid_and_writes_nothing(
+    cw: Chimeway, committed_db: str, kwargs: dict[str, Any], message: str
+) -> None:
+    before = counts(committed_db)
+    with pytest.raises(InvalidTrigger, match=message):
+        cw.trigger(Welcome, {"users": ["u1"]}, **kwargs)
+    assert counts(committed_db) == before
+
+
+def test_params_that_are_not_json_are_invalid(cw: Chimeway, committed_db: str) -> None:
+    before = counts(committed_db)
+    with pytest.raises(InvalidTrigger, match="JSON-serializable"):
+        cw.trigger(Welcome, {"users": ["u1"], "when": object()}, tenant_id="t", idempotency_key="k")
+    assert counts(committed_db) == before
+
+
+class BadContent(Welcome):
+    key = "bad_content"
+
+    def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        content = in_app()
+        if recipient.id == "u2":
+            del content["primary_action"]
+        return content
+
+
+def test_invalid_content_for_one_recipient_fails_the_trigger_and_writes_nothing(
+    cw: Chimeway, committed_db: str
+) -> None:
+    before = counts(committed_db)
+    with pytest.raises(InvalidContent, match=r"in_app.*primary_action"):
+        cw.trigger(BadContent, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k")
+    assert counts(committed_db) == before
+
+
+class NoKey(Notifier):
+    version = 1
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
+        return []
+
+    def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+        return {}
+
+
+def test_invalid_notifier_names_what_is_wrong(cw: Chimeway, committed_db: str) -> None:
+    before = counts(committed_db)
+    with pytest.raises(InvalidNotifier, match=r"NoKey.*key"):
+        cw.trigger(NoKey, {}, tenant_id="t", idempotency_key="k")
+    assert counts(committed_db) == before
+
+
+def test_trigger_by_registered_key(make_cw: Any) -> None:
+    cw = make_cw(notifiers=[Welcome])
+    result = cw.trigger("welcome", {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
