@@ -50,4 +50,6 @@ class WithWorkflow(Welcome):
             return EMAIL
         if channel == "sms":
             return {"text_body": "Hi"}
+        if channel == "push":
+            return {"title": "Hi", "body": "Hi"}
         return in_app()

@@ -46,9 +46,12 @@ WITH started AS (
     RETURNING id, notification_id, current_step_id
 ), transitions AS (
     INSERT INTO chimeway_workflow_transitions (run_id, step_id, from_state, to_state, reason, context)
-    SELECT id, current_step_id, NULL, 'active', 'workflow_started', '{}'::jsonb FROM started
+    SELECT id, current_step_id, NULL::chimeway_run_state, 'active'::chimeway_run_state,
+           'workflow_started', '{}'::jsonb
+    FROM started
     UNION ALL
-    SELECT s.id, s.current_step_id, 'active', 'active', 'step_activated',
+    SELECT s.id, s.current_step_id, 'active'::chimeway_run_state, 'active'::chimeway_run_state,
+           'step_activated',
            jsonb_build_object('step_key', st.step_key, 'source', 'trigger')
     FROM started s JOIN chimeway_workflow_steps st ON st.id = s.current_step_id
 )

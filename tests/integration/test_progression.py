@@ -1,0 +1,507 @@
+"""Workflows and the progression engine against real Postgres (design §6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Advanced,
+    Bounced,
+    Chimeway,
+    DeliveryStatus,
+    Noop,
+    NotFound,
+    OnOutcome,
+    RunState,
+    Step,
+    Stop,
+    Temporary,
+    Triggered,
+    WaitUntil,
+    Workflow,
+    WorkflowVersionConflict,
+    deliveries,
+    workflows,
+)
+from chimeway.testing import drain
+from tests.integration.conftest import Recorders, count, counts
+from tests.integration.notifiers import WithWorkflow
+
+WAIT_30M = Workflow(
+    key="escalate",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[
+                WaitUntil(delay=dt.timedelta(minutes=30), to_step="email"),
+            ],
+        ),
+        Step("email", channel="email"),
+    ],
+)
+
+
+def start(
+    cw: Chimeway,
+    workflow: Workflow,
+    users: list[str] | None = None,
+    key: str = "k",
+    tenant: str = "t",
+) -> Triggered:
+    result = cw.trigger(
+        WithWorkflow(workflow), {"users": users or ["u1"]}, tenant_id=tenant, idempotency_key=key
+    )
+    assert isinstance(result, Triggered)
+    return result
+
+
+def run_of(cw: Chimeway, run_id: uuid.UUID) -> workflows.Run:
+    with cw.transaction() as conn:
+        return workflows.get_run(conn, run_id)
+
+
+def reasons(cw: Chimeway, run_id: uuid.UUID, tenant: str = "t") -> list[str]:
+    return [t.reason for t in cw.workflows.list_traces(tenant, run_id)]
+
+
+def run_deliveries(url: str, run_id: uuid.UUID) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT st.step_key, d.status::text FROM chimeway_deliveries d "
+            "JOIN chimeway_workflow_steps st ON st.id = d.workflow_step_id "
+            "WHERE d.workflow_run_id = %s ORDER BY st.step_order",
+            [run_id],
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def converge(cw: Chimeway, delivery_id: uuid.UUID, to: DeliveryStatus, **kw: Any) -> None:
+    """Move a delivery to a converged state by hand, without progressing its run."""
+    with cw.transaction() as conn:
+        deliveries.transition(conn, delivery_id, DeliveryStatus.DISPATCHED, reason="test")
+        deliveries.transition(conn, delivery_id, to, reason="test", **kw)
+
+
+# -- runs at trigger time -------------------------------------------------------------------
+
+
+def test_trigger_starts_one_run_per_notification_and_plans_only_the_first_step(
+    cw: Chimeway, committed_db: str
+) -> None:
+    result = start(cw, WAIT_30M, users=["u1", "u2"])
+    assert len(result.run_ids) == 2
+    assert len(result.delivery_ids) == 2
+    for run_id in result.run_ids:
+        explained = cw.workflows.explain("t", run_id)
+        assert (explained.state, explained.current_step_name) == ("active", "notice")
+        assert reasons(cw, run_id) == ["workflow_started", "step_activated"]
+        assert run_deliveries(committed_db, run_id) == [("notice", "pending")]
+
+
+def test_same_definition_is_reused_and_a_changed_one_conflicts(
+    cw: Chimeway, committed_db: str
+) -> None:
+    start(cw, WAIT_30M, key="a")
+    start(cw, WAIT_30M, key="b")
+    assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
+    changed = Workflow(key="escalate", version=1, steps=[Step("notice", channel="in_app")])
+    before = counts(committed_db)
+    with pytest.raises(WorkflowVersionConflict, match="'escalate' version 1"):
+        start(cw, changed, key="c")
+    assert counts(committed_db) == before
+
+
+def test_conflict_inside_a_caller_transaction_writes_nothing(
+    cw: Chimeway, committed_db: str
+) -> None:
+    start(cw, WAIT_30M, key="a")
+    changed = Workflow(key="escalate", version=1, steps=[Step("notice", channel="sms")])
+    before = counts(committed_db)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("SELECT 1")  # the caller's transaction is open
+        with pytest.raises(WorkflowVersionConflict):
+            cw.trigger(
+                WithWorkflow(changed),
+                {"users": ["u1"]},
+                tenant_id="t",
+                idempotency_key="c",
+                conn=conn,
+            )
+        conn.execute("SELECT 1")  # still usable: only the savepoint was rolled back
+        conn.commit()
+    assert counts(committed_db) == before
+
+
+def test_runs_stay_pinned_to_their_definition(cw: Chimeway) -> None:
+    old = start(cw, WAIT_30M, key="a").run_ids[0]
+    v2 = Workflow(key="escalate", version=2, steps=[Step("only", channel="sms")])
+    new = start(cw, v2, key="b").run_ids[0]
+    assert cw.workflows.explain("t", old).current_step_name == "notice"
+    assert cw.workflows.explain("t", new).current_step_name == "only"
+    with cw.transaction() as conn:
+        assert workflows.persisted_workflow(conn, old) == WAIT_30M
+        assert workflows.persisted_workflow(conn, new) == v2
+
+
+# -- waits ------------------------------------------------------------------------------------
+
+
+def test_wait_then_advance_exactly_once(cw: Chimeway, committed_db: str) -> None:
+    result = start(cw, WAIT_30M)
+    run_id = result.run_ids[0]
+    drain(cw)  # the notice is delivered; recording it starts the wait
+    run = run_of(cw, run_id)
+    assert run.state == RunState.WAITING
+    assert run.status_reason == "waiting_for_step_progression"
+    ctx = run.status_context
+    assert set(ctx) == {
+        "rule_kind",
+        "anchor",
+        "anchor_delivery_id",
+        "anchor_delivery_status",
+        "anchor_timestamp",
+        "due_at",
+        "to_step",
+    }
+    assert ctx["anchor_delivery_id"] == str(result.delivery_ids[0])
+    assert ctx["anchor_delivery_status"] == "succeeded"
+    due_at = dt.datetime.fromisoformat(ctx["due_at"])
+    assert (due_at - dt.datetime.fromisoformat(ctx["anchor_timestamp"])).total_seconds() == 1800
+    assert run.suspended_until == due_at
+    # The timer job was deferred with the wait, at due_at.
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
+            "AND scheduled_at = %s AND status = 'todo'",
+            due_at,
+        )
+        == 1
+    )
+
+    early = cw.progression.progress_run(run_id, now=due_at - dt.timedelta(seconds=1))
+    assert early == Noop(run_id, "wait_not_due")
+    advanced = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=1))
+    assert isinstance(advanced, Advanced)
+    assert advanced.to_step == "email"
+    assert len(advanced.delivery_ids) == 1
+    again = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=2))
+    assert isinstance(again, Noop)
+
+    trace = reasons(cw, run_id)
+    assert trace.count("reactivated_from_wait") == 1
+    assert trace.count("step_activated") == 2  # the first step, then email
+    assert run_deliveries(committed_db, run_id) == [("notice", "succeeded"), ("email", "pending")]
+    assert cw.workflows.explain("t", run_id).current_step_name == "email"
+
+
+def test_ten_concurrent_progress_calls_on_a_waiting_run_not_yet_due_are_noops(
+    make_cw: Any,
+) -> None:
+    cw = make_cw(pool_max_size=12)
+    run_id = start(cw, WAIT_30M).run_ids[0]
+    drain(cw)
+    results = concurrently(10, lambda: cw.progression.progress_run(run_id))
+    assert results == [Noop(run_id, "wait_not_due")] * 10
+
+
+def test_due_sweep_advances_due_waits_only(cw: Chimeway) -> None:
+    due = start(cw, WAIT_30M, key="a").run_ids[0]
+    later = start(
+        cw,
+        Workflow(
+            key="later",
+            version=1,
+            steps=[
+                Step("a", channel="in_app", progress=[WaitUntil(delay=7200, to_step="b")]),
+                Step("b", channel="email"),
+            ],
+        ),
+        key="b",
+    ).run_ids[0]
+    drain(cw)
+    due_at = run_of(cw, due).suspended_until
+    assert due_at is not None
+    results = cw.progression.progress_due_runs(now=due_at + dt.timedelta(minutes=1))
+    assert [(type(r).__name__, r.run_id) for r in results] == [("Advanced", due)]
+    assert run_of(cw, later).state == RunState.WAITING
+    assert cw.progression.progress_due_runs(now=due_at + dt.timedelta(minutes=1)) == []
+
+
+def test_concurrent_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:
+    cw = make_cw(pool_max_size=12)
+    runs = start(cw, WAIT_30M, users=[f"u{i}" for i in range(30)]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    batches = concurrently(4, lambda: cw.progression.progress_due_runs(now=later))
+    advanced = [r.run_id for batch in batches for r in batch if isinstance(r, Advanced)]
+    assert sorted(advanced) == sorted(runs)
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM chimeway_workflow_transitions "
+            "WHERE reason = 'reactivated_from_wait'",
+        )
+        == 30
+    )
+
+
+# -- branching on outcomes --------------------------------------------------------------------
+
+
+BRANCHY = Workflow(
+    key="branchy",
+    version=1,
+    steps=[
+        Step(
+            "email",
+            channel="email",
+            progress=[
+                OnOutcome(outcome="bounced", to_step="sms"),
+                OnOutcome(outcome="temporary_failure", to_step="push"),
+            ],
+        ),
+        Step("sms", channel="sms"),
+        Step("push", channel="push"),
+    ],
+)
+
+
+def test_on_outcome_bounced_advances_with_evidence(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["email"].then(Bounced("mailbox does not exist"))
+    run_id = start(cw, BRANCHY).run_ids[0]
+    drain(cw)
+    traces = cw.workflows.list_traces("t", run_id)
+    [progressed] = [t for t in traces if t.reason == "progressed_on_delivery_outcome"]
+    assert progressed.context == {
+        "rule_kind": "on_outcome",
+        "workflow_outcome": "bounced",
+        "anchor_delivery_id": progressed.context["anchor_delivery_id"],
+        "from_step": "email",
+        "to_step": "sms",
+        "delivery_status": "cancelled",
+        "suppression_reason": "bounced",
+        "attempt_outcome": "bounced",
+        "attempt_error_class": "bounced",
+    }
+    assert run_deliveries(committed_db, run_id) == [("email", "cancelled"), ("sms", "succeeded")]
+    # sms is the last step and has no rules: its delivery completes the run.
+    explained = cw.workflows.explain("t", run_id)
+    assert (explained.state, explained.terminal_reason) == ("completed", "implicit_completion")
+
+
+def test_stop_on_bounced_stops_once(cw: Chimeway, adapters: Recorders) -> None:
+    wf = Workflow(
+        key="stopper",
+        version=1,
+        steps=[
+            Step(
+                "email",
+                channel="email",
+                progress=[Stop(outcome="bounced"), WaitUntil(delay=60, to_step="sms")],
+            ),
+            Step("sms", channel="sms"),
+        ],
+    )
+    adapters["email"].then(Bounced("no such user"))
+    run_id = start(cw, wf).run_ids[0]
+    drain(cw)
+    explained = cw.workflows.explain("t", run_id)
+    assert (explained.state, explained.status_reason) == ("stopped", "workflow_stopped")
+    assert explained.terminal_reason == "stopped_on_bounced"
+    assert reasons(cw, run_id).count("workflow_stopped") == 1
+    assert cw.progression.progress_run(run_id) == Noop(run_id, "run_not_active")
+
+
+def test_final_step_without_rules_completes(cw: Chimeway) -> None:
+    wf = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
+    run_id = start(cw, wf).run_ids[0]
+    drain(cw)
+    assert reasons(cw, run_id)[-1] == "workflow_completed"
+    assert cw.workflows.explain("t", run_id).state == "completed"
+
+
+def test_pending_delivery_is_a_noop_and_leaves_the_run_active(cw: Chimeway) -> None:
+    run_id = start(cw, WAIT_30M).run_ids[0]
+    assert cw.progression.progress_run(run_id) == Noop(run_id, "prior_delivery_not_converged")
+    assert run_of(cw, run_id).state == RunState.ACTIVE
+    assert reasons(cw, run_id) == ["workflow_started", "step_activated"]
+
+
+def test_retrying_failure_does_not_start_a_wait_or_complete(
+    make_cw: Any, adapters: Recorders
+) -> None:
+    from chimeway import RetryPolicy
+
+    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
+    adapters["in_app"].then(Temporary("timeout"))
+    run_id = start(cw, WAIT_30M).run_ids[0]
+    drain(cw)
+    run = run_of(cw, run_id)
+    assert run.state == RunState.ACTIVE
+    assert cw.progression.progress_run(run_id) == Noop(run_id, "no_matching_progress_rule")
+    single = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
+    adapters["in_app"].then(Temporary("timeout"))
+    other = start(cw, single, key="b").run_ids[0]
+    drain(cw)
+    assert cw.progression.progress_run(other) == Noop(other, "no_progress_rules")
+
+
+def test_on_outcome_temporary_failure_fires_while_retrying(
+    make_cw: Any, adapters: Recorders, committed_db: str
+) -> None:
+    from chimeway import RetryPolicy
+
+    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
+    adapters["email"].then(Temporary("timeout"))
+    run_id = start(cw, BRANCHY).run_ids[0]
+    drain(cw)
+    assert run_deliveries(committed_db, run_id) == [("email", "failed"), ("push", "succeeded")]
+
+
+def test_ten_concurrent_progress_calls_on_a_converged_run_advance_once(
+    make_cw: Any, committed_db: str
+) -> None:
+    cw = make_cw(pool_max_size=12)
+    wf = Workflow(
+        key="next",
+        version=1,
+        steps=[
+            Step("a", channel="in_app", progress=[OnOutcome(outcome="delivered", to_step="b")]),
+            Step("b", channel="email"),
+        ],
+    )
+    result = start(cw, wf)
+    run_id = result.run_ids[0]
+    converge(cw, result.delivery_ids[0], DeliveryStatus.SUCCEEDED)
+    results = concurrently(10, lambda: cw.progression.progress_run(run_id))
+    assert sum(isinstance(r, Advanced) for r in results) == 1
+    assert [r for r in results if not isinstance(r, Advanced)] == [
+        Noop(run_id, "prior_delivery_not_converged")
+    ] * 9
+    assert run_deliveries(committed_db, run_id) == [("a", "succeeded"), ("b", "pending")]
+    assert reasons(cw, run_id).count("progressed_on_delivery_outcome") == 1
+
+
+def test_delivered_step_and_next_delivery_job_commit_together(
+    cw: Chimeway, committed_db: str
+) -> None:
+    wf = Workflow(
+        key="next",
+        version=1,
+        steps=[
+            Step("a", channel="in_app", progress=[OnOutcome(outcome="delivered", to_step="b")]),
+            Step("b", channel="email", progress=[Stop(outcome="delivered")]),
+        ],
+    )
+    result = start(cw, wf)
+    assert cw.deliver(result.delivery_ids[0]).action == "succeeded"
+    # One transaction recorded the attempt, advanced the run and deferred b's job.
+    with psycopg.connect(committed_db) as conn:
+        [(b_id,)] = conn.execute(
+            "SELECT id FROM chimeway_deliveries WHERE channel = 'email'"
+        ).fetchall()
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE args->>'delivery_id' = %s",
+            str(b_id),
+        )
+        == 1
+    )
+    drain(cw)
+    assert isinstance(cw.progression.progress_run(result.run_ids[0]), Noop)
+    assert cw.workflows.explain("t", result.run_ids[0]).state == "stopped"
+
+
+# -- operator reads ---------------------------------------------------------------------------
+
+
+def test_explain_and_traces_are_tenant_scoped(cw: Chimeway) -> None:
+    run_id = start(cw, WAIT_30M, tenant="t1").run_ids[0]
+    assert cw.workflows.explain("t1", run_id).tenant_id == "t1"
+    for tenant, execution in [("t2", run_id), ("t1", uuid.uuid4())]:
+        with pytest.raises(NotFound, match="not found"):
+            cw.workflows.explain(tenant, execution)
+        with pytest.raises(NotFound, match="not found"):
+            cw.workflows.list_traces(tenant, execution)
+
+
+def test_list_traces_limit_returns_the_oldest_first(cw: Chimeway) -> None:
+    run_id = start(cw, WAIT_30M).run_ids[0]
+    drain(cw)
+    assert [t.reason for t in cw.workflows.list_traces("t", run_id, limit=1)] == [
+        "workflow_started"
+    ]
+    all_reasons = reasons(cw, run_id)
+    assert all_reasons == ["workflow_started", "step_activated", "waiting_for_step_progression"]
+
+
+def test_explain_reports_the_wait(cw: Chimeway) -> None:
+    wf = Workflow(
+        key="cancellable",
+        version=1,
+        steps=[
+            Step(
+                "a",
+                channel="in_app",
+                progress=[
+                    WaitUntil(delay=60, to_step="b", cancel_signals=["chimeway.notification.read"])
+                ],
+            ),
+            Step("b", channel="email"),
+        ],
+    )
+    run_id = start(cw, wf).run_ids[0]
+    drain(cw)
+    explained = cw.workflows.explain("t", run_id)
+    assert explained.state == "waiting"
+    assert explained.current_step_name == "a"
+    assert explained.pending_signals == ["chimeway.notification.read"]
+    assert explained.suspended_until is not None
+    assert explained.terminal_reason is None
+
+
+def concurrently(n: int, fn: Any) -> list[Any]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        value = fn()
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == n
+    return results
+
+
+def test_update_run_refuses_moves_outside_the_table(cw: Chimeway) -> None:
+    from chimeway import InvalidTransition
+
+    wf = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
+    run_id = start(cw, wf).run_ids[0]
+    drain(cw)
+    with (
+        pytest.raises(InvalidTransition, match="cannot move from completed to active"),
+        cw.transaction() as conn,
+    ):
+        run = workflows.lock_run(conn, run_id)
+        assert run is not None
+        workflows.update_run(conn, run, state=RunState.ACTIVE, status_reason="x")
