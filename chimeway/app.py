@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import procrastinate
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chimeway import deliveries, jobs, progression, settings, traces, workflows
 from chimeway.adapters import Adapter, LoggerAdapter
@@ -20,7 +20,9 @@ from chimeway.content import ContentSchemas
 from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch
 from chimeway.dsl import Workflow
 from chimeway.errors import ConfigurationError, NotFound, translated
+from chimeway.maintenance import Maintenance, SweepReport, sweep
 from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.signals import Routed, SignalTracked, route_signal, track_signal
 from chimeway.trigger import Duplicate, Triggered, trigger
 
 Conn = psycopg.Connection[Any]
@@ -48,6 +50,7 @@ class Chimeway:
         retry: Mapping[str, RetryPolicy] | None = None,
         default_retry: RetryPolicy | None = None,
         stuck_after: dt.timedelta = dt.timedelta(minutes=5),
+        maintenance: Maintenance | None = None,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
     ) -> None:
@@ -58,6 +61,7 @@ class Chimeway:
         self.retry: dict[str, RetryPolicy] = dict(retry or {})
         self.default_retry = default_retry or RetryPolicy()
         self.stuck_after = stuck_after
+        self.maintenance = maintenance or Maintenance()
         self.notifiers: dict[str, Notifier] = {}
         for notifier in notifiers:
             self.register_notifier(notifier)
@@ -67,7 +71,9 @@ class Chimeway:
         self.jobs = jobs.Deferrer()
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
         self.procrastinate = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=self.database_url)
+            connector=procrastinate.PsycopgConnector(
+                conninfo=self.database_url, pool_factory=self._job_pool
+            )
         )
         self.procrastinate.add_tasks_from(jobs.build_blueprint(self), namespace=jobs.NAMESPACE)
         self.workflows = _Workflows(self)
@@ -80,9 +86,30 @@ class Chimeway:
         if self._pool is None:
             low, high = self._pool_sizes
             self._pool = ConnectionPool(
-                self.database_url, min_size=low, max_size=high, open=True, name="chimeway"
+                self.database_url,
+                min_size=low,
+                max_size=high,
+                open=True,
+                name="chimeway",
+                # Connections broken by a server restart are replaced, not handed out.
+                check=ConnectionPool.check_connection,
             )
         return self._pool
+
+    def _job_pool(self, **options: Any) -> AsyncConnectionPool[Any]:
+        """The pool Procrastinate opens for a worker, sized like ours."""
+        low, high = self._pool_sizes
+        return AsyncConnectionPool(
+            **{**options, "min_size": low, "max_size": high, "name": "chimeway-jobs"}
+        )
+
+    def resize_pool(self, max_size: int) -> None:
+        """Grow the pool to at least ``max_size`` connections (a worker needs one per job)."""
+        low, high = self._pool_sizes
+        if max_size > high:
+            self._pool_sizes = (low, max_size)
+            if self._pool is not None:
+                self._pool.resize(low, max_size)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -173,6 +200,33 @@ class Chimeway:
     ) -> traces.DeliveryExplanation:
         with self.transaction() as conn:
             return traces.explain_delivery(conn, tenant_id, _uuid(delivery_id, "delivery"))
+
+    def track_signal(
+        self,
+        tenant_id: str,
+        actor_id: str,
+        event_name: str,
+        payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        conn: Conn | None = None,
+    ) -> SignalTracked:
+        """Record a signal and defer its routing, in one transaction (the caller's, with
+        ``conn``). A repeated ``idempotency_key`` (per tenant) is inert."""
+        return track_signal(
+            self, tenant_id, actor_id, event_name, payload, idempotency_key, conn=conn
+        )
+
+    def route_signal(self, signal_id: uuid.UUID | str) -> Routed:
+        """Route one signal now, in this process (what the ``route_signal`` job does)."""
+        with translated():
+            return route_signal(self, _uuid(signal_id, "signal"))
+
+    def sweep(
+        self, now: dt.datetime | None = None, report: Callable[[str], None] | None = None
+    ) -> SweepReport:
+        """One maintenance sweep now (what the periodic ``sweep`` job does)."""
+        with translated():
+            return sweep(self, now, report)
 
     def deliver(self, delivery_id: uuid.UUID | str) -> DispatchResult:
         """Send one delivery now, in this process (what the ``deliver`` job does)."""

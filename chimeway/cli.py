@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import sys
 import traceback
 from typing import Any
 
 import click
 
-from chimeway import migrations, settings
-from chimeway.errors import ChimewayError
+from chimeway import logs, migrations, settings
+from chimeway import worker as worker_module
+from chimeway.app import Chimeway
+from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal
 
 
 class CliState:
@@ -97,6 +102,163 @@ def migrate_status(state: CliState) -> None:
 def migrate_print() -> None:
     """Print every migration as one SQL script, for your own migration tool."""
     click.echo(migrations.render_sql(), nl=False)
+
+
+def load_app(spec: str | None, url: str) -> Chimeway:
+    """The user's Chimeway (``module:attr``, an instance or a factory), else a plain one."""
+    if not spec:
+        return Chimeway(url)
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"--app must look like module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like other app servers: the app lives where you run
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    try:
+        found = getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(found) and not isinstance(found, Chimeway):
+        found = found()
+    if not isinstance(found, Chimeway):
+        raise ConfigurationError(f"{spec} is a {type(found).__name__}, not a Chimeway instance")
+    return found
+
+
+APP_OPTION = click.option(
+    "--app",
+    "app_spec",
+    envvar="CHIMEWAY_APP",
+    help="Your Chimeway instance as module:attr [env CHIMEWAY_APP]; it brings your adapters "
+    "and notifiers. Without it, a plain Chimeway on --database-url.",
+)
+
+
+@cli.command()
+@APP_OPTION
+@click.option("--queues", help="Comma-separated queues to work on (default: all).")
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes to run under this one (use every core).",
+)
+@click.option(
+    "--poll-interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between polls; LISTEN/NOTIFY wakes workers sooner.",
+)
+@click.option("--name", help="Worker name, shown in logs and Procrastinate's tables.")
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=None,
+    help="Seconds to wait for running jobs on stop (default: until they finish).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str | None,
+    queues: str | None,
+    concurrency: int,
+    processes: int,
+    poll_interval: float,
+    name: str | None,
+    shutdown_timeout: float | None,
+    log_level: str,
+    log_json: bool,
+) -> None:
+    """Run a worker: deliveries, timers, signals, maintenance and your own tasks."""
+    logs.configure(log_level, as_json=log_json)
+    state: CliState = ctx.obj
+    if processes > 1:
+        argv = [
+            "--database-url",
+            state.url,
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--poll-interval",
+            str(poll_interval),
+            "--log-level",
+            log_level,
+        ]
+        argv += ["--app", app_spec] if app_spec else []
+        argv += ["--queues", queues] if queues else []
+        argv += ["--shutdown-timeout", str(shutdown_timeout)] if shutdown_timeout else []
+        argv += ["--log-json"] if log_json else []
+        ctx.exit(worker_module.run_processes(argv, processes))
+    cw = load_app(app_spec, state.url)
+    options = worker_module.WorkerOptions(
+        queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+        concurrency=concurrency,
+        poll_interval=poll_interval,
+        name=name,
+        shutdown_timeout=shutdown_timeout,
+    )
+    code = worker_module.run(cw, options)
+    cw.close()
+    ctx.exit(code)
+
+
+@cli.command()
+@APP_OPTION
+@click.pass_obj
+def sweep(state: CliState, app_spec: str | None) -> None:
+    """Run one maintenance sweep: due waits, due deferred and stuck deliveries."""
+    with load_app(app_spec, state.url) as cw:
+        report = cw.sweep(report=note)
+    click.echo(f"Sweep done: {report}.")
+
+
+@cli.command()
+@APP_OPTION
+@click.option("--tenant", required=True, help="Tenant of the signal.")
+@click.option("--actor", required=True, help="Actor (recipient id) the signal is about.")
+@click.option("--payload", help="A JSON object carried with the signal.")
+@click.option("--idempotency-key", help="Repeated keys (per tenant) are ignored.")
+@click.argument("event")
+@click.pass_obj
+def signal(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    actor: str,
+    payload: str | None,
+    idempotency_key: str | None,
+    event: str,
+) -> None:
+    """Send a signal EVENT (e.g. chimeway.notification.read) to waiting runs."""
+    body = parse_json_object(payload, "--payload", InvalidSignal)
+    with load_app(app_spec, state.url) as cw:
+        tracked = cw.track_signal(tenant, actor, event, body, idempotency_key)
+    if tracked.duplicate:
+        click.echo(f"Duplicate: signal {tracked.signal_id} was already recorded; nothing sent.")
+    else:
+        click.echo(f"Signal {tracked.signal_id} recorded; a worker routes it.")
+
+
+def parse_json_object(
+    text: str | None, option: str, error: type[ChimewayError]
+) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"{option} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 
+from chimeway import db
+
 NAMESPACE = "chimeway"
 QUEUES = {
     "deliver": "chimeway_delivery",
@@ -25,6 +27,14 @@ QUEUES = {
     "retry_stalled_jobs": "chimeway_maintenance",
 }
 TASKS = {name: f"{NAMESPACE}:{name}" for name in QUEUES}
+
+
+def deliver_lock(delivery_id: uuid.UUID) -> str:
+    return f"chimeway:deliver:{delivery_id}"
+
+
+def progress_lock(run_id: uuid.UUID) -> str:
+    return f"chimeway:progress:{run_id}"
 
 
 class Deferrer:
@@ -42,12 +52,30 @@ class Deferrer:
         *,
         schedule_at: dt.datetime | None = None,
     ) -> list[int]:
-        """One ``deliver`` job per delivery, in one round trip."""
+        """One ``deliver`` job per delivery, in one round trip.
+
+        Each job carries the queueing lock ``chimeway:deliver:<id>``: at most one job per
+        delivery waits in the queue, so a sweep that re-drives a delivery whose job is still
+        queued gets ``AlreadyEnqueued`` instead of a second job.
+        """
         if not delivery_ids:
             return []
         deferrer = self._configure("deliver", conn, schedule_at=schedule_at)
-        ids: list[int] = deferrer.batch_defer(*({"delivery_id": str(d)} for d in delivery_ids))
-        return ids
+        jobs = [
+            deferrer.make_new_job(delivery_id=str(d)).evolve(queueing_lock=deliver_lock(d))
+            for d in delivery_ids
+        ]
+        deferred = self._app.job_manager.batch_defer_jobs(jobs=jobs, connection=conn)
+        return [job.id for job in deferred if job.id is not None]
+
+    def deliver_if_not_queued(self, conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> bool:
+        """Defer a ``deliver`` job unless one is already queued (savepoint: never aborts)."""
+        try:
+            with conn.transaction():
+                self.deliver(conn, [delivery_id])
+        except AlreadyEnqueued:
+            return False
+        return True
 
     def progress(
         self, conn: psycopg.Connection[Any], run_id: uuid.UUID, *, schedule_at: dt.datetime
@@ -60,13 +88,15 @@ class Deferrer:
         try:
             with conn.transaction():
                 job_id: int = self._configure(
-                    "progress",
-                    conn,
-                    schedule_at=schedule_at,
-                    queueing_lock=f"chimeway:progress:{run_id}",
+                    "progress", conn, schedule_at=schedule_at, queueing_lock=progress_lock(run_id)
                 ).defer(run_id=str(run_id))
                 return job_id
         except AlreadyEnqueued:
+            # A timer is already queued for this run: make sure it fires no later than this.
+            conn.execute(
+                db.query("progress_timer_pull_earlier"),
+                {"queueing_lock": progress_lock(run_id), "scheduled_at": schedule_at},
+            )
             return None
 
     def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:

@@ -1,0 +1,119 @@
+"""Periodic maintenance: small units Procrastinate schedules (deduplicated across workers),
+each also callable once, from tests or from ``chimeway sweep``.
+
+* :func:`sweep` finds from the rows the work whose job was lost: due waits, due deferred
+  deliveries, and deliveries stuck before a send.
+* :func:`retry_stalled_jobs` puts back the jobs of workers that died mid-job (detected by
+  Procrastinate's heartbeats).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import procrastinate
+
+from chimeway import db, progression
+
+if TYPE_CHECKING:
+    from chimeway.app import Chimeway
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """When maintenance runs and what it considers lost."""
+
+    sweep_cron: str = "* * * * *"  # every minute; a 6th field gives seconds
+    stalled_cron: str = "* * * * *"
+    #: A worker whose heartbeat is older than this is dead; its running jobs are retried.
+    stalled_after: dt.timedelta = dt.timedelta(seconds=60)
+    #: A ready delivery not sent for this long (or a retry this overdue) is re-driven.
+    redrive_after: dt.timedelta = dt.timedelta(minutes=5)
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    runs_progressed: int
+    deferred_resumed: int
+    deliveries_redriven: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runs_progressed} due run(s) progressed, {self.deferred_resumed} deferred "
+            f"delivery(ies) resumed, {self.deliveries_redriven} stuck delivery(ies) re-driven"
+        )
+
+
+def sweep(
+    cw: Chimeway, now: dt.datetime | None = None, report: Callable[[str], None] | None = None
+) -> SweepReport:
+    say = report or (lambda _msg: None)
+    settings = cw.maintenance
+    say("sweeping due waits")
+    progressed = progression.progress_due_runs(cw, now)
+    say(f"{len(progressed)} due run(s) progressed; resuming due deferred deliveries")
+    resumed = 0
+    while True:
+        with cw.pool.connection() as conn, conn.transaction():
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    db.query("deliveries_deferred_due_resume"), {"limit": settings.batch_size}
+                )
+            ]
+            cw.jobs.deliver(conn, ids)
+        resumed += len(ids)
+        if len(ids) < settings.batch_size:
+            break
+    say(f"{resumed} deferred delivery(ies) resumed; re-driving stuck deliveries")
+    redriven = 0
+    with cw.pool.connection() as conn, conn.transaction():
+        stuck = [
+            row[0]
+            for row in conn.execute(
+                db.query("deliveries_stuck_list"),
+                {
+                    "pending_after": settings.redrive_after,
+                    "dispatched_after": cw.stuck_after,
+                    "limit": settings.batch_size,
+                },
+            )
+        ]
+        redriven = sum(cw.jobs.deliver_if_not_queued(conn, d) for d in stuck)
+    result = SweepReport(len(progressed), resumed, redriven)
+    if result.runs_progressed or result.deferred_resumed or result.deliveries_redriven:
+        logger.info(
+            "sweep found lost work",
+            extra={
+                "action": "maintenance.sweep",
+                "runs_progressed": result.runs_progressed,
+                "deferred_resumed": result.deferred_resumed,
+                "deliveries_redriven": result.deliveries_redriven,
+            },
+        )
+    return result
+
+
+async def retry_stalled_jobs(app: procrastinate.App, stalled_after: dt.timedelta) -> list[int]:
+    """Put the ``doing`` jobs of dead workers back to ``todo``; their tasks are idempotent."""
+    stalled = await app.job_manager.get_stalled_jobs(
+        seconds_since_heartbeat=stalled_after.total_seconds()
+    )
+    retried = []
+    for job in stalled:
+        await app.job_manager.retry_job(job)
+        assert job.id is not None
+        retried.append(job.id)
+    if retried:
+        logger.warning(
+            "retried jobs of dead workers",
+            extra={"action": "maintenance.stalled_jobs_retried", "job_ids": retried},
+        )
+    return retried

@@ -1,0 +1,34 @@
+-- The periodic sweep (chimeway/maintenance.py): work whose job was lost, found from the rows.
+
+-- name: deliveries_deferred_due_resume
+-- Deferred deliveries whose time has come become ready (history row included).
+WITH due AS (
+    SELECT id FROM chimeway_deliveries
+    WHERE status = 'pending' AND orchestration_state = 'deferred' AND next_eligible_at <= now()
+    ORDER BY next_eligible_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), resumed AS (
+    UPDATE chimeway_deliveries d
+    SET orchestration_state = 'ready', updated_at = now()
+    FROM due WHERE d.id = due.id
+    RETURNING d.id
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason)
+    SELECT id, 'pending', 'pending', 'resumed_from_deferral' FROM resumed
+)
+SELECT id FROM resumed
+
+-- name: deliveries_stuck_list
+-- Ready deliveries that have waited too long for a send, failed ones whose retry is overdue,
+-- and dispatched ones whose worker went silent: each needs a deliver job again.
+SELECT id FROM chimeway_deliveries
+WHERE status = 'pending' AND orchestration_state = 'ready'
+  AND status_changed_at < now() - %(pending_after)s::interval
+UNION ALL
+SELECT id FROM chimeway_deliveries
+WHERE status = 'dispatched' AND status_changed_at < now() - %(dispatched_after)s::interval
+UNION ALL
+SELECT id FROM chimeway_deliveries
+WHERE status = 'failed' AND retry_at < now() - %(pending_after)s::interval
+LIMIT %(limit)s

@@ -1,0 +1,30 @@
+-- Signals and their routing to waiting runs (chimeway/signals.py).
+
+-- name: signal_insert
+-- A repeated idempotency key (per tenant) returns no row: the signal is inert.
+INSERT INTO chimeway_signals (tenant_id, actor_id, event_name, payload, idempotency_key)
+VALUES (%(tenant_id)s, %(actor_id)s, %(event_name)s, %(payload)s, %(idempotency_key)s)
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: signal_find_by_key
+SELECT id FROM chimeway_signals
+WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(idempotency_key)s
+
+-- name: signal_lock
+SELECT id, tenant_id, actor_id, event_name, payload, routed_at
+FROM chimeway_signals WHERE id = %(id)s FOR UPDATE
+
+-- name: signal_mark_routed
+UPDATE chimeway_signals SET routed_at = now() WHERE id = %(id)s
+
+-- name: runs_waiting_for_signal_lock
+-- Only this tenant's waiting runs of this actor that listen for this event.
+SELECT * FROM chimeway_workflow_runs
+WHERE tenant_id = %(tenant_id)s AND recipient_id = %(actor_id)s AND state = 'waiting'
+  AND %(event_name)s = ANY(pending_signals)
+ORDER BY id
+FOR UPDATE
+
+-- name: delivery_id_for_tenant
+SELECT id FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s

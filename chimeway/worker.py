@@ -1,0 +1,179 @@
+"""``chimeway worker``: a Procrastinate worker over Chimeway's queues and the user's tasks.
+
+* Wakes on LISTEN/NOTIFY; polls every ``poll_interval`` seconds as the fallback (which is
+  also what fires scheduled jobs: timers and retries).
+* First SIGTERM/SIGINT: stop taking jobs, finish the running ones, exit 0. A second one
+  exits at once (running jobs are then retried by stalled-job recovery).
+* If the worker stops by itself (its LISTEN connection or heartbeat died, e.g. PostgreSQL
+  restarted), it reconnects and starts again; when that keeps failing it exits non-zero
+  so a supervisor restarts it. It never runs on deaf and never exits 0 on a failure.
+* ``processes > 1`` runs that many worker processes under this one, forwarding signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chimeway.app import Chimeway
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    queues: Sequence[str] | None = None  # None: every queue (Chimeway's and the user's)
+    concurrency: int = 10
+    poll_interval: float = 1.0
+    name: str | None = None
+    shutdown_timeout: float | None = None  # None: wait for running jobs to finish
+    heartbeat_interval: float = 10.0
+    max_restarts: int = 5  # consecutive quick failures before exiting non-zero
+    restart_backoff: float = 1.0
+
+
+def run(cw: Chimeway, options: WorkerOptions) -> int:
+    """Run one worker in this process until stopped; the process exit code."""
+    return asyncio.run(_serve(cw, options))
+
+
+async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
+    loop = asyncio.get_running_loop()
+    # Sync tasks run in the loop's default executor: give it a thread per job slot.
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=options.concurrency + 2, thread_name_prefix="chimeway")
+    )
+    cw.resize_pool(options.concurrency + 2)
+    stop = asyncio.Event()
+    current: dict[str, asyncio.Task[Any]] = {}
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            logger.info(
+                "stopping: finishing running jobs (signal again to exit now)",
+                extra={"action": "worker.stopping", "signal": signal.Signals(signum).name},
+            )
+            stop.set()
+            if "worker" in current:
+                current["worker"].cancel()
+        else:
+            logger.warning("second signal: exiting now", extra={"action": "worker.exit_now"})
+            os._exit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    quick_failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await _run_once(cw, options, current)
+        except asyncio.CancelledError:
+            if stop.is_set():
+                break
+            raise
+        except Exception as exc:
+            logger.error(
+                f"worker failed: {exc!r}",
+                extra={"action": "worker.failed", "error": repr(exc)},
+                exc_info=True,
+            )
+        if stop.is_set():
+            break
+        # The worker stopped by itself: a side task (LISTEN, heartbeat) or the database died.
+        quick_failures = quick_failures + 1 if time.monotonic() - started < 60 else 1
+        if quick_failures > options.max_restarts:
+            logger.error(
+                "worker keeps failing; exiting so a supervisor restarts it",
+                extra={"action": "worker.giving_up", "restarts": quick_failures - 1},
+            )
+            return 1
+        delay = options.restart_backoff * 2 ** (quick_failures - 1)
+        logger.warning(
+            f"worker stopped unexpectedly; reconnecting in {delay:.1f}s",
+            extra={"action": "worker.restarting", "attempt": quick_failures},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+    logger.info("worker stopped", extra={"action": "worker.stopped"})
+    return 0
+
+
+async def _run_once(cw: Chimeway, options: WorkerOptions, current: dict[str, Any]) -> None:
+    # Procrastinate opens (and on exit closes) a fresh pool each time: after a failure the
+    # next run starts from new connections.
+    async with cw.procrastinate.open_async():
+        worker_options: dict[str, Any] = {
+            "queues": list(options.queues) if options.queues else None,
+            "name": options.name,
+            "shutdown_graceful_timeout": options.shutdown_timeout,
+        }
+        task = asyncio.create_task(
+            cw.procrastinate.run_worker_async(
+                **worker_options,
+                concurrency=options.concurrency,
+                fetch_job_polling_interval=options.poll_interval,
+                abort_job_polling_interval=max(options.poll_interval, 5.0),
+                listen_notify=True,
+                delete_jobs="successful",
+                install_signal_handlers=False,
+                # Heartbeats must come well within the stalled threshold, or live workers
+                # would look dead to stalled-job recovery.
+                update_heartbeat_interval=min(
+                    options.heartbeat_interval,
+                    cw.maintenance.stalled_after.total_seconds() / 3,
+                ),
+                stalled_worker_timeout=max(cw.maintenance.stalled_after.total_seconds(), 1),
+            )
+        )
+        current["worker"] = task
+        try:
+            await task
+        finally:
+            current.pop("worker", None)
+
+
+def run_processes(argv: Sequence[str], processes: int) -> int:
+    """Run ``processes`` copies of ``chimeway worker`` (``argv``) and supervise them:
+    signals are forwarded; if one exits, the others are stopped and its failure is ours."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "chimeway.cli", *argv]) for _ in range(processes)
+    ]
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes: dict[int, int] = {}
+    while len(codes) < len(children):
+        for child in children:
+            code = child.poll()
+            if code is not None and child.pid not in codes:
+                codes[child.pid] = code
+                if not stopping:
+                    logger.error(
+                        "a worker process exited; stopping the others",
+                        extra={"action": "worker.child_exited", "pid": child.pid, "code": code},
+                    )
+                    forward(signal.SIGTERM, None)
+        time.sleep(0.1)
+    failed = [code for code in codes.values() if code != 0]
+    return 0 if stopping and not failed else 1

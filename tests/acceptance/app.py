@@ -1,0 +1,105 @@
+"""The application the acceptance tests run under real ``chimeway worker`` processes.
+
+Configured from the environment so each test can point it at its own database and tune it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from chimeway import (
+    Chimeway,
+    DeliveryRequest,
+    Notifier,
+    OnOutcome,
+    OnSignal,
+    Recipient,
+    RetryPolicy,
+    Sent,
+    Step,
+    WaitUntil,
+    Workflow,
+)
+from chimeway.maintenance import Maintenance
+
+READ = "chimeway.notification.read"
+CLICKED = "app.clicked"
+
+ESCALATION = Workflow(
+    key="escalation",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[
+                WaitUntil(
+                    delay=int(os.environ.get("WAIT_SECONDS", "1")),
+                    to_step="email",
+                    cancel_signals=[READ],
+                ),
+                OnSignal(event=CLICKED, to_step="sms"),
+            ],
+        ),
+        Step("email", channel="email", progress=[OnOutcome(outcome="delivered", to_step="sms")]),
+        Step("sms", channel="sms"),
+    ],
+)
+
+
+class Escalation(Notifier):
+    key = "escalation"
+    version = 1
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
+        return [{"id": user} for user in params["users"]]
+
+    def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+        return {"user": recipient.id}
+
+    def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        return {
+            "in_app": {
+                "headline": "Mentioned",
+                "body": "You were mentioned",
+                "primary_action": {"label": "Open", "url": "/m"},
+            },
+            "email": {"subject": "Mentioned", "html_body": "<p>Hi</p>", "text_body": "Hi"},
+            "sms": {"text_body": "Mentioned"},
+        }[channel]
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return ESCALATION
+
+
+class BlockingAdapter:
+    """Blocks on its first call while ``$BLOCK_DIR/block`` exists, after writing
+    ``$BLOCK_DIR/started``: lets a test kill a worker in the middle of a send."""
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        folder = os.environ.get("BLOCK_DIR")
+        if folder and (Path(folder) / "block").exists():
+            (Path(folder) / "started").write_text(str(request.delivery_id))
+            time.sleep(600)
+        return Sent(provider_message_id=f"sent-{request.delivery_id}")
+
+
+def build() -> Chimeway:
+    tick = "* * * * * *"  # every second: tests don't wait a minute for maintenance
+    return Chimeway(
+        os.environ["CHIMEWAY_DATABASE_URL"],
+        notifiers=[Escalation],
+        adapters={"in_app": BlockingAdapter()},
+        default_retry=RetryPolicy(base_delay=dt.timedelta(0), jitter=0),
+        stuck_after=dt.timedelta(seconds=float(os.environ.get("STUCK_AFTER", "300"))),
+        maintenance=Maintenance(
+            sweep_cron=tick,
+            stalled_cron=tick,
+            stalled_after=dt.timedelta(seconds=3),
+            redrive_after=dt.timedelta(seconds=30),
+        ),
+    )

@@ -1,0 +1,325 @@
+"""Signals, timers, sweeps and the idempotency of every task (design §7, §8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Advanced,
+    Chimeway,
+    Completed,
+    InvalidSignal,
+    Noop,
+    OnSignal,
+    RunState,
+    Step,
+    Triggered,
+    WaitUntil,
+    Workflow,
+)
+from chimeway.testing import drain
+from tests.integration.conftest import count, counts
+from tests.integration.notifiers import WithWorkflow
+
+READ = "chimeway.notification.read"
+CLICKED = "app.clicked"
+
+WF = Workflow(
+    key="signalled",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[
+                WaitUntil(delay=dt.timedelta(minutes=10), to_step="email", cancel_signals=[READ]),
+                OnSignal(event=CLICKED, to_step="sms"),
+            ],
+        ),
+        Step("email", channel="email"),
+        Step("sms", channel="sms"),
+    ],
+)
+
+
+def waiting_run(cw: Chimeway, user: str = "u1", tenant: str = "t", key: str = "k") -> uuid.UUID:
+    result = cw.trigger(WithWorkflow(WF), {"users": [user]}, tenant_id=tenant, idempotency_key=key)
+    assert isinstance(result, Triggered)
+    drain(cw)
+    run_id = result.run_ids[0]
+    assert cw.workflows.explain(tenant, run_id).state == "waiting"
+    return run_id
+
+
+def traces(cw: Chimeway, run_id: uuid.UUID, tenant: str = "t") -> list[Any]:
+    return cw.workflows.list_traces(tenant, run_id)
+
+
+# -- track_signal ---------------------------------------------------------------------------
+
+
+def test_track_signal_writes_the_signal_and_its_route_job(cw: Chimeway, committed_db: str) -> None:
+    tracked = cw.track_signal("t", "u1", READ, {"delivery_id": "x"})
+    assert not tracked.duplicate
+    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 1
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:route_signal' "
+            "AND queue_name = 'chimeway_signals' AND args->>'signal_id' = %s",
+            str(tracked.signal_id),
+        )
+        == 1
+    )
+
+
+def test_track_signal_joins_the_callers_transaction(cw: Chimeway, committed_db: str) -> None:
+    before = counts(committed_db)
+    with psycopg.connect(committed_db) as conn:
+        cw.track_signal("t", "u1", READ, conn=conn)
+        conn.rollback()
+    assert counts(committed_db) == before
+    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 0
+
+
+def test_repeated_idempotency_key_is_inert(cw: Chimeway, committed_db: str) -> None:
+    first = cw.track_signal("t", "u1", READ, idempotency_key="webhook-1")
+    again = cw.track_signal("t", "u1", READ, idempotency_key="webhook-1")
+    assert again.duplicate
+    assert again.signal_id == first.signal_id
+    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 1
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+    other_tenant = cw.track_signal("t2", "u1", READ, idempotency_key="webhook-1")
+    assert not other_tenant.duplicate
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", "u1", READ, None), "tenant_id must be a non-blank string"),
+        (("t", " ", READ, None), "actor_id must be a non-blank string"),
+        (("t", "u1", "", None), "event_name must be a non-blank string"),
+        (("t", "u1", "e" * 201, None), "201 characters long; at most 200"),
+        (("t", "u1", READ, ["not", "an", "object"]), "payload must be a JSON object, got list"),
+        (("t", "u1", READ, {"when": object()}), "payload must be JSON-serializable"),
+    ],
+)
+def test_invalid_signal_writes_nothing(
+    cw: Chimeway, committed_db: str, args: tuple[Any, ...], message: str
+) -> None:
+    before = counts(committed_db)
+    with pytest.raises(InvalidSignal, match=message):
+        cw.track_signal(*args)
+    assert counts(committed_db) == before
+
+
+# -- routing --------------------------------------------------------------------------------
+
+
+def test_cancel_signal_resumes_and_completes_the_run(cw: Chimeway, committed_db: str) -> None:
+    run_id = waiting_run(cw)
+    notice = count(committed_db, "SELECT count(*) FROM chimeway_deliveries")
+    cw.track_signal("t", "u1", READ, {"delivery_id": "not-a-uuid", "secret": "s3cr3t"})
+    drain(cw)
+    explained = cw.workflows.explain("t", run_id)
+    assert (explained.state, explained.terminal_reason) == ("completed", "wait_cancelled_by_signal")
+    assert explained.pending_signals == []
+    assert explained.suspended_until is None
+    [received] = [t for t in traces(cw, run_id) if t.reason == "signal_received"]
+    assert received.context == {"event_name": READ}
+    assert (received.from_state, received.to_state) == ("waiting", "active")
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == notice  # no email
+    # The wait's timer is still queued; when it fires it does nothing.
+    assert cw.progression.progress_run(
+        run_id, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    ) == Noop(run_id, "run_not_active")
+
+
+def test_on_signal_rule_advances(cw: Chimeway, committed_db: str) -> None:
+    run_id = waiting_run(cw)
+    cw.track_signal("t", "u1", CLICKED)
+    drain(cw)
+    reasons = [t.reason for t in traces(cw, run_id)]
+    assert reasons[-4:] == [
+        "signal_received",
+        "progressed_on_signal",
+        "step_activated",
+        "workflow_completed",
+    ]
+    assert (
+        count(committed_db, "SELECT count(*) FROM chimeway_deliveries WHERE channel = 'sms'") == 1
+    )
+
+
+def test_payload_delivery_id_goes_in_the_column_never_in_contexts(
+    cw: Chimeway, committed_db: str
+) -> None:
+    run_id = waiting_run(cw)
+    with psycopg.connect(committed_db) as conn:
+        [(delivery_id,)] = conn.execute("SELECT id FROM chimeway_deliveries").fetchall()
+    cw.track_signal("t", "u1", READ, {"delivery_id": str(delivery_id), "token": "abc", "n": 7})
+    drain(cw)
+    [received] = [t for t in traces(cw, run_id) if t.reason == "signal_received"]
+    assert received.delivery_id == delivery_id
+    with psycopg.connect(committed_db) as conn:
+        contexts = [
+            r[0] for r in conn.execute("SELECT context::text FROM chimeway_workflow_transitions")
+        ]
+        statuses = [
+            r[0] for r in conn.execute("SELECT status_context::text FROM chimeway_workflow_runs")
+        ]
+    assert not any("abc" in c or "token" in c for c in contexts + statuses)
+
+
+def test_signals_never_cross_tenants_or_actors(cw: Chimeway) -> None:
+    run_id = waiting_run(cw, user="u1", tenant="t1")
+    before = traces(cw, run_id, tenant="t1")
+    for tenant, actor, event in [("t2", "u1", READ), ("t1", "u2", READ), ("t1", "u1", "other")]:
+        routed = cw.route_signal(cw.track_signal(tenant, actor, event).signal_id)
+        assert routed.resumed == []
+    assert traces(cw, run_id, tenant="t1") == before
+    assert cw.workflows.explain("t1", run_id).state == "waiting"
+
+
+def test_routing_one_signal_concurrently_gives_one_transition_per_run(make_cw: Any) -> None:
+    cw = make_cw(pool_max_size=14)
+    result = cw.trigger(WithWorkflow(WF), {"users": ["u1"]}, tenant_id="t", idempotency_key="a")
+    other = cw.trigger(
+        WithWorkflow(
+            Workflow(
+                key="second",
+                version=1,
+                steps=[
+                    Step(
+                        "a",
+                        channel="in_app",
+                        progress=[WaitUntil(delay=600, to_step="b", cancel_signals=[READ])],
+                    ),
+                    Step("b", channel="email"),
+                ],
+            )
+        ),
+        {"users": ["u1"]},
+        tenant_id="t",
+        idempotency_key="b",
+    )
+    assert isinstance(result, Triggered)
+    assert isinstance(other, Triggered)
+    drain(cw)
+    signal_id = cw.track_signal("t", "u1", READ).signal_id
+    barrier = threading.Barrier(10)
+    routed: list[Any] = []
+
+    def route() -> None:
+        barrier.wait()
+        routed.append(cw.route_signal(signal_id))
+
+    threads = [threading.Thread(target=route) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    resumed = [run for r in routed for run in r.resumed]
+    assert sorted(resumed) == sorted([result.run_ids[0], other.run_ids[0]])
+    for run_id in resumed:
+        assert [t.reason for t in traces(cw, run_id)].count("signal_received") == 1
+
+
+# -- timers and idempotent tasks -------------------------------------------------------------
+
+
+def test_timer_defer_is_deduplicated_without_aborting_the_transaction(
+    cw: Chimeway, committed_db: str
+) -> None:
+    run_id = uuid.uuid4()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    sooner = later - dt.timedelta(hours=1)
+    with cw.transaction() as conn:
+        assert cw.jobs.progress(conn, run_id, schedule_at=later) is not None
+        assert cw.jobs.progress(conn, run_id, schedule_at=sooner) is None  # duplicate
+        conn.execute("SELECT 1")  # the transaction is still usable
+    with psycopg.connect(committed_db) as conn:
+        rows = conn.execute(
+            "SELECT scheduled_at FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+        ).fetchall()
+    assert rows == [(sooner,)]  # one timer, pulled to the earlier due time
+
+
+def test_progress_task_twice_advances_once(cw: Chimeway) -> None:
+    run_id = waiting_run(cw)
+    due = cw.workflows.explain("t", run_id).suspended_until
+    assert due is not None
+    first = cw.progression.progress_run(run_id, now=due)
+    second = cw.progression.progress_run(run_id, now=due)
+    assert isinstance(first, Advanced)
+    assert isinstance(second, Noop)
+
+
+def test_route_signal_twice_routes_once(cw: Chimeway) -> None:
+    run_id = waiting_run(cw)
+    signal_id = cw.track_signal("t", "u1", READ).signal_id
+    first = cw.route_signal(signal_id)
+    second = cw.route_signal(signal_id)
+    assert first.resumed == [run_id]
+    assert isinstance(first.results[0], Completed)
+    assert (second.resumed, second.skipped) == ([], "already routed")
+
+
+def test_route_signal_of_a_missing_signal_is_a_noop(cw: Chimeway) -> None:
+    assert cw.route_signal(uuid.uuid4()).skipped == "missing"
+
+
+def test_sweep_progresses_a_wait_whose_timer_was_lost(cw: Chimeway, committed_db: str) -> None:
+    run_id = waiting_run(cw)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")  # the timer is lost
+    due = cw.workflows.explain("t", run_id).suspended_until
+    assert due is not None
+    report = cw.sweep(now=due + dt.timedelta(seconds=1))
+    assert report.runs_progressed == 1
+    assert cw.workflows.explain("t", run_id).current_step_name == "email"
+    again = cw.sweep(now=due + dt.timedelta(seconds=1))
+    assert again.runs_progressed == 0
+
+
+def test_sweep_redrives_a_delivery_whose_job_was_lost_once(cw: Chimeway, committed_db: str) -> None:
+    result = cw.trigger(WithWorkflow(WF), {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute("UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 hour'")
+    assert cw.sweep().deliveries_redriven == 1
+    assert cw.sweep().deliveries_redriven == 0  # its job is queued: not twice
+    drain(cw)
+    assert cw.get_delivery(result.delivery_ids[0]).status == "succeeded"
+
+
+def test_sweep_resumes_due_deferred_deliveries(cw: Chimeway, committed_db: str) -> None:
+    result = cw.trigger(WithWorkflow(WF), {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET orchestration_state = 'deferred', "
+            "next_eligible_at = now() - interval '1 second', planning_reason = 'quiet_hours'"
+        )
+    assert cw.deliver(result.delivery_ids[0]).action == "skipped"  # not ready yet
+    assert cw.sweep().deferred_resumed == 1
+    drain(cw)
+    assert cw.get_delivery(result.delivery_ids[0]).status == "succeeded"
+
+
+def test_wait_and_signal_leave_the_run_in_a_defined_state(cw: Chimeway) -> None:
+    run_id = waiting_run(cw)
+    with cw.transaction() as conn:
+        from chimeway import workflows
+
+        run = workflows.get_run(conn, run_id)
+    assert run.state == RunState.WAITING
+    assert run.pending_signals == [READ, CLICKED]
