@@ -4,6 +4,7 @@ tasks, the adapter registry (channel -> adapter) and the notifier registry."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from chimeway.adapters import Adapter, LoggerAdapter
 from chimeway.content import ContentSchemas
 from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch
 from chimeway.dsl import Workflow
-from chimeway.errors import ConfigurationError, NotFound, translated
+from chimeway.errors import ConfigurationError, InvalidArgument, NotFound, translated
 from chimeway.maintenance import Maintenance, SweepReport, sweep
 from chimeway.notifiers import Notifier, resolve_notifier
 from chimeway.signals import Routed, SignalTracked, route_signal, track_signal
@@ -53,6 +54,7 @@ class Chimeway:
         maintenance: Maintenance | None = None,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
+        pool_timeout: float = 30.0,
     ) -> None:
         self.database_url = settings.database_url(database_url, report=lambda _m: None)
         self.adapters: dict[str, Adapter] = dict(adapters or {})
@@ -66,7 +68,9 @@ class Chimeway:
         for notifier in notifiers:
             self.register_notifier(notifier)
         self._pool_sizes = (pool_min_size, pool_max_size)
+        self._pool_timeout = pool_timeout
         self._pool: ConnectionPool[Conn] | None = None
+        self._pool_lock = threading.Lock()
         self._definitions: dict[tuple[str, int, str], workflows.Definition] = {}
         self.jobs = jobs.Deferrer()
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
@@ -83,7 +87,13 @@ class Chimeway:
 
     @property
     def pool(self) -> ConnectionPool[Conn]:
-        if self._pool is None:
+        pool = self._pool
+        return pool if pool is not None else self._open_pool()
+
+    def _open_pool(self) -> ConnectionPool[Conn]:
+        with self._pool_lock:  # worker threads may ask for it at the same time
+            if self._pool is not None:
+                return self._pool
             low, high = self._pool_sizes
             self._pool = ConnectionPool(
                 self.database_url,
@@ -91,6 +101,7 @@ class Chimeway:
                 max_size=high,
                 open=True,
                 name="chimeway",
+                timeout=self._pool_timeout,
                 # Connections broken by a server restart are replaced, not handed out.
                 check=ConnectionPool.check_connection,
             )
@@ -226,16 +237,17 @@ class Chimeway:
     ) -> SweepReport:
         """One maintenance sweep now (what the periodic ``sweep`` job does)."""
         with translated():
-            return sweep(self, now, report)
+            return sweep(self, _aware(now), report)
 
     def deliver(self, delivery_id: uuid.UUID | str) -> DispatchResult:
         """Send one delivery now, in this process (what the ``deliver`` job does)."""
         with translated():
             return dispatch(self, _uuid(delivery_id, "delivery"))
 
-    def get_delivery(self, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
+    def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
+        """The delivery row; another tenant's is NotFound, exactly like a missing one."""
         with self.transaction() as conn:
-            return deliveries.get(conn, _uuid(delivery_id, "delivery"))
+            return deliveries.get_for_tenant(conn, tenant_id, _uuid(delivery_id, "delivery"))
 
 
 class _Workflows:
@@ -267,13 +279,19 @@ class _Progression:
         self, run_id: uuid.UUID | str, now: dt.datetime | None = None
     ) -> progression.ProgressResult:
         with translated():
-            return progression.progress_run(self._cw, _uuid(run_id, "workflow run"), now)
+            return progression.progress_run(self._cw, _uuid(run_id, "workflow run"), _aware(now))
 
     def progress_due_runs(
         self, now: dt.datetime | None = None, limit: int = 10_000
     ) -> list[progression.ProgressResult]:
         with translated():
-            return progression.progress_due_runs(self._cw, now, limit)
+            return progression.progress_due_runs(self._cw, _aware(now), limit)
+
+
+def _aware(now: dt.datetime | None) -> dt.datetime | None:
+    if now is not None and now.tzinfo is None:
+        raise InvalidArgument("now= must be timezone-aware (the database keeps timestamptz)")
+    return now
 
 
 def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:

@@ -6,14 +6,17 @@ loaded once. Python code refers to them by name through :func:`query`; it never 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import BaseRowFactory, RowMaker
 
 from chimeway.errors import DatabaseUnavailable
 
@@ -93,3 +96,23 @@ def now(conn: psycopg.Connection[Any]) -> dt.datetime:
     assert row is not None
     value: dt.datetime = row[0]
     return value
+
+
+T = TypeVar("T")
+
+
+def dataclass_row(cls: type[T]) -> BaseRowFactory[T]:
+    """Rows as ``cls`` (a dataclass), taking the columns it declares and ignoring others, so
+    code keeps working while a migration adds a column (rolling deploys)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    def factory(cursor: Any) -> RowMaker[T]:
+        columns = [c.name for c in cursor.description or ()]
+        keep = [(i, name) for i, name in enumerate(columns) if name in names]
+
+        def make(values: Sequence[Any]) -> T:
+            return cls(**{name: values[i] for i, name in keep})
+
+        return make
+
+    return factory

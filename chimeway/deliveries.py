@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from chimeway import db
@@ -126,7 +125,7 @@ BATCH_SIZE = 1000
 def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
     """Insert deliveries (each with its ``planned`` history) in batches; duplicates are skipped."""
     rows: list[PlannedRow] = []
-    with conn.cursor(row_factory=class_row(PlannedRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(PlannedRow)) as cur:
         for start in range(0, len(planned), BATCH_SIZE):
             chunk = planned[start : start + BATCH_SIZE]
             cur.execute(
@@ -147,7 +146,7 @@ def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedR
 
 
 def get(conn: Conn, delivery_id: uuid.UUID) -> Delivery:
-    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
         row = cur.execute(db.query("delivery_get"), {"id": delivery_id}).fetchone()
     if row is None:
         raise NotFound(f"delivery {delivery_id} not found")
@@ -156,7 +155,7 @@ def get(conn: Conn, delivery_id: uuid.UUID) -> Delivery:
 
 def get_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delivery:
     """The delivery if it belongs to ``tenant_id``; otherwise NotFound, as if it did not exist."""
-    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
         row = cur.execute(
             db.query("delivery_get_for_tenant"), {"id": delivery_id, "tenant_id": tenant_id}
         ).fetchone()
@@ -167,7 +166,7 @@ def get_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delive
 
 def lock(conn: Conn, delivery_id: uuid.UUID) -> Delivery | None:
     """Lock the delivery row ``FOR UPDATE`` (inside the caller's transaction)."""
-    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
         return cur.execute(db.query("delivery_lock"), {"id": delivery_id}).fetchone()
 
 
@@ -198,7 +197,7 @@ def transition(
     if only_from is not None:
         narrowed = set(only_from)
         origins = [s for s in origins if s in narrowed]
-    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
         moved = cur.execute(
             db.query("delivery_transition"),
             {
@@ -222,7 +221,7 @@ def transition(
 
 
 def transitions(conn: Conn, delivery_id: uuid.UUID) -> list[DeliveryTransition]:
-    with conn.cursor(row_factory=class_row(DeliveryTransition)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(DeliveryTransition)) as cur:
         return cur.execute(
             db.query("delivery_transitions_list"), {"delivery_id": delivery_id}
         ).fetchall()
@@ -240,7 +239,7 @@ def append_attempt(
     provider_response: dict[str, Any] | None = None,
 ) -> Attempt:
     """Append the next attempt; the caller must hold the delivery's row lock."""
-    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
         row = cur.execute(
             db.query("attempt_append"),
             {
@@ -258,7 +257,7 @@ def append_attempt(
 
 
 def attempts(conn: Conn, delivery_id: uuid.UUID) -> list[Attempt]:
-    with conn.cursor(row_factory=class_row(Attempt)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
         return cur.execute(db.query("attempts_list"), {"delivery_id": delivery_id}).fetchall()
 
 

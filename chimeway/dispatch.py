@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import psycopg
 from chimeway import db, deliveries, progression, workflows
 from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
 from chimeway.deliveries import Delivery
-from chimeway.redaction import redact
+from chimeway.redaction import clean_text, redact
 from chimeway.types import (
     AttemptOutcome,
     DeliveryReason,
@@ -95,14 +96,18 @@ def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
         ).fetchone()
         if row is None:
             return _Claim(None, why_not="missing")
-        status, orchestration_state, retry_not_due, in_flight = row
+        status, orchestration_state, retry_at, takeover_at, now = row
         if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
             return _Claim(None, why_not=f"terminal ({status})")
         if orchestration_state != OrchestrationState.READY:
             return _Claim(None, why_not=f"not ready ({orchestration_state})")
-        if retry_not_due:
+        # Too early (this job ran before its time, e.g. a re-drive): make sure a job comes
+        # back when it is due, then step aside.
+        if status == S.FAILED and retry_at is not None and retry_at > now:
+            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
             return _Claim(None, why_not="retry not due yet")
-        if in_flight:
+        if status == S.DISPATCHED and takeover_at > now:
+            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=takeover_at)
             return _Claim(None, why_not="being sent by another worker")
         reason = "redispatched_after_interruption" if status == S.DISPATCHED else "dispatched"
         claimed = deliveries.transition(
@@ -144,23 +149,42 @@ def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
         return _Outcome(
             outcome,
             failure.error_class,
-            str(failure),
+            clean_text(str(failure))[:2000],
             failure.provider_message_id,
             redact(failure.meta),
         )
     except Exception as exc:  # an adapter bug or an unclassified error: retry it
         detail = "".join(traceback.format_exception_only(exc)).strip()
-        return _Outcome(AttemptOutcome.FAILED, ErrorClass.UNKNOWN, detail[:2000], None, {})
+        return _Outcome(
+            AttemptOutcome.FAILED, ErrorClass.UNKNOWN, clean_text(detail)[:2000], None, {}
+        )
     return _Outcome(
         AttemptOutcome.SUCCEEDED, None, None, result.provider_message_id, redact(result.meta)
     )
 
 
+RECORD_TRIES = 3
+
+
 def _record(
     cw: Chimeway, delivery: Delivery, outcome: _Outcome, started_at: dt.datetime
 ) -> DispatchResult:
-    with cw.pool.connection() as conn, conn.transaction():
-        return record_attempt(cw, conn, delivery, outcome, started_at)
+    """Record the outcome of a send that happened. The outcome exists only in this process
+    now, so a lost connection is retried here rather than by re-sending."""
+    for tries in range(1, RECORD_TRIES + 1):
+        try:
+            with cw.pool.connection() as conn, conn.transaction():
+                return record_attempt(cw, conn, delivery, outcome, started_at)
+        except psycopg.OperationalError:
+            if tries == RECORD_TRIES:
+                raise
+            logger.warning(
+                "recording an attempt failed; trying again",
+                extra={"action": "delivery.record_retry", "delivery_id": str(delivery.id)},
+                exc_info=True,
+            )
+            time.sleep(0.5 * tries)
+    raise AssertionError("unreachable")
 
 
 def record_attempt(
@@ -175,7 +199,8 @@ def record_attempt(
     if run_id is not None:
         workflows.lock_run(conn, run_id)  # lock order: run, then delivery
     current = deliveries.lock(conn, delivery.id)
-    assert current is not None
+    if current is None:  # deleted while the adapter ran (retention): nothing to record on
+        return DispatchResult(delivery.id, "recorded", "delivery no longer exists")
     attempt = deliveries.append_attempt(
         conn,
         delivery.id,
@@ -221,8 +246,22 @@ def record_attempt(
     else:
         result = _temporary_failure(cw, conn, current, attempt.attempt_number, context)
     if run_id is not None:
-        progression.progress_in(cw, conn, run_id)
+        _progress_after_record(cw, conn, run_id)
     return result
+
+
+def _progress_after_record(cw: Chimeway, conn: psycopg.Connection[Any], run_id: uuid.UUID) -> None:
+    """Progress the run with the attempt; if that fails, the attempt still commits and a
+    ``progress`` job takes the run on (never lose the record of a send)."""
+    try:
+        with conn.transaction():
+            progression.progress_in(cw, conn, run_id)
+    except Exception:
+        logger.exception(
+            "progressing the run after an attempt failed; deferring it",
+            extra={"action": "run.progress_deferred", "run_id": str(run_id)},
+        )
+        cw.jobs.progress(conn, run_id, schedule_at=db.now(conn))
 
 
 def _temporary_failure(
@@ -255,7 +294,9 @@ def _temporary_failure(
         )
         _log("delivery.retries_exhausted", moved, attempt_number=attempt_number)
         return DispatchResult(delivery.id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED)
-    cw.jobs.deliver(conn, [delivery.id], schedule_at=retry_at)
+    # A re-driven job may already be queued for this delivery: then it is pulled to the
+    # retry time instead (a savepoint keeps this transaction alive).
+    cw.jobs.deliver_if_not_queued(conn, delivery.id, schedule_at=retry_at)
     _log("delivery.retry_scheduled", moved, attempt_number=attempt_number)
     return DispatchResult(delivery.id, "retry_scheduled", f"retry at {retry_at}")
 

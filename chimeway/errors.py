@@ -44,6 +44,10 @@ class NotFound(ChimewayError):
     """Not found."""
 
 
+class InvalidArgument(ChimewayError):
+    """An argument is invalid."""
+
+
 class InvalidNotifier(ChimewayError):
     """The notifier is invalid."""
 
@@ -78,18 +82,36 @@ class AdapterError(ChimewayError):
 
 # Constraint name -> error factory, for violations that callers can cause with bad input.
 _CONSTRAINTS: dict[str, type[ChimewayError]] = {
-    "chimeway_workflow_definitions_key_version_key": WorkflowVersionConflict,
     "chimeway_signals_event_name_length": InvalidSignal,
 }
+
+_SCHEMA_ERRORS = (
+    pg_errors.UndefinedTable,
+    pg_errors.UndefinedFunction,
+    pg_errors.UndefinedColumn,
+    pg_errors.UndefinedObject,
+)
+# The server went away under us: shutdown, crash, restart (SQLSTATE class 57P).
+_SERVER_GONE = (
+    pg_errors.AdminShutdown,
+    pg_errors.CrashShutdown,
+    pg_errors.CannotConnectNow,
+)
 
 
 def translate(exc: psycopg.Error) -> ChimewayError | None:
     """Map a psycopg error to a Chimeway error, or ``None`` when it is not ours to explain."""
-    if isinstance(exc, pg_errors.UndefinedTable | pg_errors.UndefinedFunction):
+    if isinstance(exc, _SCHEMA_ERRORS):
         return SchemaNotReady(
             f"database schema is missing or out of date ({exc.diag.message_primary}); "
             "run `chimeway migrate`"
         )
+    if isinstance(exc, _SERVER_GONE) or (
+        isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
+    ):
+        # Connection failures, pool timeouts and closed connections carry no SQLSTATE.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DatabaseUnavailable(f"database unavailable: {first}")
     if isinstance(exc, pg_errors.IntegrityError):
         name = exc.diag.constraint_name or ""
         factory = _CONSTRAINTS.get(name)

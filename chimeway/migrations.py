@@ -15,6 +15,7 @@ previously applied state intact.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -27,7 +28,6 @@ from typing import Any, Literal
 import psycopg
 import sqlparse
 from procrastinate.schema import SchemaManager
-from psycopg.rows import class_row
 
 from chimeway import db
 from chimeway.errors import MigrationError
@@ -137,7 +137,7 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
     present = conn.execute(db.query("migrations_table_exists")).fetchone()
     if not present or not present[0]:
         return []
-    with conn.cursor(row_factory=class_row(AppliedMigration)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(AppliedMigration)) as cur:
         return cur.execute(db.query("migration_list")).fetchall()
 
 
@@ -243,7 +243,9 @@ def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
                 _apply(conn, mig)
             return MigrateResult(applied=pending, already_applied=len(done))
         finally:
-            conn.execute(db.query("migration_unlock"))
+            # On a broken connection the lock is gone with the session; keep the real error.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(db.query("migration_unlock"))
 
 
 def _refuse_modified(conn: psycopg.Connection[Any]) -> None:

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import class_row
 
 from chimeway import db, deliveries, workflows
 from chimeway.deliveries import Delivery, PlannedDelivery
 from chimeway.dsl import ANCHOR, OnOutcome, OnSignal, Rule, Stop, WaitUntil, rule_from_dict
 from chimeway.outcomes import Evidence, is_terminal, outcome_for
-from chimeway.types import Outcome, RunState
+from chimeway.types import DeliveryReason, DeliveryStatus, Outcome, RunState
 from chimeway.workflows import Run, StepRow
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
 
 def _active(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
     step = workflows.get_current_step(conn, run)
-    rules = [rule_from_dict(r) for r in step.config.get("progress", [])]
+    rules = _rules(step)
     if run.status_reason == SIGNAL_REASON:
         return _after_signal(cw, conn, run, step, rules)
     delivery = _lock_step_delivery(conn, run, step)
@@ -182,6 +181,7 @@ def _on_outcome(
     if target is None:
         return Noop(run.id, "unknown_to_step")
     context = {**base, "rule_kind": "on_outcome", "to_step": target.step_key, **evidence.as_dict()}
+    _supersede_if_retrying(conn, delivery)
     workflows.append_transition(
         conn,
         run.id,
@@ -212,6 +212,7 @@ def _stop(
     evidence: Evidence,
 ) -> Stopped:
     context = {**base, "rule_kind": "stop", **evidence.as_dict()}
+    _supersede_if_retrying(conn, delivery)
     stopped = workflows.update_run(
         conn,
         run,
@@ -242,7 +243,7 @@ def _start_wait(
     delivery: Delivery,
     wait: WaitUntil,
     rules: Sequence[Rule],
-) -> Waiting:
+) -> ProgressResult:
     anchor = delivery.terminal_at or delivery.updated_at
     due_at = anchor + wait.delay
     context = {
@@ -280,7 +281,51 @@ def _start_wait(
     )
     cw.jobs.progress(conn, run.id, schedule_at=due_at)
     _log("run.waiting", waiting, due_at=due_at.isoformat())
+    # A signal that came while the step was still sending (the user read the in-app notice
+    # before its delivery was recorded) found no waiting run: it counts now.
+    early = conn.execute(
+        db.query("signal_seen_since"),
+        {
+            "tenant_id": run.tenant_id,
+            "actor_id": run.recipient_id,
+            "events": signals,
+            "since": run.last_transition_at,
+        },
+    ).fetchone()
+    if early is not None:
+        return resume_on_signal(cw, conn, waiting, early[0], None)
     return Waiting(run.id, due_at)
+
+
+def resume_on_signal(
+    cw: Chimeway, conn: Conn, run: Run, event_name: str, delivery_id: uuid.UUID | None
+) -> ProgressResult:
+    """A signal the waiting ``run`` listens for arrived: resume it and act on it (an
+    ``OnSignal`` rule advances it; otherwise the cancelled wait completes it). Only the
+    event name is kept: a signal's payload never enters a run's context or trace."""
+    context = {"event_name": event_name}
+    resumed = workflows.update_run(
+        conn,
+        run,
+        state=RunState.ACTIVE,
+        status_reason=SIGNAL_REASON,
+        status_context=context,
+        pending_signals=(),
+        suspended_until=None,
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState.WAITING,
+        to_state=RunState.ACTIVE,
+        reason=SIGNAL_REASON,
+        step_id=run.current_step_id,
+        delivery_id=delivery_id,
+        context=context,
+    )
+    _log("run.signal_received", resumed, event_name=event_name)
+    step = workflows.get_current_step(conn, resumed)
+    return _after_signal(cw, conn, resumed, step, _rules(step))
 
 
 def _after_signal(
@@ -424,20 +469,29 @@ def progress_due_runs(
     batch_size: int = 200,
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
-    number of sweepers can run at once; one transaction per batch, a savepoint per run."""
+    number of sweepers can run at once; one transaction per batch, a savepoint per run. A
+    run that fails is logged and left for the next sweep; the others go on."""
     results: list[ProgressResult] = []
+    tried: list[uuid.UUID] = []
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
         with cw.pool.connection() as conn, conn.transaction():
             claimed = [
                 row[0]
                 for row in conn.execute(
-                    db.query("runs_due_claim"), {"now": now, "limit": size}
+                    db.query("runs_due_claim"), {"now": now, "limit": size, "skip": tried}
                 ).fetchall()
             ]
+            tried.extend(claimed)
             for run_id in claimed:
-                with conn.transaction():
-                    results.append(progress_in(cw, conn, run_id, now))
+                try:
+                    with conn.transaction():
+                        results.append(progress_in(cw, conn, run_id, now))
+                except Exception:
+                    logger.exception(
+                        "progressing a due run failed; the next sweep tries again",
+                        extra={"action": "run.progress_failed", "run_id": str(run_id)},
+                    )
         if len(claimed) < size:
             break
     return results
@@ -446,8 +500,25 @@ def progress_due_runs(
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _rules(step: StepRow) -> list[Rule]:
+    return [rule_from_dict(r) for r in step.config.get("progress", [])]
+
+
+def _supersede_if_retrying(conn: Conn, delivery: Delivery) -> None:
+    """The run leaves a step whose delivery still retries (a rule on temporary_failure):
+    stop those retries, or the old step would still send after the run moved on."""
+    if delivery.status == DeliveryStatus.FAILED:
+        deliveries.transition(
+            conn,
+            delivery.id,
+            DeliveryStatus.CANCELLED,
+            reason=DeliveryReason.SUPERSEDED,
+            suppression_reason=DeliveryReason.SUPERSEDED,
+        )
+
+
 def _lock_step_delivery(conn: Conn, run: Run, step: StepRow) -> Delivery | None:
-    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
         return cur.execute(
             db.query("step_delivery_lock"), {"run_id": run.id, "step_id": step.id}
         ).fetchone()
@@ -457,8 +528,7 @@ def _evidence(conn: Conn, delivery: Delivery) -> Evidence:
     latest = conn.execute(db.query("attempt_latest"), {"delivery_id": delivery.id}).fetchone()
     outcome = error_class = None
     if latest is not None:
-        attempt = deliveries.Attempt(*latest)
-        outcome, error_class = attempt.outcome, attempt.error_class
+        outcome, error_class = latest
     return Evidence(
         delivery_status=str(delivery.status),
         suppression_reason=delivery.suppression_reason,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey", "auth")
@@ -19,6 +20,15 @@ def redact(value: Any) -> Any:
         return {str(k): (REDACTED if is_secret(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return clean_text(str(value))
+
+
+def clean_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters; providers sometimes send them."""
+    return text.replace("\x00", "\\u0000")

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from chimeway import db, progression, workflows
+from chimeway import db, progression
 from chimeway.errors import InvalidSignal
 from chimeway.progression import ProgressResult
-from chimeway.types import RunState
 from chimeway.workflows import Run
 
 if TYPE_CHECKING:
@@ -128,7 +126,7 @@ def route_signal(cw: Chimeway, signal_id: uuid.UUID) -> Routed:
         _, tenant_id, actor_id, event_name, payload, routed_at = signal
         if routed_at is not None:
             return Routed(signal_id, skipped="already routed")
-        with conn.cursor(row_factory=class_row(Run)) as cur:
+        with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
             runs = cur.execute(
                 db.query("runs_waiting_for_signal_lock"),
                 {"tenant_id": tenant_id, "actor_id": actor_id, "event_name": event_name},
@@ -136,43 +134,9 @@ def route_signal(cw: Chimeway, signal_id: uuid.UUID) -> Routed:
         delivery_id = _delivery_id(conn, tenant_id, payload)
         results = []
         for run in runs:
-            _resume(conn, run, event_name, delivery_id)
-            results.append(progression.progress_in(cw, conn, run.id))
+            results.append(progression.resume_on_signal(cw, conn, run, event_name, delivery_id))
         conn.execute(db.query("signal_mark_routed"), {"id": signal_id})
     return Routed(signal_id, [r.id for r in runs], results)
-
-
-def _resume(conn: Conn, run: Run, event_name: str, delivery_id: uuid.UUID | None) -> None:
-    # Only the event name is kept: the payload never enters a run's context or trace.
-    context = {"event_name": event_name}
-    workflows.update_run(
-        conn,
-        run,
-        state=RunState.ACTIVE,
-        status_reason=progression.SIGNAL_REASON,
-        status_context=context,
-        pending_signals=(),
-        suspended_until=None,
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.WAITING,
-        to_state=RunState.ACTIVE,
-        reason=progression.SIGNAL_REASON,
-        step_id=run.current_step_id,
-        delivery_id=delivery_id,
-        context=context,
-    )
-    logger.info(
-        "run resumed by signal",
-        extra={
-            "action": "run.signal_received",
-            "tenant_id": run.tenant_id,
-            "run_id": str(run.id),
-            "event_name": event_name,
-        },
-    )
 
 
 def _delivery_id(conn: Conn, tenant_id: str, payload: dict[str, Any]) -> uuid.UUID | None:

@@ -69,6 +69,7 @@ def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 5
     names = sorted(set(queues or QUEUES.values()))
     for _ in range(max_rounds):
         if due_jobs(cw, names) == 0:
+            _raise_failures(cw, names)
             return
         cw.procrastinate.run_worker(
             queues=names,
@@ -78,3 +79,12 @@ def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 5
             concurrency=1,
         )
     raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
+
+
+def _raise_failures(cw: Chimeway, queues: list[str]) -> None:
+    """A task that raised is either failed or waiting for its retry: a test must hear of it."""
+    with cw.pool.connection() as conn:
+        rows = conn.execute(db.query("jobs_failing_list"), {"queues": queues}).fetchall()
+    if rows:
+        listed = ", ".join(f"{task}[{job_id}] ({status})" for job_id, task, status in rows)
+        raise AssertionError(f"jobs failed while draining: {listed}")

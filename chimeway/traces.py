@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import dict_row
 
 from chimeway import db, deliveries
 from chimeway.deliveries import Attempt
@@ -77,7 +77,7 @@ class DeliveryExplanation:
 
 
 def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DeliveryExplanation:
-    with conn.cursor(row_factory=class_row(DeliveryHeader)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(DeliveryHeader)) as cur:
         head = cur.execute(
             db.query("delivery_explain_header"), {"id": delivery_id, "tenant_id": tenant_id}
         ).fetchone()

@@ -105,7 +105,12 @@ def trigger(
                 db.query("event_find"),
                 {"tenant_id": tenant_id, "idempotency_key": idempotency_key},
             ).fetchone()
-            assert found is not None  # the conflict that hid it has committed
+            if found is None:
+                # Committed after this transaction's snapshot (REPEATABLE READ callers).
+                raise InvalidTrigger(
+                    f"an event with idempotency key {idempotency_key!r} was written "
+                    "concurrently and is not visible to this transaction; it is a duplicate"
+                )
             return Duplicate(found[0])
         event_id: uuid.UUID = row[0]
         return _write(cw, tx, resolved, plans, event_id, tenant_id)
@@ -120,11 +125,14 @@ def _write(
     tenant_id: str,
 ) -> Triggered:
     notification_ids = _insert_notifications(tx, notifier, plans, event_id, tenant_id)
-    definitions = {
-        id(plan): cw.ensure_definition(tx, notifier.key, plan.workflow)
-        for plan in plans
-        if plan.workflow is not None
+    # One lookup per distinct workflow, in (key, version) order so that concurrent triggers
+    # storing new definitions take their unique-key locks in the same order.
+    distinct = {id(p.workflow): p.workflow for p in plans if p.workflow is not None}
+    stored = {
+        wid: cw.ensure_definition(tx, notifier.key, workflow)
+        for wid, workflow in sorted(distinct.items(), key=lambda i: (i[1].key, i[1].version))
     }
+    definitions = {id(p): stored[id(p.workflow)] for p in plans if p.workflow is not None}
     runs = workflows.create_initial_runs(
         tx,
         tenant_id,

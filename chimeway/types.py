@@ -43,7 +43,7 @@ class DeliveryReason(StrEnum):
     CATEGORY_DISABLED = "category_disabled"
     DELIVERY_CAP_REACHED = "delivery_cap_reached"
     ALREADY_READ = "already_read"
-    NO_ADAPTER = "no_adapter"
+    SUPERSEDED = "superseded"  # its run moved on while it was still retrying
     MANUAL = "manual"
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from chimeway import db
@@ -152,7 +151,7 @@ class StepLinkage:
 
 
 def fetch_definition(conn: Conn, workflow_key: str, workflow_version: int) -> Definition | None:
-    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(DefinitionRow)) as cur:
         row = cur.execute(
             db.query("definition_get"),
             {"workflow_key": workflow_key, "workflow_version": workflow_version},
@@ -161,7 +160,7 @@ def fetch_definition(conn: Conn, workflow_key: str, workflow_version: int) -> De
 
 
 def _definition_by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
-    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(DefinitionRow)) as cur:
         row = cur.execute(db.query("definition_get_by_id"), {"id": definition_id}).fetchone()
     if row is None:
         raise NotFound(f"workflow definition {definition_id} not found")
@@ -169,7 +168,7 @@ def _definition_by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
 
 
 def _steps(conn: Conn, definition_id: uuid.UUID) -> list[StepRow]:
-    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         return cur.execute(
             db.query("steps_for_definition"), {"definition_id": definition_id}
         ).fetchall()
@@ -181,8 +180,13 @@ def upsert_definition(conn: Conn, notification_key: str, workflow: Workflow) -> 
     A different definition under the same (key, version) raises
     :class:`WorkflowVersionConflict`: bump the version to change a workflow.
     """
+    return _upsert(conn, notification_key, workflow)[0]
+
+
+def _upsert(conn: Conn, notification_key: str, workflow: Workflow) -> tuple[Definition, bool]:
+    """The definition, and whether this transaction inserted it (not yet committed)."""
     checksum = workflow.checksum()
-    with conn.cursor(row_factory=class_row(DefinitionRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(DefinitionRow)) as cur:
         row = cur.execute(
             db.query("definition_insert"),
             {
@@ -194,15 +198,19 @@ def upsert_definition(conn: Conn, notification_key: str, workflow: Workflow) -> 
         ).fetchone()
     if row is None:
         existing = fetch_definition(conn, workflow.key, workflow.version)
-        assert existing is not None  # the conflicting insert saw it
+        if existing is None:  # the conflicting row is invisible to this transaction's snapshot
+            raise WorkflowVersionConflict(
+                f"workflow {workflow.key!r} version {workflow.version} was stored concurrently "
+                "and is not visible to this transaction; retry it"
+            )
         if existing.row.checksum != checksum:
             raise WorkflowVersionConflict(
                 f"workflow {workflow.key!r} version {workflow.version} is already stored with "
                 "different steps; declare a new version to change it"
             )
-        return existing
+        return existing, False
     rows = workflow.step_rows()
-    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         steps = cur.execute(
             db.query("step_insert_batch"),
             {
@@ -213,7 +221,7 @@ def upsert_definition(conn: Conn, notification_key: str, workflow: Workflow) -> 
                 "configs": [Jsonb(r["config"]) for r in rows],
             },
         ).fetchall()
-    return Definition(row, sorted(steps, key=lambda s: s.step_order))
+    return Definition(row, sorted(steps, key=lambda s: s.step_order)), True
 
 
 def ensure_definition(
@@ -222,12 +230,13 @@ def ensure_definition(
     workflow: Workflow,
     cache: dict[tuple[str, int, str], Definition] | None = None,
 ) -> Definition:
-    """:func:`upsert_definition`, remembered in ``cache`` (per app) once it is stored."""
+    """:func:`upsert_definition`, remembered in ``cache`` (per app) once it is known to be
+    committed: one this transaction inserted could still roll back, so it is not cached."""
     key = (workflow.key, workflow.version, workflow.checksum())
     if cache is not None and key in cache:
         return cache[key]
-    definition = upsert_definition(conn, notification_key, workflow)
-    if cache is not None:
+    definition, inserted = _upsert(conn, notification_key, workflow)
+    if cache is not None and not inserted:
         cache[key] = definition
     return definition
 
@@ -282,7 +291,7 @@ def create_initial_run(
 
 
 def get_run(conn: Conn, run_id: uuid.UUID) -> Run:
-    with conn.cursor(row_factory=class_row(Run)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
         row = cur.execute(db.query("run_get"), {"id": run_id}).fetchone()
     if row is None:
         raise NotFound(f"workflow run {run_id} not found")
@@ -291,12 +300,12 @@ def get_run(conn: Conn, run_id: uuid.UUID) -> Run:
 
 def lock_run(conn: Conn, run_id: uuid.UUID) -> Run | None:
     """Lock the run ``FOR UPDATE`` in the caller's transaction; ``None`` if it is gone."""
-    with conn.cursor(row_factory=class_row(Run)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
         return cur.execute(db.query("run_lock"), {"id": run_id}).fetchone()
 
 
 def get_current_step(conn: Conn, run: Run) -> StepRow:
-    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         row = cur.execute(db.query("step_get"), {"id": run.current_step_id}).fetchone()
     if row is None:
         raise NotFound(f"step {run.current_step_id} of run {run.id} not found")
@@ -304,7 +313,7 @@ def get_current_step(conn: Conn, run: Run) -> StepRow:
 
 
 def fetch_step_by_key(conn: Conn, definition_id: uuid.UUID, step_key: str) -> StepRow | None:
-    with conn.cursor(row_factory=class_row(StepRow)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         return cur.execute(
             db.query("step_by_key"), {"definition_id": definition_id, "step_key": step_key}
         ).fetchone()
@@ -332,7 +341,7 @@ def update_run(
     """Move ``run`` (as last read, under its lock) to ``state``; the one guarded run move."""
     if state not in ALLOWED[RunState(run.state)]:
         raise InvalidTransition(f"workflow run {run.id} cannot move from {run.state} to {state}")
-    with conn.cursor(row_factory=class_row(Run)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
         row = cur.execute(
             db.query("run_update"),
             {
@@ -365,7 +374,7 @@ def append_transition(
     delivery_id: uuid.UUID | None = None,
     context: dict[str, Any] | None = None,
 ) -> Transition:
-    with conn.cursor(row_factory=class_row(Transition)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Transition)) as cur:
         row = cur.execute(
             db.query("transition_append"),
             {
@@ -387,7 +396,7 @@ def append_transition(
 
 def explain(conn: Conn, tenant_id: str, execution_id: uuid.UUID) -> RunExplanation:
     """The run's state for ``tenant_id``; another tenant's run is NotFound, like a missing one."""
-    with conn.cursor(row_factory=class_row(RunExplanation)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(RunExplanation)) as cur:
         row = cur.execute(
             db.query("run_explain"), {"id": execution_id, "tenant_id": tenant_id}
         ).fetchone()
@@ -401,7 +410,7 @@ def list_traces(
 ) -> list[Transition]:
     """The run's transitions, oldest first (at most ``limit``); NotFound across tenants."""
     explain(conn, tenant_id, execution_id)  # NotFound for a missing or foreign run
-    with conn.cursor(row_factory=class_row(Transition)) as cur:
+    with conn.cursor(row_factory=db.dataclass_row(Transition)) as cur:
         return cur.execute(
             db.query("transitions_for_run"),
             {"run_id": execution_id, "tenant_id": tenant_id, "limit": limit},

@@ -37,6 +37,15 @@ def progress_lock(run_id: uuid.UUID) -> str:
     return f"chimeway:progress:{run_id}"
 
 
+def _pull_earlier(
+    conn: psycopg.Connection[Any], queueing_lock: str, schedule_at: dt.datetime | None
+) -> None:
+    conn.execute(
+        db.query("job_pull_earlier"),
+        {"queueing_lock": queueing_lock, "scheduled_at": schedule_at},
+    )
+
+
 class Deferrer:
     def __init__(self) -> None:
         # Never opened: with `connection=` it writes through the caller's connection only.
@@ -68,12 +77,21 @@ class Deferrer:
         deferred = self._app.job_manager.batch_defer_jobs(jobs=jobs, connection=conn)
         return [job.id for job in deferred if job.id is not None]
 
-    def deliver_if_not_queued(self, conn: psycopg.Connection[Any], delivery_id: uuid.UUID) -> bool:
-        """Defer a ``deliver`` job unless one is already queued (savepoint: never aborts)."""
+    def deliver_if_not_queued(
+        self,
+        conn: psycopg.Connection[Any],
+        delivery_id: uuid.UUID,
+        *,
+        schedule_at: dt.datetime | None = None,
+    ) -> bool:
+        """Defer a ``deliver`` job unless one is queued already, in which case that one is
+        pulled forward to ``schedule_at`` if it was later. A savepoint keeps the caller's
+        transaction alive either way. True when a new job was deferred."""
         try:
             with conn.transaction():
-                self.deliver(conn, [delivery_id])
+                self.deliver(conn, [delivery_id], schedule_at=schedule_at)
         except AlreadyEnqueued:
+            _pull_earlier(conn, deliver_lock(delivery_id), schedule_at)
             return False
         return True
 
@@ -93,10 +111,7 @@ class Deferrer:
                 return job_id
         except AlreadyEnqueued:
             # A timer is already queued for this run: make sure it fires no later than this.
-            conn.execute(
-                db.query("progress_timer_pull_earlier"),
-                {"queueing_lock": progress_lock(run_id), "scheduled_at": schedule_at},
-            )
+            _pull_earlier(conn, progress_lock(run_id), schedule_at)
             return None
 
     def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:

@@ -38,7 +38,7 @@ CREATE TYPE public.chimeway_delivery_reason AS ENUM (
     'category_disabled',
     'delivery_cap_reached',
     'already_read',
-    'no_adapter',
+    'superseded',
     'manual'
 );
 
@@ -1250,6 +1250,12 @@ CREATE INDEX chimeway_deliveries_retry_due_idx ON public.chimeway_deliveries USI
 CREATE UNIQUE INDEX chimeway_deliveries_run_step ON public.chimeway_deliveries USING btree (workflow_run_id, workflow_step_id) WHERE (workflow_run_id IS NOT NULL);
 
 --
+-- Name: chimeway_deliveries_step_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_deliveries_step_idx ON public.chimeway_deliveries USING btree (workflow_step_id) WHERE (workflow_step_id IS NOT NULL);
+
+--
 -- Name: chimeway_delivery_attempts_provider_message_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1286,6 +1292,12 @@ CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (
 CREATE UNIQUE INDEX chimeway_signals_tenant_idempotency_key ON public.chimeway_signals USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
+-- Name: chimeway_webhook_ingress_delivery_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_webhook_ingress_delivery_idx ON public.chimeway_webhook_ingress USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
+--
 -- Name: chimeway_webhook_ingress_provider_event; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1310,6 +1322,12 @@ CREATE INDEX chimeway_workflow_runs_definition_idx ON public.chimeway_workflow_r
 CREATE INDEX chimeway_workflow_runs_due_idx ON public.chimeway_workflow_runs USING btree (suspended_until) WHERE (state = 'waiting'::public.chimeway_run_state);
 
 --
+-- Name: chimeway_workflow_runs_step_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_workflow_runs_step_idx ON public.chimeway_workflow_runs USING btree (current_step_id);
+
+--
 -- Name: chimeway_workflow_runs_tenant_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1332,6 +1350,12 @@ CREATE INDEX chimeway_workflow_transitions_delivery_idx ON public.chimeway_workf
 --
 
 CREATE INDEX chimeway_workflow_transitions_run_idx ON public.chimeway_workflow_transitions USING btree (run_id, id);
+
+--
+-- Name: chimeway_workflow_transitions_step_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_workflow_transitions_step_idx ON public.chimeway_workflow_transitions USING btree (step_id) WHERE (step_id IS NOT NULL);
 
 --
 -- Name: idx_procrastinate_jobs_worker_not_null; Type: INDEX; Schema: public; Owner: -
@@ -1441,14 +1465,14 @@ ALTER TABLE ONLY public.chimeway_deliveries
 --
 
 ALTER TABLE ONLY public.chimeway_deliveries
-    ADD CONSTRAINT chimeway_deliveries_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE SET NULL;
+    ADD CONSTRAINT chimeway_deliveries_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
 
 --
 -- Name: chimeway_deliveries chimeway_deliveries_workflow_step_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.chimeway_deliveries
-    ADD CONSTRAINT chimeway_deliveries_workflow_step_id_fkey FOREIGN KEY (workflow_step_id) REFERENCES public.chimeway_workflow_steps(id) ON DELETE SET NULL;
+    ADD CONSTRAINT chimeway_deliveries_workflow_step_id_fkey FOREIGN KEY (workflow_step_id) REFERENCES public.chimeway_workflow_steps(id) ON DELETE CASCADE;
 
 --
 -- Name: chimeway_delivery_attempts chimeway_delivery_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

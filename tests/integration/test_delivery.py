@@ -51,7 +51,7 @@ def test_drain_sends_through_the_adapter_and_succeeds(
 ) -> None:
     delivery_id = one_delivery(cw)
     drain(cw)
-    delivery = cw.get_delivery(delivery_id)
+    delivery = cw.delivery("t", delivery_id)
     assert delivery.status == DeliveryStatus.SUCCEEDED
     assert delivery.provider_message_id == f"recorded-{delivery_id}"
     [request] = adapters["in_app"].sent
@@ -66,7 +66,7 @@ def test_temporary_failures_retry_until_success(
     adapters["in_app"].then(*[Temporary("timeout")] * 4)
     delivery_id = one_delivery(cw)
     drain(cw)
-    assert cw.get_delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    assert cw.delivery("t", delivery_id).status == DeliveryStatus.SUCCEEDED
     assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
     assert len(adapters["in_app"].requests) == 5
 
@@ -77,7 +77,7 @@ def test_five_temporary_failures_exhaust_retries(
     adapters["in_app"].then(*[Temporary("timeout")] * 5)
     delivery_id = one_delivery(cw)
     drain(cw)
-    delivery = cw.get_delivery(delivery_id)
+    delivery = cw.delivery("t", delivery_id)
     assert delivery.status == DeliveryStatus.CANCELLED
     assert delivery.suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
     assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
@@ -98,7 +98,7 @@ def test_permanent_and_bounced_end_on_attempt_one(
     adapters["in_app"].then(failure)
     delivery_id = one_delivery(cw)
     drain(cw)
-    delivery = cw.get_delivery(delivery_id)
+    delivery = cw.delivery("t", delivery_id)
     assert (delivery.status, delivery.suppression_reason) == (DeliveryStatus.CANCELLED, reason)
     assert attempt_numbers(committed_db, delivery_id) == [1]
 
@@ -109,7 +109,7 @@ def test_unexpected_adapter_exception_is_a_recorded_temporary_failure(
     adapters["in_app"].then(ZeroDivisionError("boom"))
     delivery_id = one_delivery(cw)
     drain(cw)
-    assert cw.get_delivery(delivery_id).status == DeliveryStatus.SUCCEEDED
+    assert cw.delivery("t", delivery_id).status == DeliveryStatus.SUCCEEDED
     with psycopg.connect(committed_db) as conn:
         first = conn.execute(
             "SELECT outcome, error_class, error FROM chimeway_delivery_attempts "
@@ -126,7 +126,7 @@ def test_retry_is_scheduled_with_backoff(
     adapters["in_app"].then(Temporary("rate limited"))
     delivery_id = one_delivery(cw)
     drain(cw)
-    delivery = cw.get_delivery(delivery_id)
+    delivery = cw.delivery("t", delivery_id)
     assert delivery.status == DeliveryStatus.FAILED
     assert delivery.retry_at is not None
     with psycopg.connect(committed_db) as conn:
@@ -148,7 +148,7 @@ def test_max_attempts_is_configurable_per_channel(
     adapters["in_app"].then(Temporary("x"), Temporary("y"))
     delivery_id = one_delivery(cw)
     drain(cw)
-    assert cw.get_delivery(delivery_id).suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
+    assert cw.delivery("t", delivery_id).suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
     assert attempt_numbers(committed_db, delivery_id) == [1, 2]
 
 
@@ -255,7 +255,7 @@ def test_illegal_move_raises_invalid_transition(cw: Chimeway) -> None:
         cw.transaction() as conn,
     ):
         deliveries.transition(conn, delivery_id, DeliveryStatus.SUCCEEDED, reason="x")
-    assert cw.get_delivery(delivery_id).status == DeliveryStatus.PENDING
+    assert cw.delivery("t", delivery_id).status == DeliveryStatus.PENDING
 
 
 def test_allowed_table_matches_design() -> None:

@@ -366,7 +366,15 @@ def test_on_outcome_temporary_failure_fires_while_retrying(
     adapters["email"].then(Temporary("timeout"))
     run_id = start(cw, BRANCHY).run_ids[0]
     drain(cw)
-    assert run_deliveries(committed_db, run_id) == [("email", "failed"), ("push", "succeeded")]
+    # The run moved on: the email's pending retry is cancelled, so it never sends late.
+    assert run_deliveries(committed_db, run_id) == [("email", "cancelled"), ("push", "succeeded")]
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM chimeway_deliveries WHERE suppression_reason = 'superseded'",
+        )
+        == 1
+    )
 
 
 def test_ten_concurrent_progress_calls_on_a_converged_run_advance_once(

@@ -297,7 +297,7 @@ def test_sweep_redrives_a_delivery_whose_job_was_lost_once(cw: Chimeway, committ
     assert cw.sweep().deliveries_redriven == 1
     assert cw.sweep().deliveries_redriven == 0  # its job is queued: not twice
     drain(cw)
-    assert cw.get_delivery(result.delivery_ids[0]).status == "succeeded"
+    assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"
 
 
 def test_sweep_resumes_due_deferred_deliveries(cw: Chimeway, committed_db: str) -> None:
@@ -312,7 +312,7 @@ def test_sweep_resumes_due_deferred_deliveries(cw: Chimeway, committed_db: str) 
     assert cw.deliver(result.delivery_ids[0]).action == "skipped"  # not ready yet
     assert cw.sweep().deferred_resumed == 1
     drain(cw)
-    assert cw.get_delivery(result.delivery_ids[0]).status == "succeeded"
+    assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"
 
 
 def test_wait_and_signal_leave_the_run_in_a_defined_state(cw: Chimeway) -> None:

@@ -8,7 +8,7 @@ CREATE TYPE chimeway_delivery_status AS ENUM (
 );
 CREATE TYPE chimeway_delivery_reason AS ENUM (
     'retries_exhausted', 'permanent_failure', 'bounced', 'channel_disabled',
-    'category_disabled', 'delivery_cap_reached', 'already_read', 'no_adapter', 'manual'
+    'category_disabled', 'delivery_cap_reached', 'already_read', 'superseded', 'manual'
 );
 CREATE TYPE chimeway_orchestration_state AS ENUM ('ready', 'deferred', 'digest_held');
 CREATE TYPE chimeway_attempt_outcome AS ENUM ('succeeded', 'failed', 'bounced', 'rejected');
@@ -102,6 +102,7 @@ CREATE INDEX chimeway_workflow_runs_waiting_actor_idx
 CREATE INDEX chimeway_workflow_runs_tenant_idx
     ON chimeway_workflow_runs (tenant_id, started_at DESC);
 CREATE INDEX chimeway_workflow_runs_definition_idx ON chimeway_workflow_runs (definition_id);
+CREATE INDEX chimeway_workflow_runs_step_idx ON chimeway_workflow_runs (current_step_id);
 
 CREATE TABLE chimeway_deliveries (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -117,8 +118,8 @@ CREATE TABLE chimeway_deliveries (
     planning_context jsonb NOT NULL DEFAULT '{}',
     delay_fallback boolean NOT NULL DEFAULT false,
     render_data jsonb NOT NULL DEFAULT '{}',
-    workflow_run_id uuid REFERENCES chimeway_workflow_runs (id) ON DELETE SET NULL,
-    workflow_step_id uuid REFERENCES chimeway_workflow_steps (id) ON DELETE SET NULL,
+    workflow_run_id uuid REFERENCES chimeway_workflow_runs (id) ON DELETE CASCADE,
+    workflow_step_id uuid REFERENCES chimeway_workflow_steps (id) ON DELETE CASCADE,
     provider_message_id text,
     max_attempts integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
     retry_at timestamptz,
@@ -136,6 +137,8 @@ CREATE UNIQUE INDEX chimeway_deliveries_notification_channel
 CREATE UNIQUE INDEX chimeway_deliveries_run_step
     ON chimeway_deliveries (workflow_run_id, workflow_step_id) WHERE workflow_run_id IS NOT NULL;
 CREATE INDEX chimeway_deliveries_notification_idx ON chimeway_deliveries (notification_id);
+CREATE INDEX chimeway_deliveries_step_idx ON chimeway_deliveries (workflow_step_id)
+    WHERE workflow_step_id IS NOT NULL;
 -- Sweeps: due deferred deliveries, and deliveries stuck before a terminal state.
 CREATE INDEX chimeway_deliveries_deferred_due_idx ON chimeway_deliveries (next_eligible_at)
     WHERE status = 'pending' AND orchestration_state = 'deferred';
@@ -191,6 +194,8 @@ CREATE TABLE chimeway_workflow_transitions (
 CREATE INDEX chimeway_workflow_transitions_run_idx ON chimeway_workflow_transitions (run_id, id);
 CREATE INDEX chimeway_workflow_transitions_delivery_idx ON chimeway_workflow_transitions (delivery_id)
     WHERE delivery_id IS NOT NULL;
+CREATE INDEX chimeway_workflow_transitions_step_idx ON chimeway_workflow_transitions (step_id)
+    WHERE step_id IS NOT NULL;
 
 CREATE TABLE chimeway_signals (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -224,5 +229,7 @@ CREATE TABLE chimeway_webhook_ingress (
 );
 CREATE UNIQUE INDEX chimeway_webhook_ingress_provider_event
     ON chimeway_webhook_ingress (adapter, provider_event_id) WHERE provider_event_id IS NOT NULL;
+CREATE INDEX chimeway_webhook_ingress_delivery_idx ON chimeway_webhook_ingress (delivery_id)
+    WHERE delivery_id IS NOT NULL;
 CREATE INDEX chimeway_webhook_ingress_queued_idx ON chimeway_webhook_ingress (created_at)
     WHERE ingress_state = 'queued';

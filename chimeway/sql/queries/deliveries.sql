@@ -79,11 +79,9 @@ SELECT * FROM chimeway_delivery_attempts WHERE delivery_id = %(delivery_id)s ORD
 SELECT count(*) AS n FROM chimeway_delivery_attempts WHERE delivery_id = %(delivery_id)s
 
 -- name: delivery_claim_check
--- Locks the delivery and says whether it may be sent now, on the database's clock.
-SELECT status, orchestration_state,
-       (status = 'failed' AND retry_at > now()) AS retry_not_due,
-       (status = 'dispatched' AND status_changed_at > now() - %(stuck_after)s::interval)
-           AS in_flight
+-- Locks the delivery; with the database's clock, says when a retry or a takeover is due.
+SELECT status, orchestration_state, retry_at,
+       status_changed_at + %(stuck_after)s::interval AS takeover_at, now() AS now
 FROM chimeway_deliveries
 WHERE id = %(id)s
 FOR UPDATE

@@ -28,3 +28,11 @@ FOR UPDATE
 
 -- name: delivery_id_for_tenant
 SELECT id FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
+
+-- name: signal_seen_since
+-- A signal for one of these events that arrived since the step began (before its wait).
+SELECT event_name FROM chimeway_signals
+WHERE tenant_id = %(tenant_id)s AND actor_id = %(actor_id)s
+  AND event_name = ANY(%(events)s::text[]) AND created_at >= %(since)s
+ORDER BY created_at
+LIMIT 1

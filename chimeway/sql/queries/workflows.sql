@@ -115,7 +115,7 @@ WHERE workflow_run_id = %(run_id)s AND workflow_step_id = %(step_id)s
 FOR UPDATE
 
 -- name: attempt_latest
-SELECT * FROM chimeway_delivery_attempts
+SELECT outcome, error_class FROM chimeway_delivery_attempts
 WHERE delivery_id = %(delivery_id)s
 ORDER BY attempt_number DESC
 LIMIT 1
@@ -127,6 +127,7 @@ SELECT contents FROM chimeway_notifications WHERE id = %(id)s
 -- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
 SELECT id FROM chimeway_workflow_runs
 WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
+  AND NOT (id = ANY(%(skip)s::uuid[]))
 ORDER BY suspended_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

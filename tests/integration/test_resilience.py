@@ -1,0 +1,217 @@
+"""Regression tests for failure paths: a send is never lost or repeated because recording
+it failed, caches never outlive a rollback, early signals count, one bad run never stops a
+sweep, and errors reach callers as Chimeway errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Chimeway,
+    DatabaseUnavailable,
+    InvalidArgument,
+    Sent,
+    Step,
+    Temporary,
+    Triggered,
+    WaitUntil,
+    Workflow,
+    progression,
+)
+from chimeway.testing import drain
+from tests.integration.conftest import Recorders, count
+from tests.integration.notifiers import Welcome, WithWorkflow
+
+READ = "chimeway.notification.read"
+WAIT = Workflow(
+    key="wait",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[WaitUntil(delay=600, to_step="email", cancel_signals=[READ])],
+        ),
+        Step("email", channel="email", progress=[WaitUntil(delay=1200, to_step="sms")]),
+        Step("sms", channel="sms"),
+    ],
+)
+
+
+def start(cw: Chimeway, key: str = "k", conn: Any = None) -> Triggered:
+    result = cw.trigger(
+        WithWorkflow(WAIT), {"users": ["u1"]}, tenant_id="t", idempotency_key=key, conn=conn
+    )
+    assert isinstance(result, Triggered)
+    return result
+
+
+def test_nul_characters_and_nan_from_a_provider_are_stored(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(
+        Temporary("bad\x00byte"), Sent("m", meta={"x": float("nan"), "s": "a\x00b"})
+    )
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    drain(cw)
+    with psycopg.connect(committed_db) as conn:
+        rows = conn.execute(
+            "SELECT error, provider_response FROM chimeway_delivery_attempts "
+            "ORDER BY attempt_number"
+        ).fetchall()
+    assert rows == [("bad\\u0000byte", {}), (None, {"x": None, "s": "a\\u0000b"})]
+    assert len(adapters["in_app"].requests) == 2
+
+
+def test_temporary_failure_is_recorded_while_another_job_is_queued(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    adapters["in_app"].then(Temporary("busy"))
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    # The trigger's job is still queued while this send fails: the retry must not abort.
+    assert cw.deliver(result.delivery_ids[0]).action == "retry_scheduled"
+    assert count(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 1
+
+
+def test_job_that_runs_before_a_retry_is_due_requeues_at_the_retry_time(
+    make_cw: Any, adapters: Recorders, committed_db: str
+) -> None:
+    from chimeway import RetryPolicy
+
+    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(minutes=10), jitter=0))
+    adapters["in_app"].then(Temporary("busy"))
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    delivery_id = result.delivery_ids[0]
+    assert cw.deliver(delivery_id).action == "retry_scheduled"
+    drain(cw)  # runs the trigger's (early) job: it must leave a job for the retry time
+    retry_at = cw.delivery("t", delivery_id).retry_at
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND scheduled_at = %s",
+            retry_at,
+        )
+        == 1
+    )
+    assert len(adapters["in_app"].requests) == 1
+
+
+def test_failure_while_progressing_keeps_the_attempt_and_defers_the_run(
+    cw: Chimeway, committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = start(cw)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("bug in progression")
+
+    monkeypatch.setattr(progression, "progress_in", broken)
+    assert cw.deliver(result.delivery_ids[0]).action == "succeeded"
+    assert count(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 1
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'",
+        )
+        == 1
+    )
+    monkeypatch.undo()
+    drain(cw)
+    assert cw.workflows.explain("t", result.run_ids[0]).state == "waiting"
+
+
+def test_rolled_back_trigger_does_not_poison_the_definition_cache(
+    cw: Chimeway, committed_db: str
+) -> None:
+    with psycopg.connect(committed_db) as conn:
+        start(cw, key="a", conn=conn)
+        conn.rollback()
+    assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 0
+    start(cw, key="b")  # the definition is stored again, not taken from a stale cache
+    assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
+
+
+def test_a_cancel_signal_before_the_wait_begins_still_cancels_it(cw: Chimeway) -> None:
+    result = start(cw)
+    routed = cw.route_signal(cw.track_signal("t", "u1", READ).signal_id)
+    assert routed.resumed == []  # nothing waits yet: the notice is still being delivered
+    drain(cw)
+    explained = cw.workflows.explain("t", result.run_ids[0])
+    assert (explained.state, explained.terminal_reason) == ("completed", "wait_cancelled_by_signal")
+
+
+def test_an_early_timer_rearms_itself_at_the_due_time(cw: Chimeway, committed_db: str) -> None:
+    run_id = start(cw).run_ids[0]
+    drain(cw)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")
+    progress = cw.procrastinate.tasks["chimeway:progress"]
+    assert progress(run_id=str(run_id)) == "Noop"
+    due = cw.workflows.explain("t", run_id).suspended_until
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
+            "AND scheduled_at = %s",
+            due,
+        )
+        == 1
+    )
+
+
+def test_one_failing_run_does_not_stop_the_due_sweep(
+    cw: Chimeway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = start(cw, key="a").run_ids[0]
+    good = start(cw, key="b").run_ids[0]
+    drain(cw)
+    real = progression.progress_in
+
+    def flaky(cw_: Chimeway, conn: Any, run_id: uuid.UUID, now: Any = None) -> Any:
+        if run_id == bad:
+            raise RuntimeError("corrupt run")
+        return real(cw_, conn, run_id, now)
+
+    monkeypatch.setattr(progression, "progress_in", flaky)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    results = progression.progress_due_runs(cw, now=later)
+    assert [r.run_id for r in results] == [good]
+
+
+def test_drain_reports_a_task_that_raised(cw: Chimeway, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chimeway import dispatch
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(dispatch, "dispatch", broken)
+    cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    with pytest.raises(AssertionError, match=r"chimeway:deliver\[\d+\]"):
+        drain(cw)
+
+
+def test_deleting_a_run_deletes_its_deliveries(cw: Chimeway, committed_db: str) -> None:
+    result = start(cw)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM chimeway_workflow_runs WHERE id = %s", [result.run_ids[0]])
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 0
+
+
+def test_unreachable_database_is_a_chimeway_error() -> None:
+    with (
+        Chimeway("postgresql://nobody@127.0.0.1:1/none", pool_timeout=0.5) as cw,
+        pytest.raises(DatabaseUnavailable, match="database unavailable"),
+    ):
+        cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+
+
+def test_naive_now_is_rejected(cw: Chimeway) -> None:
+    with pytest.raises(InvalidArgument, match="timezone-aware"):
+        cw.progression.progress_due_runs(now=dt.datetime(2026, 1, 1))
