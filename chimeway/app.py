@@ -268,6 +268,23 @@ class _Workflows:
                 conn, tenant_id, _uuid(execution_id, "workflow run"), limit
             )
 
+    def run_deliveries(self, tenant_id: str, execution_id: uuid.UUID | str) -> list[uuid.UUID]:
+        with self._cw.transaction() as conn:
+            return workflows.run_deliveries(conn, tenant_id, _uuid(execution_id, "workflow run"))
+
+    def list_runs(
+        self,
+        tenant_id: str,
+        *,
+        state: str | None = None,
+        workflow_key: str | None = None,
+        limit: int = 50,
+    ) -> list[workflows.RunExplanation]:
+        with self._cw.transaction() as conn:
+            return workflows.list_runs(
+                conn, tenant_id, state=state, workflow_key=workflow_key, limit=limit
+            )
+
 
 class _Progression:
     """``cw.progression``: drive runs by hand (tests, sweeps, operators)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -11,10 +12,11 @@ from typing import Any
 
 import click
 
-from chimeway import logs, migrations, settings
+from chimeway import logs, migrations, reports, settings
 from chimeway import worker as worker_module
 from chimeway.app import Chimeway
-from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal
+from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
+from chimeway.trigger import Duplicate
 
 
 class CliState:
@@ -122,6 +124,12 @@ def load_app(spec: str | None, url: str) -> Chimeway:
     except AttributeError:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
     if callable(found) and not isinstance(found, Chimeway):
+        try:
+            inspect.signature(found).bind()
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{spec} is neither a Chimeway instance nor a factory taking no arguments"
+            ) from None
         found = found()
     if not isinstance(found, Chimeway):
         raise ConfigurationError(f"{spec} is a {type(found).__name__}, not a Chimeway instance")
@@ -245,6 +253,176 @@ def signal(
         click.echo(f"Duplicate: signal {tracked.signal_id} was already recorded; nothing sent.")
     else:
         click.echo(f"Signal {tracked.signal_id} recorded; a worker routes it.")
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record belongs to.")
+
+
+@cli.command()
+@click.pass_obj
+def demo(state: CliState) -> None:
+    """Run an escalation workflow end to end and explain every run (about 5 s)."""
+    from chimeway.demo import run_demo
+
+    out = sys.stdout
+    run_demo(state.url, out, note)
+
+
+@cli.command()
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.argument("run_id")
+@click.pass_obj
+def explain(state: CliState, app_spec: str | None, tenant: str, as_json: bool, run_id: str) -> None:
+    """Where a workflow run is and why."""
+    with load_app(app_spec, state.url) as cw:
+        explained = cw.workflows.explain(tenant, run_id)
+    out = sys.stdout
+    if as_json:
+        reports.write_json(explained, out)
+    else:
+        reports.run_explanation(explained, out)
+
+
+@cli.command()
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many, oldest first.")
+@click.argument("run_id")
+@click.pass_obj
+def trace(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    limit: int | None,
+    run_id: str,
+) -> None:
+    """Every transition of a workflow run, oldest first."""
+    with load_app(app_spec, state.url) as cw:
+        transitions = cw.workflows.list_traces(tenant, run_id, limit)
+    out = sys.stdout
+    if as_json:
+        reports.write_json(transitions, out)
+    else:
+        reports.trace(transitions, out)
+
+
+@cli.group(cls=ChimewayGroup)
+def runs() -> None:
+    """Workflow runs."""
+
+
+@runs.command("list")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--state", "run_state", help="Only runs in this state (active, waiting, ...).")
+@click.option("--workflow", help="Only runs of this workflow key.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.pass_obj
+def runs_list(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    run_state: str | None,
+    workflow: str | None,
+    limit: int,
+) -> None:
+    """A tenant's runs, newest first."""
+    with load_app(app_spec, state.url) as cw:
+        found = cw.workflows.list_runs(tenant, state=run_state, workflow_key=workflow, limit=limit)
+    out = sys.stdout
+    if as_json:
+        reports.write_json(found, out)
+    else:
+        reports.runs(found, out)
+
+
+@cli.group(cls=ChimewayGroup)
+def deliveries() -> None:
+    """Deliveries."""
+
+
+@deliveries.command("explain")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.argument("delivery_id")
+@click.pass_obj
+def deliveries_explain(
+    state: CliState, app_spec: str | None, tenant: str, as_json: bool, delivery_id: str
+) -> None:
+    """Why a delivery did or did not send, with its full timeline."""
+    with load_app(app_spec, state.url) as cw:
+        explained = cw.explain_delivery(tenant, delivery_id)
+    out = sys.stdout
+    if as_json:
+        reports.write_json(explained, out)
+    else:
+        reports.delivery(explained, out)
+
+
+@cli.command()
+@APP_OPTION
+@TENANT_OPTION
+@click.option("--idempotency-key", required=True, help="Repeating it makes the trigger inert.")
+@click.option("--params", default="{}", show_default=True, help="The notifier's params (JSON).")
+@click.option("--correlation-id", help="Your request or trace id, kept on the event.")
+@JSON_OPTION
+@click.argument("notifier_key")
+@click.pass_obj
+def trigger(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    idempotency_key: str,
+    params: str,
+    correlation_id: str | None,
+    as_json: bool,
+    notifier_key: str,
+) -> None:
+    """Trigger a notifier registered on your app (--app) by its key."""
+    body = parse_json_object(params, "--params", InvalidTrigger) or {}
+    if not app_spec:
+        raise ConfigurationError("trigger needs --app (or CHIMEWAY_APP): your notifiers live there")
+    with load_app(app_spec, state.url) as cw:
+        result = cw.trigger(
+            notifier_key,
+            body,
+            tenant_id=tenant,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+        )
+    out = sys.stdout
+    if as_json:
+        reports.write_json(result, out)
+    elif isinstance(result, Duplicate):
+        click.echo(f"Duplicate: event {result.event_id} already exists; nothing was written.")
+    else:
+        click.echo(
+            f"Triggered event {result.event_id}: {len(result.notification_ids)} notification(s), "
+            f"{len(result.delivery_ids)} delivery(ies), {len(result.run_ids)} run(s)."
+        )
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the database, migrations, LISTEN/NOTIFY, workers, jobs and overdue waits."""
+    from chimeway.doctor import run_checks
+
+    state: CliState = ctx.obj
+    checks = run_checks(state.url)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    failed = [c for c in checks if not c.ok]
+    click.echo(f"{len(checks) - len(failed)} ok, {len(failed)} failing.")
+    ctx.exit(1 if failed else 0)
 
 
 def parse_json_object(

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -112,38 +113,96 @@ async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
     return 0
 
 
+def _procrastinate_options(cw: Chimeway, options: WorkerOptions) -> dict[str, Any]:
+    return {
+        "queues": list(options.queues) if options.queues else None,
+        "name": options.name,
+        "shutdown_graceful_timeout": options.shutdown_timeout,
+        "concurrency": options.concurrency,
+        "fetch_job_polling_interval": options.poll_interval,
+        "abort_job_polling_interval": max(options.poll_interval, 5.0),
+        "listen_notify": True,
+        "delete_jobs": "successful",
+        "install_signal_handlers": False,
+        # Heartbeats must come well within the stalled threshold, or live workers would
+        # look dead to stalled-job recovery.
+        "update_heartbeat_interval": min(
+            options.heartbeat_interval, cw.maintenance.stalled_after.total_seconds() / 3
+        ),
+        "stalled_worker_timeout": max(cw.maintenance.stalled_after.total_seconds(), 1),
+    }
+
+
 async def _run_once(cw: Chimeway, options: WorkerOptions, current: dict[str, Any]) -> None:
     # Procrastinate opens (and on exit closes) a fresh pool each time: after a failure the
     # next run starts from new connections.
     async with cw.procrastinate.open_async():
-        worker_options: dict[str, Any] = {
-            "queues": list(options.queues) if options.queues else None,
-            "name": options.name,
-            "shutdown_graceful_timeout": options.shutdown_timeout,
-        }
         task = asyncio.create_task(
-            cw.procrastinate.run_worker_async(
-                **worker_options,
-                concurrency=options.concurrency,
-                fetch_job_polling_interval=options.poll_interval,
-                abort_job_polling_interval=max(options.poll_interval, 5.0),
-                listen_notify=True,
-                delete_jobs="successful",
-                install_signal_handlers=False,
-                # Heartbeats must come well within the stalled threshold, or live workers
-                # would look dead to stalled-job recovery.
-                update_heartbeat_interval=min(
-                    options.heartbeat_interval,
-                    cw.maintenance.stalled_after.total_seconds() / 3,
-                ),
-                stalled_worker_timeout=max(cw.maintenance.stalled_after.total_seconds(), 1),
-            )
+            cw.procrastinate.run_worker_async(**_procrastinate_options(cw, options))
         )
         current["worker"] = task
         try:
             await task
         finally:
             current.pop("worker", None)
+
+
+class BackgroundWorker:
+    """A worker on a thread of this process (``chimeway demo``, notebooks, tests): it runs
+    until :meth:`stop`, which lets running jobs finish."""
+
+    def __init__(self, cw: Chimeway, options: WorkerOptions | None = None) -> None:
+        self._cw = cw
+        self._options = options or WorkerOptions()
+        self._thread = threading.Thread(target=self._main, name="chimeway-worker", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 30.0) -> BackgroundWorker:
+        self._cw.resize_pool(self._options.concurrency + 2)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("the background worker did not start")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to the thread that called start() or stop()
+            self.error = exc
+            self._started.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(self._options.concurrency + 2, thread_name_prefix="chimeway")
+        )
+        async with self._cw.procrastinate.open_async():
+            self._task = asyncio.create_task(
+                self._cw.procrastinate.run_worker_async(
+                    **_procrastinate_options(self._cw, self._options)
+                )
+            )
+            self._started.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> BackgroundWorker:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 def run_processes(argv: Sequence[str], processes: int) -> int:

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from chimeway import db
 from chimeway.dsl import Workflow
-from chimeway.errors import InvalidTransition, NotFound, WorkflowVersionConflict
+from chimeway.errors import InvalidArgument, InvalidTransition, NotFound, WorkflowVersionConflict
 from chimeway.types import RunState
 
 Conn = psycopg.Connection[Any]
@@ -415,3 +415,32 @@ def list_traces(
             db.query("transitions_for_run"),
             {"run_id": execution_id, "tenant_id": tenant_id, "limit": limit},
         ).fetchall()
+
+
+def list_runs(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    state: RunState | str | None = None,
+    workflow_key: str | None = None,
+    limit: int = 50,
+) -> list[RunExplanation]:
+    """A tenant's runs, newest first."""
+    if state is not None and state not in {s.value for s in RunState}:
+        raise InvalidArgument(
+            f"unknown run state {state!r}; expected one of {', '.join(s.value for s in RunState)}"
+        )
+    with conn.cursor(row_factory=db.dataclass_row(RunExplanation)) as cur:
+        return cur.execute(
+            db.query("runs_list"),
+            {"tenant_id": tenant_id, "state": state, "workflow_key": workflow_key, "limit": limit},
+        ).fetchall()
+
+
+def run_deliveries(conn: Conn, tenant_id: str, execution_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of a run's deliveries, in step order; NotFound across tenants."""
+    explain(conn, tenant_id, execution_id)
+    rows = conn.execute(
+        db.query("run_delivery_ids"), {"run_id": execution_id, "tenant_id": tenant_id}
+    ).fetchall()
+    return [row[0] for row in rows]

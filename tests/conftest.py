@@ -31,7 +31,9 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from chimeway import embedded, migrations
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DBNAME = "chimeway_tests"
+# Per process, so that two test runs on one server never drop each other's databases.
+PREFIX = "chimeway_tests_"
+DBNAME = f"{PREFIX}{os.getpid()}"
 
 
 def _answers(url: str) -> bool:
@@ -101,7 +103,9 @@ elif BACKEND == "embedded":
     def embedded_pg_server() -> SimpleNamespace:
         # A fixed per-user data dir: a killed run's server is found and reused, not duplicated.
         pgdata = Path(tempfile.gettempdir()) / f"chimeway-pytest-pgdata-{os.getuid()}"
-        info = embedded.server(pgdata).get_postmaster_info()
+        server = embedded.server(pgdata)
+        drop_stale_databases(server.get_uri("postgres"))
+        info = server.get_postmaster_info()
         return SimpleNamespace(
             host=str(info.socket_dir),
             port=info.port,
@@ -119,9 +123,35 @@ else:
     raise RuntimeError(f"CHIMEWAY_TEST_BACKEND={BACKEND!r}: expected dsn, local, proc or embedded")
 
 
+def drop_stale_databases(url: str) -> None:
+    """Drop the test databases of runs that died (their process is gone)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", [PREFIX + "%"]
+            )
+        ]
+        for name in names:
+            pid = name[len(PREFIX) :].split("_")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    # Database names are fixed: drop what a killed run left behind before creating them.
     config.option.postgresql_drop_test_database = True
+    if BACKEND in ("dsn", "local"):
+        drop_stale_databases(os.environ.get("CHIMEWAY_TEST_DATABASE_URL") or LOCAL_URL)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -153,7 +183,7 @@ class Databases:
         )
 
     def create(self, *, template: bool = True) -> Iterator[str]:
-        name = f"{DBNAME}_{uuid.uuid4().hex[:12]}"
+        name = f"{DBNAME}_{uuid.uuid4().hex[:10]}"
         with self.janitor(name, template=template):
             yield self.url(name)
 

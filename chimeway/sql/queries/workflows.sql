@@ -131,3 +131,25 @@ WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, no
 ORDER BY suspended_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
+
+-- name: runs_list
+-- A tenant's runs, newest first, optionally of one state and one workflow.
+SELECT r.id, r.tenant_id, r.state, r.status_reason, st.step_key AS current_step_name,
+       r.suspended_until, r.pending_signals, r.terminal_reason, r.status_context,
+       d.workflow_key, d.workflow_version, r.recipient_id, r.notification_id,
+       r.started_at, r.last_transition_at
+FROM chimeway_workflow_runs r
+JOIN chimeway_workflow_steps st ON st.id = r.current_step_id
+JOIN chimeway_workflow_definitions d ON d.id = r.definition_id
+WHERE r.tenant_id = %(tenant_id)s
+  AND (%(state)s::chimeway_run_state IS NULL OR r.state = %(state)s::chimeway_run_state)
+  AND (%(workflow_key)s::text IS NULL OR d.workflow_key = %(workflow_key)s)
+ORDER BY r.started_at DESC, r.id
+LIMIT %(limit)s
+
+-- name: run_delivery_ids
+-- A run's deliveries in step order (tenant-scoped).
+SELECT d.id FROM chimeway_deliveries d
+JOIN chimeway_workflow_steps st ON st.id = d.workflow_step_id
+WHERE d.workflow_run_id = %(run_id)s AND d.tenant_id = %(tenant_id)s
+ORDER BY st.step_order

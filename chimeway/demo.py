@@ -1,0 +1,157 @@
+"""``chimeway demo``: an escalation workflow, end to end, in a few seconds.
+
+A mention notifies five people in-app; unless they read it within a few seconds, it
+escalates to email, and a bounced email stops the run. A worker runs in this process; one
+recipient reads the notice (a signal) and one email bounces. Each run's explanation and
+trace is printed, then a summary.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from chimeway import migrations, reports
+from chimeway.adapters import Bounced, DeliveryRequest, LoggerAdapter, Sent
+from chimeway.app import Chimeway
+from chimeway.dsl import Step, Stop, WaitUntil, Workflow
+from chimeway.maintenance import Maintenance
+from chimeway.notifiers import Notifier, Recipient
+from chimeway.trigger import Triggered
+from chimeway.worker import BackgroundWorker, WorkerOptions
+
+READ = "chimeway.notification.read"
+RECIPIENTS = ["ada", "grace", "linus", "margaret", "alan"]
+READER = "grace"  # reads the in-app notice before the escalation
+BOUNCER = "linus"  # whose mailbox does not exist
+WAIT_SECONDS = 3
+
+ESCALATION = Workflow(
+    key="demo.mention_escalation",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[
+                WaitUntil(delay=WAIT_SECONDS, to_step="email", cancel_signals=[READ]),
+            ],
+        ),
+        Step("email", channel="email", progress=[Stop(outcome="bounced")]),
+    ],
+)
+
+
+class MentionEscalation(Notifier):
+    key = "demo.mention"
+    version = 1
+    category = "mentions"
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
+        return [{"id": user} for user in params["users"]]
+
+    def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+        return {"author": params["author"], "document": params["document"]}
+
+    def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        text = f"{params['author']} mentioned you in {params['document']}"
+        if channel == "email":
+            return {"subject": text, "html_body": f"<p>{text}</p>", "text_body": text}
+        return {
+            "headline": "New mention",
+            "body": text,
+            "primary_action": {"label": "Open", "url": f"/docs/{params['document']}"},
+        }
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return ESCALATION
+
+
+class DemoEmail:
+    """Accepts every email but one, which bounces."""
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        if request.recipient_id == BOUNCER:
+            raise Bounced("550 5.1.1 mailbox does not exist")
+        return Sent(provider_message_id=f"demo-{request.delivery_id.hex[:8]}")
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
+    started = time.monotonic()
+    note("migrating the database")
+    migrations.migrate(url, report=note)
+    tenant = f"demo-{uuid.uuid4().hex[:6]}"
+    cw = Chimeway(
+        url,
+        notifiers=[MentionEscalation],
+        adapters={"email": DemoEmail(), "in_app": LoggerAdapter()},
+        maintenance=Maintenance(sweep_cron="*/10 * * * * *"),
+    )
+    try:
+        with BackgroundWorker(cw, WorkerOptions(concurrency=4, poll_interval=0.1)):
+            note(f"triggering a mention for {len(RECIPIENTS)} recipients in tenant {tenant}")
+            result = cw.trigger(
+                "demo.mention",
+                {"users": RECIPIENTS, "author": "Barbara", "document": "Q3 plan"},
+                tenant_id=tenant,
+                idempotency_key=f"mention-{uuid.uuid4()}",
+            )
+            assert isinstance(result, Triggered)
+            runs = dict(zip(RECIPIENTS, result.run_ids, strict=True))
+
+            def state(name: str) -> str:
+                return str(cw.workflows.explain(tenant, runs[name]).state)
+
+            note("delivering the in-app notices")
+            _wait_for("the notices", lambda: state(READER) == "waiting", 15)
+            note(f"{READER} reads her notice: signal {READ}")
+            cw.track_signal(tenant, READER, READ)
+            note(f"waiting {WAIT_SECONDS} s for the others to escalate to email")
+            _wait_for(
+                "every run to finish",
+                lambda: all(state(n) in ("completed", "stopped") for n in RECIPIENTS),
+                WAIT_SECONDS + 15,
+            )
+        _print(cw, tenant, runs, out, time.monotonic() - started)
+    finally:
+        cw.close()
+    return 0
+
+
+def _print(
+    cw: Chimeway, tenant: str, runs: dict[str, uuid.UUID], out: TextIO, elapsed: float
+) -> None:
+    states: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for name, run_id in runs.items():
+        explained = cw.workflows.explain(tenant, run_id)
+        states[str(explained.state)] = states.get(str(explained.state), 0) + 1
+        out.write(f"\n== {name} ==\n")
+        reports.run_explanation(explained, out)
+        out.write("\n")
+        reports.trace(cw.workflows.list_traces(tenant, run_id), out)
+        for delivery_id in cw.workflows.run_deliveries(tenant, run_id):
+            explanation = cw.explain_delivery(tenant, delivery_id)
+            outcome = (
+                "sent"
+                if explanation.sent
+                else str(explanation.suppression_reason or explanation.status)
+            )
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            out.write(f"  {explanation.channel}: {explanation.why}\n")
+    run_summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    delivery_summary = ", ".join(f"{n} {s}" for s, n in sorted(outcomes.items()))
+    out.write(
+        f"\nSummary: {len(runs)} runs ({run_summary}); {sum(outcomes.values())} deliveries "
+        f"({delivery_summary}); {elapsed:.1f} s.\n"
+    )

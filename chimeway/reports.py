@@ -1,0 +1,171 @@
+"""What operators read: runs, traces and deliveries as tables, or as JSON for scripts.
+
+Each function writes to a given stream, so the CLI stays thin and tests need no click.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from chimeway.traces import DeliveryExplanation
+from chimeway.workflows import RunExplanation, Transition
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def write_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), line]
+    out += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+# Keys that repeat what a trace row already shows, or that only matter in --json.
+_QUIET = {
+    "anchor",
+    "rule_kind",
+    "anchor_delivery_id",
+    "anchor_timestamp",
+    "reactivated_at",
+    "attempt_outcome",
+    "attempt_error_class",
+    "delivery_status",
+    "source",
+}
+
+
+def _details(context: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    return " ".join(
+        f"{k}={_short(v)}"
+        for k, v in sorted(context.items())
+        if k not in skip and k not in _QUIET and v not in (None, "")
+    )
+
+
+def _short(value: Any) -> str:
+    """ISO timestamps as a time of day; the full value is in --json."""
+    text = str(value)
+    if len(text) >= 26 and text[10:11] == "T":
+        return text[11:23]
+    return text
+
+
+def run_explanation(run: RunExplanation, out: TextIO) -> None:
+    rows = [
+        ("run", run.id),
+        ("workflow", f"{run.workflow_key} v{run.workflow_version}"),
+        ("recipient", run.recipient_id),
+        ("state", run.state),
+        ("status reason", run.status_reason),
+        ("current step", run.current_step_name),
+        ("suspended until", run.suspended_until),
+        ("pending signals", run.pending_signals),
+        ("terminal reason", run.terminal_reason),
+        ("started", run.started_at),
+    ]
+    out.write(table(["field", "value"], rows))
+
+
+def trace(transitions: Sequence[Transition], out: TextIO) -> None:
+    start = transitions[0].created_at if transitions else None
+    rows = [
+        (
+            f"+{(t.created_at - start).total_seconds():.3f}s" if start else "-",
+            t.reason,
+            f"{t.from_state or '-'} -> {t.to_state}",
+            t.step_key,
+            _details(t.context, skip=("step_key",)),
+        )
+        for t in transitions
+    ]
+    out.write(table(["at", "reason", "state", "step", "details"], rows))
+
+
+def runs(items: Sequence[RunExplanation], out: TextIO) -> None:
+    rows = [
+        (
+            r.id,
+            r.workflow_key,
+            r.recipient_id,
+            r.state,
+            r.current_step_name,
+            r.terminal_reason or r.status_reason,
+            r.started_at,
+        )
+        for r in items
+    ]
+    out.write(table(["run", "workflow", "recipient", "state", "step", "reason", "started"], rows))
+
+
+def delivery(explanation: DeliveryExplanation, out: TextIO) -> None:
+    e = explanation
+    out.write(
+        table(
+            ["field", "value"],
+            [
+                ("delivery", e.delivery_id),
+                ("notification", f"{e.notification_key} ({e.notification_id})"),
+                ("recipient", e.recipient_id),
+                ("channel", e.channel),
+                (
+                    "status",
+                    e.status
+                    if not e.suppression_reason
+                    else f"{e.status} ({e.suppression_reason})",
+                ),
+                ("workflow run", e.workflow_run_id),
+                ("workflow step", e.workflow_step),
+                ("attempts", len(e.attempts)),
+            ],
+        )
+    )
+    out.write(f"\nWhy: {e.why}\n\n")
+    start = e.timeline[0].at if e.timeline else None
+    rows = [
+        (f"+{(t.at - start).total_seconds():.3f}s" if start else "-", t.event, _details(t.detail))
+        for t in e.timeline
+    ]
+    out.write(table(["at", "event", "details"], rows))
