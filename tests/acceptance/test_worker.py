@@ -306,3 +306,29 @@ def test_second_signal_exits_at_once(workers: Workers, app_env: Any, tmp_path: P
     code = worker.stop(signal.SIGTERM, timeout=10)  # ...the second one does not
     assert code != 0
     cw.close()
+
+
+def test_queues_option_limits_what_a_worker_takes(
+    workers: Workers, app_env: Any, committed_db: str
+) -> None:
+    workers.start("--queues", "chimeway_delivery,chimeway_progress,chimeway_signals")
+    cw = app_env()
+    run_id = trigger(cw, ["u1"]).run_ids[0]
+    wait_until(lambda: run_state(committed_db, run_id)[0] == "completed", timeout=30)
+    # Maintenance jobs are deferred on schedule but wait for a worker of their queue.
+    wait_until(
+        lambda: scalar(
+            committed_db,
+            "SELECT count(*) > 0 FROM procrastinate_jobs "
+            "WHERE queue_name = 'chimeway_maintenance' AND status = 'todo'",
+        )
+    )
+    assert (
+        scalar(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs "
+            "WHERE queue_name = 'chimeway_maintenance' AND status <> 'todo'",
+        )
+        == 0
+    )
+    cw.close()
