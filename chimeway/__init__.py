@@ -29,6 +29,7 @@ from chimeway.errors import (
     SchemaNotReady,
     WorkflowVersionConflict,
 )
+from chimeway.maintenance import Maintenance
 from chimeway.notifiers import Notifier, Recipient
 from chimeway.progression import Advanced, Completed, Noop, Stopped, Waiting
 from chimeway.trigger import Duplicate, Triggered
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidTrigger",
     "InvalidWorkflow",
     "LoggerAdapter",
+    "Maintenance",
     "MigrationError",
     "Noop",
     "NotFound",

@@ -4,6 +4,7 @@ tasks, the adapter registry (channel -> adapter) and the notifier registry."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,6 +28,7 @@ from chimeway.signals import Routed, SignalTracked, route_signal, track_signal
 from chimeway.trigger import Duplicate, Triggered, trigger
 
 Conn = psycopg.Connection[Any]
+logger = logging.getLogger(__name__)
 IDLE = TransactionStatus.IDLE
 
 
@@ -56,7 +58,7 @@ class Chimeway:
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
     ) -> None:
-        self.database_url = settings.database_url(database_url, report=lambda _m: None)
+        self.database_url = settings.database_url(database_url, report=_embedded_warning)
         self.adapters: dict[str, Adapter] = dict(adapters or {})
         self.default_adapter: Adapter = default_adapter or LoggerAdapter()
         self.content_schemas = content_schemas or ContentSchemas.default()
@@ -303,6 +305,14 @@ class _Progression:
     ) -> list[progression.ProgressResult]:
         with translated():
             return progression.progress_due_runs(self._cw, _aware(now), limit)
+
+
+def _embedded_warning(message: str) -> None:
+    logger.warning(
+        "%s: for demos and tests only; pass database_url= or set CHIMEWAY_DATABASE_URL",
+        message,
+        extra={"action": "chimeway.embedded_database"},
+    )
 
 
 def _aware(now: dt.datetime | None) -> dt.datetime | None:

@@ -190,8 +190,6 @@ def worker(
     state: CliState = ctx.obj
     if processes > 1:
         argv = [
-            "--database-url",
-            state.url,
             "worker",
             "--concurrency",
             str(concurrency),
@@ -202,9 +200,13 @@ def worker(
         ]
         argv += ["--app", app_spec] if app_spec else []
         argv += ["--queues", queues] if queues else []
-        argv += ["--shutdown-timeout", str(shutdown_timeout)] if shutdown_timeout else []
+        argv += ["--name", name] if name else []
+        argv += (
+            ["--shutdown-timeout", str(shutdown_timeout)] if shutdown_timeout is not None else []
+        )
         argv += ["--log-json"] if log_json else []
-        ctx.exit(worker_module.run_processes(argv, processes))
+        # The URL goes through the environment: command lines are visible to every user.
+        ctx.exit(worker_module.run_processes(argv, processes, database_url=state.url))
     cw = load_app(app_spec, state.url)
     options = worker_module.WorkerOptions(
         queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
@@ -440,7 +442,9 @@ def parse_json_object(
 
 
 def main() -> None:
-    cli(prog_name="chimeway")
+    # Every option can also come from the environment: CHIMEWAY_<COMMAND>_<OPTION>, e.g.
+    # CHIMEWAY_WORKER_CONCURRENCY=20 (documented options also name a shorter variable).
+    cli(prog_name="chimeway", auto_envvar_prefix="CHIMEWAY")
 
 
 if __name__ == "__main__":

@@ -343,6 +343,22 @@ class Step(_Declaration):
     def _where(cls, data: Mapping[str, Any]) -> str:
         return f"step {data['key']!r}" if "key" in data else "step"
 
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        waits = [i for i, rule in enumerate(self.progress) if isinstance(rule, WaitUntil)]
+        if len(waits) > 1:
+            raise InvalidWorkflow(
+                f"step {self.key!r}, progress[{waits[1]}] (wait_until): a step waits at most "
+                f"once (progress[{waits[0]}] already waits)"
+            )
+        for i, rule in enumerate(self.progress):
+            if isinstance(rule, OnSignal) and not waits:
+                raise InvalidWorkflow(
+                    f"step {self.key!r}, progress[{i}] (on_signal): signals reach waiting runs "
+                    "only; add a WaitUntil to this step"
+                )
+        return self
+
     def rules_of_kind(self, kind: RuleKind) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.progress if rule.kind == kind)
 

@@ -1,17 +1,36 @@
-"""Secrets never reach the database: provider responses are redacted before they are stored."""
+"""Secrets never reach the database: provider responses, event params and signal payloads are
+redacted before they are stored."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from typing import Any
 
-SECRET_MARKERS = ("password", "token", "secret", "api_key", "apikey", "auth")
+# A key is secret when one of its words is one of these ("Auth-Token", "api_key",
+# "clientSecret"), not when it merely contains the letters ("author").
+SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "token",
+        "secret",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "apikey",
+    }
+)
 REDACTED = "[redacted]"
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
 def is_secret(key: str) -> bool:
-    normalized = key.lower().replace("-", "_")
-    return any(marker in normalized for marker in SECRET_MARKERS)
+    words = [w.lower() for w in _WORDS.findall(key)]
+    joined = [a + b for a, b in itertools.pairwise(words)]  # "api", "key" -> "apikey"
+    return any(w in SECRET_WORDS for w in [*words, *joined])
 
 
 def redact(value: Any) -> Any:

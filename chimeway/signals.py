@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from chimeway import db, progression
 from chimeway.errors import InvalidSignal
 from chimeway.progression import ProgressResult
+from chimeway.redaction import redact
 from chimeway.workflows import Run
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def track_signal(
                 "tenant_id": tenant_id,
                 "actor_id": actor_id,
                 "event_name": event_name,
-                "payload": Jsonb(body),
+                "payload": Jsonb(redact(body)),
                 "idempotency_key": idempotency_key,
             },
         ).fetchone()

@@ -205,11 +205,17 @@ class BackgroundWorker:
         self.stop()
 
 
-def run_processes(argv: Sequence[str], processes: int) -> int:
+def run_processes(argv: Sequence[str], processes: int, database_url: str) -> int:
     """Run ``processes`` copies of ``chimeway worker`` (``argv``) and supervise them:
-    signals are forwarded; if one exits, the others are stopped and its failure is ours."""
+    signals are forwarded once each (the children live in their own session, so a signal
+    to the terminal's or the service's process group reaches only this parent); if one
+    child exits, the others are stopped and its failure is ours."""
+    env = {**os.environ, "CHIMEWAY_DATABASE_URL": database_url}
     children = [
-        subprocess.Popen([sys.executable, "-m", "chimeway.cli", *argv]) for _ in range(processes)
+        subprocess.Popen(
+            [sys.executable, "-m", "chimeway.cli", *argv], env=env, start_new_session=True
+        )
+        for _ in range(processes)
     ]
     stopping: list[int] = []
 

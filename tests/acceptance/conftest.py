@@ -56,7 +56,7 @@ class Workers:
         env.update(CHIMEWAY_DATABASE_URL=self.url, PYTHONPATH=str(ROOT), **extra)
         return env
 
-    def start(self, *args: str, **env: str) -> Worker:
+    def start(self, *args: str, new_session: bool = False, **env: str) -> Worker:
         log = self.tmp / f"worker-{len(self.started)}.log"
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
@@ -75,6 +75,7 @@ class Workers:
                 env=self.env(**env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
         worker = Worker(proc, log)
         self.started.append(worker)

@@ -3,12 +3,14 @@ from crashes, connection loss and shutdowns."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -289,9 +291,15 @@ def test_sigterm_during_a_burst_loses_no_job(
 
 
 def test_processes_option_runs_several_workers_and_stops_cleanly(workers: Workers) -> None:
-    parent = workers.start("--processes", "2")
+    parent = workers.start("--processes", "2", new_session=True)
     wait_until(lambda: workers.registered() == 2, timeout=30)
-    assert parent.stop() == 0
+    # The URL reaches the children through the environment, not their command line.
+    for child in psutil.Process(parent.proc.pid).children():
+        assert workers.url not in " ".join(child.cmdline())
+    # A signal to the whole process group (Ctrl-C, systemd) is one stop, not two.
+    os.killpg(parent.proc.pid, signal.SIGTERM)
+    assert parent.proc.wait(timeout=30) == 0
+    assert workers.registered() == 0
 
 
 def test_second_signal_exits_at_once(workers: Workers, app_env: Any, tmp_path: Path) -> None:

@@ -381,9 +381,9 @@ REJECTIONS = {
         "unknown step 'c'",
     ),
     "unknown to_step (on_signal)": _rejects(
-        lambda: two_steps(OnSignal(event="e", to_step="B")),
+        lambda: two_steps(WaitUntil(delay=5, to_step="b"), OnSignal(event="e", to_step="B")),
         "step 'a'",
-        "progress[0] (on_signal)",
+        "progress[1] (on_signal)",
         "unknown step 'B'",
     ),
     "to_step is the same step": _rejects(
@@ -414,10 +414,16 @@ REJECTIONS = {
     ),
     "on_signal backward": _rejects(
         lambda: Workflow(
-            "w", 1, [Step("a", "x"), Step("b", "y", [OnSignal(event="e", to_step="a")])]
+            "w",
+            1,
+            [
+                Step("a", "x"),
+                Step("b", "y", [WaitUntil(delay=5, to_step="c"), OnSignal(event="e", to_step="a")]),
+                Step("c", "z"),
+            ],
         ),
         "step 'b'",
-        "progress[0] (on_signal)",
+        "progress[1] (on_signal)",
         "later step",
     ),
     # step fields
@@ -665,3 +671,21 @@ STORED_REJECTIONS = {
 )
 def test_stored_shapes_rejected(factory: Callable[[], object], fragments: tuple[str, ...]) -> None:
     test_rejected(factory, fragments)
+
+
+def test_a_step_waits_at_most_once() -> None:
+    with pytest.raises(
+        InvalidWorkflow, match=r"step 'a', progress\[1\] \(wait_until\): a step waits at most once"
+    ):
+        Step(
+            "a",
+            channel="in_app",
+            progress=[WaitUntil(delay=60, to_step="b"), WaitUntil(delay=120, to_step="b")],
+        )
+
+
+def test_on_signal_needs_a_wait_on_its_step() -> None:
+    with pytest.raises(
+        InvalidWorkflow, match=r"progress\[0\] \(on_signal\): signals reach waiting runs only"
+    ):
+        Step("a", channel="in_app", progress=[OnSignal(event="clicked", to_step="b")])
