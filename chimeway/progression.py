@@ -100,15 +100,13 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
     target = workflows.fetch_step_by_key(conn, run.definition_id, str(context.get("to_step")))
     if target is None:
         return Noop(run.id, "unknown_to_step")
-    workflows.append_transition(
+    run = _move(
         conn,
-        run.id,
-        from_state=RunState.WAITING,
-        to_state=RunState.ACTIVE,
+        run,
+        to=RunState.ACTIVE,
         reason="reactivated_from_wait",
-        step_id=run.current_step_id,
-        delivery_id=_uuid(context.get("anchor_delivery_id")),
         context={**context, "reactivated_at": now.isoformat()},
+        delivery_id=_uuid(context.get("anchor_delivery_id")),
     )
     from_step = workflows.get_current_step(conn, run)
     return _advance(
@@ -213,23 +211,14 @@ def _stop(
 ) -> Stopped:
     context = {**base, "rule_kind": "stop", **evidence.as_dict()}
     _supersede_if_retrying(conn, delivery)
-    stopped = workflows.update_run(
+    stopped = _move(
         conn,
         run,
-        state=RunState.STOPPED,
-        status_reason="workflow_stopped",
-        status_context=context,
-        terminal_reason=f"stopped_on_{outcome.value}",
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.ACTIVE,
-        to_state=RunState.STOPPED,
+        to=RunState.STOPPED,
         reason="workflow_stopped",
-        step_id=run.current_step_id,
-        delivery_id=delivery.id,
         context=context,
+        delivery_id=delivery.id,
+        terminal_reason=f"stopped_on_{outcome.value}",
     )
     _log("run.stopped", stopped, outcome=outcome.value)
     return Stopped(run.id, outcome)
@@ -260,24 +249,15 @@ def _start_wait(
     signals = list(
         dict.fromkeys([*wait.cancel_signals, *(r.event for r in rules if isinstance(r, OnSignal))])
     )
-    waiting = workflows.update_run(
+    waiting = _move(
         conn,
         run,
-        state=RunState.WAITING,
-        status_reason=WAITING_REASON,
-        status_context=context,
+        to=RunState.WAITING,
+        reason=WAITING_REASON,
+        context=context,
+        delivery_id=delivery.id,
         suspended_until=due_at,
         pending_signals=signals,
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.ACTIVE,
-        to_state=RunState.WAITING,
-        reason=WAITING_REASON,
-        step_id=step.id,
-        delivery_id=delivery.id,
-        context=context,
     )
     cw.jobs.progress(conn, run.id, schedule_at=due_at)
     _log("run.waiting", waiting, due_at=due_at.isoformat())
@@ -304,24 +284,13 @@ def resume_on_signal(
     ``OnSignal`` rule advances it; otherwise the cancelled wait completes it). Only the
     event name is kept: a signal's payload never enters a run's context or trace."""
     context = {"event_name": event_name}
-    resumed = workflows.update_run(
+    resumed = _move(
         conn,
         run,
-        state=RunState.ACTIVE,
-        status_reason=SIGNAL_REASON,
-        status_context=context,
-        pending_signals=(),
-        suspended_until=None,
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.WAITING,
-        to_state=RunState.ACTIVE,
+        to=RunState.ACTIVE,
         reason=SIGNAL_REASON,
-        step_id=run.current_step_id,
-        delivery_id=delivery_id,
         context=context,
+        delivery_id=delivery_id,
     )
     _log("run.signal_received", resumed, event_name=event_name)
     step = workflows.get_current_step(conn, resumed)
@@ -378,23 +347,14 @@ def _complete(
     delivery_id: uuid.UUID | None,
     context: dict[str, Any],
 ) -> Completed:
-    completed = workflows.update_run(
+    completed = _move(
         conn,
         run,
-        state=RunState.COMPLETED,
-        status_reason="workflow_completed",
-        status_context=context,
-        terminal_reason=terminal_reason,
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.ACTIVE,
-        to_state=RunState.COMPLETED,
+        to=RunState.COMPLETED,
         reason="workflow_completed",
-        step_id=run.current_step_id,
-        delivery_id=delivery_id,
         context=context,
+        delivery_id=delivery_id,
+        terminal_reason=terminal_reason,
     )
     _log("run.completed", completed, terminal_reason=terminal_reason)
     return Completed(run.id, terminal_reason)
@@ -411,15 +371,6 @@ def _advance(
     source: str,
 ) -> Advanced:
     """Move the cursor to ``target``, record ``step_activated``, plan and defer its delivery."""
-    # A waiting run is first reactivated (waiting -> active), then moved on (active -> active).
-    if run.state == RunState.WAITING:
-        run = workflows.update_run(
-            conn,
-            run,
-            state=RunState.ACTIVE,
-            status_reason="reactivated_from_wait",
-            status_context=run.status_context,
-        )
     moved = workflows.update_run(
         conn,
         run,
@@ -498,6 +449,35 @@ def progress_due_runs(
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _move(
+    conn: Conn,
+    run: Run,
+    *,
+    to: RunState,
+    reason: str,
+    context: dict[str, Any],
+    delivery_id: uuid.UUID | None = None,
+    **fields: Any,
+) -> Run:
+    """Change the run's state (guarded, :func:`workflows.update_run`) and append the
+    transition that explains it: the reason doubles as the run's status reason. Fields not
+    given (pending signals, suspension, terminal reason) are cleared."""
+    moved = workflows.update_run(
+        conn, run, state=to, status_reason=reason, status_context=context, **fields
+    )
+    workflows.append_transition(
+        conn,
+        run.id,
+        from_state=RunState(run.state),
+        to_state=to,
+        reason=reason,
+        step_id=run.current_step_id,
+        delivery_id=delivery_id,
+        context=context,
+    )
+    return moved
 
 
 def _rules(step: StepRow) -> list[Rule]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,3 +70,24 @@ def counts(url: str) -> dict[str, int]:
         "procrastinate_jobs",
     ]
     return {t: count(url, f"SELECT count(*) FROM {t}") for t in tables}
+
+
+def concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
+    """Run ``fn`` in ``n`` threads released together; their results, in completion order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        value = fn()
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == n, "a thread failed or hung"
+    return results

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from typing import Any
 
@@ -26,7 +25,7 @@ from chimeway import (
 from chimeway.redaction import REDACTED
 from chimeway.testing import drain
 from chimeway.types import DeliveryReason
-from tests.integration.conftest import IMMEDIATE, Recorders
+from tests.integration.conftest import IMMEDIATE, Recorders, concurrently
 from tests.integration.notifiers import Welcome
 
 
@@ -179,25 +178,6 @@ def test_job_run_twice_never_sends_twice(cw: Chimeway, adapters: Recorders) -> N
     assert len(adapters["in_app"].requests) == 1
 
 
-def _concurrently(n: int, fn: Any) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        value = fn()
-        with lock:
-            results.append(value)
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
-
-
 def test_ten_concurrent_jobs_on_a_cancelled_delivery_make_no_attempt(
     make_cw: Any, committed_db: str
 ) -> None:
@@ -211,7 +191,7 @@ def test_ten_concurrent_jobs_on_a_cancelled_delivery_make_no_attempt(
             reason="manual",
             suppression_reason=DeliveryReason.MANUAL,
         )
-    results = _concurrently(10, lambda: cw.deliver(delivery_id).action)
+    results = concurrently(10, lambda: cw.deliver(delivery_id).action)
     assert results == ["skipped"] * 10
     assert attempt_numbers(committed_db, delivery_id) == []
 
@@ -221,7 +201,7 @@ def test_ten_concurrent_jobs_on_a_pending_delivery_send_once(
 ) -> None:
     cw = make_cw(pool_max_size=12)
     delivery_id = one_delivery(cw)
-    results = _concurrently(10, lambda: cw.deliver(delivery_id).action)
+    results = concurrently(10, lambda: cw.deliver(delivery_id).action)
     assert sorted(results) == ["skipped"] * 9 + ["succeeded"]
     assert len(adapters["in_app"].requests) == 1
     assert attempt_numbers(committed_db, delivery_id) == [1]
@@ -243,7 +223,7 @@ def test_attempt_numbers_stay_contiguous_under_concurrent_records(
                 started_at=dt.datetime.now(dt.UTC),
             ).attempt_number
 
-    numbers = _concurrently(8, append)
+    numbers = concurrently(8, append)
     assert sorted(numbers) == list(range(1, 9))
     assert attempt_numbers(committed_db, delivery_id) == list(range(1, 9))
 

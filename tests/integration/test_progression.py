@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
 from typing import Any
 
@@ -30,7 +29,7 @@ from chimeway import (
     workflows,
 )
 from chimeway.testing import drain
-from tests.integration.conftest import Recorders, count, counts
+from tests.integration.conftest import Recorders, concurrently, count, counts
 from tests.integration.notifiers import WithWorkflow
 
 WAIT_30M = Workflow(
@@ -478,26 +477,6 @@ def test_explain_reports_the_wait(cw: Chimeway) -> None:
     assert explained.pending_signals == ["chimeway.notification.read"]
     assert explained.suspended_until is not None
     assert explained.terminal_reason is None
-
-
-def concurrently(n: int, fn: Any) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        value = fn()
-        with lock:
-            results.append(value)
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert len(results) == n
-    return results
 
 
 def test_update_run_refuses_moves_outside_the_table(cw: Chimeway) -> None:
