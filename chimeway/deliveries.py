@@ -259,8 +259,3 @@ def append_attempt(
 def attempts(conn: Conn, delivery_id: uuid.UUID) -> list[Attempt]:
     with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
         return cur.execute(db.query("attempts_list"), {"delivery_id": delivery_id}).fetchall()
-
-
-def attempt_count(conn: Conn, delivery_id: uuid.UUID) -> int:
-    row = conn.execute(db.query("attempt_count"), {"delivery_id": delivery_id}).fetchone()
-    return int(row[0]) if row else 0

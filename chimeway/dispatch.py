@@ -96,7 +96,7 @@ def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
         ).fetchone()
         if row is None:
             return _Claim(None, why_not="missing")
-        status, orchestration_state, retry_at, takeover_at, now = row
+        status, orchestration_state, retry_at, takeover_at, now, attempts = row
         if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
             return _Claim(None, why_not=f"terminal ({status})")
         if orchestration_state != OrchestrationState.READY:
@@ -120,7 +120,7 @@ def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
         )
         if claimed is None:
             return _Claim(None, why_not=f"cannot be dispatched from {status}")
-        attempt_number = deliveries.attempt_count(conn, delivery_id) + 1
+        attempt_number = attempts + 1
     _log("delivery.dispatched", claimed, attempt_number=attempt_number)
     return _Claim(claimed, attempt_number)
 

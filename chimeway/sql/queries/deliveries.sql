@@ -75,14 +75,14 @@ RETURNING *
 -- name: attempts_list
 SELECT * FROM chimeway_delivery_attempts WHERE delivery_id = %(delivery_id)s ORDER BY attempt_number
 
--- name: attempt_count
-SELECT count(*) AS n FROM chimeway_delivery_attempts WHERE delivery_id = %(delivery_id)s
 
 -- name: delivery_claim_check
 -- Locks the delivery; with the database's clock, says when a retry or a takeover is due.
 SELECT status, orchestration_state, retry_at,
-       status_changed_at + %(stuck_after)s::interval AS takeover_at, now() AS now
-FROM chimeway_deliveries
+       status_changed_at + %(stuck_after)s::interval AS takeover_at, now() AS now,
+       (SELECT count(*) FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id)
+           AS attempts
+FROM chimeway_deliveries d
 WHERE id = %(id)s
 FOR UPDATE
 
