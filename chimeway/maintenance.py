@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import db, progression
 
@@ -35,6 +36,11 @@ class Maintenance:
     stalled_after: dt.timedelta = dt.timedelta(seconds=60)
     #: A ready delivery not sent for this long (or a retry this overdue) is re-driven.
     redrive_after: dt.timedelta = dt.timedelta(minutes=5)
+    #: Waits due within this horizon get their timer job; later ones are armed by a sweep
+    #: when they come within it. This keeps Procrastinate's queue to the near future: a
+    #: million runs waiting for days must not mean a million scheduled jobs, which would
+    #: slow down every job fetch. Keep it well above the sweep interval.
+    timer_horizon: dt.timedelta = dt.timedelta(minutes=10)
     batch_size: int = 500
 
 
@@ -43,11 +49,13 @@ class SweepReport:
     runs_progressed: int
     deferred_resumed: int
     deliveries_redriven: int
+    timers_armed: int = 0
 
     def __str__(self) -> str:
         return (
-            f"{self.runs_progressed} due run(s) progressed, {self.deferred_resumed} deferred "
-            f"delivery(ies) resumed, {self.deliveries_redriven} stuck delivery(ies) re-driven"
+            f"{self.runs_progressed} due run(s) progressed, {self.timers_armed} timer(s) "
+            f"armed, {self.deferred_resumed} deferred delivery(ies) resumed, "
+            f"{self.deliveries_redriven} stuck delivery(ies) re-driven"
         )
 
 
@@ -58,7 +66,9 @@ def sweep(
     settings = cw.maintenance
     say("sweeping due waits")
     progressed = progression.progress_due_runs(cw, now)
-    say(f"{len(progressed)} due run(s) progressed; resuming due deferred deliveries")
+    say(f"{len(progressed)} due run(s) progressed; arming timers of waits due soon")
+    armed = arm_timers(cw)
+    say(f"{armed} timer(s) armed; resuming due deferred deliveries")
     resumed = 0
     while True:
         with cw.pool.connection() as conn, conn.transaction():
@@ -87,7 +97,7 @@ def sweep(
             )
         ]
         redriven = sum(cw.jobs.deliver_if_not_queued(conn, d) for d in stuck)
-    result = SweepReport(len(progressed), resumed, redriven)
+    result = SweepReport(len(progressed), resumed, redriven, armed)
     if result.runs_progressed or result.deferred_resumed or result.deliveries_redriven:
         logger.info(
             "sweep found lost work",
@@ -99,6 +109,26 @@ def sweep(
             },
         )
     return result
+
+
+def arm_timers(cw: Chimeway) -> int:
+    """Defer the timer job of every wait that comes due within the horizon and has none."""
+    armed = 0
+    while True:
+        with cw.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                db.query("runs_to_arm"),
+                {"horizon": cw.maintenance.timer_horizon, "limit": cw.maintenance.batch_size},
+            ).fetchall()
+            try:
+                with conn.transaction():
+                    cw.jobs.progress_many(conn, rows)
+            except AlreadyEnqueued:  # another sweeper armed some meanwhile: one by one
+                for run_id, due_at in rows:
+                    cw.jobs.progress(conn, run_id, schedule_at=due_at)
+        armed += len(rows)
+        if len(rows) < cw.maintenance.batch_size:
+            return armed
 
 
 async def retry_stalled_jobs(app: procrastinate.App, stalled_after: dt.timedelta) -> list[int]:

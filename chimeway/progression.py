@@ -259,7 +259,8 @@ def _start_wait(
         suspended_until=due_at,
         pending_signals=signals,
     )
-    cw.jobs.progress(conn, run.id, schedule_at=due_at)
+    if due_at <= db.now(conn) + cw.maintenance.timer_horizon:
+        cw.jobs.progress(conn, run.id, schedule_at=due_at)  # later waits: armed by a sweep
     _log("run.waiting", waiting, due_at=due_at.isoformat())
     # A signal that came while the step was still sending (the user read the in-app notice
     # before its delivery was recorded) found no waiting run: it counts now.

@@ -114,6 +114,22 @@ class Deferrer:
             _pull_earlier(conn, progress_lock(run_id), schedule_at)
             return None
 
+    def progress_many(
+        self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
+    ) -> list[int]:
+        """Timers for runs known to have none queued, in one round trip."""
+        if not runs:
+            return []
+        template = self._configure("progress", conn)
+        jobs = [
+            template.make_new_job(run_id=str(run_id)).evolve(
+                queueing_lock=progress_lock(run_id), scheduled_at=due_at
+            )
+            for run_id, due_at in runs
+        ]
+        deferred = self._app.job_manager.batch_defer_jobs(jobs=jobs, connection=conn)
+        return [job.id for job in deferred if job.id is not None]
+
     def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:
         job_id: int = self._configure("route_signal", conn).defer(signal_id=str(signal_id))
         return job_id

@@ -153,7 +153,11 @@ def test_runs_stay_pinned_to_their_definition(cw: Chimeway) -> None:
 # -- waits ------------------------------------------------------------------------------------
 
 
-def test_wait_then_advance_exactly_once(cw: Chimeway, committed_db: str) -> None:
+def test_wait_then_advance_exactly_once(make_cw: Any, committed_db: str) -> None:
+    from chimeway import Maintenance
+
+    # A 30-minute wait is within this horizon: its timer job is deferred with the wait.
+    cw = make_cw(maintenance=Maintenance(timer_horizon=dt.timedelta(hours=1)))
     result = start(cw, WAIT_30M)
     run_id = result.run_ids[0]
     drain(cw)  # the notice is delivered; recording it starts the wait

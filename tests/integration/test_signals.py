@@ -323,3 +323,26 @@ def test_wait_and_signal_leave_the_run_in_a_defined_state(cw: Chimeway) -> None:
         run = workflows.get_run(conn, run_id)
     assert run.state == RunState.WAITING
     assert run.pending_signals == [READ, CLICKED]
+
+
+def test_far_waits_get_their_timer_from_a_sweep_within_the_horizon(
+    make_cw: Any, committed_db: str
+) -> None:
+    from chimeway import Maintenance
+
+    cw = make_cw(maintenance=Maintenance(timer_horizon=dt.timedelta(minutes=5)))
+    run_id = waiting_run(cw)  # waits 10 minutes: beyond the horizon
+    timers = (
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
+        "AND status = 'todo'"
+    )
+    assert count(committed_db, timers) == 0
+    assert cw.sweep().timers_armed == 0  # not within the horizon yet
+    with psycopg.connect(committed_db) as conn:  # four minutes later, by the run's clock
+        conn.execute(
+            "UPDATE chimeway_workflow_runs SET suspended_until = now() + interval '4 minutes'"
+        )
+    assert cw.sweep().timers_armed == 1
+    assert cw.sweep().timers_armed == 0  # armed once
+    due = cw.workflows.explain("t", run_id).suspended_until
+    assert count(committed_db, timers + " AND scheduled_at = %s", due) == 1

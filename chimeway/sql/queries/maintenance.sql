@@ -19,6 +19,18 @@ WITH due AS (
 )
 SELECT id FROM resumed
 
+-- name: runs_to_arm
+-- Waits due within the horizon whose timer job is not queued yet (Procrastinate's unique
+-- index on todo queueing locks makes the NOT EXISTS an index probe).
+SELECT r.id, r.suspended_until FROM chimeway_workflow_runs r
+WHERE r.state = 'waiting' AND r.suspended_until <= now() + %(horizon)s::interval
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs j
+      WHERE j.queueing_lock = 'chimeway:progress:' || r.id::text AND j.status = 'todo'
+  )
+ORDER BY r.suspended_until
+LIMIT %(limit)s
+
 -- name: deliveries_stuck_list
 -- Ready deliveries that have waited too long for a send, failed ones whose retry is overdue,
 -- and dispatched ones whose worker went silent: each needs a deliver job again.
