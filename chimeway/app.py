@@ -74,6 +74,7 @@ class Chimeway:
         self._pool: ConnectionPool[Conn] | None = None
         self._pool_lock = threading.Lock()
         self._definitions: dict[tuple[str, int, str], workflows.Definition] = {}
+        self._steps: dict[uuid.UUID, list[workflows.StepRow]] = {}
         self.jobs = jobs.Deferrer()
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
         self.procrastinate = procrastinate.App(
@@ -176,6 +177,30 @@ class Chimeway:
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.retry.get(channel, self.default_retry)
+
+    def definition_steps(self, conn: Conn, definition_id: uuid.UUID) -> list[workflows.StepRow]:
+        """A definition's steps, read once per process: definitions never change."""
+        steps = self._steps.get(definition_id)
+        if steps is None:
+            steps = self._steps[definition_id] = workflows.definition_steps(conn, definition_id)
+        return steps
+
+    def current_step(self, conn: Conn, run: workflows.Run) -> workflows.StepRow:
+        step = next(
+            (
+                s
+                for s in self.definition_steps(conn, run.definition_id)
+                if s.id == run.current_step_id
+            ),
+            None,
+        )
+        return step or workflows.get_current_step(conn, run)
+
+    def step_by_key(
+        self, conn: Conn, definition_id: uuid.UUID, step_key: str
+    ) -> workflows.StepRow | None:
+        steps = self.definition_steps(conn, definition_id)
+        return next((s for s in steps if s.step_key == step_key), None)
 
     def ensure_definition(
         self, conn: Conn, notification_key: str, workflow: Workflow

@@ -97,7 +97,7 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
     if run.suspended_until is None or run.suspended_until > now:
         return Noop(run.id, "wait_not_due")
     context = run.status_context
-    target = workflows.fetch_step_by_key(conn, run.definition_id, str(context.get("to_step")))
+    target = cw.step_by_key(conn, run.definition_id, str(context.get("to_step")))
     if target is None:
         return Noop(run.id, "unknown_to_step")
     run = _move(
@@ -108,7 +108,7 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
         context={**context, "reactivated_at": now.isoformat()},
         delivery_id=_uuid(context.get("anchor_delivery_id")),
     )
-    from_step = workflows.get_current_step(conn, run)
+    from_step = cw.current_step(conn, run)
     return _advance(
         cw,
         conn,
@@ -130,7 +130,7 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
 
 
 def _active(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
-    step = workflows.get_current_step(conn, run)
+    step = cw.current_step(conn, run)
     rules = _rules(step)
     if run.status_reason == SIGNAL_REASON:
         return _after_signal(cw, conn, run, step, rules)
@@ -175,7 +175,7 @@ def _on_outcome(
     base: dict[str, Any],
     evidence: Evidence,
 ) -> ProgressResult:
-    target = workflows.fetch_step_by_key(conn, run.definition_id, rule.to_step)
+    target = cw.step_by_key(conn, run.definition_id, rule.to_step)
     if target is None:
         return Noop(run.id, "unknown_to_step")
     context = {**base, "rule_kind": "on_outcome", "to_step": target.step_key, **evidence.as_dict()}
@@ -294,7 +294,7 @@ def resume_on_signal(
         delivery_id=delivery_id,
     )
     _log("run.signal_received", resumed, event_name=event_name)
-    step = workflows.get_current_step(conn, resumed)
+    step = cw.current_step(conn, resumed)
     return _after_signal(cw, conn, resumed, step, _rules(step))
 
 
@@ -305,7 +305,7 @@ def _after_signal(
     event = str(run.status_context.get("event_name"))
     rule = next((r for r in rules if isinstance(r, OnSignal) and r.event == event), None)
     if rule is not None:
-        target = workflows.fetch_step_by_key(conn, run.definition_id, rule.to_step)
+        target = cw.step_by_key(conn, run.definition_id, rule.to_step)
         if target is None:
             return Noop(run.id, "unknown_to_step")
         context = {
@@ -379,15 +379,9 @@ def _advance(
         status_reason=status_reason,
         status_context=status_context,
         current_step_id=target.id,
-    )
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.ACTIVE,
-        to_state=RunState.ACTIVE,
-        reason="step_activated",
-        step_id=target.id,
-        context={"step_key": target.step_key, "source": source},
+        record=workflows.Record(
+            "step_activated", {"step_key": target.step_key, "source": source}, target.id
+        ),
     )
     contents = _notification_contents(conn, run.notification_id)
     rows = deliveries.insert_many(
@@ -465,20 +459,15 @@ def _move(
     """Change the run's state (guarded, :func:`workflows.update_run`) and append the
     transition that explains it: the reason doubles as the run's status reason. Fields not
     given (pending signals, suspension, terminal reason) are cleared."""
-    moved = workflows.update_run(
-        conn, run, state=to, status_reason=reason, status_context=context, **fields
-    )
-    workflows.append_transition(
+    return workflows.update_run(
         conn,
-        run.id,
-        from_state=RunState(run.state),
-        to_state=to,
-        reason=reason,
-        step_id=run.current_step_id,
-        delivery_id=delivery_id,
-        context=context,
+        run,
+        state=to,
+        status_reason=reason,
+        status_context=context,
+        record=workflows.Record(reason, context, run.current_step_id, delivery_id),
+        **fields,
     )
-    return moved
 
 
 def _rules(step: StepRow) -> list[Rule]:

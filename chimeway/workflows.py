@@ -156,7 +156,7 @@ def fetch_definition(conn: Conn, workflow_key: str, workflow_version: int) -> De
             db.query("definition_get"),
             {"workflow_key": workflow_key, "workflow_version": workflow_version},
         ).fetchone()
-    return None if row is None else Definition(row, _steps(conn, row.id))
+    return None if row is None else Definition(row, definition_steps(conn, row.id))
 
 
 def _definition_by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
@@ -164,10 +164,11 @@ def _definition_by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
         row = cur.execute(db.query("definition_get_by_id"), {"id": definition_id}).fetchone()
     if row is None:
         raise NotFound(f"workflow definition {definition_id} not found")
-    return Definition(row, _steps(conn, row.id))
+    return Definition(row, definition_steps(conn, row.id))
 
 
-def _steps(conn: Conn, definition_id: uuid.UUID) -> list[StepRow]:
+def definition_steps(conn: Conn, definition_id: uuid.UUID) -> list[StepRow]:
+    """A definition's steps in order."""
     with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         return cur.execute(
             db.query("steps_for_definition"), {"definition_id": definition_id}
@@ -326,6 +327,16 @@ def active_step_linkage(conn: Conn, run_id: uuid.UUID) -> StepLinkage:
     return StepLinkage(run.id, step.id, step.channel)
 
 
+@dataclass(frozen=True)
+class Record:
+    """The transition to append with a run's move (see :func:`update_run`)."""
+
+    reason: str
+    context: dict[str, Any] | None = None
+    step_id: uuid.UUID | None = None
+    delivery_id: uuid.UUID | None = None
+
+
 def update_run(
     conn: Conn,
     run: Run,
@@ -337,8 +348,10 @@ def update_run(
     suspended_until: dt.datetime | None = None,
     pending_signals: Sequence[str] = (),
     terminal_reason: str | None = None,
+    record: Record | None = None,
 ) -> Run:
-    """Move ``run`` (as last read, under its lock) to ``state``; the one guarded run move."""
+    """Move ``run`` (as last read, under its lock) to ``state``; the one guarded run move.
+    With ``record``, the transition that explains it is appended in the same statement."""
     if state not in ALLOWED[RunState(run.state)]:
         raise InvalidTransition(f"workflow run {run.id} cannot move from {run.state} to {state}")
     with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
@@ -354,6 +367,10 @@ def update_run(
                 "suspended_until": suspended_until,
                 "pending_signals": list(pending_signals),
                 "terminal_reason": terminal_reason,
+                "t_reason": record.reason if record else None,
+                "t_context": Jsonb(record.context or {}) if record else None,
+                "t_step_id": record.step_id if record else None,
+                "t_delivery_id": record.delivery_id if record else None,
             },
         ).fetchone()
     if row is None:

@@ -64,18 +64,30 @@ SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s
 SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s FOR UPDATE
 
 -- name: run_update
--- The one guarded move of a run: only from the expected state.
-UPDATE chimeway_workflow_runs
-SET state = %(to_state)s,
-    status_reason = %(status_reason)s,
-    status_context = %(status_context)s,
-    current_step_id = %(current_step_id)s,
-    suspended_until = %(suspended_until)s,
-    pending_signals = %(pending_signals)s,
-    terminal_reason = %(terminal_reason)s,
-    last_transition_at = now()
-WHERE id = %(id)s AND state = %(from_state)s
-RETURNING *
+-- The one guarded move of a run: only from the expected state; with a reason, the
+-- transition that explains it is appended in the same statement.
+WITH moved AS (
+    UPDATE chimeway_workflow_runs
+    SET state = %(to_state)s,
+        status_reason = %(status_reason)s,
+        status_context = %(status_context)s,
+        current_step_id = %(current_step_id)s,
+        suspended_until = %(suspended_until)s,
+        pending_signals = %(pending_signals)s,
+        terminal_reason = %(terminal_reason)s,
+        last_transition_at = now()
+    WHERE id = %(id)s AND state = %(from_state)s::chimeway_run_state
+    RETURNING *
+), recorded AS (
+    INSERT INTO chimeway_workflow_transitions (
+        run_id, step_id, delivery_id, from_state, to_state, reason, context
+    )
+    SELECT id, %(t_step_id)s, %(t_delivery_id)s, %(from_state)s::chimeway_run_state, state,
+           %(t_reason)s, %(t_context)s
+    FROM moved
+    WHERE %(t_reason)s::text IS NOT NULL
+)
+SELECT * FROM moved
 
 -- name: transition_append
 INSERT INTO chimeway_workflow_transitions (
