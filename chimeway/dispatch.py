@@ -196,8 +196,8 @@ def record_attempt(
 ) -> DispatchResult:
     """Append the attempt and move the delivery (and its run) on, in the caller's transaction."""
     run_id = delivery.workflow_run_id
-    if run_id is not None:
-        workflows.lock_run(conn, run_id)  # lock order: run, then delivery
+    # Lock order: run, then delivery.
+    run = workflows.lock_run(conn, run_id) if run_id is not None else None
     current = deliveries.lock(conn, delivery.id)
     if current is None:  # deleted while the adapter ran (retention): nothing to record on
         return DispatchResult(delivery.id, "recorded", "delivery no longer exists")
@@ -212,6 +212,7 @@ def record_attempt(
         started_at=started_at,
     )
     context = {"attempt_number": attempt.attempt_number}
+    moved: Delivery | None = None
     if current.status != S.DISPATCHED:
         # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
         # evidence, change nothing else.
@@ -244,18 +245,21 @@ def record_attempt(
         _log("delivery.cancelled", moved, reason=reason)
         result = DispatchResult(delivery.id, "cancelled", reason)
     else:
-        result = _temporary_failure(cw, conn, current, attempt.attempt_number, context)
-    if run_id is not None:
-        _progress_after_record(cw, conn, run_id)
+        result, moved = _temporary_failure(cw, conn, current, attempt.attempt_number, context)
+    if run is not None:
+        known = progression.Known(run, moved, (attempt.outcome, attempt.error_class))
+        _progress_after_record(cw, conn, run.id, known)
     return result
 
 
-def _progress_after_record(cw: Chimeway, conn: psycopg.Connection[Any], run_id: uuid.UUID) -> None:
+def _progress_after_record(
+    cw: Chimeway, conn: psycopg.Connection[Any], run_id: uuid.UUID, known: progression.Known
+) -> None:
     """Progress the run with the attempt; if that fails, the attempt still commits and a
     ``progress`` job takes the run on (never lose the record of a send)."""
     try:
         with conn.transaction():
-            progression.progress_in(cw, conn, run_id)
+            progression.progress_in(cw, conn, run_id, known=known)
     except Exception:
         logger.exception(
             "progressing the run after an attempt failed; deferring it",
@@ -270,7 +274,7 @@ def _temporary_failure(
     delivery: Delivery,
     attempt_number: int,
     context: dict[str, Any],
-) -> DispatchResult:
+) -> tuple[DispatchResult, Delivery | None]:
     exhausted = attempt_number >= delivery.max_attempts
     retry_at = None
     if not exhausted:
@@ -293,12 +297,12 @@ def _temporary_failure(
             context=context,
         )
         _log("delivery.retries_exhausted", moved, attempt_number=attempt_number)
-        return DispatchResult(delivery.id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED)
+        return DispatchResult(delivery.id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED), moved
     # A re-driven job may already be queued for this delivery: then it is pulled to the
     # retry time instead (a savepoint keeps this transaction alive).
     cw.jobs.deliver_if_not_queued(conn, delivery.id, schedule_at=retry_at)
     _log("delivery.retry_scheduled", moved, attempt_number=attempt_number)
-    return DispatchResult(delivery.id, "retry_scheduled", f"retry at {retry_at}")
+    return DispatchResult(delivery.id, "retry_scheduled", f"retry at {retry_at}"), moved
 
 
 def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DispatchResult:

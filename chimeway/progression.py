@@ -75,11 +75,25 @@ def progress_run(cw: Chimeway, run_id: uuid.UUID, now: dt.datetime | None = None
         return progress_in(cw, conn, run_id, now)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the caller already holds in this transaction, so it is not read again: the
+    locked run, and the step delivery it just locked and moved, with its latest attempt."""
+
+    run: Run
+    delivery: Delivery | None = None
+    attempt: tuple[str, str | None] | None = None  # (outcome, error_class)
+
+
 def progress_in(
-    cw: Chimeway, conn: Conn, run_id: uuid.UUID, now: dt.datetime | None = None
+    cw: Chimeway,
+    conn: Conn,
+    run_id: uuid.UUID,
+    now: dt.datetime | None = None,
+    known: Known | None = None,
 ) -> ProgressResult:
     """Evaluate one run in the caller's transaction (which may already hold its lock)."""
-    run = workflows.lock_run(conn, run_id)
+    run = known.run if known is not None else workflows.lock_run(conn, run_id)
     if run is None:
         return Noop(run_id, "run_not_found")
     clock = now or db.now(conn)
@@ -87,7 +101,7 @@ def progress_in(
         return _waiting(cw, conn, run, clock)
     if run.state != RunState.ACTIVE:
         return Noop(run.id, "run_not_active")
-    return _active(cw, conn, run, clock)
+    return _active(cw, conn, run, clock, known)
 
 
 # -- waiting runs ----------------------------------------------------------------------------
@@ -129,18 +143,30 @@ def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressRe
 # -- active runs -----------------------------------------------------------------------------
 
 
-def _active(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
+def _active(
+    cw: Chimeway, conn: Conn, run: Run, now: dt.datetime, known: Known | None = None
+) -> ProgressResult:
     step = cw.current_step(conn, run)
     rules = _rules(step)
     if run.status_reason == SIGNAL_REASON:
         return _after_signal(cw, conn, run, step, rules)
-    delivery = _lock_step_delivery(conn, run, step)
+    known_delivery = known.delivery if known is not None else None
+    attempt: tuple[str, str | None] | None = None
+    delivery: Delivery | None
+    if (
+        known is not None
+        and known_delivery is not None
+        and known_delivery.workflow_step_id == step.id
+    ):
+        delivery, attempt = known_delivery, known.attempt  # locked and moved by the caller
+    else:
+        delivery = _lock_step_delivery(conn, run, step)
     if delivery is None:
         return Noop(run.id, "no_active_step_delivery")
     outcome = outcome_for(delivery.status, delivery.suppression_reason)
     if outcome is None:
         return Noop(run.id, "prior_delivery_not_converged")
-    evidence = _evidence(conn, delivery)
+    evidence = _evidence(conn, delivery, attempt)
     base = {
         "workflow_outcome": outcome.value,
         "anchor_delivery_id": str(delivery.id),
@@ -494,8 +520,12 @@ def _lock_step_delivery(conn: Conn, run: Run, step: StepRow) -> Delivery | None:
         ).fetchone()
 
 
-def _evidence(conn: Conn, delivery: Delivery) -> Evidence:
-    latest = conn.execute(db.query("attempt_latest"), {"delivery_id": delivery.id}).fetchone()
+def _evidence(
+    conn: Conn, delivery: Delivery, attempt: tuple[str, str | None] | None = None
+) -> Evidence:
+    latest = (
+        attempt or conn.execute(db.query("attempt_latest"), {"delivery_id": delivery.id}).fetchone()
+    )
     outcome = error_class = None
     if latest is not None:
         outcome, error_class = latest
