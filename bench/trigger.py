@@ -1,0 +1,236 @@
+"""Trigger throughput, in this process (no worker): one trigger fanning out to 10,000
+recipients (two-step workflow, and plain in-app deliveries), and 10,000 single-recipient
+triggers from 8 threads; rows and jobs written per second. Baselines in the same run: raw
+psycopg inserts of the same number of rows (unnest with text or binary parameters, and COPY),
+Procrastinate's ``batch_defer`` of the same number of jobs, and 10,000 raw "insert one row +
+defer one job" transactions from 8 threads.
+
+    .venv/bin/python -m bench.trigger
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from bench import bench_app, common
+
+TARGET_FANOUT = 3000  # recipients/s
+
+COUNTED = """
+SELECT (SELECT count(*) FROM chimeway_events) + (SELECT count(*) FROM chimeway_notifications)
+     + (SELECT count(*) FROM chimeway_workflow_runs)
+     + (SELECT count(*) FROM chimeway_workflow_transitions)
+     + (SELECT count(*) FROM chimeway_deliveries)
+     + (SELECT count(*) FROM chimeway_delivery_transitions),
+       (SELECT count(*) FROM procrastinate_jobs)
+"""
+
+
+def counts(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(COUNTED).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
+    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second."""
+    rows0, jobs0 = counts(url)
+    started = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - started
+    rows1, jobs1 = counts(url)
+    rows, jobs = rows1 - rows0, jobs1 - jobs0
+    return {
+        "what": what,
+        "n": n,
+        "seconds": round(elapsed, 3),
+        "per_s": round(n / elapsed, 1),
+        "rows": rows,
+        "rows_per_s": round(rows / elapsed, 1),
+        "jobs": jobs,
+        "jobs_per_s": round(jobs / elapsed, 1),
+    }
+
+
+def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
+    with bench_app.build(url) as cw:
+        cw.trigger(notifier, {"n": 1, "prefix": "warm"}, tenant_id="t", idempotency_key=f"w{key}")
+        return measured(
+            url,
+            f"chimeway fan-out, {notifier.key}",
+            n,
+            lambda: cw.trigger(notifier, {"n": n}, tenant_id="t", idempotency_key=key),
+        )
+
+
+def singles(url: str, n: int, threads: int) -> dict[str, Any]:
+    with bench_app.build(url) as cw:
+        cw.resize_pool(threads + 1)
+
+        def one(i: int) -> None:
+            cw.trigger(
+                bench_app.TwoStep,
+                {"n": 1, "prefix": f"s{i}"},
+                tenant_id="t",
+                idempotency_key=f"s{i}",
+            )
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, range(n)))
+
+        one(-1)  # warm: the definition is stored and cached
+        return measured(url, f"chimeway single-recipient triggers, {threads} threads", n, run)
+
+
+def raw_rows(url: str, rows: int, how: str) -> dict[str, Any]:
+    """The same number of rows as the fan-out wrote, in one transaction (uuid key, two texts
+    and a jsonb: close to a notification or delivery row): with ``unnest`` of array
+    parameters 1000 rows per statement, as Chimeway writes (``text``: psycopg's default
+    text format; ``binary``: the same with binary parameters), or with COPY."""
+    table = f"bench_rows_{how}"
+    payload = Jsonb(bench_app.CONTENT)
+    insert = (
+        f"INSERT INTO {table} (tenant_id, recipient_id, data) "
+        "SELECT 't', r, d FROM unnest(%{0}::text[], %{0}::jsonb[]) AS x (r, d)"
+    )
+
+    def run() -> None:
+        with psycopg.connect(url) as conn:
+            if how == "copy":
+                with conn.cursor().copy(
+                    f"COPY {table} (tenant_id, recipient_id, data) FROM STDIN".encode()
+                ) as copy:
+                    for i in range(rows):
+                        copy.write_row(("t", f"u-{i}", payload))
+                return
+            for start in range(0, rows, 1000):
+                size = min(1000, rows - start)
+                conn.execute(
+                    insert.format("b" if how == "binary" else "s").encode(),
+                    [[f"u-{start + i}" for i in range(size)], [payload] * size],
+                )
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+            "tenant_id text NOT NULL, recipient_id text NOT NULL, data jsonb NOT NULL)".encode()
+        )
+    started = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - started
+    what = {"text": "unnest, text params", "binary": "unnest, binary params", "copy": "COPY"}
+    return {
+        "what": f"raw psycopg insert ({what[how]})",
+        "n": rows,
+        "seconds": round(elapsed, 3),
+        "per_s": round(rows / elapsed, 1),
+        "rows": rows,
+        "rows_per_s": round(rows / elapsed, 1),
+        "jobs": 0,
+        "jobs_per_s": 0,
+    }
+
+
+def raw_batch_defer(url: str, n: int) -> dict[str, Any]:
+    def run() -> None:
+        with psycopg.connect(url) as conn:
+            common.raw_defer(conn, "bench.noop", [{"i": i} for i in range(n)])
+
+    return measured(url, "raw Procrastinate batch_defer", n, run)
+
+
+def raw_singles(url: str, n: int, threads: int) -> dict[str, Any]:
+    """What one transaction per trigger costs at least: insert a row, defer a job, commit."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_one (id bigint PRIMARY KEY, data jsonb NOT NULL)")
+
+    def work(part: range) -> None:
+        with psycopg.connect(url) as conn:
+            for i in part:
+                conn.execute("INSERT INTO bench_one VALUES (%s, %s)", [i, Jsonb({"i": i})])
+                common.raw_defer(conn, "bench.noop", [{"i": i}])
+                conn.commit()
+
+    def run() -> None:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, [range(t, n, threads) for t in range(threads)]))
+
+    return measured(url, f"raw insert + defer + commit, {threads} threads", n, run)
+
+
+def main() -> None:
+    p = common.parser(__doc__ or "")
+    p.add_argument("--recipients", type=int, default=10_000, help="fan-out size")
+    p.add_argument("--singles", type=int, default=10_000, help="single-recipient triggers")
+    p.add_argument("--threads", type=int, default=8)
+    args = p.parse_args()
+    with common.fresh_database(args.database_url, "trigger", args.keep_db) as url:
+        common.note("fan-out (workflow)")
+        fan = fan_out(url, bench_app.TwoStep, args.recipients, "fan")
+        common.note("fan-out (plain)")
+        plain = fan_out(url, bench_app.Plain, args.recipients, "plain")
+        common.note("baselines: raw rows, raw batch_defer")
+        rows = raw_rows(url, fan["rows"], "text")
+        rows_binary = raw_rows(url, fan["rows"], "binary")
+        rows_copy = raw_rows(url, fan["rows"], "copy")
+        defer = raw_batch_defer(url, args.recipients)
+        common.note("single-recipient triggers")
+        single = singles(url, args.singles, args.threads)
+        raw_single = raw_singles(url, args.singles, args.threads)
+        common.table(
+            "Trigger throughput (in process, no worker)",
+            ["what", "n", "seconds", "n/s", "rows", "rows/s", "jobs", "jobs/s"],
+            [
+                [
+                    r["what"],
+                    r["n"],
+                    r["seconds"],
+                    r["per_s"],
+                    r["rows"],
+                    r["rows_per_s"],
+                    r["jobs"],
+                    r["jobs_per_s"],
+                ]
+                for r in (fan, plain, rows, rows_binary, rows_copy, defer, single, raw_single)
+            ],
+        )
+        met = fan["per_s"] >= TARGET_FANOUT
+        print(
+            f"\nfan-out: {fan['per_s']:,.0f} recipients/s (target >= {TARGET_FANOUT:,}): "
+            f"{'met' if met else 'MISSED'}; rows/s vs raw insert: "
+            f"{fan['rows_per_s'] / rows['rows_per_s']:.2f} (text params), "
+            f"{fan['rows_per_s'] / rows_binary['rows_per_s']:.2f} (binary), "
+            f"{fan['rows_per_s'] / rows_copy['rows_per_s']:.2f} (COPY); jobs/s vs raw batch_defer: "
+            f"{fan['jobs_per_s'] / defer['jobs_per_s']:.2f}"
+        )
+        print(
+            f"single triggers: {single['per_s']:,.0f}/s vs raw insert+defer transactions "
+            f"{raw_single['per_s']:,.0f}/s: {single['per_s'] / raw_single['per_s']:.2f}"
+        )
+        common.json_line(
+            "trigger",
+            url,
+            {
+                "fan_out": fan,
+                "fan_out_plain": plain,
+                "raw_rows": rows,
+                "raw_rows_binary": rows_binary,
+                "raw_rows_copy": rows_copy,
+                "raw_batch_defer": defer,
+                "singles": single,
+                "raw_singles": raw_single,
+                "target_fanout_per_s": TARGET_FANOUT,
+                "met": met,
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
