@@ -8,7 +8,6 @@ tenant's waiting runs of the actor that listen for the event, and progresses eac
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from chimeway import db, progression
 from chimeway.errors import InvalidSignal
+from chimeway.inputs import json_object, non_blank
 from chimeway.progression import ProgressResult
 from chimeway.redaction import redact
 from chimeway.workflows import Run
@@ -47,33 +47,19 @@ class Routed:
     skipped: str | None = None  # why nothing was routed (missing, already routed)
 
 
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidSignal(f"{name} must be a non-blank string, got {value!r}")
-    return value
-
-
 def validate(
     tenant_id: Any, actor_id: Any, event_name: Any, payload: Any, idempotency_key: Any
 ) -> dict[str, Any]:
-    _text("tenant_id", tenant_id)
-    _text("actor_id", actor_id)
-    _text("event_name", event_name)
+    non_blank("tenant_id", tenant_id, InvalidSignal)
+    non_blank("actor_id", actor_id, InvalidSignal)
+    non_blank("event_name", event_name, InvalidSignal)
     if len(event_name) > MAX_EVENT_NAME:
         raise InvalidSignal(
             f"event_name is {len(event_name)} characters long; at most {MAX_EVENT_NAME} allowed"
         )
     if idempotency_key is not None:
-        _text("idempotency_key", idempotency_key)
-    if payload is None:
-        return {}
-    if not isinstance(payload, Mapping):
-        raise InvalidSignal(f"payload must be a JSON object, got {type(payload).__name__}")
-    try:
-        json.dumps(payload)
-    except (TypeError, ValueError) as exc:
-        raise InvalidSignal(f"payload must be JSON-serializable: {exc}") from exc
-    return dict(payload)
+        non_blank("idempotency_key", idempotency_key, InvalidSignal)
+    return {} if payload is None else json_object("payload", payload, InvalidSignal)
 
 
 def track_signal(

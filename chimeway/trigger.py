@@ -9,7 +9,6 @@ defer of the delivery jobs on the same connection.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from psycopg.types.json import Jsonb
 from chimeway import db, deliveries, workflows
 from chimeway.deliveries import PlannedDelivery
 from chimeway.errors import InvalidTrigger
+from chimeway.inputs import json_object, non_blank
 from chimeway.notifiers import (
     Notifier,
     PlannedNotification,
@@ -52,22 +52,6 @@ class Duplicate:
     event_id: uuid.UUID
 
 
-def _require_text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidTrigger(f"{name} must be a non-blank string, got {value!r}")
-    return value
-
-
-def _params(params: Any) -> dict[str, Any]:
-    if not isinstance(params, Mapping):
-        raise InvalidTrigger(f"params must be a mapping, got {type(params).__name__}")
-    try:
-        json.dumps(params)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTrigger(f"params must be JSON-serializable: {exc}") from exc
-    return dict(params)
-
-
 def trigger(
     cw: Chimeway,
     notifier: type[Notifier] | Notifier,
@@ -78,11 +62,11 @@ def trigger(
     correlation_id: str | None = None,
     conn: Conn | None = None,
 ) -> Triggered | Duplicate:
-    tenant_id = _require_text("tenant_id", tenant_id)
-    idempotency_key = _require_text("idempotency_key", idempotency_key)
+    tenant_id = non_blank("tenant_id", tenant_id, InvalidTrigger)
+    idempotency_key = non_blank("idempotency_key", idempotency_key, InvalidTrigger)
     if correlation_id is not None:
-        _require_text("correlation_id", correlation_id)
-    payload = _params(params)
+        non_blank("correlation_id", correlation_id, InvalidTrigger)
+    payload = json_object("params", params, InvalidTrigger)
     resolved = resolve_notifier(notifier)
     plans = [
         plan_notification(resolved, payload, recipient, cw.content_schemas)
