@@ -27,6 +27,9 @@ QUEUES = {
     "retry_stalled_jobs": "chimeway_maintenance",
 }
 TASKS = {name: f"{NAMESPACE}:{name}" for name in QUEUES}
+# Timers and signal routing go ahead of a delivery backlog (Procrastinate fetches by
+# priority, then id): a wait due now must not queue behind thousands of sends.
+AHEAD = 1
 
 
 def deliver_lock(delivery_id: uuid.UUID) -> str:
@@ -106,7 +109,11 @@ class Deferrer:
         try:
             with conn.transaction():
                 job_id: int = self._configure(
-                    "progress", conn, schedule_at=schedule_at, queueing_lock=progress_lock(run_id)
+                    "progress",
+                    conn,
+                    schedule_at=schedule_at,
+                    queueing_lock=progress_lock(run_id),
+                    priority=AHEAD,
                 ).defer(run_id=str(run_id))
                 return job_id
         except AlreadyEnqueued:
@@ -120,7 +127,7 @@ class Deferrer:
         """Timers for runs known to have none queued, in one round trip."""
         if not runs:
             return []
-        template = self._configure("progress", conn)
+        template = self._configure("progress", conn, priority=AHEAD)
         jobs = [
             template.make_new_job(run_id=str(run_id)).evolve(
                 queueing_lock=progress_lock(run_id), scheduled_at=due_at
@@ -131,5 +138,7 @@ class Deferrer:
         return [job.id for job in deferred if job.id is not None]
 
     def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:
-        job_id: int = self._configure("route_signal", conn).defer(signal_id=str(signal_id))
+        job_id: int = self._configure("route_signal", conn, priority=AHEAD).defer(
+            signal_id=str(signal_id)
+        )
         return job_id

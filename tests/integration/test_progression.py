@@ -184,6 +184,7 @@ def test_wait_then_advance_exactly_once(make_cw: Any, committed_db: str) -> None
         count(
             committed_db,
             "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
+            "AND priority = 1 "
             "AND scheduled_at = %s AND status = 'todo'",
             due_at,
         )

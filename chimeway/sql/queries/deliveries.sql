@@ -9,7 +9,7 @@ WITH planned AS (
     )
     SELECT * FROM unnest(
         %(notification_ids)s::uuid[], %(tenant_ids)s::text[], %(recipient_ids)s::text[],
-        %(channels)s::text[], %(render_data)s::jsonb[], %(max_attempts)s::int[],
+        %(channels)s::text[], %(render_data)b::jsonb[], %(max_attempts)s::int[],
         %(run_ids)s::uuid[], %(step_ids)s::uuid[]
     )
     ON CONFLICT DO NOTHING

@@ -23,7 +23,7 @@ INSERT INTO chimeway_notifications (
 SELECT %(event_id)s, %(tenant_id)s, r.recipient_id, r.recipient_type, %(category)s,
        r.assigns, r.contents
 FROM unnest(
-    %(recipient_ids)s::text[], %(recipient_types)s::text[], %(assigns)s::jsonb[],
-    %(contents)s::jsonb[]
+    %(recipient_ids)s::text[], %(recipient_types)s::text[], %(assigns)b::jsonb[],
+    %(contents)b::jsonb[]
 ) AS r (recipient_id, recipient_type, assigns, contents)
 RETURNING id, recipient_id
