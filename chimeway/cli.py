@@ -281,11 +281,7 @@ def explain(state: CliState, app_spec: str | None, tenant: str, as_json: bool, r
     """Where a workflow run is and why."""
     with load_app(app_spec, state.url) as cw:
         explained = cw.workflows.explain(tenant, run_id)
-    out = sys.stdout
-    if as_json:
-        reports.write_json(explained, out)
-    else:
-        reports.run_explanation(explained, out)
+    reports.show(explained, as_json, reports.run_explanation, sys.stdout)
 
 
 @cli.command()
@@ -306,11 +302,7 @@ def trace(
     """Every transition of a workflow run, oldest first."""
     with load_app(app_spec, state.url) as cw:
         transitions = cw.workflows.list_traces(tenant, run_id, limit)
-    out = sys.stdout
-    if as_json:
-        reports.write_json(transitions, out)
-    else:
-        reports.trace(transitions, out)
+    reports.show(transitions, as_json, reports.trace, sys.stdout)
 
 
 @cli.group(cls=ChimewayGroup)
@@ -338,11 +330,7 @@ def runs_list(
     """A tenant's runs, newest first."""
     with load_app(app_spec, state.url) as cw:
         found = cw.workflows.list_runs(tenant, state=run_state, workflow_key=workflow, limit=limit)
-    out = sys.stdout
-    if as_json:
-        reports.write_json(found, out)
-    else:
-        reports.runs(found, out)
+    reports.show(found, as_json, reports.runs, sys.stdout)
 
 
 @cli.group(cls=ChimewayGroup)
@@ -362,11 +350,7 @@ def deliveries_explain(
     """Why a delivery did or did not send, with its full timeline."""
     with load_app(app_spec, state.url) as cw:
         explained = cw.explain_delivery(tenant, delivery_id)
-    out = sys.stdout
-    if as_json:
-        reports.write_json(explained, out)
-    else:
-        reports.delivery(explained, out)
+    reports.show(explained, as_json, reports.delivery, sys.stdout)
 
 
 @cli.command()

@@ -10,11 +10,13 @@ import datetime as dt
 import enum
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
 from chimeway.traces import DeliveryExplanation
 from chimeway.workflows import RunExplanation, Transition
+
+T = TypeVar("T")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -37,6 +39,14 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def show(value: T, as_json: bool, render: Callable[[T, TextIO], None], out: TextIO) -> None:
+    """JSON for scripts, else the human rendering."""
+    if as_json:
+        write_json(value, out)
+    else:
+        render(value, out)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
