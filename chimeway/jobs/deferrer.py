@@ -15,6 +15,7 @@ from typing import Any
 import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 
 from chimeway import db
 
@@ -32,12 +33,16 @@ TASKS = {name: f"{NAMESPACE}:{name}" for name in QUEUES}
 AHEAD = 1
 
 
+DELIVER_LOCK = "chimeway:deliver:"
+PROGRESS_LOCK = "chimeway:progress:"
+
+
 def deliver_lock(delivery_id: uuid.UUID) -> str:
-    return f"chimeway:deliver:{delivery_id}"
+    return f"{DELIVER_LOCK}{delivery_id}"
 
 
 def progress_lock(run_id: uuid.UUID) -> str:
-    return f"chimeway:progress:{run_id}"
+    return f"{PROGRESS_LOCK}{run_id}"
 
 
 def _pull_earlier(
@@ -70,15 +75,14 @@ class Deferrer:
         delivery waits in the queue, so a sweep that re-drives a delivery whose job is still
         queued gets ``AlreadyEnqueued`` instead of a second job.
         """
-        if not delivery_ids:
-            return []
-        deferrer = self._configure("deliver", conn, schedule_at=schedule_at)
-        jobs = [
-            deferrer.make_new_job(delivery_id=str(d)).evolve(queueing_lock=deliver_lock(d))
-            for d in delivery_ids
-        ]
-        deferred = self._app.job_manager.batch_defer_jobs(jobs=jobs, connection=conn)
-        return [job.id for job in deferred if job.id is not None]
+        return _defer_per_id(
+            conn,
+            "deliver",
+            arg="delivery_id",
+            lock_prefix=DELIVER_LOCK,
+            ids=delivery_ids,
+            scheduled_at=[schedule_at] * len(delivery_ids),
+        )
 
     def deliver_if_not_queued(
         self,
@@ -125,20 +129,56 @@ class Deferrer:
         self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
     ) -> list[int]:
         """Timers for runs known to have none queued, in one round trip."""
-        if not runs:
-            return []
-        template = self._configure("progress", conn, priority=AHEAD)
-        jobs = [
-            template.make_new_job(run_id=str(run_id)).evolve(
-                queueing_lock=progress_lock(run_id), scheduled_at=due_at
-            )
-            for run_id, due_at in runs
-        ]
-        deferred = self._app.job_manager.batch_defer_jobs(jobs=jobs, connection=conn)
-        return [job.id for job in deferred if job.id is not None]
+        return _defer_per_id(
+            conn,
+            "progress",
+            arg="run_id",
+            lock_prefix=PROGRESS_LOCK,
+            ids=[run_id for run_id, _ in runs],
+            scheduled_at=[due_at for _, due_at in runs],
+            priority=AHEAD,
+        )
 
     def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:
         job_id: int = self._configure("route_signal", conn, priority=AHEAD).defer(
             signal_id=str(signal_id)
         )
         return job_id
+
+
+def _defer_per_id(
+    conn: psycopg.Connection[Any],
+    task: str,
+    *,
+    arg: str,
+    lock_prefix: str,
+    ids: Sequence[uuid.UUID],
+    scheduled_at: Sequence[dt.datetime | None],
+    priority: int = 0,
+) -> list[int]:
+    """One ``task`` job per id with a queueing lock each, built in the database in one
+    round trip (a fan-out of 10,000 deliveries spent a quarter of its time dumping job rows
+    client-side). A queued job holding one of the locks raises ``AlreadyEnqueued``, as
+    Procrastinate's own defer does, and the whole batch is not deferred."""
+    if not ids:
+        return []
+    try:
+        rows = conn.execute(
+            db.query("jobs_defer_per_id"),
+            {
+                "queue": QUEUES[task],
+                "task": TASKS[task],
+                "priority": priority,
+                "lock_prefix": lock_prefix,
+                "arg": arg,
+                "ids": list(ids),
+                "scheduled_at": list(scheduled_at),
+            },
+        ).fetchall()
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == QUEUEING_LOCK_CONSTRAINT:
+            raise AlreadyEnqueued(
+                f"a {TASKS[task]} job is already queued for one of {len(ids)} ids"
+            ) from exc
+        raise
+    return [row[0] for row in rows]

@@ -21,3 +21,14 @@ SELECT id, task_name, status::text FROM procrastinate_jobs
 WHERE queue_name = ANY(%(queues)s::text[])
   AND (status = 'failed' OR (status = 'todo' AND attempts > 0))
 ORDER BY id
+
+-- name: jobs_defer_per_id
+-- One job per id, built server-side through Procrastinate's own procrastinate_defer_jobs_v1
+-- (what its batch_defer calls): the client sends the ids, not one dumped row per job. Each job
+-- is {<arg>: "<id>"} with the queueing lock <lock_prefix><id>; ids come back in input order.
+SELECT unnest(procrastinate_defer_jobs_v1(array_agg(
+    ROW(%(queue)s, %(task)s, %(priority)s, NULL, %(lock_prefix)s || x.id::text,
+        jsonb_build_object(%(arg)s::text, x.id::text), x.at)::procrastinate_job_to_defer_v1
+    ORDER BY x.n
+))) AS id
+FROM unnest(%(ids)s::uuid[], %(scheduled_at)s::timestamptz[]) WITH ORDINALITY AS x (id, at, n)

@@ -1,0 +1,88 @@
+"""The deferrer: jobs built in the database, one per id, exactly as Procrastinate's own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import psycopg
+import pytest
+from procrastinate.exceptions import AlreadyEnqueued
+
+from chimeway import Chimeway
+
+
+def job_rows(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status,"
+            " scheduled_at FROM procrastinate_jobs ORDER BY id"
+        ).fetchall()
+
+
+def test_deliver_jobs_one_per_delivery_in_order(cw: Chimeway, committed_db: str) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    with cw.transaction() as conn:
+        job_ids = cw.jobs.deliver(conn, ids, schedule_at=at)
+    rows = job_rows(committed_db)
+    assert [r[0] for r in rows] == job_ids
+    assert [r[1:] for r in rows] == [
+        (
+            "chimeway_delivery",
+            "chimeway:deliver",
+            0,
+            None,
+            f"chimeway:deliver:{d}",
+            {"delivery_id": str(d)},
+            "todo",
+            at,
+        )
+        for d in ids
+    ]
+
+
+def test_progress_many_schedules_each_timer_ahead_of_deliveries(
+    cw: Chimeway, committed_db: str
+) -> None:
+    base = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    runs = [(uuid.uuid4(), base + dt.timedelta(seconds=i)) for i in range(2)]
+    with cw.transaction() as conn:
+        cw.jobs.progress_many(conn, runs)
+    rows = job_rows(committed_db)
+    assert [(r[2], r[3], r[5], r[6], r[8]) for r in rows] == [
+        ("chimeway:progress", 1, f"chimeway:progress:{r}", {"run_id": str(r)}, due)
+        for r, due in runs
+    ]
+
+
+def test_a_queued_delivery_makes_the_batch_already_enqueued(
+    cw: Chimeway, committed_db: str
+) -> None:
+    queued, fresh = uuid.uuid4(), uuid.uuid4()
+    with cw.transaction() as conn:
+        cw.jobs.deliver(conn, [queued])
+    with pytest.raises(AlreadyEnqueued), cw.transaction() as conn:
+        cw.jobs.deliver(conn, [fresh, queued])
+    assert [r[5] for r in job_rows(committed_db)] == [f"chimeway:deliver:{queued}"]
+
+
+def test_deliver_if_not_queued_pulls_the_queued_job_earlier(
+    cw: Chimeway, committed_db: str
+) -> None:
+    delivery_id = uuid.uuid4()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with cw.transaction() as conn:
+        assert cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=later)
+        assert not cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=None)
+        conn.execute("SELECT 1")  # the savepoint kept the transaction usable
+    assert [(r[5], r[8]) for r in job_rows(committed_db)] == [
+        (f"chimeway:deliver:{delivery_id}", None)
+    ]
+
+
+def test_no_ids_defers_nothing(cw: Chimeway, committed_db: str) -> None:
+    with cw.transaction() as conn:
+        assert cw.jobs.deliver(conn, []) == []
+        assert cw.jobs.progress_many(conn, []) == []
+    assert job_rows(committed_db) == []
