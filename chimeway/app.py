@@ -326,10 +326,15 @@ class _Progression:
             return progression.progress_run(self._cw, _uuid(run_id, "workflow run"), _aware(now))
 
     def progress_due_runs(
-        self, now: dt.datetime | None = None, limit: int = 10_000
+        self, now: dt.datetime | None = None, limit: int = 10_000, batch_size: int = 200
     ) -> list[progression.ProgressResult]:
+        """Advance up to ``limit`` due waits, ``batch_size`` runs per transaction."""
+        if limit < 1 or batch_size < 1:
+            raise InvalidArgument(
+                f"limit and batch_size must be at least 1 (got {limit} and {batch_size})"
+            )
         with translated():
-            return progression.progress_due_runs(self._cw, _aware(now), limit)
+            return progression.progress_due_runs(self._cw, _aware(now), limit, batch_size)
 
 
 def _embedded_warning(message: str) -> None:

@@ -139,7 +139,7 @@ def render_states_doc() -> str:
      {REGENERATE} -->
 
 Deliveries and workflow runs each have a status column that changes in exactly one guarded
-function: `chimeway.deliveries.transition` and `chimeway.workflows.update_run`. Each allows
+function: `chimeway.deliveries.transition` and `chimeway.workflows.update_runs`. Each allows
 only the moves in its module's `ALLOWED` table and writes a history row with the move
 (`chimeway_delivery_transitions`, `chimeway_workflow_transitions`); a move the table does not
 allow raises `InvalidTransition` and changes nothing. The diagrams and tables below are drawn

@@ -108,36 +108,58 @@ def progress_in(
 
 
 def _waiting(cw: Chimeway, conn: Conn, run: Run, now: dt.datetime) -> ProgressResult:
-    if run.suspended_until is None or run.suspended_until > now:
-        return Noop(run.id, "wait_not_due")
-    context = run.status_context
-    target = cw.step_by_key(conn, run.definition_id, str(context.get("to_step")))
-    if target is None:
-        return Noop(run.id, "unknown_to_step")
-    run = _move(
+    return _elapse_waits(cw, conn, [run], now)[0]
+
+
+def _elapse_waits(
+    cw: Chimeway, conn: Conn, runs: Sequence[Run], now: dt.datetime
+) -> list[ProgressResult]:
+    """Waiting runs (locked by the caller) whose wait is due move to the step the wait
+    leads to, in a few statements whatever their number: a timer passes one run, the due
+    sweep a batch. One result per run, in order."""
+    results: dict[uuid.UUID, ProgressResult] = {}
+    due: list[tuple[Run, StepRow]] = []
+    for run in runs:
+        if run.suspended_until is None or run.suspended_until > now:
+            results[run.id] = Noop(run.id, "wait_not_due")
+            continue
+        target = cw.step_by_key(conn, run.definition_id, str(run.status_context.get("to_step")))
+        if target is None:
+            results[run.id] = Noop(run.id, "unknown_to_step")
+            continue
+        due.append((run, target))
+    reactivated = workflows.update_runs(
         conn,
-        run,
-        to=RunState.ACTIVE,
-        reason="reactivated_from_wait",
-        context={**context, "reactivated_at": now.isoformat()},
-        delivery_id=_uuid(context.get("anchor_delivery_id")),
+        [
+            _moving(
+                run,
+                to=RunState.ACTIVE,
+                reason="reactivated_from_wait",
+                context={**run.status_context, "reactivated_at": now.isoformat()},
+                delivery_id=_uuid(run.status_context.get("anchor_delivery_id")),
+            )
+            for run, _ in due
+        ],
     )
-    from_step = cw.current_step(conn, run)
-    return _advance(
-        cw,
-        conn,
-        run,
-        target,
-        status_reason="progressed_on_wait_elapsed",
-        status_context={
-            "rule_kind": "wait_until",
-            "workflow_outcome": "wait_elapsed",
-            "anchor_delivery_id": context.get("anchor_delivery_id"),
-            "from_step": from_step.step_key,
-            "to_step": target.step_key,
-        },
-        source="wait_elapsed",
-    )
+    advances = [
+        _Advance(
+            run,
+            target,
+            status_reason="progressed_on_wait_elapsed",
+            status_context={
+                "rule_kind": "wait_until",
+                "workflow_outcome": "wait_elapsed",
+                "anchor_delivery_id": waited.status_context.get("anchor_delivery_id"),
+                "from_step": cw.current_step(conn, run).step_key,
+                "to_step": target.step_key,
+            },
+            source="wait_elapsed",
+        )
+        for run, (waited, target) in zip(reactivated, due, strict=True)
+    ]
+    for advanced in _advance_many(cw, conn, advances):
+        results[advanced.run_id] = advanced
+    return [results[run.id] for run in runs]
 
 
 # -- active runs -----------------------------------------------------------------------------
@@ -219,11 +241,13 @@ def _on_outcome(
     return _advance(
         cw,
         conn,
-        run,
-        target,
-        status_reason="progressed_on_delivery_outcome",
-        status_context=context,
-        source="progression",
+        _Advance(
+            run,
+            target,
+            status_reason="progressed_on_delivery_outcome",
+            status_context=context,
+            source="progression",
+        ),
     )
 
 
@@ -352,11 +376,13 @@ def _after_signal(
         return _advance(
             cw,
             conn,
-            run,
-            target,
-            status_reason="progressed_on_signal",
-            status_context=context,
-            source="signal",
+            _Advance(
+                run,
+                target,
+                status_reason="progressed_on_signal",
+                status_context=context,
+                source="signal",
+            ),
         )
     return _complete(
         conn,
@@ -387,48 +413,70 @@ def _complete(
     return Completed(run.id, terminal_reason)
 
 
-def _advance(
-    cw: Chimeway,
-    conn: Conn,
-    run: Run,
-    target: StepRow,
-    *,
-    status_reason: str,
-    status_context: dict[str, Any],
-    source: str,
-) -> Advanced:
-    """Move the cursor to ``target``, record ``step_activated``, plan and defer its delivery."""
-    moved = workflows.update_run(
+@dataclass(frozen=True)
+class _Advance:
+    """A run (active, locked) moving its cursor to ``target``."""
+
+    run: Run
+    target: StepRow
+    status_reason: str
+    status_context: dict[str, Any]
+    source: str
+
+
+def _advance(cw: Chimeway, conn: Conn, advance: _Advance) -> Advanced:
+    return _advance_many(cw, conn, [advance])[0]
+
+
+def _advance_many(cw: Chimeway, conn: Conn, advances: Sequence[_Advance]) -> list[Advanced]:
+    """Move each run's cursor to its target, recording ``step_activated``; plan the target
+    step's delivery and defer its job: four statements for any number of runs."""
+    if not advances:
+        return []
+    moved = workflows.update_runs(
         conn,
-        run,
-        state=RunState.ACTIVE,
-        status_reason=status_reason,
-        status_context=status_context,
-        current_step_id=target.id,
-        record=workflows.Record(
-            "step_activated", {"step_key": target.step_key, "source": source}, target.id
-        ),
+        [
+            workflows.Move(
+                a.run,
+                RunState.ACTIVE,
+                a.status_reason,
+                a.status_context,
+                current_step_id=a.target.id,
+                record=workflows.Record(
+                    "step_activated",
+                    {"step_key": a.target.step_key, "source": a.source},
+                    a.target.id,
+                ),
+            )
+            for a in advances
+        ],
     )
-    contents = _notification_contents(conn, run.notification_id)
+    contents = _notification_contents(conn, [a.run.notification_id for a in advances])
     rows = deliveries.insert_many(
         conn,
         [
             PlannedDelivery(
-                notification_id=run.notification_id,
-                tenant_id=run.tenant_id,
-                recipient_id=run.recipient_id,
-                channel=target.channel,
-                render_data=contents.get(target.channel, {}),
-                max_attempts=cw.retry_policy(target.channel).max_attempts,
-                workflow_run_id=run.id,
-                workflow_step_id=target.id,
+                notification_id=a.run.notification_id,
+                tenant_id=a.run.tenant_id,
+                recipient_id=a.run.recipient_id,
+                channel=a.target.channel,
+                render_data=contents.get(a.run.notification_id, {}).get(a.target.channel, {}),
+                max_attempts=cw.retry_policy(a.target.channel).max_attempts,
+                workflow_run_id=a.run.id,
+                workflow_step_id=a.target.id,
             )
+            for a in advances
         ],
     )
-    delivery_ids = [r.id for r in rows]
-    cw.jobs.deliver(conn, delivery_ids)
-    _log("run.advanced", moved, to_step=target.step_key)
-    return Advanced(run.id, target.step_key, delivery_ids)
+    cw.jobs.deliver(conn, [r.id for r in rows])
+    planned: dict[uuid.UUID | None, list[uuid.UUID]] = {}
+    for row in rows:
+        planned.setdefault(row.workflow_run_id, []).append(row.id)
+    results = []
+    for advance, run in zip(advances, moved, strict=True):
+        _log("run.advanced", run, to_step=advance.target.step_key)
+        results.append(Advanced(run.id, advance.target.step_key, planned.get(run.id, [])))
+    return results
 
 
 # -- due sweeps ------------------------------------------------------------------------------
@@ -441,31 +489,48 @@ def progress_due_runs(
     batch_size: int = 200,
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
-    number of sweepers can run at once; one transaction per batch, a savepoint per run. A
-    run that fails is logged and left for the next sweep; the others go on."""
+    number of sweepers can run at once; one transaction per batch, moved set-wise by the
+    same code that moves one run on its timer. If a batch fails, its runs are retried one
+    by one, each in a savepoint: a run that fails is logged and left for the next sweep;
+    the others go on."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
         with cw.pool.connection() as conn, conn.transaction():
-            claimed = [
-                row[0]
-                for row in conn.execute(
+            with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
+                claimed = cur.execute(
                     db.query("runs_due_claim"), {"now": now, "limit": size, "skip": tried}
                 ).fetchall()
-            ]
-            tried.extend(claimed)
-            for run_id in claimed:
-                try:
-                    with conn.transaction():
-                        results.append(progress_in(cw, conn, run_id, now))
-                except Exception:
-                    logger.exception(
-                        "progressing a due run failed; the next sweep tries again",
-                        extra={"action": "run.progress_failed", "run_id": str(run_id)},
-                    )
+            tried.extend(run.id for run in claimed)
+            results.extend(_elapse_claimed(cw, conn, claimed, now or db.now(conn)))
         if len(claimed) < size:
             break
+    return results
+
+
+def _elapse_claimed(
+    cw: Chimeway, conn: Conn, claimed: Sequence[Run], now: dt.datetime
+) -> list[ProgressResult]:
+    try:
+        with conn.transaction():
+            return _elapse_waits(cw, conn, claimed, now)
+    except Exception:
+        logger.warning(
+            "progressing a batch of due runs failed; retrying them one by one",
+            exc_info=True,
+            extra={"action": "runs.batch_failed", "runs": len(claimed)},
+        )
+    results: list[ProgressResult] = []
+    for run in claimed:
+        try:
+            with conn.transaction():
+                results.append(progress_in(cw, conn, run.id, now))
+        except Exception:
+            logger.exception(
+                "progressing a due run failed; the next sweep tries again",
+                extra={"action": "run.progress_failed", "run_id": str(run.id)},
+            )
     return results
 
 
@@ -482,15 +547,28 @@ def _move(
     delivery_id: uuid.UUID | None = None,
     **fields: Any,
 ) -> Run:
-    """Change the run's state (guarded, :func:`workflows.update_run`) and append the
-    transition that explains it: the reason doubles as the run's status reason. Fields not
-    given (pending signals, suspension, terminal reason) are cleared."""
-    return workflows.update_run(
-        conn,
+    """Change the run's state (guarded, :func:`workflows.update_runs`) and append the
+    transition that explains it."""
+    moving = _moving(run, to=to, reason=reason, context=context, delivery_id=delivery_id, **fields)
+    return workflows.update_runs(conn, [moving])[0]
+
+
+def _moving(
+    run: Run,
+    *,
+    to: RunState,
+    reason: str,
+    context: dict[str, Any],
+    delivery_id: uuid.UUID | None = None,
+    **fields: Any,
+) -> workflows.Move:
+    """A move whose transition's reason doubles as the run's status reason. Fields not given
+    (pending signals, suspension, terminal reason) are cleared."""
+    return workflows.Move(
         run,
-        state=to,
-        status_reason=reason,
-        status_context=context,
+        to,
+        reason,
+        context,
         record=workflows.Record(reason, context, run.current_step_id, delivery_id),
         **fields,
     )
@@ -537,9 +615,14 @@ def _evidence(
     )
 
 
-def _notification_contents(conn: Conn, notification_id: uuid.UUID) -> dict[str, Any]:
-    row = conn.execute(db.query("notification_contents"), {"id": notification_id}).fetchone()
-    return dict(row[0]) if row else {}
+def _notification_contents(
+    conn: Conn, notification_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Each notification's content per channel, rendered when it was triggered."""
+    rows = conn.execute(
+        db.query("notification_contents"), {"ids": list(set(notification_ids))}
+    ).fetchall()
+    return {row[0]: dict(row[1]) for row in rows}
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

@@ -2,7 +2,7 @@
 
 Every function takes the connection first so callers join their transaction. Definitions
 are immutable per (key, version); runs stay pinned to the definition they started on; every
-run state change goes through :func:`update_run`, guarded by :data:`ALLOWED`, and is
+run state change goes through :func:`update_runs`, guarded by :data:`ALLOWED`, and is
 explained by a row appended with :func:`append_transition`.
 """
 
@@ -337,47 +337,68 @@ class Record:
     delivery_id: uuid.UUID | None = None
 
 
-def update_run(
-    conn: Conn,
-    run: Run,
-    *,
-    state: RunState,
-    status_reason: str,
-    status_context: dict[str, Any] | None = None,
-    current_step_id: uuid.UUID | None = None,
-    suspended_until: dt.datetime | None = None,
-    pending_signals: Sequence[str] = (),
-    terminal_reason: str | None = None,
-    record: Record | None = None,
-) -> Run:
-    """Move ``run`` (as last read, under its lock) to ``state``; the one guarded run move.
-    With ``record``, the transition that explains it is appended in the same statement."""
-    if state not in ALLOWED[RunState(run.state)]:
-        raise InvalidTransition(f"workflow run {run.id} cannot move from {run.state} to {state}")
+@dataclass(frozen=True)
+class Move:
+    """One run's move for :func:`update_runs`: from ``run`` (as last read, under its lock)
+    to ``state``. Fields not given (suspension, pending signals, terminal reason) are
+    cleared; the step stays unless ``current_step_id`` is given."""
+
+    run: Run
+    state: RunState
+    status_reason: str
+    status_context: dict[str, Any] | None = None
+    current_step_id: uuid.UUID | None = None
+    suspended_until: dt.datetime | None = None
+    pending_signals: Sequence[str] = ()
+    terminal_reason: str | None = None
+    record: Record | None = None
+
+
+def update_runs(conn: Conn, moves: Sequence[Move]) -> list[Run]:
+    """Apply ``moves`` in one statement; the one guarded run move. Each is checked against
+    :data:`ALLOWED` and applied only if the run is still in the state it was read in; with a
+    ``record``, the transition that explains it is appended in the same statement. Returns
+    the moved runs in the order given."""
+    if not moves:
+        return []
+    for move in moves:
+        if move.state not in ALLOWED[RunState(move.run.state)]:
+            raise InvalidTransition(
+                f"workflow run {move.run.id} cannot move from {move.run.state} to {move.state}"
+            )
+    records = [m.record for m in moves]
     with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
-        row = cur.execute(
-            db.query("run_update"),
+        rows = cur.execute(
+            db.query("runs_update"),
             {
-                "id": run.id,
-                "from_state": run.state,
-                "to_state": state,
-                "status_reason": status_reason,
-                "status_context": Jsonb(status_context or {}),
-                "current_step_id": current_step_id or run.current_step_id,
-                "suspended_until": suspended_until,
-                "pending_signals": list(pending_signals),
-                "terminal_reason": terminal_reason,
-                "t_reason": record.reason if record else None,
-                "t_context": Jsonb(record.context or {}) if record else None,
-                "t_step_id": record.step_id if record else None,
-                "t_delivery_id": record.delivery_id if record else None,
+                "ids": [m.run.id for m in moves],
+                "from_states": [str(m.run.state) for m in moves],
+                "to_states": [str(m.state) for m in moves],
+                "status_reasons": [m.status_reason for m in moves],
+                "status_contexts": [Jsonb(m.status_context or {}) for m in moves],
+                "current_step_ids": [m.current_step_id or m.run.current_step_id for m in moves],
+                "suspended_until": [m.suspended_until for m in moves],
+                "pending_signals": [Jsonb(list(m.pending_signals)) for m in moves],
+                "terminal_reasons": [m.terminal_reason for m in moves],
+                "t_reasons": [r.reason if r else None for r in records],
+                "t_contexts": [Jsonb(r.context or {}) if r else None for r in records],
+                "t_step_ids": [r.step_id if r else None for r in records],
+                "t_delivery_ids": [r.delivery_id if r else None for r in records],
             },
-        ).fetchone()
-    if row is None:
+        ).fetchall()
+    if len(rows) != len(moves):
+        moved = {row.id for row in rows}
+        stale = [m.run for m in moves if m.run.id not in moved]
         raise InvalidTransition(
-            f"workflow run {run.id} is no longer {run.state}; lock it before updating"
+            f"workflow run {stale[0].id} is no longer {stale[0].state}; lock it before updating"
+            + (f" (and {len(stale) - 1} more)" if len(stale) > 1 else "")
         )
-    return row
+    return rows
+
+
+def update_run(conn: Conn, run: Run, *, state: RunState, status_reason: str, **fields: Any) -> Run:
+    """Move one run: :func:`update_runs` with one :class:`Move`."""
+    return update_runs(conn, [Move(run, state, status_reason, **fields)])[0]
 
 
 def append_transition(

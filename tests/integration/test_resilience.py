@@ -5,11 +5,11 @@ sweep, and errors reach callers as Chimeway errors."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from chimeway import (
     Chimeway,
@@ -24,6 +24,7 @@ from chimeway import (
     progression,
 )
 from chimeway.testing import drain
+from chimeway.types import RunState
 from tests.integration.conftest import Recorders, count
 from tests.integration.notifiers import Welcome, WithWorkflow
 
@@ -166,23 +167,28 @@ def test_an_early_timer_rearms_itself_at_the_due_time(cw: Chimeway, committed_db
     )
 
 
-def test_one_failing_run_does_not_stop_the_due_sweep(
-    cw: Chimeway, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_failing_run_does_not_stop_the_due_sweep(cw: Chimeway, committed_db: str) -> None:
     bad = start(cw, key="a").run_ids[0]
     good = start(cw, key="b").run_ids[0]
     drain(cw)
-    real = progression.progress_in
-
-    def flaky(cw_: Chimeway, conn: Any, run_id: uuid.UUID, now: Any = None) -> Any:
-        if run_id == bad:
-            raise RuntimeError("corrupt run")
-        return real(cw_, conn, run_id, now)
-
-    monkeypatch.setattr(progression, "progress_in", flaky)
+    # The database refuses the bad run's next delivery: its whole batch fails, and the
+    # sweep falls back to one run at a time.
+    with psycopg.connect(committed_db) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_bad_run() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'corrupt run'; END $$"
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER refuse_bad_run BEFORE INSERT ON chimeway_deliveries"
+                " FOR EACH ROW WHEN (NEW.workflow_run_id = {}) EXECUTE FUNCTION refuse_bad_run()"
+            ).format(sql.Literal(str(bad)))
+        )
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     results = progression.progress_due_runs(cw, now=later)
-    assert [r.run_id for r in results] == [good]
+    assert [(r.run_id, type(r).__name__) for r in results] == [(good, "Advanced")]
+    assert cw.workflows.explain("t", bad).state == RunState.WAITING  # left for the next sweep
+    assert cw.workflows.explain("t", good).state == RunState.ACTIVE
 
 
 def test_drain_reports_a_task_that_raised(cw: Chimeway, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,31 +63,47 @@ SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s
 -- name: run_lock
 SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s FOR UPDATE
 
--- name: run_update
--- The one guarded move of a run: only from the expected state; with a reason, the
--- transition that explains it is appended in the same statement.
-WITH moved AS (
-    UPDATE chimeway_workflow_runs
-    SET state = %(to_state)s,
-        status_reason = %(status_reason)s,
-        status_context = %(status_context)s,
-        current_step_id = %(current_step_id)s,
-        suspended_until = %(suspended_until)s,
-        pending_signals = %(pending_signals)s,
-        terminal_reason = %(terminal_reason)s,
+-- name: runs_update
+-- The one guarded move of runs: each only from its expected state; a move with a reason has
+-- the transition that explains it appended in the same statement. Rows come back in input
+-- order; a run no longer in its expected state is left out.
+WITH m AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(from_states)s::chimeway_run_state[],
+        %(to_states)s::chimeway_run_state[], %(status_reasons)s::text[],
+        %(status_contexts)b::jsonb[], %(current_step_ids)s::uuid[],
+        %(suspended_until)s::timestamptz[], %(pending_signals)b::jsonb[],
+        %(terminal_reasons)s::text[], %(t_reasons)s::text[], %(t_contexts)b::jsonb[],
+        %(t_step_ids)s::uuid[], %(t_delivery_ids)s::uuid[]
+    ) WITH ORDINALITY AS m (
+        id, from_state, to_state, status_reason, status_context, current_step_id,
+        suspended_until, pending_signals, terminal_reason, t_reason, t_context, t_step_id,
+        t_delivery_id, n
+    )
+), moved AS (
+    UPDATE chimeway_workflow_runs r
+    SET state = m.to_state,
+        status_reason = m.status_reason,
+        status_context = m.status_context,
+        current_step_id = m.current_step_id,
+        suspended_until = m.suspended_until,
+        pending_signals = ARRAY(SELECT jsonb_array_elements_text(m.pending_signals)),
+        terminal_reason = m.terminal_reason,
         last_transition_at = now()
-    WHERE id = %(id)s AND state = %(from_state)s::chimeway_run_state
-    RETURNING *
+    FROM m
+    WHERE r.id = m.id AND r.state = m.from_state
+    RETURNING r.*, m.n AS move_n, m.from_state AS move_from, m.t_reason, m.t_context,
+              m.t_step_id, m.t_delivery_id
 ), recorded AS (
     INSERT INTO chimeway_workflow_transitions (
         run_id, step_id, delivery_id, from_state, to_state, reason, context
     )
-    SELECT id, %(t_step_id)s, %(t_delivery_id)s, %(from_state)s::chimeway_run_state, state,
-           %(t_reason)s, %(t_context)s
+    SELECT id, t_step_id, t_delivery_id, move_from, state, t_reason, t_context
     FROM moved
-    WHERE %(t_reason)s::text IS NOT NULL
+    WHERE t_reason IS NOT NULL
+    ORDER BY move_n
 )
-SELECT * FROM moved
+SELECT * FROM moved ORDER BY move_n
 
 -- name: transition_append
 INSERT INTO chimeway_workflow_transitions (
@@ -133,11 +149,11 @@ ORDER BY attempt_number DESC
 LIMIT 1
 
 -- name: notification_contents
-SELECT contents FROM chimeway_notifications WHERE id = %(id)s
+SELECT id, contents FROM chimeway_notifications WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: runs_due_claim
 -- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
-SELECT id FROM chimeway_workflow_runs
+SELECT * FROM chimeway_workflow_runs
 WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
   AND NOT (id = ANY(%(skip)s::uuid[]))
 ORDER BY suspended_until
