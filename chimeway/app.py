@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -106,7 +108,7 @@ class Chimeway:
                 name="chimeway",
                 timeout=self._pool_timeout,
                 # Connections broken by a server restart are replaced, not handed out.
-                check=ConnectionPool.check_connection,
+                check=_IdleCheck(),
             )
         return self._pool
 
@@ -335,6 +337,26 @@ class _Progression:
             )
         with translated():
             return progression.progress_due_runs(self._cw, _aware(now), limit, batch_size)
+
+
+class _IdleCheck:
+    """The pool's check on checkout: ping a connection only if it may have sat idle long
+    enough for a server restart or a dropped network to go unnoticed. A busy worker's
+    connections come back within milliseconds and skip the round trip (a few percent of a
+    step); an error on one of those is retried where it matters (a send's record)."""
+
+    def __init__(self, after: float = 2.0) -> None:
+        self.after = after
+        self._lock = threading.Lock()
+        self._checked: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: Conn) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._checked.get(conn)
+            self._checked[conn] = now
+        if last is None or now - last > self.after:  # idle for at most now - last
+            ConnectionPool.check_connection(conn)
 
 
 def _embedded_warning(message: str) -> None:

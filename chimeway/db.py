@@ -107,7 +107,10 @@ def dataclass_row(cls: type[T]) -> BaseRowFactory[T]:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
     def factory(cursor: Any) -> RowMaker[T]:
-        columns = [c.name for c in cursor.description or ()]
+        # Names straight from the result: cursor.description builds a Column object per
+        # column per statement, which showed up in profiles of the deliver job.
+        result = cursor.pgresult
+        columns = [result.fname(i).decode() for i in range(result.nfields)] if result else []
         keep = [(i, name) for i, name in enumerate(columns) if name in names]
 
         def make(values: Sequence[Any]) -> T:

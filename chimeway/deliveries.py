@@ -2,11 +2,13 @@
 
 Every status move goes through :func:`transition`, which allows only the moves in
 :data:`ALLOWED` (``UPDATE ... WHERE status = ANY(allowed_from)``) and writes the history row
-in the same statement.
+in the same statement; :func:`claim` is its one-statement form for the move to
+``dispatched``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from chimeway import db
@@ -66,7 +69,7 @@ class Delivery:
     updated_at: dt.datetime
     status_changed_at: dt.datetime
     terminal_at: dt.datetime | None
-    previous_status: DeliveryStatus | None = None  # set only by transition()
+    previous_status: DeliveryStatus | None = None  # set only by transition() and claim()
 
     @property
     def terminal(self) -> bool:
@@ -103,7 +106,7 @@ class PlannedDelivery:
     tenant_id: str
     recipient_id: str
     channel: str
-    render_data: dict[str, Any]
+    render_data: dict[str, Any] | None  # None: the notification's content for the channel
     max_attempts: int
     workflow_run_id: uuid.UUID | None = None
     workflow_step_id: uuid.UUID | None = None
@@ -135,7 +138,9 @@ def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedR
                     "tenant_ids": [p.tenant_id for p in chunk],
                     "recipient_ids": [p.recipient_id for p in chunk],
                     "channels": [p.channel for p in chunk],
-                    "render_data": [Jsonb(p.render_data) for p in chunk],
+                    "render_data": [
+                        None if p.render_data is None else Jsonb(p.render_data) for p in chunk
+                    ],
                     "max_attempts": [p.max_attempts for p in chunk],
                     "run_ids": [p.workflow_run_id for p in chunk],
                     "step_ids": [p.workflow_step_id for p in chunk],
@@ -217,6 +222,53 @@ def transition(
     current = get(conn, delivery_id)
     raise InvalidTransition(
         f"delivery {delivery_id} cannot move from {current.status} to {to} ({reason})"
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :func:`claim` found: the delivery as it was and, if it was sendable, the
+    delivery moved to ``dispatched``."""
+
+    was_status: DeliveryStatus
+    was_orchestration_state: OrchestrationState
+    was_retry_at: dt.datetime | None
+    takeover_at: dt.datetime
+    now: dt.datetime
+    attempts: int
+    dispatched: Delivery | None
+
+
+_DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
+
+
+def claim(conn: Conn, delivery_id: uuid.UUID, stuck_after: dt.timedelta) -> Claim | None:
+    """Move the delivery to ``dispatched`` if it may be sent now, in one statement: the
+    claim form of :func:`transition` (same guard, same history row), whose sendability test
+    (ready; pending, failed and due for its retry, or dispatched by a worker silent for
+    ``stuck_after``) needs the row's times on the database's clock. ``None`` if missing."""
+    origins = allowed_from(DeliveryStatus.DISPATCHED)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            db.query("delivery_claim"),
+            {"id": delivery_id, "stuck_after": stuck_after, "from_statuses": origins},
+        ).fetchone()
+    if row is None:
+        return None
+    moved = None
+    if row["moved"]:
+        moved = Delivery(
+            **{name: row[name] for name in _DELIVERY_FIELDS if name != "previous_status"},
+            previous_status=row["was_status"],
+        )
+    return Claim(
+        was_status=DeliveryStatus(row["was_status"]),
+        was_orchestration_state=OrchestrationState(row["was_orchestration_state"]),
+        was_retry_at=row["was_retry_at"],
+        takeover_at=row["takeover_at"],
+        now=row["db_now"],
+        attempts=int(row["attempts"]),
+        dispatched=moved,
     )
 
 

@@ -14,6 +14,7 @@ import random
 import time
 import traceback
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,41 +89,44 @@ class _Claim:
 
 
 def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
-    """Move the delivery to ``dispatched`` if it may be sent now; else say why not."""
-    with cw.pool.connection() as conn, conn.transaction():
-        row = conn.execute(
-            db.query("delivery_claim_check"),
-            {"id": delivery_id, "stuck_after": cw.stuck_after},
-        ).fetchone()
-        if row is None:
-            return _Claim(None, why_not="missing")
-        status, orchestration_state, retry_at, takeover_at, now, attempts = row
-        if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
-            return _Claim(None, why_not=f"terminal ({status})")
-        if orchestration_state != OrchestrationState.READY:
-            return _Claim(None, why_not=f"not ready ({orchestration_state})")
-        # Too early (this job ran before its time, e.g. a re-drive): make sure a job comes
-        # back when it is due, then step aside.
-        if status == S.FAILED and retry_at is not None and retry_at > now:
-            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
-            return _Claim(None, why_not="retry not due yet")
-        if status == S.DISPATCHED and takeover_at > now:
-            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=takeover_at)
-            return _Claim(None, why_not="being sent by another worker")
-        reason = "redispatched_after_interruption" if status == S.DISPATCHED else "dispatched"
-        claimed = deliveries.transition(
-            conn,
-            delivery_id,
-            S.DISPATCHED,
-            reason=reason,
-            only_from=[S.PENDING, S.FAILED, S.DISPATCHED],
-            strict=False,
-        )
-        if claimed is None:
-            return _Claim(None, why_not=f"cannot be dispatched from {status}")
-        attempt_number = attempts + 1
+    """Move the delivery to ``dispatched`` if it may be sent now; else say why not. One
+    statement in autocommit: no transaction is left open around it."""
+    with cw.pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            found = deliveries.claim(conn, delivery_id, cw.stuck_after)
+            if found is not None and found.dispatched is None:
+                return _Claim(None, why_not=_not_sendable(cw, conn, delivery_id, found))
+        finally:
+            with suppress(psycopg.Error):  # a broken connection is dropped by the pool
+                conn.autocommit = False
+    if found is None:
+        return _Claim(None, why_not="missing")
+    claimed = found.dispatched
+    attempt_number = found.attempts + 1
     _log("delivery.dispatched", claimed, attempt_number=attempt_number)
     return _Claim(claimed, attempt_number)
+
+
+def _not_sendable(
+    cw: Chimeway, conn: psycopg.Connection[Any], delivery_id: uuid.UUID, found: deliveries.Claim
+) -> str:
+    """Why a claim did not move the delivery. One sent too early (a re-drive, a job run
+    before its time) makes sure a job comes back when it is due, then steps aside."""
+    status = found.was_status
+    if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
+        return f"terminal ({status})"
+    if found.was_orchestration_state != OrchestrationState.READY:
+        return f"not ready ({found.was_orchestration_state})"
+    if status == S.FAILED and found.was_retry_at is not None:
+        with conn.transaction():
+            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=found.was_retry_at)
+        return "retry not due yet"
+    if status == S.DISPATCHED:
+        with conn.transaction():
+            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=found.takeover_at)
+        return "being sent by another worker"
+    return f"cannot be dispatched from {status}"
 
 
 def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:

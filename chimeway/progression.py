@@ -228,16 +228,6 @@ def _on_outcome(
         return Noop(run.id, "unknown_to_step")
     context = {**base, "rule_kind": "on_outcome", "to_step": target.step_key, **evidence.as_dict()}
     _supersede_if_retrying(conn, delivery)
-    workflows.append_transition(
-        conn,
-        run.id,
-        from_state=RunState.ACTIVE,
-        to_state=RunState.ACTIVE,
-        reason="progressed_on_delivery_outcome",
-        step_id=run.current_step_id,
-        delivery_id=delivery.id,
-        context=context,
-    )
     return _advance(
         cw,
         conn,
@@ -247,6 +237,11 @@ def _on_outcome(
             status_reason="progressed_on_delivery_outcome",
             status_context=context,
             source="progression",
+            prior=[
+                workflows.Record(
+                    "progressed_on_delivery_outcome", context, run.current_step_id, delivery.id
+                )
+            ],
         ),
     )
 
@@ -364,15 +359,6 @@ def _after_signal(
             "from_step": step.step_key,
             "to_step": target.step_key,
         }
-        workflows.append_transition(
-            conn,
-            run.id,
-            from_state=RunState.ACTIVE,
-            to_state=RunState.ACTIVE,
-            reason="progressed_on_signal",
-            step_id=step.id,
-            context=context,
-        )
         return _advance(
             cw,
             conn,
@@ -382,6 +368,7 @@ def _after_signal(
                 status_reason="progressed_on_signal",
                 status_context=context,
                 source="signal",
+                prior=[workflows.Record("progressed_on_signal", context, step.id)],
             ),
         )
     return _complete(
@@ -415,13 +402,15 @@ def _complete(
 
 @dataclass(frozen=True)
 class _Advance:
-    """A run (active, locked) moving its cursor to ``target``."""
+    """A run (active, locked) moving its cursor to ``target``; ``prior`` explains why
+    (recorded before ``step_activated``)."""
 
     run: Run
     target: StepRow
     status_reason: str
     status_context: dict[str, Any]
     source: str
+    prior: Sequence[workflows.Record] = ()
 
 
 def _advance(cw: Chimeway, conn: Conn, advance: _Advance) -> Advanced:
@@ -442,16 +431,18 @@ def _advance_many(cw: Chimeway, conn: Conn, advances: Sequence[_Advance]) -> lis
                 a.status_reason,
                 a.status_context,
                 current_step_id=a.target.id,
-                record=workflows.Record(
-                    "step_activated",
-                    {"step_key": a.target.step_key, "source": a.source},
-                    a.target.id,
-                ),
+                records=[
+                    *a.prior,
+                    workflows.Record(
+                        "step_activated",
+                        {"step_key": a.target.step_key, "source": a.source},
+                        a.target.id,
+                    ),
+                ],
             )
             for a in advances
         ],
     )
-    contents = _notification_contents(conn, [a.run.notification_id for a in advances])
     rows = deliveries.insert_many(
         conn,
         [
@@ -460,7 +451,7 @@ def _advance_many(cw: Chimeway, conn: Conn, advances: Sequence[_Advance]) -> lis
                 tenant_id=a.run.tenant_id,
                 recipient_id=a.run.recipient_id,
                 channel=a.target.channel,
-                render_data=contents.get(a.run.notification_id, {}).get(a.target.channel, {}),
+                render_data=None,  # as rendered when the notification was triggered
                 max_attempts=cw.retry_policy(a.target.channel).max_attempts,
                 workflow_run_id=a.run.id,
                 workflow_step_id=a.target.id,
@@ -569,7 +560,7 @@ def _moving(
         to,
         reason,
         context,
-        record=workflows.Record(reason, context, run.current_step_id, delivery_id),
+        records=[workflows.Record(reason, context, run.current_step_id, delivery_id)],
         **fields,
     )
 
@@ -613,16 +604,6 @@ def _evidence(
         attempt_outcome=outcome,
         attempt_error_class=error_class,
     )
-
-
-def _notification_contents(
-    conn: Conn, notification_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, Any]]:
-    """Each notification's content per channel, rendered when it was triggered."""
-    rows = conn.execute(
-        db.query("notification_contents"), {"ids": list(set(notification_ids))}
-    ).fetchall()
-    return {row[0]: dict(row[1]) for row in rows}
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

@@ -3,7 +3,7 @@
 Every function takes the connection first so callers join their transaction. Definitions
 are immutable per (key, version); runs stay pinned to the definition they started on; every
 run state change goes through :func:`update_runs`, guarded by :data:`ALLOWED`, and is
-explained by a row appended with :func:`append_transition`.
+explained by the transitions it appends in the same statement.
 """
 
 from __future__ import annotations
@@ -340,8 +340,9 @@ class Record:
 @dataclass(frozen=True)
 class Move:
     """One run's move for :func:`update_runs`: from ``run`` (as last read, under its lock)
-    to ``state``. Fields not given (suspension, pending signals, terminal reason) are
-    cleared; the step stays unless ``current_step_id`` is given."""
+    to ``state``, explained by the transitions in ``records`` (from the run's state to
+    ``state``). Fields not given (suspension, pending signals, terminal reason) are cleared;
+    the step stays unless ``current_step_id`` is given."""
 
     run: Run
     state: RunState
@@ -351,14 +352,14 @@ class Move:
     suspended_until: dt.datetime | None = None
     pending_signals: Sequence[str] = ()
     terminal_reason: str | None = None
-    record: Record | None = None
+    records: Sequence[Record] = ()
 
 
 def update_runs(conn: Conn, moves: Sequence[Move]) -> list[Run]:
     """Apply ``moves`` in one statement; the one guarded run move. Each is checked against
-    :data:`ALLOWED` and applied only if the run is still in the state it was read in; with a
-    ``record``, the transition that explains it is appended in the same statement. Returns
-    the moved runs in the order given."""
+    :data:`ALLOWED` and applied only if the run is still in the state it was read in; the
+    transitions that explain it are appended in the same statement. Returns the moved runs
+    in the order given."""
     if not moves:
         return []
     for move in moves:
@@ -366,7 +367,7 @@ def update_runs(conn: Conn, moves: Sequence[Move]) -> list[Run]:
             raise InvalidTransition(
                 f"workflow run {move.run.id} cannot move from {move.run.state} to {move.state}"
             )
-    records = [m.record for m in moves]
+    records = [(n, r) for n, m in enumerate(moves, start=1) for r in m.records]
     with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
         rows = cur.execute(
             db.query("runs_update"),
@@ -380,10 +381,11 @@ def update_runs(conn: Conn, moves: Sequence[Move]) -> list[Run]:
                 "suspended_until": [m.suspended_until for m in moves],
                 "pending_signals": [Jsonb(list(m.pending_signals)) for m in moves],
                 "terminal_reasons": [m.terminal_reason for m in moves],
-                "t_reasons": [r.reason if r else None for r in records],
-                "t_contexts": [Jsonb(r.context or {}) if r else None for r in records],
-                "t_step_ids": [r.step_id if r else None for r in records],
-                "t_delivery_ids": [r.delivery_id if r else None for r in records],
+                "t_moves": [n for n, _ in records],
+                "t_reasons": [r.reason for _, r in records],
+                "t_contexts": [Jsonb(r.context or {}) for _, r in records],
+                "t_step_ids": [r.step_id for _, r in records],
+                "t_delivery_ids": [r.delivery_id for _, r in records],
             },
         ).fetchall()
     if len(rows) != len(moves):

@@ -337,3 +337,71 @@ def test_explain_hides_other_tenants_deliveries(cw: Chimeway) -> None:
     assert str(other.value).replace(str(delivery_id), "ID") == str(missing.value).replace(
         str(missing.value).split()[1], "ID"
     )
+
+
+# -- the claim: which rows may be sent now, on the database's clock --------------------------
+
+PAST, FUTURE = "now() - interval '1 hour'", "now() + interval '1 hour'"
+
+
+@pytest.mark.parametrize(
+    ("status", "ready", "retry_at", "changed_at", "action", "why"),
+    [
+        ("pending", True, None, "now()", "succeeded", ""),
+        ("pending", False, None, "now()", "skipped", "not ready (deferred)"),
+        ("failed", True, PAST, "now()", "succeeded", ""),
+        ("failed", True, FUTURE, "now()", "skipped", "retry not due yet"),
+        ("dispatched", True, None, PAST, "succeeded", ""),  # its worker went silent
+        ("dispatched", True, None, "now()", "skipped", "being sent by another worker"),
+        ("succeeded", True, None, "now()", "skipped", "terminal (succeeded)"),
+        ("cancelled", True, None, "now()", "skipped", "terminal (cancelled)"),
+    ],
+)
+def test_claim_sends_only_what_is_due_and_requeues_what_comes_later(
+    cw: Chimeway,
+    adapters: Recorders,
+    committed_db: str,
+    status: str,
+    ready: bool,
+    retry_at: str | None,
+    changed_at: str,
+    action: str,
+    why: str,
+) -> None:
+    delivery_id = one_delivery(cw)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status = %s, orchestration_state = %s,"
+            f" retry_at = {retry_at or 'NULL'}, status_changed_at = {changed_at}"
+            " WHERE id = %s",
+            [status, "ready" if ready else "deferred", delivery_id],
+        )
+    result = cw.deliver(delivery_id)
+    assert (result.action, result.detail) == (action, why)
+    assert len(adapters["in_app"].sent) == (1 if action == "succeeded" else 0)
+    with psycopg.connect(committed_db) as conn:
+        history = conn.execute(
+            "SELECT from_status::text, reason FROM chimeway_delivery_transitions"
+            " WHERE delivery_id = %s AND to_status = 'dispatched'",
+            [delivery_id],
+        ).fetchall()
+        requeued = conn.execute(
+            "SELECT scheduled_at > now() FROM procrastinate_jobs WHERE queueing_lock = %s",
+            [f"chimeway:deliver:{delivery_id}"],
+        ).fetchall()
+    if action == "succeeded":
+        reason = "redispatched_after_interruption" if status == "dispatched" else "dispatched"
+        assert history == [(status, reason)]
+    else:
+        assert history == []
+    # A send that is not due yet leaves a job for when it is; nothing else is queued.
+    assert requeued == (
+        [(True,)] if why in ("retry not due yet", "being sent by another worker") else []
+    )
+
+
+def test_claim_of_a_missing_delivery_is_none(cw: Chimeway) -> None:
+    with cw.transaction() as conn:
+        assert deliveries.claim(conn, uuid.uuid4(), dt.timedelta(minutes=5)) is None
+    assert cw.deliver(uuid.uuid4()).detail == "missing"

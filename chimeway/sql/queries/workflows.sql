@@ -64,21 +64,20 @@ SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s
 SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s FOR UPDATE
 
 -- name: runs_update
--- The one guarded move of runs: each only from its expected state; a move with a reason has
--- the transition that explains it appended in the same statement. Rows come back in input
--- order; a run no longer in its expected state is left out.
+-- The one guarded move of runs: each only from its expected state. The transitions that
+-- explain the moves (t_*, each naming its move by position) are appended in the same
+-- statement, in the order given. Rows come back in input order; a run no longer in its
+-- expected state is left out.
 WITH m AS (
     SELECT * FROM unnest(
         %(ids)s::uuid[], %(from_states)s::chimeway_run_state[],
         %(to_states)s::chimeway_run_state[], %(status_reasons)s::text[],
         %(status_contexts)b::jsonb[], %(current_step_ids)s::uuid[],
         %(suspended_until)s::timestamptz[], %(pending_signals)b::jsonb[],
-        %(terminal_reasons)s::text[], %(t_reasons)s::text[], %(t_contexts)b::jsonb[],
-        %(t_step_ids)s::uuid[], %(t_delivery_ids)s::uuid[]
+        %(terminal_reasons)s::text[]
     ) WITH ORDINALITY AS m (
         id, from_state, to_state, status_reason, status_context, current_step_id,
-        suspended_until, pending_signals, terminal_reason, t_reason, t_context, t_step_id,
-        t_delivery_id, n
+        suspended_until, pending_signals, terminal_reason, n
     )
 ), moved AS (
     UPDATE chimeway_workflow_runs r
@@ -92,16 +91,18 @@ WITH m AS (
         last_transition_at = now()
     FROM m
     WHERE r.id = m.id AND r.state = m.from_state
-    RETURNING r.*, m.n AS move_n, m.from_state AS move_from, m.t_reason, m.t_context,
-              m.t_step_id, m.t_delivery_id
+    RETURNING r.*, m.n AS move_n, m.from_state AS move_from
 ), recorded AS (
     INSERT INTO chimeway_workflow_transitions (
         run_id, step_id, delivery_id, from_state, to_state, reason, context
     )
-    SELECT id, t_step_id, t_delivery_id, move_from, state, t_reason, t_context
-    FROM moved
-    WHERE t_reason IS NOT NULL
-    ORDER BY move_n
+    SELECT mv.id, t.step_id, t.delivery_id, mv.move_from, mv.state, t.reason, t.context
+    FROM unnest(
+        %(t_moves)s::bigint[], %(t_reasons)s::text[], %(t_contexts)b::jsonb[],
+        %(t_step_ids)s::uuid[], %(t_delivery_ids)s::uuid[]
+    ) WITH ORDINALITY AS t (move_n, reason, context, step_id, delivery_id, k)
+    JOIN moved mv ON mv.move_n = t.move_n
+    ORDER BY t.k
 )
 SELECT * FROM moved ORDER BY move_n
 
@@ -147,9 +148,6 @@ SELECT outcome, error_class FROM chimeway_delivery_attempts
 WHERE delivery_id = %(delivery_id)s
 ORDER BY attempt_number DESC
 LIMIT 1
-
--- name: notification_contents
-SELECT id, contents FROM chimeway_notifications WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: runs_due_claim
 -- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
