@@ -266,8 +266,12 @@ def test_worker_with_a_bad_app_fails_fast(committed_db: str) -> None:
     result = run(committed_db, "worker", "--app", "json:dumps")
     assert result.exit_code == 1
     assert "json:dumps is neither a Chimeway instance nor a factory" in result.stderr
-    other = run(committed_db, "worker", "--app", "json:JSONDecodeError.__name__")
-    assert "has no attribute" in other.stderr or "not a Chimeway instance" in other.stderr
+    missing = run(committed_db, "worker", "--app", "json:nope")
+    assert missing.exit_code == 1
+    assert "module 'json' has no attribute 'nope'" in missing.stderr
+    unimportable = run(committed_db, "worker", "--app", "nosuchmod:x")
+    assert unimportable.exit_code == 1
+    assert "cannot import 'nosuchmod' for --app" in unimportable.stderr
 
 
 def test_help_lists_every_command() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import uuid
 from typing import Any
 
@@ -320,6 +321,41 @@ def test_a_batch_of_due_waits_writes_what_their_timers_would(
     assert '"reactivated_from_wait"' in expected and '"step_activated"' in expected
     for run_id in runs:
         assert snapshot(committed_db, run_id) == expected
+
+
+def test_timers_racing_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:
+    cw = make_cw(pool_max_size=12)
+    runs = start(cw, WAIT_30M, users=[f"u{i}" for i in range(40)]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    queue = iter(runs)
+    lock = threading.Lock()
+
+    def timers() -> list[Any]:  # what the runs' timer jobs do, one run at a time
+        done = []
+        while True:
+            with lock:
+                run_id = next(queue, None)
+            if run_id is None:
+                return done
+            done.append(cw.progression.progress_run(run_id, now=later))
+
+    def sweeper() -> list[Any]:
+        return cw.progression.progress_due_runs(now=later, batch_size=7)
+
+    roles = iter([timers, sweeper] * 3)
+
+    def either() -> list[Any]:
+        with lock:
+            role = next(roles)
+        return role()
+
+    outcomes = concurrently(6, either)
+    advanced = [r.run_id for batch in outcomes for r in batch if isinstance(r, Advanced)]
+    assert sorted(advanced) == sorted(runs)  # each run advanced by exactly one of them
+    for run_id in runs:
+        assert reasons(cw, run_id).count("reactivated_from_wait") == 1
+        assert [step for step, _ in run_deliveries(committed_db, run_id)] == ["notice", "email"]
 
 
 # -- branching on outcomes --------------------------------------------------------------------
