@@ -5,6 +5,7 @@ sweep, and errors reach callers as Chimeway errors."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import psycopg
@@ -221,3 +222,31 @@ def test_unreachable_database_is_a_chimeway_error() -> None:
 def test_naive_now_is_rejected(cw: Chimeway) -> None:
     with pytest.raises(InvalidArgument, match="timezone-aware"):
         cw.progression.progress_due_runs(now=dt.datetime(2026, 1, 1))
+
+
+def test_the_pool_pings_only_connections_that_sat_idle(
+    committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    from chimeway.app import _IdleCheck
+
+    pings: list[object] = []
+    real = ConnectionPool.check_connection
+
+    def counted(conn: Any) -> None:
+        pings.append(conn)
+        real(conn)
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counted))
+    check = _IdleCheck(after=0.2)
+    with psycopg.connect(committed_db) as conn:
+        check(conn)  # first checkout: pinged
+        check(conn)  # handed out again at once: trusted
+        assert pings == [conn]
+        with psycopg.connect(committed_db, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+        time.sleep(0.3)  # the idle period is the point: longer than `after`
+        with pytest.raises(psycopg.OperationalError):
+            check(conn)  # pinged, found dead: the pool drops it and hands out another
+        assert pings == [conn, conn]
