@@ -343,15 +343,27 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
-class CpuMeter:
-    """Over one phase: the machine's CPU busy fraction, the workers' CPU seconds and the
-    PostgreSQL server's CPU seconds (both are on this machine)."""
+def wal_records(url: str) -> int | None:
+    """WAL records written so far by the whole server (``pg_stat_wal``, PostgreSQL 14+)."""
+    try:
+        value = scalar(url, "SELECT wal_records FROM pg_stat_wal")
+    except psycopg.Error:
+        return None
+    return int(value)
 
-    def __init__(self, workers: Workers | None = None) -> None:
+
+class CpuMeter:
+    """Over one phase: the machine's CPU busy fraction, the workers' CPU seconds, the
+    PostgreSQL server's CPU seconds (both are on this machine) and, given ``url``, the WAL
+    records the server wrote (server-wide: like the CPU, an upper bound)."""
+
+    def __init__(self, workers: Workers | None = None, url: str | None = None) -> None:
         self.workers = workers
+        self.url = url
         self._machine = psutil.cpu_times()
         self._workers = workers.cpu_seconds() if workers else 0.0
         self._postgres = postgres_cpu_seconds()
+        self._wal = wal_records(url) if url else None
 
     def read(self) -> dict[str, float]:
         now = psutil.cpu_times()
@@ -361,4 +373,7 @@ class CpuMeter:
         if self.workers:
             out["worker_cpu_s"] = round(self.workers.cpu_seconds() - self._workers, 2)
         out["postgres_cpu_s"] = round(postgres_cpu_seconds() - self._postgres, 2)
+        wal = wal_records(self.url) if self.url else None
+        if wal is not None and self._wal is not None:
+            out["wal_records"] = wal - self._wal
         return out

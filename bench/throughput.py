@@ -9,6 +9,7 @@ after the Chimeway phase in the same run.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ def raw_phase(url: str, workers: Workers, jobs: int, task: str, timeout: float) 
     """Defer ``jobs`` no-op jobs in one transaction; time from commit to the queue empty."""
     with psycopg.connect(url) as conn:
         common.raw_defer(conn, task, [{"i": i} for i in range(jobs)])
-        meter = CpuMeter(workers)
+        meter = CpuMeter(workers, url)
         conn.commit()
         start = time.time()
     common.wait_for(
@@ -55,7 +56,7 @@ def chimeway_phase(url: str, workers: Workers, n: int, timeout: float) -> dict[s
         trigger_started = time.time()
         with cw.pool.connection() as conn:
             cw.trigger(bench_app.TwoStep, {"n": n}, tenant_id="t", idempotency_key="tp", conn=conn)
-            meter = CpuMeter(workers)
+            meter = CpuMeter(workers, url)
             conn.commit()
             start = time.time()
     common.wait_for(
@@ -125,6 +126,7 @@ def main() -> None:
                 phase["machine_busy"],
                 1000 * phase["worker_cpu_s"] / work,
                 1000 * phase["postgres_cpu_s"] / work,
+                phase.get("wal_records", math.nan) / work,
             ]
 
         common.table(
@@ -138,6 +140,7 @@ def main() -> None:
                 "machine busy",
                 "worker CPU ms/unit",
                 "PG CPU ms/unit",
+                "WAL records/unit",
             ],
             [
                 row(f"raw {args.raw_task} (before)", raw_before, raw_before["jobs"]),
