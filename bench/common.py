@@ -145,6 +145,21 @@ class Workers:
         self._sampling = threading.Event()
         self._sampler: threading.Thread | None = None
 
+    @classmethod
+    def from_args(
+        cls, url: str, args: argparse.Namespace, label: str, env: dict[str, str] | None = None
+    ) -> Workers:
+        """Workers configured by the options :func:`worker_options` added."""
+        return cls(
+            url,
+            processes=args.processes,
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            log_level=args.log_level,
+            env=env,
+            label=label,
+        )
+
     def __enter__(self) -> Workers:
         self.start()
         return self

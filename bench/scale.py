@@ -419,13 +419,6 @@ def main() -> None:
         results["fetch_at_scale"] = fetch_latency(url)
         common.note("explain / list_traces latency")
         results["reads"] = reads(url, args.runs, args.lookups)
-        worker_args = {
-            "processes": args.processes,
-            "concurrency": args.concurrency,
-            "poll_interval": args.poll_interval,
-            "log_level": args.log_level,
-            "label": "scale",
-        }
         # The sweep runs before any worker starts: a worker's periodic sweep would take the
         # due runs itself.
         common.note(f"progress_due_runs on {args.due:,} due runs (no worker running)")
@@ -433,7 +426,7 @@ def main() -> None:
         results["progress_due_runs"] = sweep
         planned_by = common.scalar(url, "SELECT now()")
         if not args.no_worker:
-            with Workers(url, **worker_args) as workers:
+            with Workers.from_args(url, args, "scale") as workers:
                 common.note(f"worker: draining the {sweep['runs']:,} email deliveries planned")
                 results["worker_drain"] = drain(
                     url,

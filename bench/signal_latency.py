@@ -35,14 +35,7 @@ def main() -> None:
     n = args.n
     with common.fresh_database(args.database_url, "signal", args.keep_db) as url:
         common.scalar(url, bench_app.STAMPS_DDL)
-        workers = Workers(
-            url,
-            processes=args.processes,
-            concurrency=args.concurrency,
-            poll_interval=args.poll_interval,
-            log_level=args.log_level,
-            label="signal",
-        )
+        workers = Workers.from_args(url, args, "signal")
         with workers, bench_app.build(url) as cw, psycopg.connect(url) as raw:
             cw.trigger(bench_app.SignalWait, {"n": n}, tenant_id="t", idempotency_key="sig")
             common.wait_for(

@@ -95,14 +95,8 @@ def main() -> None:
     args = p.parse_args()
     jobs = 2 * args.n  # the same number of jobs as Chimeway steps
     with common.fresh_database(args.database_url, "throughput", args.keep_db) as url:
-        workers = Workers(
-            url,
-            processes=args.processes,
-            concurrency=args.concurrency,
-            poll_interval=args.poll_interval,
-            log_level=args.log_level,
-            env={"BENCH_LATENCY_MS": str(args.latency_ms)},
-            label="throughput",
+        workers = Workers.from_args(
+            url, args, "throughput", env={"BENCH_LATENCY_MS": str(args.latency_ms)}
         )
         with workers:
             common.note(f"workers up (log {workers.log}); raw baseline: {jobs} jobs")

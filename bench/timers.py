@@ -85,14 +85,7 @@ def main() -> None:
     args = p.parse_args()
     with common.fresh_database(args.database_url, "timers", args.keep_db) as url:
         common.scalar(url, bench_app.STAMPS_DDL)
-        workers = Workers(
-            url,
-            processes=args.processes,
-            concurrency=args.concurrency,
-            poll_interval=args.poll_interval,
-            log_level=args.log_level,
-            label="timers",
-        )
+        workers = Workers.from_args(url, args, "timers")
         with workers:
             common.note(
                 f"{args.n} runs with 1-3 s waits and {args.n} raw scheduled jobs, "
