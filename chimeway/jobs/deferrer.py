@@ -112,14 +112,7 @@ class Deferrer:
         """
         try:
             with conn.transaction():
-                job_id: int = self._configure(
-                    "progress",
-                    conn,
-                    schedule_at=schedule_at,
-                    queueing_lock=progress_lock(run_id),
-                    priority=AHEAD,
-                ).defer(run_id=str(run_id))
-                return job_id
+                return self.progress_many(conn, [(run_id, schedule_at)])[0]
         except AlreadyEnqueued:
             # A timer is already queued for this run: make sure it fires no later than this.
             _pull_earlier(conn, progress_lock(run_id), schedule_at)
