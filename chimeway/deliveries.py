@@ -171,12 +171,60 @@ def get_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delive
 
 def lock(conn: Conn, delivery_id: uuid.UUID) -> Delivery | None:
     """Lock the delivery row ``FOR UPDATE`` (inside the caller's transaction)."""
+    return lock_many(conn, [delivery_id]).get(delivery_id)
+
+
+def lock_many(conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Delivery]:
+    """Lock the deliveries ``FOR UPDATE`` in id order (no deadlock between two callers);
+    missing ones are left out."""
     with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
-        return cur.execute(db.query("delivery_lock"), {"id": delivery_id}).fetchone()
+        rows = cur.execute(db.query("delivery_lock"), {"ids": list(delivery_ids)}).fetchall()
+    return {row.id: row for row in rows}
 
 
 def allowed_from(to: DeliveryStatus) -> list[DeliveryStatus]:
     return [status for status, targets in ALLOWED.items() if to in targets]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One delivery's move for :func:`transition_many`."""
+
+    delivery_id: uuid.UUID
+    to: DeliveryStatus
+    reason: str
+    suppression_reason: DeliveryReason | None = None
+    context: dict[str, Any] | None = None
+    retry_at: dt.datetime | None = None
+    provider_message_id: str | None = None
+
+
+def transition_many(
+    conn: Conn, moves: Sequence[Move], *, only_from: Iterable[DeliveryStatus] | None = None
+) -> list[Delivery]:
+    """Make each move its delivery's current status allows (:data:`ALLOWED`, narrowed by
+    ``only_from``), each with its history row, in one statement; the moved deliveries come
+    back in input order, the others are left out and unchanged. One move per delivery."""
+    if not moves:
+        return []
+    origins = set(ALLOWED) if only_from is None else set(only_from)
+    edges = [(f, t) for f, targets in ALLOWED.items() if f in origins for t in targets]
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
+        return cur.execute(
+            db.query("delivery_transition"),
+            {
+                "ids": [m.delivery_id for m in moves],
+                "to_statuses": [m.to for m in moves],
+                "suppression_reasons": [m.suppression_reason for m in moves],
+                "retry_at": [m.retry_at for m in moves],
+                "provider_message_ids": [m.provider_message_id for m in moves],
+                "reasons": [m.reason for m in moves],
+                "contexts": [Jsonb(m.context or {}) for m in moves],
+                "terminal": list(TERMINAL_DELIVERY_STATUSES),
+                "edge_from": [f for f, _ in edges],
+                "edge_to": [t for _, t in edges],
+            },
+        ).fetchall()
 
 
 def transition(
@@ -192,33 +240,17 @@ def transition(
     only_from: Iterable[DeliveryStatus] | None = None,
     strict: bool = True,
 ) -> Delivery | None:
-    """Move a delivery to ``to`` if its current status allows it, writing the history row.
+    """Move a delivery to ``to`` if its current status allows it, writing the history row
+    (:func:`transition_many` for one delivery).
 
     ``only_from`` narrows the allowed origins (a claim takes only ``pending``/``failed``).
     When the move is not allowed: ``strict`` raises :class:`InvalidTransition`, otherwise
     ``None`` comes back and nothing changed.
     """
-    origins = allowed_from(to)
-    if only_from is not None:
-        narrowed = set(only_from)
-        origins = [s for s in origins if s in narrowed]
-    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
-        moved = cur.execute(
-            db.query("delivery_transition"),
-            {
-                "id": delivery_id,
-                "to_status": to,
-                "from_statuses": [s.value for s in origins],
-                "suppression_reason": suppression_reason,
-                "retry_at": retry_at,
-                "provider_message_id": provider_message_id,
-                "terminal": to in TERMINAL_DELIVERY_STATUSES,
-                "reason": reason,
-                "context": Jsonb(context or {}),
-            },
-        ).fetchone()
-    if moved is not None or not strict:
-        return moved
+    move = Move(delivery_id, to, reason, suppression_reason, context, retry_at, provider_message_id)
+    moved = transition_many(conn, [move], only_from=only_from)
+    if moved or not strict:
+        return moved[0] if moved else None
     current = get(conn, delivery_id)
     raise InvalidTransition(
         f"delivery {delivery_id} cannot move from {current.status} to {to} ({reason})"
@@ -243,39 +275,81 @@ _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
 
 
 def claim(conn: Conn, delivery_id: uuid.UUID, stuck_after: dt.timedelta) -> Claim | None:
-    """Move the delivery to ``dispatched`` if it may be sent now, in one statement: the
+    """:func:`claim_many` for one delivery; ``None`` if it is missing."""
+    return claim_many(conn, [delivery_id], stuck_after).get(delivery_id)
+
+
+def claim_many(
+    conn: Conn, delivery_ids: Sequence[uuid.UUID], stuck_after: dt.timedelta
+) -> dict[uuid.UUID, Claim]:
+    """Move each delivery to ``dispatched`` if it may be sent now, in one statement: the
     claim form of :func:`transition` (same guard, same history row), whose sendability test
     (ready; pending, failed and due for its retry, or dispatched by a worker silent for
-    ``stuck_after``) needs the row's times on the database's clock. ``None`` if missing."""
+    ``stuck_after``) needs the row's times on the database's clock. Missing ids are left
+    out."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+        rows = cur.execute(
             db.query("delivery_claim"),
-            {"id": delivery_id, "stuck_after": stuck_after, "from_statuses": origins},
-        ).fetchone()
-    if row is None:
-        return None
-    moved = None
-    if row["moved"]:
-        moved = Delivery(
-            **{name: row[name] for name in _DELIVERY_FIELDS if name != "previous_status"},
-            previous_status=row["was_status"],
+            {"ids": list(delivery_ids), "stuck_after": stuck_after, "from_statuses": origins},
+        ).fetchall()
+    claims = {}
+    for row in rows:
+        moved = None
+        if row["moved"]:
+            moved = Delivery(
+                **{name: row[name] for name in _DELIVERY_FIELDS if name != "previous_status"},
+                previous_status=row["was_status"],
+            )
+        claims[row["claimed_id"]] = Claim(
+            was_status=DeliveryStatus(row["was_status"]),
+            was_orchestration_state=OrchestrationState(row["was_orchestration_state"]),
+            was_retry_at=row["was_retry_at"],
+            takeover_at=row["takeover_at"],
+            now=row["db_now"],
+            attempts=int(row["attempts"]),
+            dispatched=moved,
         )
-    return Claim(
-        was_status=DeliveryStatus(row["was_status"]),
-        was_orchestration_state=OrchestrationState(row["was_orchestration_state"]),
-        was_retry_at=row["was_retry_at"],
-        takeover_at=row["takeover_at"],
-        now=row["db_now"],
-        attempts=int(row["attempts"]),
-        dispatched=moved,
-    )
+    return claims
 
 
 def transitions(conn: Conn, delivery_id: uuid.UUID) -> list[DeliveryTransition]:
     with conn.cursor(row_factory=db.dataclass_row(DeliveryTransition)) as cur:
         return cur.execute(
             db.query("delivery_transitions_list"), {"delivery_id": delivery_id}
+        ).fetchall()
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    """An attempt to append with :func:`append_attempts`."""
+
+    delivery_id: uuid.UUID
+    outcome: AttemptOutcome
+    started_at: dt.datetime
+    error_class: ErrorClass | None = None
+    error: str | None = None
+    provider_message_id: str | None = None
+    provider_response: dict[str, Any] | None = None
+
+
+def append_attempts(conn: Conn, new: Sequence[NewAttempt]) -> list[Attempt]:
+    """Append each delivery's next attempt, in one statement and in input order; the caller
+    must hold the deliveries' row locks. One attempt per delivery."""
+    if not new:
+        return []
+    with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
+        return cur.execute(
+            db.query("attempt_append"),
+            {
+                "delivery_ids": [a.delivery_id for a in new],
+                "outcomes": [a.outcome for a in new],
+                "error_classes": [a.error_class for a in new],
+                "errors": [a.error for a in new],
+                "provider_message_ids": [a.provider_message_id for a in new],
+                "provider_responses": [Jsonb(a.provider_response or {}) for a in new],
+                "started_at": [a.started_at for a in new],
+            },
         ).fetchall()
 
 
@@ -291,21 +365,10 @@ def append_attempt(
     provider_response: dict[str, Any] | None = None,
 ) -> Attempt:
     """Append the next attempt; the caller must hold the delivery's row lock."""
-    with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
-        row = cur.execute(
-            db.query("attempt_append"),
-            {
-                "delivery_id": delivery_id,
-                "outcome": outcome,
-                "error_class": error_class,
-                "error": error,
-                "provider_message_id": provider_message_id,
-                "provider_response": Jsonb(provider_response or {}),
-                "started_at": started_at,
-            },
-        ).fetchone()
-    assert row is not None
-    return row
+    new = NewAttempt(
+        delivery_id, outcome, started_at, error_class, error, provider_message_id, provider_response
+    )
+    return append_attempts(conn, [new])[0]
 
 
 def attempts(conn: Conn, delivery_id: uuid.UUID) -> list[Attempt]:

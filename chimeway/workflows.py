@@ -301,8 +301,15 @@ def get_run(conn: Conn, run_id: uuid.UUID) -> Run:
 
 def lock_run(conn: Conn, run_id: uuid.UUID) -> Run | None:
     """Lock the run ``FOR UPDATE`` in the caller's transaction; ``None`` if it is gone."""
+    return lock_runs(conn, [run_id]).get(run_id)
+
+
+def lock_runs(conn: Conn, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Run]:
+    """Lock the runs ``FOR UPDATE`` in id order (no deadlock between two callers); missing
+    ones are left out."""
     with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
-        return cur.execute(db.query("run_lock"), {"id": run_id}).fetchone()
+        rows = cur.execute(db.query("run_lock"), {"ids": list(run_ids)}).fetchall()
+    return {row.id: row for row in rows}
 
 
 def get_current_step(conn: Conn, run: Run) -> StepRow:

@@ -38,30 +38,48 @@ SELECT * FROM chimeway_deliveries WHERE id = %(id)s
 SELECT * FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
 
 -- name: delivery_lock
-SELECT * FROM chimeway_deliveries WHERE id = %(id)s FOR UPDATE
+-- Locked in id order: two transactions locking overlapping sets cannot deadlock on them.
+SELECT * FROM chimeway_deliveries WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
 
 -- name: delivery_transition
--- The one guarded move: only from an allowed status; the history row is written with it.
-WITH previous AS (
-    SELECT id, status FROM chimeway_deliveries WHERE id = %(id)s FOR UPDATE
+-- The one guarded move, for any number of deliveries: each only along an allowed edge (the
+-- pairs edge_from[i] -> edge_to[i]), with its history row in the same statement. Moved rows
+-- come back in input order; a delivery whose status does not allow its move is left out.
+WITH m AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(to_statuses)s::chimeway_delivery_status[],
+        %(suppression_reasons)s::chimeway_delivery_reason[], %(retry_at)s::timestamptz[],
+        %(provider_message_ids)s::text[], %(reasons)s::text[], %(contexts)b::jsonb[]
+    ) WITH ORDINALITY AS m (
+        id, to_status, suppression_reason, retry_at, provider_message_id, reason, context, n
+    )
+), previous AS (
+    SELECT id, status FROM chimeway_deliveries
+    WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
 ), moved AS (
     UPDATE chimeway_deliveries d
-    SET status = %(to_status)s,
-        suppression_reason = %(suppression_reason)s,
-        retry_at = %(retry_at)s,
-        provider_message_id = coalesce(%(provider_message_id)s, d.provider_message_id),
+    SET status = m.to_status,
+        suppression_reason = m.suppression_reason,
+        retry_at = m.retry_at,
+        provider_message_id = coalesce(m.provider_message_id, d.provider_message_id),
         updated_at = now(),
         status_changed_at = now(),
-        terminal_at = CASE WHEN %(terminal)s THEN now() END
-    FROM previous
-    WHERE d.id = previous.id
-      AND d.status = ANY(%(from_statuses)s::chimeway_delivery_status[])
-    RETURNING d.*, previous.status AS previous_status
+        terminal_at = CASE WHEN m.to_status = ANY(%(terminal)s::chimeway_delivery_status[])
+                           THEN now() END
+    FROM m JOIN previous p ON p.id = m.id
+    WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = m.id
+      AND EXISTS (
+          SELECT 1 FROM unnest(%(edge_from)s::chimeway_delivery_status[],
+                               %(edge_to)s::chimeway_delivery_status[]) AS e (f, t)
+          WHERE e.f = p.status AND e.t = m.to_status
+      )
+    RETURNING d.*, p.status AS previous_status, m.n AS move_n, m.reason AS move_reason,
+              m.context AS move_context
 ), history AS (
     INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
-    SELECT id, previous_status, status, %(reason)s, %(context)s FROM moved
+    SELECT id, previous_status, status, move_reason, move_context FROM moved ORDER BY move_n
 )
-SELECT * FROM moved
+SELECT * FROM moved ORDER BY move_n
 
 -- name: delivery_transitions_list
 SELECT id, from_status, to_status, reason, context, created_at
@@ -70,18 +88,31 @@ WHERE delivery_id = %(delivery_id)s
 ORDER BY id
 
 -- name: attempt_append
--- Numbered under the delivery's row lock (taken by the caller): contiguous from 1.
-INSERT INTO chimeway_delivery_attempts (
-    delivery_id, attempt_number, outcome, error_class, error, provider_message_id,
-    provider_response, started_at
+-- The next attempt of each delivery, numbered under its row lock (taken by the caller):
+-- contiguous from 1. One row per delivery; rows come back in input order.
+WITH appended AS (
+    INSERT INTO chimeway_delivery_attempts (
+        delivery_id, attempt_number, outcome, error_class, error, provider_message_id,
+        provider_response, started_at
+    )
+    SELECT x.delivery_id,
+           coalesce((SELECT max(a.attempt_number) FROM chimeway_delivery_attempts a
+                     WHERE a.delivery_id = x.delivery_id), 0) + 1,
+           x.outcome, x.error_class, x.error, x.provider_message_id, x.provider_response,
+           x.started_at
+    FROM unnest(
+        %(delivery_ids)s::uuid[], %(outcomes)s::chimeway_attempt_outcome[],
+        %(error_classes)s::chimeway_error_class[], %(errors)s::text[],
+        %(provider_message_ids)s::text[], %(provider_responses)b::jsonb[],
+        %(started_at)s::timestamptz[]
+    ) AS x (delivery_id, outcome, error_class, error, provider_message_id, provider_response,
+            started_at)
+    RETURNING *
 )
-SELECT %(delivery_id)s,
-       coalesce(max(attempt_number), 0) + 1,
-       %(outcome)s, %(error_class)s, %(error)s, %(provider_message_id)s,
-       %(provider_response)s, %(started_at)s
-FROM chimeway_delivery_attempts
-WHERE delivery_id = %(delivery_id)s
-RETURNING *
+SELECT a.* FROM appended a
+JOIN unnest(%(delivery_ids)s::uuid[]) WITH ORDINALITY AS o (delivery_id, n)
+  ON o.delivery_id = a.delivery_id
+ORDER BY o.n
 
 -- name: attempts_list
 SELECT * FROM chimeway_delivery_attempts WHERE delivery_id = %(delivery_id)s ORDER BY attempt_number
@@ -110,18 +141,19 @@ WHERE t.delivery_id = %(delivery_id)s AND r.tenant_id = %(tenant_id)s
 ORDER BY t.id
 
 -- name: delivery_claim
--- The claim, as one statement (run in autocommit): lock the delivery and, if it may be sent
--- now, make the guarded move to `dispatched` with its history row. Sendable: ready, and
--- pending, or failed with its retry due, or dispatched by a worker gone silent for
--- `stuck_after`. The row as it was comes back either way (`was_*`), with the moved row's
--- columns when it moved, on the database's clock.
+-- The claim, as one statement (run in autocommit) for any number of deliveries: lock them
+-- (in id order) and move each that may be sent now to `dispatched`, with its history row.
+-- Sendable: ready, and pending, or failed with its retry due, or dispatched by a worker gone
+-- silent for `stuck_after`. Each row as it was comes back either way (`was_*`), with the
+-- moved row's columns when it moved, on the database's clock; a missing id, no row.
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at,
            d.status_changed_at + %(stuck_after)s::interval AS takeover_at,
            (SELECT count(*) FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id)
                AS attempts
     FROM chimeway_deliveries d
-    WHERE d.id = %(id)s
+    WHERE d.id = ANY(%(ids)s::uuid[])
+    ORDER BY d.id
     FOR UPDATE
 ), moved AS (
     UPDATE chimeway_deliveries d
@@ -132,7 +164,7 @@ WITH previous AS (
         status_changed_at = now(),
         terminal_at = NULL
     FROM previous p
-    WHERE d.id = p.id
+    WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = p.id
       AND p.orchestration_state = 'ready'
       AND p.status = ANY(%(from_statuses)s::chimeway_delivery_status[])
       AND (p.status = 'pending'
@@ -145,9 +177,9 @@ WITH previous AS (
            CASE WHEN p.status = 'dispatched' THEN 'redispatched_after_interruption'
                 ELSE 'dispatched' END,
            '{}'::jsonb
-    FROM moved m CROSS JOIN previous p
+    FROM moved m JOIN previous p ON p.id = m.id
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now, p.attempts,
-       m.id IS NOT NULL AS moved, m.*
-FROM previous p LEFT JOIN moved m ON true
+       p.id AS claimed_id, m.id IS NOT NULL AS moved, m.*
+FROM previous p LEFT JOIN moved m ON m.id = p.id

@@ -61,7 +61,8 @@ SELECT id, notification_id FROM started
 SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s
 
 -- name: run_lock
-SELECT * FROM chimeway_workflow_runs WHERE id = %(id)s FOR UPDATE
+-- Locked in id order: two transactions locking overlapping sets cannot deadlock on them.
+SELECT * FROM chimeway_workflow_runs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
 
 -- name: runs_update
 -- The one guarded move of runs: each only from its expected state. The transitions that
