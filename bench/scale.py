@@ -442,7 +442,7 @@ def main() -> None:
                 common.scalar(
                     url,
                     "DELETE FROM procrastinate_jobs "
-                    "WHERE task_name = 'chimeway:deliver' AND status = 'todo'",
+                    "WHERE queue_name = 'chimeway_delivery' AND status = 'todo'",
                 )
                 with psycopg.connect(url) as conn:
                     common.raw_defer(conn, "bench.noop", [{"i": i} for i in range(args.due)])

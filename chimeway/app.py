@@ -9,9 +9,10 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import procrastinate
 import psycopg
@@ -21,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from chimeway import deliveries, jobs, progression, settings, traces, workflows
 from chimeway.adapters import Adapter, LoggerAdapter
 from chimeway.content import ContentSchemas
-from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch
+from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch, dispatch_many
 from chimeway.dsl import Workflow
 from chimeway.errors import ConfigurationError, InvalidArgument, NotFound, translated
 from chimeway.maintenance import Maintenance, SweepReport, sweep
@@ -32,6 +33,8 @@ from chimeway.trigger import Duplicate, Triggered, trigger
 Conn = psycopg.Connection[Any]
 logger = logging.getLogger(__name__)
 IDLE = TransactionStatus.IDLE
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Chimeway:
@@ -42,6 +45,9 @@ class Chimeway:
     (a :class:`LoggerAdapter` unless given). ``retry``: channel -> :class:`RetryPolicy`.
     ``stuck_after``: how long a delivery may stay ``dispatched`` before another worker may
     take it over (longer than your slowest provider call).
+    ``delivery_batch_size``: deliveries planned together (a fan-out, runs advancing
+    together) share ``deliver`` jobs of up to this many; 1 gives one job per delivery.
+    ``send_concurrency``: adapter calls one process makes at once for such jobs.
     """
 
     def __init__(
@@ -56,6 +62,8 @@ class Chimeway:
         default_retry: RetryPolicy | None = None,
         stuck_after: dt.timedelta = dt.timedelta(minutes=5),
         maintenance: Maintenance | None = None,
+        delivery_batch_size: int = 50,
+        send_concurrency: int = 32,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
@@ -77,7 +85,15 @@ class Chimeway:
         self._pool_lock = threading.Lock()
         self._definitions: dict[tuple[str, int, str], workflows.Definition] = {}
         self._steps: dict[uuid.UUID, list[workflows.StepRow]] = {}
-        self.jobs = jobs.Deferrer()
+        for name, value in (
+            ("delivery_batch_size", delivery_batch_size),
+            ("send_concurrency", send_concurrency),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be a whole number of at least 1, not {value!r}")
+        self.send_concurrency = send_concurrency
+        self._sender: ThreadPoolExecutor | None = None
+        self.jobs = jobs.Deferrer(delivery_batch_size)
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
         self.procrastinate = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
@@ -128,6 +144,9 @@ class Chimeway:
                 self._pool.resize(low, max_size)
 
     def close(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown()
+            self._sender = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -269,9 +288,30 @@ class Chimeway:
             return sweep(self, _aware(now), report)
 
     def deliver(self, delivery_id: uuid.UUID | str) -> DispatchResult:
-        """Send one delivery now, in this process (what the ``deliver`` job does)."""
+        """Send one delivery now, in this process (what a ``deliver`` job does)."""
         with translated():
             return dispatch(self, _uuid(delivery_id, "delivery"))
+
+    def deliver_many(self, delivery_ids: Iterable[uuid.UUID | str]) -> list[DispatchResult]:
+        """Send these deliveries now, in this process, as one ``deliver`` job with a chunk
+        of a fan-out does; one result per distinct id."""
+        with translated():
+            return dispatch_many(self, [_uuid(d, "delivery") for d in delivery_ids])
+
+    def send_all(self, send: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``send`` applied to every item, on up to ``send_concurrency`` threads shared by
+        the whole process (one item runs in the calling thread); results in order."""
+        if len(items) <= 1 or self.send_concurrency == 1:
+            return [send(item) for item in items]
+        sender = self._sender
+        if sender is None:
+            with self._pool_lock:
+                if self._sender is None:
+                    self._sender = ThreadPoolExecutor(
+                        self.send_concurrency, thread_name_prefix="chimeway-send"
+                    )
+                sender = self._sender
+        return list(sender.map(send, items))
 
     def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""

@@ -1,9 +1,11 @@
-"""Sending one delivery: claim it, call its adapter, record the attempt (design §5).
+"""Sending deliveries: claim them, call their adapters, record the attempts (design §5).
 
-Three steps, and the adapter call between two short transactions, so no transaction or row
-lock is held while a provider is slow. The record step locks the run (if any) before the
-delivery, appends the attempt, moves the status, schedules a retry or progresses the run,
-all in one transaction.
+Three steps, and the adapter calls between two short transactions, so no transaction or
+row lock is held while a provider is slow. A ``deliver`` job carries one delivery or a
+chunk of a fan-out; either way one statement claims them, the adapter calls run side by
+side, and one transaction records them: it locks the runs (if any) before the deliveries,
+appends the attempts, moves the statuses, schedules retries and progresses the runs, each
+step set-wise through the same guarded functions as one delivery.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,31 +84,33 @@ class _Outcome:
     response: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _Claim:
-    delivery: Delivery | None
-    attempt_number: int = 0
-    why_not: str = ""
-
-
-def _claim(cw: Chimeway, delivery_id: uuid.UUID) -> _Claim:
-    """Move the delivery to ``dispatched`` if it may be sent now; else say why not. One
-    statement in autocommit: no transaction is left open around it."""
+def _claim(
+    cw: Chimeway, delivery_ids: Sequence[uuid.UUID]
+) -> tuple[list[tuple[Delivery, int]], dict[uuid.UUID, str]]:
+    """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
+    numbers), and say why each other one may not. One statement in autocommit: no
+    transaction is left open around the sends."""
     with cw.pool.connection() as conn:
         conn.autocommit = True
         try:
-            found = deliveries.claim(conn, delivery_id, cw.stuck_after)
-            if found is not None and found.dispatched is None:
-                return _Claim(None, why_not=_not_sendable(cw, conn, delivery_id, found))
+            found = deliveries.claim_many(conn, delivery_ids, cw.stuck_after)
+            why_not = {
+                delivery_id: _not_sendable(cw, conn, delivery_id, claim)
+                for delivery_id, claim in found.items()
+                if claim.dispatched is None
+            }
         finally:
             with suppress(psycopg.Error):  # a broken connection is dropped by the pool
                 conn.autocommit = False
-    if found is None:
-        return _Claim(None, why_not="missing")
-    claimed = found.dispatched
-    attempt_number = found.attempts + 1
-    _log("delivery.dispatched", claimed, attempt_number=attempt_number)
-    return _Claim(claimed, attempt_number)
+    claimed = []
+    for delivery_id in delivery_ids:
+        claim = found.get(delivery_id)
+        if claim is None:
+            why_not[delivery_id] = "missing"
+        elif claim.dispatched is not None:
+            claimed.append((claim.dispatched, claim.attempts + 1))
+            _log("delivery.dispatched", claim.dispatched, attempt_number=claim.attempts + 1)
+    return claimed, why_not
 
 
 def _not_sendable(
@@ -167,100 +172,228 @@ def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
     )
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A send that happened: the claimed delivery, what its adapter said, and when the
+    claim's transaction started it (on the database's clock)."""
+
+    delivery: Delivery
+    outcome: _Outcome
+    started_at: dt.datetime
+
+
 RECORD_TRIES = 3
 
 
-def _record(
-    cw: Chimeway, delivery: Delivery, outcome: _Outcome, started_at: dt.datetime
-) -> DispatchResult:
-    """Record the outcome of a send that happened. The outcome exists only in this process
-    now, so a lost connection is retried here rather than by re-sending."""
+def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
+    """Record the sends in one transaction. The outcomes exist only in this process now: a
+    lost connection is retried here rather than by re-sending, and if the batch fails for
+    another reason each send is recorded on its own, so one bad row fails alone."""
+    try:
+        return _record_retrying(cw, sent)
+    except psycopg.OperationalError:
+        raise
+    except Exception:
+        if len(sent) == 1:
+            raise
+        logger.warning(
+            "recording a batch of attempts failed; recording them one by one",
+            extra={"action": "delivery.batch_record_failed", "deliveries": len(sent)},
+            exc_info=True,
+        )
+    results = []
+    failed: Exception | None = None
+    for one in sent:
+        try:
+            results.extend(_record_retrying(cw, [one]))
+        except Exception as exc:
+            logger.exception(
+                "recording an attempt failed",
+                extra={"action": "delivery.record_failed", "delivery_id": str(one.delivery.id)},
+            )
+            failed = exc
+    if failed is not None:  # the job fails and is retried; the recorded ones are skipped
+        raise failed
+    return results
+
+
+def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
     for tries in range(1, RECORD_TRIES + 1):
         try:
             with cw.pool.connection() as conn, conn.transaction():
-                return record_attempt(cw, conn, delivery, outcome, started_at)
+                return record_attempts(cw, conn, sent)
         except psycopg.OperationalError:
             if tries == RECORD_TRIES:
                 raise
             logger.warning(
-                "recording an attempt failed; trying again",
-                extra={"action": "delivery.record_retry", "delivery_id": str(delivery.id)},
+                "recording attempts failed; trying again",
+                extra={
+                    "action": "delivery.record_retry",
+                    "delivery_ids": [str(s.delivery.id) for s in sent],
+                },
                 exc_info=True,
             )
             time.sleep(0.5 * tries)
     raise AssertionError("unreachable")
 
 
-def record_attempt(
-    cw: Chimeway,
-    conn: psycopg.Connection[Any],
-    delivery: Delivery,
-    outcome: _Outcome,
-    started_at: dt.datetime,
-) -> DispatchResult:
-    """Append the attempt and move the delivery (and its run) on, in the caller's transaction."""
-    run_id = delivery.workflow_run_id
-    # Lock order: run, then delivery.
-    run = workflows.lock_run(conn, run_id) if run_id is not None else None
-    current = deliveries.lock(conn, delivery.id)
-    if current is None:  # deleted while the adapter ran (retention): nothing to record on
-        return DispatchResult(delivery.id, "recorded", "delivery no longer exists")
-    attempt = deliveries.append_attempt(
-        conn,
-        delivery.id,
-        outcome=outcome.attempt_outcome,
-        error_class=outcome.error_class,
-        error=outcome.error,
-        provider_message_id=outcome.provider_message_id,
-        provider_response=outcome.response,
-        started_at=started_at,
+def record_attempts(
+    cw: Chimeway, conn: psycopg.Connection[Any], sent: Sequence[_Sent]
+) -> list[DispatchResult]:
+    """Append each send's attempt and move its delivery (and its run) on, in the caller's
+    transaction: a few statements for any number of sends. One result per send, in order."""
+    # Lock order: runs, then deliveries (each set in id order).
+    runs = workflows.lock_runs(
+        conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
     )
-    context = {"attempt_number": attempt.attempt_number}
-    moved: Delivery | None = None
-    if current.status != S.DISPATCHED:
-        # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
-        # evidence, change nothing else.
-        result = DispatchResult(delivery.id, "recorded", f"status was {current.status}")
-    elif outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
-        moved = deliveries.transition(
-            conn,
-            delivery.id,
-            S.SUCCEEDED,
-            reason="sent",
-            context=context,
-            provider_message_id=outcome.provider_message_id,
+    current = deliveries.lock_many(conn, [s.delivery.id for s in sent])
+    present = [s for s in sent if s.delivery.id in current]
+    attempts = deliveries.append_attempts(
+        conn,
+        [
+            deliveries.NewAttempt(
+                s.delivery.id,
+                s.outcome.attempt_outcome,
+                s.started_at,
+                s.outcome.error_class,
+                s.outcome.error,
+                s.outcome.provider_message_id,
+                s.outcome.response,
+            )
+            for s in present
+        ],
+    )
+    results = {
+        s.delivery.id: DispatchResult(s.delivery.id, "recorded", "delivery no longer exists")
+        for s in sent
+        if s.delivery.id not in current
+    }
+    moves: list[deliveries.Move] = []
+    exhausted: list[deliveries.Move] = []
+    retries: dict[uuid.UUID, dt.datetime] = {}
+    now: dt.datetime | None = None
+    for s, attempt in zip(present, attempts, strict=True):
+        delivery_id, number = s.delivery.id, attempt.attempt_number
+        context = {"attempt_number": number}
+        status = current[delivery_id].status
+        if status != S.DISPATCHED:
+            # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
+            # evidence, change nothing else.
+            results[delivery_id] = DispatchResult(delivery_id, "recorded", f"status was {status}")
+        elif s.outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
+            moves.append(
+                deliveries.Move(
+                    delivery_id,
+                    S.SUCCEEDED,
+                    "sent",
+                    context=context,
+                    provider_message_id=s.outcome.provider_message_id,
+                )
+            )
+            results[delivery_id] = DispatchResult(delivery_id, "succeeded")
+        elif s.outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
+            reason = (
+                DeliveryReason.BOUNCED
+                if s.outcome.error_class == ErrorClass.BOUNCED
+                else DeliveryReason.PERMANENT_FAILURE
+            )
+            moves.append(deliveries.Move(delivery_id, S.CANCELLED, reason, reason, context))
+            results[delivery_id] = DispatchResult(delivery_id, "cancelled", reason)
+        elif number >= current[delivery_id].max_attempts:
+            moves.append(deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context))
+            exhausted.append(
+                deliveries.Move(
+                    delivery_id,
+                    S.CANCELLED,
+                    DeliveryReason.RETRIES_EXHAUSTED,
+                    DeliveryReason.RETRIES_EXHAUSTED,
+                    context,
+                )
+            )
+            results[delivery_id] = DispatchResult(
+                delivery_id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED
+            )
+        else:
+            now = now or db.now(conn)
+            retry_at = now + cw.retry_policy(s.delivery.channel).delay(number)
+            retries[delivery_id] = retry_at
+            moves.append(
+                deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context, retry_at)
+            )
+            results[delivery_id] = DispatchResult(
+                delivery_id, "retry_scheduled", f"retry at {retry_at}"
+            )
+    moved = {d.id: d for d in deliveries.transition_many(conn, moves)}
+    moved.update({d.id: d for d in deliveries.transition_many(conn, exhausted)})
+    for delivery_id, retry_at in retries.items():
+        # A re-driven job may already be queued for this delivery: then it is pulled to the
+        # retry time instead (a savepoint keeps this transaction alive).
+        cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
+    for s, attempt in zip(present, attempts, strict=True):
+        result = results[s.delivery.id]
+        action = {
+            "succeeded": "delivery.succeeded",
+            "cancelled": "delivery.cancelled",
+            "retry_scheduled": "delivery.retry_scheduled",
+        }.get(result.action)
+        if action == "delivery.cancelled" and result.detail == DeliveryReason.RETRIES_EXHAUSTED:
+            action = "delivery.retries_exhausted"
+        if action is not None:
+            details: dict[str, Any] = {"attempt_number": attempt.attempt_number}
+            if result.action == "cancelled":
+                details["reason"] = result.detail
+            _log(action, moved.get(s.delivery.id), **details)
+    known = [
+        progression.Known(
+            runs[s.delivery.workflow_run_id],
+            moved.get(s.delivery.id),
+            (attempt.outcome, attempt.error_class),
         )
-        _log("delivery.succeeded", moved, attempt_number=attempt.attempt_number)
-        result = DispatchResult(delivery.id, "succeeded")
-    elif outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
-        reason = (
-            DeliveryReason.BOUNCED
-            if outcome.error_class == ErrorClass.BOUNCED
-            else DeliveryReason.PERMANENT_FAILURE
-        )
-        moved = deliveries.transition(
-            conn,
-            delivery.id,
-            S.CANCELLED,
-            reason=reason,
-            suppression_reason=reason,
-            context=context,
-        )
-        _log("delivery.cancelled", moved, reason=reason)
-        result = DispatchResult(delivery.id, "cancelled", reason)
-    else:
-        result, moved = _temporary_failure(cw, conn, current, attempt.attempt_number, context)
-    if run is not None:
-        known = progression.Known(run, moved, (attempt.outcome, attempt.error_class))
-        _progress_after_record(cw, conn, run.id, known)
-    return result
+        for s, attempt in zip(present, attempts, strict=True)
+        if s.delivery.workflow_run_id in runs
+    ]
+    _progress_after_record(cw, conn, known)
+    return [results[s.delivery.id] for s in sent]
 
 
 def _progress_after_record(
-    cw: Chimeway, conn: psycopg.Connection[Any], run_id: uuid.UUID, known: progression.Known
+    cw: Chimeway, conn: psycopg.Connection[Any], known: Sequence[progression.Known]
 ) -> None:
-    """Progress the run with the attempt; if that fails, the attempt still commits and a
-    ``progress`` job takes the run on (never lose the record of a send)."""
+    """Progress the runs with their attempts, set-wise; if that fails, run by run, and a run
+    that still fails gets a ``progress`` job: the attempts commit either way (never lose the
+    record of a send). A run seen twice (two of its deliveries in one batch) is progressed
+    again afterwards, from the rows."""
+    first: dict[uuid.UUID, progression.Known] = {}
+    again: list[uuid.UUID] = []
+    for k in known:
+        if k.run.id in first:
+            again.append(k.run.id)
+        else:
+            first[k.run.id] = k
+    batch = list(first.values())
+    if len(batch) > 1:
+        try:
+            with conn.transaction():
+                progression.progress_recorded(cw, conn, batch)
+            batch = []
+        except Exception:
+            logger.warning(
+                "progressing a batch of runs after their attempts failed; one by one",
+                extra={"action": "runs.batch_failed", "runs": len(batch)},
+                exc_info=True,
+            )
+    for k in batch:
+        _progress_one(cw, conn, k.run.id, k)
+    for run_id in again:
+        _progress_one(cw, conn, run_id, None)
+
+
+def _progress_one(
+    cw: Chimeway,
+    conn: psycopg.Connection[Any],
+    run_id: uuid.UUID,
+    known: progression.Known | None,
+) -> None:
     try:
         with conn.transaction():
             progression.progress_in(cw, conn, run_id, known=known)
@@ -272,59 +405,30 @@ def _progress_after_record(
         cw.jobs.progress(conn, run_id, schedule_at=db.now(conn))
 
 
-def _temporary_failure(
-    cw: Chimeway,
-    conn: psycopg.Connection[Any],
-    delivery: Delivery,
-    attempt_number: int,
-    context: dict[str, Any],
-) -> tuple[DispatchResult, Delivery | None]:
-    exhausted = attempt_number >= delivery.max_attempts
-    retry_at = None
-    if not exhausted:
-        retry_at = db.now(conn) + cw.retry_policy(delivery.channel).delay(attempt_number)
-    moved = deliveries.transition(
-        conn,
-        delivery.id,
-        S.FAILED,
-        reason="temporary_failure",
-        retry_at=retry_at,
-        context=context,
-    )
-    if exhausted:
-        moved = deliveries.transition(
-            conn,
-            delivery.id,
-            S.CANCELLED,
-            reason=DeliveryReason.RETRIES_EXHAUSTED,
-            suppression_reason=DeliveryReason.RETRIES_EXHAUSTED,
-            context=context,
-        )
-        _log("delivery.retries_exhausted", moved, attempt_number=attempt_number)
-        return DispatchResult(delivery.id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED), moved
-    # A re-driven job may already be queued for this delivery: then it is pulled to the
-    # retry time instead (a savepoint keeps this transaction alive).
-    cw.jobs.deliver_if_not_queued(conn, delivery.id, schedule_at=retry_at)
-    _log("delivery.retry_scheduled", moved, attempt_number=attempt_number)
-    return DispatchResult(delivery.id, "retry_scheduled", f"retry at {retry_at}"), moved
-
-
 def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DispatchResult:
     """Send one delivery if it is due; safe to call twice or concurrently."""
-    claim = _claim(cw, delivery_id)
-    if claim.delivery is None:
+    return dispatch_many(cw, [delivery_id])[0]
+
+
+def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[DispatchResult]:
+    """Send the deliveries that are due (what one ``deliver`` job does): one claim for all,
+    the adapter calls side by side on the Chimeway's send threads, one transaction to record
+    them. Safe to call twice or concurrently; one result per distinct id, in order."""
+    ids = list(dict.fromkeys(delivery_ids))
+    claimed, why_not = _claim(cw, ids)
+    for delivery_id, why in why_not.items():
         logger.debug(
             "delivery skipped",
-            extra={
-                "action": "delivery.skipped",
-                "delivery_id": str(delivery_id),
-                "why": claim.why_not,
-            },
+            extra={"action": "delivery.skipped", "delivery_id": str(delivery_id), "why": why},
         )
-        return DispatchResult(delivery_id, "skipped", claim.why_not)
-    outcome = _send(cw, claim.delivery, claim.attempt_number)
+    outcomes = cw.send_all(lambda c: _send(cw, *c), claimed)
     # The claim's transaction time is when the send started, on the database's clock.
-    return _record(cw, claim.delivery, outcome, claim.delivery.status_changed_at)
+    sent = [
+        _Sent(delivery, outcome, delivery.status_changed_at)
+        for (delivery, _), outcome in zip(claimed, outcomes, strict=True)
+    ]
+    recorded = {r.delivery_id: r for r in _record(cw, sent)} if sent else {}
+    return [recorded.get(d) or DispatchResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 
 def _log(action: str, delivery: Delivery | None, **details: Any) -> None:

@@ -168,6 +168,87 @@ def _elapse_waits(
 def _active(
     cw: Chimeway, conn: Conn, run: Run, now: dt.datetime, known: Known | None = None
 ) -> ProgressResult:
+    return _apply(cw, conn, [_decide(cw, conn, run, known)])[0]
+
+
+def progress_recorded(cw: Chimeway, conn: Conn, known: Sequence[Known]) -> list[ProgressResult]:
+    """Progress the runs whose step deliveries the caller just recorded, in its transaction
+    (each run locked, then its delivery): every run is decided as :func:`progress_in` would,
+    and the decisions are written set-wise (all advances in four statements, all endings in
+    one), so a job that sent many deliveries moves their runs at the cost of a few. One
+    result per run, in order."""
+    decisions: list[_Decision] = []
+    for k in known:
+        if k.run.state == RunState.ACTIVE:
+            decisions.append(_decide(cw, conn, k.run, k))
+        else:  # waiting (a stale step's send) or finished: the one-run path says what to do
+            decisions.append(progress_in(cw, conn, k.run.id, known=k))
+    return _apply(cw, conn, decisions)
+
+
+@dataclass(frozen=True)
+class _Advance:
+    """A run (active, locked) moving its cursor to ``target``; ``prior`` explains why
+    (recorded before ``step_activated``)."""
+
+    run: Run
+    target: StepRow
+    status_reason: str
+    status_context: dict[str, Any]
+    source: str
+    prior: Sequence[workflows.Record] = ()
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """A run ending (stopped, completed): its move, its result, and what to log."""
+
+    move: workflows.Move
+    result: Completed | Stopped
+    action: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _StartWait:
+    run: Run
+    step: StepRow
+    delivery: Delivery
+    wait: WaitUntil
+    rules: Sequence[Rule]
+
+
+# What a rule decided for one run, written by :func:`_apply` with the other runs' decisions.
+_Decision = ProgressResult | _Advance | _Finish | _StartWait
+
+
+def _apply(cw: Chimeway, conn: Conn, decisions: Sequence[_Decision]) -> list[ProgressResult]:
+    """Write the decisions: advances and endings set-wise, waits one by one (each checks for
+    a signal that came early). One result per decision, in order."""
+    results: dict[int, ProgressResult] = {}
+    advances: list[tuple[int, _Advance]] = []
+    finishes: list[tuple[int, _Finish]] = []
+    for i, decision in enumerate(decisions):
+        if isinstance(decision, _Advance):
+            advances.append((i, decision))
+        elif isinstance(decision, _Finish):
+            finishes.append((i, decision))
+        elif isinstance(decision, _StartWait):
+            results[i] = _start_wait(cw, conn, decision)
+        else:
+            results[i] = decision
+    advanced = _advance_many(cw, conn, [a for _, a in advances])
+    for (i, _), result in zip(advances, advanced, strict=True):
+        results[i] = result
+    moved = workflows.update_runs(conn, [f.move for _, f in finishes])
+    for (i, finish), run in zip(finishes, moved, strict=True):
+        _log(finish.action, run, **finish.details)
+        results[i] = finish.result
+    return [results[i] for i in range(len(decisions))]
+
+
+def _decide(cw: Chimeway, conn: Conn, run: Run, known: Known | None = None) -> _Decision:
+    """What the active ``run``'s step rules say to do now (design §6)."""
     step = cw.current_step(conn, run)
     rules = _rules(step)
     if run.status_reason == SIGNAL_REASON:
@@ -204,9 +285,8 @@ def _active(
         return Noop(run.id, reason)
     wait = next((r for r in rules if isinstance(r, WaitUntil)), None)
     if wait is not None:
-        return _start_wait(cw, conn, run, step, delivery, wait, rules)
+        return _StartWait(run, step, delivery, wait, rules)
     return _complete(
-        conn,
         run,
         "implicit_completion",
         delivery.id,
@@ -222,27 +302,23 @@ def _on_outcome(
     rule: OnOutcome,
     base: dict[str, Any],
     evidence: Evidence,
-) -> ProgressResult:
+) -> _Advance | Noop:
     target = cw.step_by_key(conn, run.definition_id, rule.to_step)
     if target is None:
         return Noop(run.id, "unknown_to_step")
     context = {**base, "rule_kind": "on_outcome", "to_step": target.step_key, **evidence.as_dict()}
     _supersede_if_retrying(conn, delivery)
-    return _advance(
-        cw,
-        conn,
-        _Advance(
-            run,
-            target,
-            status_reason="progressed_on_delivery_outcome",
-            status_context=context,
-            source="progression",
-            prior=[
-                workflows.Record(
-                    "progressed_on_delivery_outcome", context, run.current_step_id, delivery.id
-                )
-            ],
-        ),
+    return _Advance(
+        run,
+        target,
+        status_reason="progressed_on_delivery_outcome",
+        status_context=context,
+        source="progression",
+        prior=[
+            workflows.Record(
+                "progressed_on_delivery_outcome", context, run.current_step_id, delivery.id
+            )
+        ],
     )
 
 
@@ -253,11 +329,10 @@ def _stop(
     outcome: Outcome,
     base: dict[str, Any],
     evidence: Evidence,
-) -> Stopped:
+) -> _Finish:
     context = {**base, "rule_kind": "stop", **evidence.as_dict()}
     _supersede_if_retrying(conn, delivery)
-    stopped = _move(
-        conn,
+    move = _moving(
         run,
         to=RunState.STOPPED,
         reason="workflow_stopped",
@@ -265,19 +340,11 @@ def _stop(
         delivery_id=delivery.id,
         terminal_reason=f"stopped_on_{outcome.value}",
     )
-    _log("run.stopped", stopped, outcome=outcome.value)
-    return Stopped(run.id, outcome)
+    return _Finish(move, Stopped(run.id, outcome), "run.stopped", {"outcome": outcome.value})
 
 
-def _start_wait(
-    cw: Chimeway,
-    conn: Conn,
-    run: Run,
-    step: StepRow,
-    delivery: Delivery,
-    wait: WaitUntil,
-    rules: Sequence[Rule],
-) -> ProgressResult:
+def _start_wait(cw: Chimeway, conn: Conn, start: _StartWait) -> ProgressResult:
+    run, delivery, wait, rules = start.run, start.delivery, start.wait, start.rules
     anchor = delivery.terminal_at or delivery.updated_at
     due_at = anchor + wait.delay
     context = {
@@ -340,12 +407,12 @@ def resume_on_signal(
     )
     _log("run.signal_received", resumed, event_name=event_name)
     step = cw.current_step(conn, resumed)
-    return _after_signal(cw, conn, resumed, step, _rules(step))
+    return _apply(cw, conn, [_after_signal(cw, conn, resumed, step, _rules(step))])[0]
 
 
 def _after_signal(
     cw: Chimeway, conn: Conn, run: Run, step: StepRow, rules: Sequence[Rule]
-) -> ProgressResult:
+) -> _Decision:
     """A signal cancelled the wait: follow the step's OnSignal rule, or complete the run."""
     event = str(run.status_context.get("event_name"))
     rule = next((r for r in rules if isinstance(r, OnSignal) and r.event == event), None)
@@ -359,20 +426,15 @@ def _after_signal(
             "from_step": step.step_key,
             "to_step": target.step_key,
         }
-        return _advance(
-            cw,
-            conn,
-            _Advance(
-                run,
-                target,
-                status_reason="progressed_on_signal",
-                status_context=context,
-                source="signal",
-                prior=[workflows.Record("progressed_on_signal", context, step.id)],
-            ),
+        return _Advance(
+            run,
+            target,
+            status_reason="progressed_on_signal",
+            status_context=context,
+            source="signal",
+            prior=[workflows.Record("progressed_on_signal", context, step.id)],
         )
     return _complete(
-        conn,
         run,
         "wait_cancelled_by_signal",
         None,
@@ -381,14 +443,12 @@ def _after_signal(
 
 
 def _complete(
-    conn: Conn,
     run: Run,
     terminal_reason: str,
     delivery_id: uuid.UUID | None,
     context: dict[str, Any],
-) -> Completed:
-    completed = _move(
-        conn,
+) -> _Finish:
+    move = _moving(
         run,
         to=RunState.COMPLETED,
         reason="workflow_completed",
@@ -396,25 +456,8 @@ def _complete(
         delivery_id=delivery_id,
         terminal_reason=terminal_reason,
     )
-    _log("run.completed", completed, terminal_reason=terminal_reason)
-    return Completed(run.id, terminal_reason)
-
-
-@dataclass(frozen=True)
-class _Advance:
-    """A run (active, locked) moving its cursor to ``target``; ``prior`` explains why
-    (recorded before ``step_activated``)."""
-
-    run: Run
-    target: StepRow
-    status_reason: str
-    status_context: dict[str, Any]
-    source: str
-    prior: Sequence[workflows.Record] = ()
-
-
-def _advance(cw: Chimeway, conn: Conn, advance: _Advance) -> Advanced:
-    return _advance_many(cw, conn, [advance])[0]
+    details = {"terminal_reason": terminal_reason}
+    return _Finish(move, Completed(run.id, terminal_reason), "run.completed", details)
 
 
 def _advance_many(cw: Chimeway, conn: Conn, advances: Sequence[_Advance]) -> list[Advanced]:

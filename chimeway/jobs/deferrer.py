@@ -22,6 +22,7 @@ from chimeway import db
 NAMESPACE = "chimeway"
 QUEUES = {
     "deliver": "chimeway_delivery",
+    "deliver_many": "chimeway_delivery",
     "progress": "chimeway_progress",
     "route_signal": "chimeway_signals",
     "sweep": "chimeway_maintenance",
@@ -55,9 +56,10 @@ def _pull_earlier(
 
 
 class Deferrer:
-    def __init__(self) -> None:
+    def __init__(self, delivery_batch_size: int = 1) -> None:
         # Never opened: with `connection=` it writes through the caller's connection only.
         self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+        self.delivery_batch_size = delivery_batch_size
 
     def _configure(self, task: str, conn: psycopg.Connection[Any], **options: Any) -> Any:
         return self._app.configure_task(TASKS[task], queue=QUEUES[task], connection=conn, **options)
@@ -69,12 +71,20 @@ class Deferrer:
         *,
         schedule_at: dt.datetime | None = None,
     ) -> list[int]:
-        """One ``deliver`` job per delivery, in one round trip.
+        """Jobs that send these deliveries, in one round trip.
 
-        Each job carries the queueing lock ``chimeway:deliver:<id>``: at most one job per
-        delivery waits in the queue, so a sweep that re-drives a delivery whose job is still
-        queued gets ``AlreadyEnqueued`` instead of a second job.
+        Planned together (a fan-out, runs advancing together), they share ``deliver_many``
+        jobs of up to ``delivery_batch_size`` ids each, so the queue's cost per job is paid
+        once per chunk. Alone (or with a batch size of 1), a delivery gets a ``deliver`` job
+        with the queueing lock ``chimeway:deliver:<id>``: at most one such job per delivery
+        waits in the queue, so a sweep that re-drives a delivery whose job is still queued
+        gets ``AlreadyEnqueued`` instead of a second job (the sweep also skips deliveries a
+        queued chunk holds). A delivery sent twice is still sent once: the claim is guarded.
         """
+        if len(delivery_ids) > 1 and self.delivery_batch_size > 1:
+            return _defer_chunks(
+                conn, delivery_ids, chunk=self.delivery_batch_size, scheduled_at=schedule_at
+            )
         return _defer_per_id(
             conn,
             "deliver",
@@ -174,4 +184,27 @@ def _defer_per_id(
                 f"a {TASKS[task]} job is already queued for one of {len(ids)} ids"
             ) from exc
         raise
+    return [row[0] for row in rows]
+
+
+def _defer_chunks(
+    conn: psycopg.Connection[Any],
+    delivery_ids: Sequence[uuid.UUID],
+    *,
+    chunk: int,
+    scheduled_at: dt.datetime | None,
+) -> list[int]:
+    """``deliver_many`` jobs of up to ``chunk`` deliveries each, built in the database."""
+    rows = conn.execute(
+        db.query("jobs_defer_chunks"),
+        {
+            "queue": QUEUES["deliver_many"],
+            "task": TASKS["deliver_many"],
+            "priority": 0,
+            "arg": "delivery_ids",
+            "ids": list(delivery_ids),
+            "chunk": chunk,
+            "scheduled_at": scheduled_at,
+        },
+    ).fetchall()
     return [row[0] for row in rows]

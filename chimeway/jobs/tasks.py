@@ -9,6 +9,7 @@ separate transaction, so a crash can run one twice.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import procrastinate
@@ -31,6 +32,11 @@ def build_blueprint(cw: Chimeway) -> procrastinate.Blueprint:
     @blueprint.task(name="deliver", queue=QUEUES["deliver"], retry=INFRA_RETRY)
     def deliver(delivery_id: str) -> str:
         return dispatch.dispatch(cw, uuid.UUID(delivery_id)).action
+
+    @blueprint.task(name="deliver_many", queue=QUEUES["deliver_many"], retry=INFRA_RETRY)
+    def deliver_many(delivery_ids: list[str]) -> dict[str, int]:
+        results = dispatch.dispatch_many(cw, [uuid.UUID(d) for d in delivery_ids])
+        return dict(Counter(r.action for r in results))
 
     @blueprint.task(name="progress", queue=QUEUES["progress"], retry=INFRA_RETRY)
     def progress(run_id: str) -> str:

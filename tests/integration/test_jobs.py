@@ -1,4 +1,5 @@
-"""The deferrer: jobs built in the database, one per id, exactly as Procrastinate's own."""
+"""The deferrer: jobs built in the database, one per id or one per chunk of deliveries,
+exactly as Procrastinate's own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import Chimeway
+from chimeway.jobs.deferrer import Deferrer
 
 
 def job_rows(url: str) -> list[tuple[object, ...]]:
@@ -20,11 +22,13 @@ def job_rows(url: str) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
-def test_deliver_jobs_one_per_delivery_in_order(cw: Chimeway, committed_db: str) -> None:
+def test_deliver_jobs_one_per_delivery_in_order_when_not_batched(
+    cw: Chimeway, committed_db: str
+) -> None:
     ids = [uuid.uuid4() for _ in range(3)]
     at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     with cw.transaction() as conn:
-        job_ids = cw.jobs.deliver(conn, ids, schedule_at=at)
+        job_ids = Deferrer(delivery_batch_size=1).deliver(conn, ids, schedule_at=at)
     rows = job_rows(committed_db)
     assert [r[0] for r in rows] == job_ids
     assert [r[1:] for r in rows] == [
@@ -39,6 +43,44 @@ def test_deliver_jobs_one_per_delivery_in_order(cw: Chimeway, committed_db: str)
             at,
         )
         for d in ids
+    ]
+
+
+def test_deliveries_planned_together_share_chunk_jobs_in_order(
+    cw: Chimeway, committed_db: str
+) -> None:
+    ids = [uuid.uuid4() for _ in range(5)]
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    with cw.transaction() as conn:
+        job_ids = Deferrer(delivery_batch_size=2).deliver(conn, ids, schedule_at=at)
+    rows = job_rows(committed_db)
+    assert [r[0] for r in rows] == job_ids
+    assert (
+        [r[1:] for r in rows]
+        == [
+            (
+                "chimeway_delivery",
+                "chimeway:deliver_many",
+                0,
+                None,
+                None,  # no queueing lock: the sweep looks inside queued chunks instead
+                {"delivery_ids": [str(d) for d in chunk]},
+                "todo",
+                at,
+            )
+            for chunk in (ids[0:2], ids[2:4], ids[4:])
+        ]
+    )
+
+
+def test_a_lone_delivery_gets_its_locked_job_even_when_batching(
+    cw: Chimeway, committed_db: str
+) -> None:
+    delivery_id = uuid.uuid4()
+    with cw.transaction() as conn:
+        Deferrer(delivery_batch_size=50).deliver(conn, [delivery_id])
+    assert [(r[2], r[5]) for r in job_rows(committed_db)] == [
+        ("chimeway:deliver", f"chimeway:deliver:{delivery_id}")
     ]
 
 
@@ -60,10 +102,11 @@ def test_a_queued_delivery_makes_the_batch_already_enqueued(
     cw: Chimeway, committed_db: str
 ) -> None:
     queued, fresh = uuid.uuid4(), uuid.uuid4()
+    unbatched = Deferrer(delivery_batch_size=1)
     with cw.transaction() as conn:
-        cw.jobs.deliver(conn, [queued])
+        unbatched.deliver(conn, [queued])
     with pytest.raises(AlreadyEnqueued), cw.transaction() as conn:
-        cw.jobs.deliver(conn, [fresh, queued])
+        unbatched.deliver(conn, [fresh, queued])
     assert [r[5] for r in job_rows(committed_db)] == [f"chimeway:deliver:{queued}"]
 
 

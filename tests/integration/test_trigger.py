@@ -22,7 +22,7 @@ from tests.integration.conftest import count, counts
 from tests.integration.notifiers import Welcome, in_app
 
 
-def test_trigger_writes_event_notifications_deliveries_and_one_job_each(
+def test_trigger_writes_event_notifications_deliveries_and_their_jobs(
     cw: Chimeway, committed_db: str
 ) -> None:
     result = cw.trigger(
@@ -40,12 +40,19 @@ def test_trigger_writes_event_notifications_deliveries_and_one_job_each(
         count(committed_db, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'pending'")
         == 4
     )
-    jobs = count(
-        committed_db,
-        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:deliver' "
-        "AND queue_name = 'chimeway_delivery' AND status = 'todo'",
-    )
-    assert jobs == 4
+    with psycopg.connect(committed_db) as conn:
+        jobs = conn.execute(
+            "SELECT task_name, queue_name, status, args FROM procrastinate_jobs"
+        ).fetchall()
+    # Planned together, the four deliveries share one job (delivery_batch_size 50).
+    assert jobs == [
+        (
+            "chimeway:deliver_many",
+            "chimeway_delivery",
+            "todo",
+            {"delivery_ids": [str(d) for d in result.delivery_ids]},
+        )
+    ]
     with psycopg.connect(committed_db) as conn:
         row = conn.execute(
             "SELECT tenant_id, notification_key, notification_version, correlation_id, payload "
@@ -172,7 +179,7 @@ def test_many_recipients_are_written_in_batches_with_one_batch_defer(
     assert len(result.delivery_ids) == 2500
     # savepoint handling + event + 3 notification batches + 3 delivery batches + 1 defer
     assert CountingCursor.executed <= 12
-    assert counts(committed_db)["procrastinate_jobs"] == 2500
+    assert counts(committed_db)["procrastinate_jobs"] == 2500 / 50  # delivery_batch_size
 
 
 @pytest.mark.parametrize(

@@ -32,3 +32,18 @@ SELECT unnest(procrastinate_defer_jobs_v1(array_agg(
     ORDER BY x.n
 ))) AS id
 FROM unnest(%(ids)s::uuid[], %(scheduled_at)s::timestamptz[]) WITH ORDINALITY AS x (id, at, n)
+
+-- name: jobs_defer_chunks
+-- One job per chunk of up to `chunk` ids, {<arg>: ["<id>", ...]} in input order, without a
+-- queueing lock, built server-side like jobs_defer_per_id; job ids come back in chunk order.
+SELECT unnest(procrastinate_defer_jobs_v1(array_agg(
+    ROW(%(queue)s, %(task)s, %(priority)s, NULL, NULL,
+        jsonb_build_object(%(arg)s::text, c.ids), %(scheduled_at)s::timestamptz
+    )::procrastinate_job_to_defer_v1
+    ORDER BY c.k
+))) AS id
+FROM (
+    SELECT (x.n - 1) / %(chunk)s AS k, jsonb_agg(x.id::text ORDER BY x.n) AS ids
+    FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS x (id, n)
+    GROUP BY 1
+) AS c

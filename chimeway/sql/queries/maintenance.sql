@@ -32,11 +32,17 @@ ORDER BY r.suspended_until
 LIMIT %(limit)s
 
 -- name: deliveries_stuck_list
--- Ready deliveries that have waited too long for a send, failed ones whose retry is overdue,
--- and dispatched ones whose worker went silent: each needs a deliver job again.
-SELECT id FROM chimeway_deliveries
+-- Ready deliveries that have waited too long for a send (and are in no queued chunk job: a
+-- backlog is not a lost job), failed ones whose retry is overdue, and dispatched ones whose
+-- worker went silent: each needs a deliver job again.
+SELECT id FROM chimeway_deliveries d
 WHERE status = 'pending' AND orchestration_state = 'ready'
   AND status_changed_at < now() - %(pending_after)s::interval
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs j
+      WHERE j.task_name = 'chimeway:deliver_many' AND j.status = 'todo'
+        AND j.args -> 'delivery_ids' ? d.id::text
+  )
 UNION ALL
 SELECT id FROM chimeway_deliveries
 WHERE status = 'dispatched' AND status_changed_at < now() - %(dispatched_after)s::interval

@@ -1,0 +1,285 @@
+"""Deliveries sent in batches (one ``deliver_many`` job per chunk of a fan-out): the same
+rows as one job per delivery, each delivery sent once however batches overlap, and one bad
+row failing alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from chimeway import (
+    Bounced,
+    Chimeway,
+    InvalidArgument,
+    OnOutcome,
+    Permanent,
+    RunState,
+    Sent,
+    Step,
+    Stop,
+    Temporary,
+    Triggered,
+    WaitUntil,
+    Workflow,
+)
+from chimeway.adapters import DeliveryRequest
+from tests.integration.conftest import concurrently, count
+from tests.integration.notifiers import WithWorkflow
+from tests.integration.snapshots import snapshot
+
+BRANCHING = Workflow(
+    key="branching",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[
+                OnOutcome(outcome="delivered", to_step="email"),
+                Stop(outcome="bounced"),
+                WaitUntil(delay=dt.timedelta(hours=1), to_step="email"),
+            ],
+        ),
+        Step("email", channel="email"),
+    ],
+)
+
+# What the adapter does for a recipient named "<scenario>-<n>", call after call.
+SCRIPTS: dict[str, list[Any]] = {
+    "sent": [],
+    "alsosent": [],
+    "bounced": [Bounced("mailbox full")],
+    "rejected": [Permanent("no such user")],
+    "retrying": [Temporary("timeout")],
+    "exhausted": [Temporary("timeout")],  # its delivery allows one attempt only
+    "crashing": [RuntimeError("adapter bug")],
+}
+
+
+class ByRecipient:
+    """Answers by the recipient's scenario; counts calls per delivery."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scripts: dict[str, deque[Any]] = {}
+        self.calls: Counter[uuid.UUID] = Counter()
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        with self._lock:
+            self.calls[request.delivery_id] += 1
+            script = self._scripts.setdefault(
+                request.recipient_id, deque(SCRIPTS[request.recipient_id.split("-")[0]])
+            )
+            scripted = script.popleft() if script else None
+        if scripted is not None:
+            raise scripted
+        return Sent(provider_message_id="p-1", meta={"ok": True})
+
+
+def start(cw: Chimeway, users: list[str], key: str = "k") -> Triggered:
+    result = cw.trigger(
+        WithWorkflow(BRANCHING), {"users": users}, tenant_id="t", idempotency_key=key
+    )
+    assert isinstance(result, Triggered)
+    return result
+
+
+def step_deliveries(url: str, step: str) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
+    """recipient -> (delivery, run) for the deliveries of ``step``."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT d.recipient_id, d.id, d.workflow_run_id FROM chimeway_deliveries d "
+            "JOIN chimeway_workflow_steps s ON s.id = d.workflow_step_id WHERE s.step_key = %s",
+            [step],
+        ).fetchall()
+    return {recipient: (delivery, run) for recipient, delivery, run in rows}
+
+
+def test_a_batch_writes_what_one_job_per_delivery_writes(make_cw: Any, committed_db: str) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    users = [f"{scenario}-{n}" for n in (1, 2) for scenario in SCRIPTS]
+    start(cw, users)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute(
+            "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
+        )
+    notices = step_deliveries(committed_db, "notice")
+    for scenario in SCRIPTS:  # one job per delivery
+        cw.deliver(notices[f"{scenario}-1"][0])
+    batch = [notices[f"{scenario}-2"][0] for scenario in SCRIPTS]
+    results = cw.deliver_many(batch)  # one job for all
+    assert [(r.delivery_id, r.action) for r in results] == list(
+        zip(
+            batch,
+            [
+                "succeeded",
+                "succeeded",
+                "cancelled",
+                "cancelled",
+                "retry_scheduled",
+                "cancelled",
+                "retry_scheduled",
+            ],
+            strict=True,
+        )
+    )
+    emails = step_deliveries(committed_db, "email")  # planned by the advancing runs
+    assert sorted(emails) == ["alsosent-1", "alsosent-2", "sent-1", "sent-2"]
+    cw.deliver(emails["sent-1"][0])
+    cw.deliver(emails["alsosent-1"][0])
+    assert [
+        r.action for r in cw.deliver_many([emails[u][0] for u in ("sent-2", "alsosent-2")])
+    ] == [
+        "succeeded",
+        "succeeded",
+    ]
+
+    states = {u: cw.workflows.explain("t", run).state for u, (_, run) in notices.items()}
+    assert {u: s for u, s in states.items() if u.endswith("-2")} == {
+        "sent-2": RunState.COMPLETED,
+        "alsosent-2": RunState.COMPLETED,
+        "bounced-2": RunState.STOPPED,
+        "rejected-2": RunState.WAITING,
+        "retrying-2": RunState.ACTIVE,
+        "exhausted-2": RunState.WAITING,
+        "crashing-2": RunState.ACTIVE,
+    }
+    for scenario in SCRIPTS:
+        one, many = notices[f"{scenario}-1"][1], notices[f"{scenario}-2"][1]
+        assert snapshot(committed_db, many) == snapshot(committed_db, one), scenario
+    assert set(adapter.calls.values()) == {1}
+
+
+def test_overlapping_batches_send_each_delivery_once(make_cw: Any, committed_db: str) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter}, pool_max_size=12)
+    runs = start(cw, [f"sent-{i}" for i in range(40)]).run_ids
+    ids = [d for d, _ in step_deliveries(committed_db, "notice").values()]
+    orders = []
+    for seed in range(6):  # every worker gets all the ids, each in its own order
+        order = list(ids)
+        random.Random(seed).shuffle(order)
+        orders.append(order)
+    queue = iter(orders)
+    lock = threading.Lock()
+
+    def worker() -> list[str]:
+        with lock:
+            order = next(queue)
+        return [r.action for r in cw.deliver_many(order)]
+
+    outcomes = Counter(a for actions in concurrently(6, worker) for a in actions)
+    assert outcomes == {"succeeded": 40, "skipped": 200}
+    assert set(adapter.calls.values()) == {1} and len(adapter.calls) == 40
+    assert count(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 40
+    emails = step_deliveries(committed_db, "email")
+    assert sorted(run for _, run in emails.values()) == sorted(runs)  # each advanced once
+
+
+class Rendezvous:
+    """An adapter whose calls succeed only if ``parties`` of them are in flight together."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        self.barrier.wait()  # BrokenBarrierError (a failed attempt) if the calls were serial
+        return Sent(provider_message_id="p")
+
+
+def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) -> None:
+    adapter = Rendezvous(4)
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter}, send_concurrency=4)
+    start(cw, [f"sent-{i}" for i in range(4)])
+    ids = [d for d, _ in step_deliveries(committed_db, "notice").values()]
+    assert [r.action for r in cw.deliver_many(ids)] == ["succeeded"] * 4
+
+
+def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
+    cw = make_cw(send_concurrency=1)
+    assert cw.send_all(lambda _: threading.get_ident(), [1, 2, 3]) == [threading.get_ident()] * 3
+    many = make_cw(send_concurrency=3)
+    assert many.send_all(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+
+
+def refuse(url: str, table: str, column: str, value: uuid.UUID) -> None:
+    """A database trigger that refuses rows of ``table`` whose ``column`` is ``value``."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'corrupt row'; END $$"
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER refuse_row BEFORE INSERT ON {} FOR EACH ROW"
+                " WHEN (NEW.{} = {}) EXECUTE FUNCTION refuse_row()"
+            ).format(sql.Identifier(table), sql.Identifier(column), sql.Literal(str(value)))
+        )
+
+
+def test_one_attempt_the_database_refuses_fails_alone(make_cw: Any, committed_db: str) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    start(cw, ["sent-1", "sent-2", "sent-3"])
+    notices = step_deliveries(committed_db, "notice")
+    bad = notices["sent-2"][0]
+    refuse(committed_db, "chimeway_delivery_attempts", "delivery_id", bad)
+    with pytest.raises(psycopg.errors.RaiseException, match="corrupt row"):
+        cw.deliver_many([d for d, _ in notices.values()])
+    for user, (delivery_id, _) in notices.items():
+        status = cw.delivery("t", delivery_id).status
+        # The bad one stays dispatched: a takeover after stuck_after tries it again.
+        assert status == ("dispatched" if delivery_id == bad else "succeeded"), user
+    assert sorted(step_deliveries(committed_db, "email")) == ["sent-1", "sent-3"]
+
+
+def test_one_run_the_database_refuses_to_advance_gets_a_progress_job(
+    make_cw: Any, committed_db: str
+) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    start(cw, ["sent-1", "sent-2", "sent-3"])
+    notices = step_deliveries(committed_db, "notice")
+    bad_run = notices["sent-2"][1]
+    refuse(committed_db, "chimeway_deliveries", "workflow_run_id", bad_run)
+    results = cw.deliver_many([d for d, _ in notices.values()])
+    assert [r.action for r in results] == ["succeeded"] * 3  # every attempt is recorded
+    assert sorted(step_deliveries(committed_db, "email")) == ["sent-1", "sent-3"]
+    assert cw.workflows.explain("t", bad_run).state == RunState.ACTIVE
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
+            "AND args->>'run_id' = %s",
+            str(bad_run),
+        )
+        == 1
+    )
+
+
+def test_the_sweep_leaves_deliveries_a_queued_chunk_holds(cw: Chimeway, committed_db: str) -> None:
+    start(cw, ["sent-1", "sent-2", "sent-3"])
+    with psycopg.connect(committed_db) as conn:  # long ago: they look stuck
+        conn.execute("UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day'")
+    assert cw.sweep().deliveries_redriven == 0  # a backlog, not a lost job
+    with psycopg.connect(committed_db) as conn:  # the chunk job is lost
+        conn.execute("DELETE FROM procrastinate_jobs")
+    assert cw.sweep().deliveries_redriven == 3
+
+
+@pytest.mark.parametrize("option", ["delivery_batch_size", "send_concurrency"])
+@pytest.mark.parametrize("value", [0, -1, True, 2.5, "5"])
+def test_batch_options_must_be_whole_numbers_of_at_least_one(
+    committed_db: str, option: str, value: Any
+) -> None:
+    with pytest.raises(InvalidArgument, match=f"{option} must be a whole number of at least 1"):
+        Chimeway(committed_db, **{option: value})
