@@ -1,9 +1,10 @@
 """The application the benchmark workers run: ``chimeway worker --app bench.bench_app:build``.
 
-Configured from the environment: ``CHIMEWAY_DATABASE_URL`` and ``BENCH_LATENCY_MS`` (how long
-the adapter sleeps per send, simulating a provider; 0 returns at once). Besides Chimeway's
-tasks it registers the raw Procrastinate tasks the baselines use, on the same App, so the
-baseline runs under exactly the same worker settings:
+Configured from the environment: ``CHIMEWAY_DATABASE_URL``, ``BENCH_LATENCY_MS`` (how long
+the adapter sleeps per send, simulating a provider; 0 returns at once) and
+``BENCH_DELIVERY_BATCH_SIZE`` (Chimeway's ``delivery_batch_size``; unset: its default).
+Besides Chimeway's tasks it registers the raw Procrastinate tasks the baselines use, on the
+same App, so the baseline runs under exactly the same worker settings:
 
 * ``bench.noop`` (sync, like Chimeway's tasks) and ``bench.noop_async``: do nothing;
 * ``bench.stamp(seq)``: records ``time.time()`` at task start into ``bench_stamps``.
@@ -12,6 +13,7 @@ baseline runs under exactly the same worker settings:
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import os
 import time
 from typing import Any
@@ -140,12 +142,20 @@ class SleepAdapter:
         return Sent(provider_message_id=f"bench-{request.delivery_id}")
 
 
+def build_defaults() -> dict[str, Any]:
+    """The Chimeway settings the benchmarks do not set themselves, as the library has them."""
+    params = inspect.signature(Chimeway).parameters
+    return {name: params[name].default for name in ("delivery_batch_size", "send_concurrency")}
+
+
 def build(url: str | None = None) -> Chimeway:
     latency = float(os.environ.get("BENCH_LATENCY_MS", "0")) / 1000
+    batch = os.environ.get("BENCH_DELIVERY_BATCH_SIZE")
     cw = Chimeway(
         url or os.environ["CHIMEWAY_DATABASE_URL"],
         notifiers=[TwoStep, Plain, SignalWait, Timers],
         default_adapter=SleepAdapter(latency),
+        **({"delivery_batch_size": int(batch)} if batch else {}),
     )
     app = cw.procrastinate
 

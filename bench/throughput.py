@@ -5,11 +5,13 @@ after the Chimeway phase in the same run.
 
     .venv/bin/python -m bench.throughput                   # adapter returns at once
     .venv/bin/python -m bench.throughput --latency-ms 50   # adapter sleeps 50 ms per send
+    .venv/bin/python -m bench.throughput --delivery-batch-size 1   # one job per delivery
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -90,14 +92,22 @@ def main() -> None:
     p.add_argument("--n", type=int, default=5000, help="recipients (2 steps each)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="adapter sleep per send")
     p.add_argument("--raw-task", default="bench.noop", choices=["bench.noop", "bench.noop_async"])
+    p.add_argument(
+        "--delivery-batch-size",
+        type=int,
+        default=None,
+        help="Chimeway's delivery_batch_size (default: Chimeway's default)",
+    )
     p.add_argument("--timeout", type=float, default=600)
     common.worker_options(p, processes=2)
     args = p.parse_args()
     jobs = 2 * args.n  # the same number of jobs as Chimeway steps
+    env = {"BENCH_LATENCY_MS": str(args.latency_ms)}
+    if args.delivery_batch_size is not None:
+        env["BENCH_DELIVERY_BATCH_SIZE"] = str(args.delivery_batch_size)
+    os.environ.update(env)  # the triggering process plans the same jobs as the workers
     with common.fresh_database(args.database_url, "throughput", args.keep_db) as url:
-        workers = Workers.from_args(
-            url, args, "throughput", env={"BENCH_LATENCY_MS": str(args.latency_ms)}
-        )
+        workers = Workers.from_args(url, args, "throughput", env=env)
         with workers:
             common.note(f"workers up (log {workers.log}); raw baseline: {jobs} jobs")
             raw_before = raw_phase(url, workers, jobs, args.raw_task, args.timeout)
@@ -109,7 +119,8 @@ def main() -> None:
             peak = workers.peak_rss_mb()
         raw = (raw_before["per_s"] + raw_after["per_s"]) / 2
         ratio = chimeway["per_s"] / raw
-        label = f"chimeway steps (adapter {args.latency_ms:g} ms)"
+        batch = args.delivery_batch_size or bench_app.build_defaults()["delivery_batch_size"]
+        label = f"chimeway steps (adapter {args.latency_ms:g} ms, batch {batch})"
 
         def row(name: str, phase: dict[str, Any], work: int) -> list[Any]:
             return [
@@ -152,6 +163,7 @@ def main() -> None:
             {
                 "n": args.n,
                 "latency_ms": args.latency_ms,
+                "delivery_batch_size": batch,
                 "processes": args.processes,
                 "concurrency": args.concurrency,
                 "poll_interval": args.poll_interval,
