@@ -139,11 +139,13 @@ def render_states_doc() -> str:
      {REGENERATE} -->
 
 Deliveries and workflow runs each have a status column that changes in exactly one guarded
-function: `chimeway.deliveries.transition` and `chimeway.workflows.update_runs`. Each allows
-only the moves in its module's `ALLOWED` table and writes a history row with the move
-(`chimeway_delivery_transitions`, `chimeway_workflow_transitions`); a move the table does not
-allow raises `InvalidTransition` and changes nothing. The diagrams and tables below are drawn
-from those tables, and `tests/docs` fails when they drift.
+function, one statement for any number of rows: `chimeway.deliveries.transition_many` (with
+`transition` for one delivery, and `claim_many` for the move to `dispatched`) and
+`chimeway.workflows.update_runs`. Each allows only the moves in its module's `ALLOWED` table
+and writes a history row with the move (`chimeway_delivery_transitions`,
+`chimeway_workflow_transitions`); a move the table does not allow changes nothing (and raises
+`InvalidTransition` where the caller asked for that one move). The diagrams and tables
+below are drawn from those tables, and `tests/docs` fails when they drift.
 
 ## Deliveries
 
