@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
-from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import db, progression
 
@@ -120,12 +119,7 @@ def arm_timers(cw: Chimeway) -> int:
                 db.query("runs_to_arm"),
                 {"horizon": cw.maintenance.timer_horizon, "limit": cw.maintenance.batch_size},
             ).fetchall()
-            try:
-                with conn.transaction():
-                    cw.jobs.progress_many(conn, rows)
-            except AlreadyEnqueued:  # another sweeper armed some meanwhile: one by one
-                for run_id, due_at in rows:
-                    cw.jobs.progress(conn, run_id, schedule_at=due_at)
+            cw.jobs.timers(conn, rows)  # another sweeper may have armed some meanwhile
         armed += len(rows)
         if len(rows) < cw.maintenance.batch_size:
             return armed

@@ -5,6 +5,11 @@ locks the run, then the active step's delivery, reads the delivery's outcome fro
 and persists exactly one decision (advance, wait, stop, complete) with its transitions and
 the job that must follow it, or returns a :class:`Noop` with the reason. Re-entry is always
 a noop, so concurrent or repeated calls never plan a second delivery.
+
+Many runs at once (a chunk job's runs, :func:`progress_recorded`; a batch of due waits,
+:func:`progress_due_runs`) go through the same code: each run is decided on its own
+(``_decide``, ``_elapse_waits``) and the decisions are written together (``_apply``,
+``_advance_many``), a few statements whatever their number.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from chimeway import db, deliveries, workflows
 from chimeway.deliveries import Delivery, PlannedDelivery
@@ -223,18 +229,19 @@ _Decision = ProgressResult | _Advance | _Finish | _StartWait
 
 
 def _apply(cw: Chimeway, conn: Conn, decisions: Sequence[_Decision]) -> list[ProgressResult]:
-    """Write the decisions: advances and endings set-wise, waits one by one (each checks for
-    a signal that came early). One result per decision, in order."""
+    """Write the decisions set-wise: advances, endings, waits. One result per decision, in
+    order."""
     results: dict[int, ProgressResult] = {}
     advances: list[tuple[int, _Advance]] = []
     finishes: list[tuple[int, _Finish]] = []
+    waits: list[tuple[int, _StartWait]] = []
     for i, decision in enumerate(decisions):
         if isinstance(decision, _Advance):
             advances.append((i, decision))
         elif isinstance(decision, _Finish):
             finishes.append((i, decision))
         elif isinstance(decision, _StartWait):
-            results[i] = _start_wait(cw, conn, decision)
+            waits.append((i, decision))
         else:
             results[i] = decision
     advanced = _advance_many(cw, conn, [a for _, a in advances])
@@ -244,6 +251,8 @@ def _apply(cw: Chimeway, conn: Conn, decisions: Sequence[_Decision]) -> list[Pro
     for (i, finish), run in zip(finishes, moved, strict=True):
         _log(finish.action, run, **finish.details)
         results[i] = finish.result
+    for (i, _), waited in zip(waits, _start_waits(cw, conn, [w for _, w in waits]), strict=True):
+        results[i] = waited
     return [results[i] for i in range(len(decisions))]
 
 
@@ -343,51 +352,80 @@ def _stop(
     return _Finish(move, Stopped(run.id, outcome), "run.stopped", {"outcome": outcome.value})
 
 
-def _start_wait(cw: Chimeway, conn: Conn, start: _StartWait) -> ProgressResult:
-    run, delivery, wait, rules = start.run, start.delivery, start.wait, start.rules
-    anchor = delivery.terminal_at or delivery.updated_at
-    due_at = anchor + wait.delay
-    context = {
-        "rule_kind": "wait_until",
-        "anchor": ANCHOR,
-        "anchor_delivery_id": str(delivery.id),
-        "anchor_delivery_status": str(delivery.status),
-        "anchor_timestamp": anchor.isoformat(),
-        "due_at": due_at.isoformat(),
-        "to_step": wait.to_step,
-    }
-    # A waiting run listens for its cancel signals and for the events its OnSignal rules
-    # branch on.
-    signals = list(
-        dict.fromkeys([*wait.cancel_signals, *(r.event for r in rules if isinstance(r, OnSignal))])
+def _start_waits(cw: Chimeway, conn: Conn, starts: Sequence[_StartWait]) -> list[ProgressResult]:
+    """Put the runs to wait, with their timers: a few statements whatever their number. One
+    result per run, in order."""
+    if not starts:
+        return []
+    moves, dues, listens = [], [], []
+    for start in starts:
+        run, delivery, wait = start.run, start.delivery, start.wait
+        anchor = delivery.terminal_at or delivery.updated_at
+        due_at = anchor + wait.delay
+        context = {
+            "rule_kind": "wait_until",
+            "anchor": ANCHOR,
+            "anchor_delivery_id": str(delivery.id),
+            "anchor_delivery_status": str(delivery.status),
+            "anchor_timestamp": anchor.isoformat(),
+            "due_at": due_at.isoformat(),
+            "to_step": wait.to_step,
+        }
+        # A waiting run listens for its cancel signals and for the events its OnSignal
+        # rules branch on.
+        events = [*wait.cancel_signals, *(r.event for r in start.rules if isinstance(r, OnSignal))]
+        signals = list(dict.fromkeys(events))
+        moves.append(
+            _moving(
+                run,
+                to=RunState.WAITING,
+                reason=WAITING_REASON,
+                context=context,
+                delivery_id=delivery.id,
+                suspended_until=due_at,
+                pending_signals=signals,
+            )
+        )
+        dues.append(due_at)
+        listens.append(signals)
+    waiting = workflows.update_runs(conn, moves)
+    horizon = db.now(conn) + cw.maintenance.timer_horizon
+    # Later waits get their timers from a sweep when they come within the horizon.
+    cw.jobs.timers(
+        conn, [(r.id, due) for r, due in zip(waiting, dues, strict=True) if due <= horizon]
     )
-    waiting = _move(
-        conn,
-        run,
-        to=RunState.WAITING,
-        reason=WAITING_REASON,
-        context=context,
-        delivery_id=delivery.id,
-        suspended_until=due_at,
-        pending_signals=signals,
-    )
-    if due_at <= db.now(conn) + cw.maintenance.timer_horizon:
-        cw.jobs.progress(conn, run.id, schedule_at=due_at)  # later waits: armed by a sweep
-    _log("run.waiting", waiting, due_at=due_at.isoformat())
+    for run, due_at in zip(waiting, dues, strict=True):
+        _log("run.waiting", run, due_at=due_at.isoformat())
     # A signal that came while the step was still sending (the user read the in-app notice
     # before its delivery was recorded) found no waiting run: it counts now.
-    early = conn.execute(
-        db.query("signal_seen_since"),
+    early = _signals_seen(
+        conn, [(s.run, events) for s, events in zip(starts, listens, strict=True)]
+    )
+    results: list[ProgressResult] = []
+    for i, (run, due_at) in enumerate(zip(waiting, dues, strict=True)):
+        if i in early:
+            results.append(resume_on_signal(cw, conn, run, early[i], None))
+        else:
+            results.append(Waiting(run.id, due_at))
+    return results
+
+
+def _signals_seen(conn: Conn, runs: Sequence[tuple[Run, list[str]]]) -> dict[int, str]:
+    """For each run (by position) that listens for events: the earliest such signal from
+    its recipient since its step began, if any, in one statement."""
+    listening = [(i, run, events) for i, (run, events) in enumerate(runs) if events]
+    if not listening:
+        return {}
+    rows = conn.execute(
+        db.query("signals_seen_since"),
         {
-            "tenant_id": run.tenant_id,
-            "actor_id": run.recipient_id,
-            "events": signals,
-            "since": run.last_transition_at,
+            "tenant_ids": [run.tenant_id for _, run, _ in listening],
+            "actor_ids": [run.recipient_id for _, run, _ in listening],
+            "events": [Jsonb(events) for _, _, events in listening],
+            "since": [run.last_transition_at for _, run, _ in listening],
         },
-    ).fetchone()
-    if early is not None:
-        return resume_on_signal(cw, conn, waiting, early[0], None)
-    return Waiting(run.id, due_at)
+    ).fetchall()
+    return {listening[n - 1][0]: event for n, event in rows}
 
 
 def resume_on_signal(
@@ -514,6 +552,23 @@ def _advance_many(cw: Chimeway, conn: Conn, advances: Sequence[_Advance]) -> lis
 
 
 # -- due sweeps ------------------------------------------------------------------------------
+
+#: How many other due waits a timer that fires takes along (one set-wise batch).
+TAKE_ALONG = 200
+
+
+def progress_timer(
+    cw: Chimeway, run_id: uuid.UUID, now: dt.datetime | None = None
+) -> ProgressResult:
+    """What a wait's timer job does: progress its run and, when the wait elapsed, every
+    other wait due by then (up to :data:`TAKE_ALONG`), set-wise as the due sweep does.
+    Waits fall due in bursts (a fan-out's runs all waited the same delay); one timer job
+    each would queue them behind each other, while their own timers, when they run, find
+    their runs moved on and do nothing."""
+    result = progress_run(cw, run_id, now)
+    if isinstance(result, Advanced):
+        progress_due_runs(cw, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
+    return result
 
 
 def progress_due_runs(

@@ -128,6 +128,21 @@ class Deferrer:
             _pull_earlier(conn, progress_lock(run_id), schedule_at)
             return None
 
+    def timers(
+        self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
+    ) -> None:
+        """A timer for each run, in one round trip when none is queued yet; otherwise run by
+        run, pulling a queued one earlier where needed (:meth:`progress`). Savepoints keep
+        the caller's transaction alive either way."""
+        if not runs:
+            return
+        try:
+            with conn.transaction():
+                self.progress_many(conn, runs)
+        except AlreadyEnqueued:
+            for run_id, due_at in runs:
+                self.progress(conn, run_id, schedule_at=due_at)
+
     def progress_many(
         self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
     ) -> list[int]:

@@ -40,7 +40,7 @@ def build_blueprint(cw: Chimeway) -> procrastinate.Blueprint:
 
     @blueprint.task(name="progress", queue=QUEUES["progress"], retry=INFRA_RETRY)
     def progress(run_id: str) -> str:
-        result = progression.progress_run(cw, uuid.UUID(run_id))
+        result = progression.progress_timer(cw, uuid.UUID(run_id))
         if isinstance(result, progression.Noop) and result.reason == "wait_not_due":
             _rearm_timer(cw, result.run_id)
         return type(result).__name__

@@ -283,3 +283,45 @@ def test_batch_options_must_be_whole_numbers_of_at_least_one(
 ) -> None:
     with pytest.raises(InvalidArgument, match=f"{option} must be a whole number of at least 1"):
         Chimeway(committed_db, **{option: value})
+
+
+READ = "chimeway.notification.read"
+CANCELLABLE = Workflow(
+    key="cancellable",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[WaitUntil(delay=600, to_step="email", cancel_signals=[READ])],
+        ),
+        Step("email", channel="email"),
+    ],
+)
+
+
+def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
+    cw: Chimeway, committed_db: str
+) -> None:
+    result = cw.trigger(
+        WithWorkflow(CANCELLABLE),
+        {"users": ["sent-1", "sent-2", "sent-3"]},
+        tenant_id="t",
+        idempotency_key="k",
+    )
+    assert isinstance(result, Triggered)
+    # sent-2 read the notice before its delivery was recorded: no run was waiting yet.
+    assert cw.route_signal(cw.track_signal("t", "sent-2", READ).signal_id).resumed == []
+    assert [r.action for r in cw.deliver_many(result.delivery_ids)] == ["succeeded"] * 3
+    runs = {u: run for u, (_, run) in step_deliveries(committed_db, "notice").items()}
+    explained = {u: cw.workflows.explain("t", run) for u, run in runs.items()}
+    assert {u: (e.state, e.terminal_reason) for u, e in explained.items()} == {
+        "sent-1": (RunState.WAITING, None),
+        "sent-2": (RunState.COMPLETED, "wait_cancelled_by_signal"),
+        "sent-3": (RunState.WAITING, None),
+    }
+    timers = count(
+        committed_db,
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'",
+    )
+    assert timers == 3  # sent-2's timer finds its run completed and does nothing

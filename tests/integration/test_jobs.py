@@ -129,3 +129,17 @@ def test_no_ids_defers_nothing(cw: Chimeway, committed_db: str) -> None:
         assert cw.jobs.deliver(conn, []) == []
         assert cw.jobs.progress_many(conn, []) == []
     assert job_rows(committed_db) == []
+
+
+def test_timers_for_runs_with_queued_timers_go_run_by_run(cw: Chimeway, committed_db: str) -> None:
+    queued, fresh = uuid.uuid4(), uuid.uuid4()
+    later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    sooner = later - dt.timedelta(hours=1)
+    with cw.transaction() as conn:
+        cw.jobs.timers(conn, [(queued, later)])
+        cw.jobs.timers(conn, [(fresh, later), (queued, sooner)])  # one already queued
+        cw.jobs.timers(conn, [])
+        conn.execute("SELECT 1")  # the savepoints kept the transaction usable
+    assert sorted((r[5], r[8]) for r in job_rows(committed_db)) == sorted(
+        [(f"chimeway:progress:{fresh}", later), (f"chimeway:progress:{queued}", sooner)]
+    )

@@ -28,6 +28,7 @@ from chimeway import (
     Workflow,
     WorkflowVersionConflict,
     deliveries,
+    progression,
     workflows,
 )
 from chimeway.testing import drain
@@ -277,6 +278,28 @@ def test_a_batch_of_due_waits_writes_what_their_timers_would(
     assert '"reactivated_from_wait"' in expected and '"step_activated"' in expected
     for run_id in runs:
         assert snapshot(committed_db, run_id) == expected
+
+
+def test_a_timer_that_fires_takes_along_the_other_due_waits(
+    cw: Chimeway, committed_db: str
+) -> None:
+    runs = start(cw, WAIT_30M, users=[f"u{i}" for i in range(5)]).run_ids
+    drain(cw)
+    due = run_of(cw, runs[0]).suspended_until
+    assert due is not None
+    early = due - dt.timedelta(minutes=1)
+    # A timer run early takes nothing along, not even waits due by then.
+    assert isinstance(progression.progress_timer(cw, runs[0], now=early), Noop)
+    assert {run_of(cw, r).state for r in runs} == {RunState.WAITING}
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    result = progression.progress_timer(cw, runs[0], now=later)
+    assert isinstance(result, Advanced) and result.run_id == runs[0]
+    assert {run_of(cw, r).state for r in runs} == {RunState.ACTIVE}  # all five, one job
+    for run_id in runs:
+        assert reasons(cw, run_id).count("reactivated_from_wait") == 1
+        assert [step for step, _ in run_deliveries(committed_db, run_id)] == ["notice", "email"]
+    # Their own timers, when they run, find the runs moved on.
+    assert isinstance(progression.progress_timer(cw, runs[1], now=later), Noop)
 
 
 def test_timers_racing_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:

@@ -29,10 +29,20 @@ FOR UPDATE
 -- name: delivery_id_for_tenant
 SELECT id FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
 
--- name: signal_seen_since
--- A signal for one of these events that arrived since the step began (before its wait).
-SELECT event_name FROM chimeway_signals
-WHERE tenant_id = %(tenant_id)s AND actor_id = %(actor_id)s
-  AND event_name = ANY(%(events)s::text[]) AND created_at >= %(since)s
-ORDER BY created_at
-LIMIT 1
+-- name: signals_seen_since
+-- For each run starting a wait (by position n): the earliest signal from its recipient for
+-- one of its events that arrived since its step began (before its wait); runs with none are
+-- left out.
+SELECT w.n, s.event_name
+FROM unnest(
+    %(tenant_ids)s::text[], %(actor_ids)s::text[], %(events)b::jsonb[],
+    %(since)s::timestamptz[]
+) WITH ORDINALITY AS w (tenant_id, actor_id, events, since, n)
+CROSS JOIN LATERAL (
+    SELECT g.event_name FROM chimeway_signals g
+    WHERE g.tenant_id = w.tenant_id AND g.actor_id = w.actor_id
+      AND g.event_name = ANY(ARRAY(SELECT jsonb_array_elements_text(w.events)))
+      AND g.created_at >= w.since
+    ORDER BY g.created_at
+    LIMIT 1
+) AS s
