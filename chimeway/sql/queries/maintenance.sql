@@ -34,15 +34,19 @@ LIMIT %(limit)s
 -- name: deliveries_stuck_list
 -- Ready deliveries that have waited too long for a send (and are in no queued chunk job: a
 -- backlog is not a lost job), failed ones whose retry is overdue, and dispatched ones whose
--- worker went silent: each needs a deliver job again.
+-- worker went silent: each needs a deliver job again. The queued chunks' ids are listed once
+-- and hashed (a probe into every job's arguments per delivery took 18 s for 500 deliveries
+-- behind 10,000 queued chunks); with no stuck delivery they are not read at all.
+WITH queued AS MATERIALIZED (
+    SELECT x.id::uuid AS id
+    FROM procrastinate_jobs j
+    CROSS JOIN LATERAL jsonb_array_elements_text(j.args -> 'delivery_ids') AS x (id)
+    WHERE j.task_name = 'chimeway:deliver_many' AND j.status = 'todo'
+)
 SELECT id FROM chimeway_deliveries d
 WHERE status = 'pending' AND orchestration_state = 'ready'
   AND status_changed_at < now() - %(pending_after)s::interval
-  AND NOT EXISTS (
-      SELECT 1 FROM procrastinate_jobs j
-      WHERE j.task_name = 'chimeway:deliver_many' AND j.status = 'todo'
-        AND j.args -> 'delivery_ids' ? d.id::text
-  )
+  AND NOT EXISTS (SELECT 1 FROM queued q WHERE q.id = d.id)
 UNION ALL
 SELECT id FROM chimeway_deliveries
 WHERE status = 'dispatched' AND status_changed_at < now() - %(dispatched_after)s::interval
