@@ -10,7 +10,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ class Chimeway:
     ``adapters``: channel -> adapter; channels without one use ``default_adapter``
     (a :class:`LoggerAdapter` unless given). ``retry``: channel -> :class:`RetryPolicy`.
     ``stuck_after``: how long a delivery may stay ``dispatched`` before another worker may
-    take it over (longer than your slowest provider call).
+    take it over (well above your slowest provider call: see docs/production.md).
     ``delivery_batch_size``: deliveries planned together (a fan-out, runs advancing
     together) share ``deliver`` jobs of up to this many; 1 gives one job per delivery.
     ``send_concurrency``: adapter calls one process makes at once for such jobs.
@@ -298,11 +298,32 @@ class Chimeway:
         with translated():
             return dispatch_many(self, [_uuid(d, "delivery") for d in delivery_ids])
 
-    def send_all(self, send: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def send_in_groups(
+        self, send: Callable[[T], R], items: Sequence[T], *, every: float
+    ) -> Iterator[list[tuple[T, R]]]:
         """``send`` applied to every item, on up to ``send_concurrency`` threads shared by
-        the whole process (one item runs in the calling thread); results in order."""
+        the whole process (one item, or ``send_concurrency=1``: in the calling thread). The
+        finished ``(item, result)`` pairs come out in groups: all of them at once if they
+        finish within ``every`` seconds, else what finished by then, and so on."""
         if len(items) <= 1 or self.send_concurrency == 1:
-            return [send(item) for item in items]
+            group: list[tuple[T, R]] = []
+            started = time.monotonic()
+            for item in items:
+                group.append((item, send(item)))
+                if time.monotonic() - started >= every:
+                    yield group
+                    group, started = [], time.monotonic()
+            if group:
+                yield group
+            return
+        futures = {self._send_threads().submit(send, item): item for item in items}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=every)
+            if done:
+                yield [(futures[f], f.result()) for f in done]
+
+    def _send_threads(self) -> ThreadPoolExecutor:
         sender = self._sender
         if sender is None:
             with self._pool_lock:
@@ -311,7 +332,7 @@ class Chimeway:
                         self.send_concurrency, thread_name_prefix="chimeway-send"
                     )
                 sender = self._sender
-        return list(sender.map(send, items))
+        return sender
 
     def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""

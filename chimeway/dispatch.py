@@ -135,6 +135,21 @@ def _not_sendable(
 
 
 def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
+    """What the adapter said, as an outcome to record; never raises an ``Exception``: the
+    other sends of its chunk must be recorded whatever this one does."""
+    try:
+        return _call_adapter(cw, delivery, attempt_number)
+    except Exception as exc:  # past the adapter's own errors (a DeliveryFailure without meta,
+        # meta that cannot be redacted): still a failed attempt, retried like any other
+        return _unknown_failure(exc)
+
+
+def _unknown_failure(exc: Exception) -> _Outcome:
+    detail = "".join(traceback.format_exception_only(exc)).strip()
+    return _Outcome(AttemptOutcome.FAILED, ErrorClass.UNKNOWN, clean_text(detail)[:2000], None, {})
+
+
+def _call_adapter(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
     request = DeliveryRequest(
         delivery_id=delivery.id,
         tenant_id=delivery.tenant_id,
@@ -163,10 +178,7 @@ def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
             redact(failure.meta),
         )
     except Exception as exc:  # an adapter bug or an unclassified error: retry it
-        detail = "".join(traceback.format_exception_only(exc)).strip()
-        return _Outcome(
-            AttemptOutcome.FAILED, ErrorClass.UNKNOWN, clean_text(detail)[:2000], None, {}
-        )
+        return _unknown_failure(exc)
     return _Outcome(
         AttemptOutcome.SUCCEEDED, None, None, result.provider_message_id, redact(result.meta)
     )
@@ -174,8 +186,9 @@ def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
 
 @dataclass(frozen=True)
 class _Sent:
-    """A send that happened: the claimed delivery, what its adapter said, and when the
-    claim's transaction started it (on the database's clock)."""
+    """A send that happened: the claimed delivery, what its adapter said, and when it was
+    claimed for this attempt (the claim's transaction time, on the database's clock; in a
+    chunk the adapter call may start later, when a send thread is free)."""
 
     delivery: Delivery
     outcome: _Outcome
@@ -183,6 +196,8 @@ class _Sent:
 
 
 RECORD_TRIES = 3
+#: A chunk's finished sends are recorded at least this many times per ``stuck_after``.
+RECORD_GROUPS = 10
 
 
 def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
@@ -413,7 +428,8 @@ def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DispatchResult:
 def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[DispatchResult]:
     """Send the deliveries that are due (what one ``deliver`` job does): one claim for all,
     the adapter calls side by side on the Chimeway's send threads, one transaction to record
-    them. Safe to call twice or concurrently; one result per distinct id, in order."""
+    them (or one per group, if some are slow). Safe to call twice or concurrently; one result
+    per distinct id, in order."""
     ids = list(dict.fromkeys(delivery_ids))
     claimed, why_not = _claim(cw, ids)
     for delivery_id, why in why_not.items():
@@ -421,13 +437,21 @@ def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[Dispa
             "delivery skipped",
             extra={"action": "delivery.skipped", "delivery_id": str(delivery_id), "why": why},
         )
-    outcomes = cw.send_all(lambda c: _send(cw, *c), claimed)
-    # The claim's transaction time is when the send started, on the database's clock.
-    sent = [
-        _Sent(delivery, outcome, delivery.status_changed_at)
-        for (delivery, _), outcome in zip(claimed, outcomes, strict=True)
-    ]
-    recorded = {r.delivery_id: r for r in _record(cw, sent)} if sent else {}
+    recorded: dict[uuid.UUID, DispatchResult] = {}
+    failed: Exception | None = None
+    # Sends are recorded as they finish, in groups (all at once when they are quick): a slow
+    # provider call must not keep the others of its chunk unrecorded until a takeover.
+    every = cw.stuck_after.total_seconds() / RECORD_GROUPS
+    for group in cw.send_in_groups(lambda c: _send(cw, *c), claimed, every=every):
+        sent = [
+            _Sent(delivery, outcome, delivery.status_changed_at) for (delivery, _), outcome in group
+        ]
+        try:
+            recorded.update((r.delivery_id, r) for r in _record(cw, sent))
+        except Exception as exc:  # record the later groups, then fail the job
+            failed = exc
+    if failed is not None:
+        raise failed
     return [recorded.get(d) or DispatchResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import db, progression
 
@@ -77,7 +78,12 @@ def sweep(
                     db.query("deliveries_deferred_due_resume"), {"limit": settings.batch_size}
                 )
             ]
-            cw.jobs.deliver(conn, ids)
+            try:
+                with conn.transaction():
+                    cw.jobs.deliver(conn, ids)
+            except AlreadyEnqueued:  # a lone one's job is queued already: pulled forward
+                for delivery_id in ids:
+                    cw.jobs.deliver_if_not_queued(conn, delivery_id)
         resumed += len(ids)
         if len(ids) < settings.batch_size:
             break

@@ -180,9 +180,9 @@ def _active(
 def progress_recorded(cw: Chimeway, conn: Conn, known: Sequence[Known]) -> list[ProgressResult]:
     """Progress the runs whose step deliveries the caller just recorded, in its transaction
     (each run locked, then its delivery): every run is decided as :func:`progress_in` would,
-    and the decisions are written set-wise (all advances in four statements, all endings in
-    one), so a job that sent many deliveries moves their runs at the cost of a few. One
-    result per run, in order."""
+    and the decisions are written set-wise (advances, endings and waits each in a few
+    statements), so a job that sent many deliveries moves their runs at the cost of a few.
+    One result per run, in order."""
     decisions: list[_Decision] = []
     for k in known:
         if k.run.state == RunState.ACTIVE:
@@ -560,8 +560,9 @@ TAKE_ALONG = 200
 def progress_timer(
     cw: Chimeway, run_id: uuid.UUID, now: dt.datetime | None = None
 ) -> ProgressResult:
-    """What a wait's timer job does: progress its run and, when the wait elapsed, every
-    other wait due by then (up to :data:`TAKE_ALONG`), set-wise as the due sweep does.
+    """What a ``progress`` job does: progress its run and, when that advanced it (its wait
+    elapsed), every other wait due by then (up to :data:`TAKE_ALONG`), set-wise as the due
+    sweep does.
     Waits fall due in bursts (a fan-out's runs all waited the same delay); one timer job
     each would queue them behind each other, while their own timers, when they run, find
     their runs moved on and do nothing."""

@@ -26,7 +26,10 @@ class RecordingAdapter:
     """An adapter that sends nothing and remembers every request.
 
     ``script`` (or :meth:`then`) lists what the next calls return or raise, in order; once it
-    runs out, calls succeed. ``sent`` holds the requests that succeeded, ``requests`` all.
+    runs out, calls succeed. The sends of a fan-out's chunk run side by side, so which of
+    them takes which answer is arbitrary: script a fan-out with ``send_concurrency=1`` on the
+    ``Chimeway`` under test, or key the answers by recipient in an adapter of your own.
+    ``sent`` holds the requests that succeeded, ``requests`` all.
     """
 
     def __init__(self, script: Iterable[Scripted] = ()) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from typing import Any
@@ -206,9 +207,83 @@ def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) 
 
 def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
     cw = make_cw(send_concurrency=1)
-    assert cw.send_all(lambda _: threading.get_ident(), [1, 2, 3]) == [threading.get_ident()] * 3
+    groups = list(cw.send_in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
+    assert groups == [[(i, threading.get_ident()) for i in (1, 2, 3)]]
     many = make_cw(send_concurrency=3)
-    assert many.send_all(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+    [group] = many.send_in_groups(lambda x: x * 2, [1, 2, 3], every=60)
+    assert sorted(group) == [(1, 2), (2, 4), (3, 6)]
+
+
+class OneSlow:
+    """Sends at once, except to ``slow-*`` recipients, which wait for ``release``."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        if request.recipient_id.startswith("slow") and not self.release.wait(timeout=30):
+            raise TimeoutError("never released")
+        return Sent(provider_message_id="p")
+
+
+def test_a_slow_send_does_not_hold_back_the_record_of_its_chunk(
+    make_cw: Any, committed_db: str
+) -> None:
+    adapter = OneSlow()
+    # A chunk records what finished every stuck_after / 10 = 0.2 s.
+    cw = make_cw(adapters={"in_app": adapter}, stuck_after=dt.timedelta(seconds=2))
+    start(cw, ["sent-1", "slow-2", "sent-3"])
+    notices = step_deliveries(committed_db, "notice")
+    outcome: list[Any] = []
+    sender = threading.Thread(
+        target=lambda: outcome.append(cw.deliver_many([d for d, _ in notices.values()]))
+    )
+    sender.start()
+
+    def status(user: str) -> str:
+        return str(cw.delivery("t", notices[user][0]).status)
+
+    deadline = time.monotonic() + 20
+    while {status("sent-1"), status("sent-3")} != {"succeeded"}:
+        assert time.monotonic() < deadline, "the quick sends were not recorded"
+        time.sleep(0.02)  # polling the database, with a deadline
+    assert status("slow-2") == "dispatched"  # still being sent
+    adapter.release.set()
+    sender.join(timeout=30)
+    assert [r.action for r in outcome[0]] == ["succeeded"] * 3
+    assert status("slow-2") == "succeeded"
+
+
+class Unreadable(Temporary):
+    """A failure class that skipped DeliveryFailure.__init__: it has no meta."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "no meta")
+
+
+class Mixed:
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        if request.recipient_id.startswith("bad"):
+            raise Unreadable()
+        return Sent(provider_message_id="p")
+
+
+def test_a_send_whose_outcome_cannot_be_read_is_a_failed_attempt_beside_the_others(
+    make_cw: Any, committed_db: str
+) -> None:
+    cw = make_cw(adapters={"in_app": Mixed()})
+    start(cw, ["sent-1", "bad-2", "sent-3"])
+    notices = step_deliveries(committed_db, "notice")
+    results = cw.deliver_many([notices[u][0] for u in ("sent-1", "bad-2", "sent-3")])
+    assert [r.action for r in results] == ["succeeded", "retry_scheduled", "succeeded"]
+    with psycopg.connect(committed_db) as conn:
+        row = conn.execute(
+            "SELECT outcome, error_class, error FROM chimeway_delivery_attempts"
+            " WHERE delivery_id = %s",
+            [notices["bad-2"][0]],
+        ).fetchone()
+    assert row is not None and row[:2] == ("failed", "unknown")
+    assert row[2].startswith("AttributeError: 'Unreadable' object has no attribute")
 
 
 def refuse(url: str, table: str, column: str, value: uuid.UUID) -> None:

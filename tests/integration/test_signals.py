@@ -316,6 +316,25 @@ def test_sweep_resumes_due_deferred_deliveries(cw: Chimeway, committed_db: str) 
     assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"
 
 
+def test_sweep_resumes_a_deferred_delivery_whose_job_is_queued(
+    cw: Chimeway, committed_db: str
+) -> None:
+    result = cw.trigger(WithWorkflow(WF), {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM procrastinate_jobs")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET orchestration_state = 'deferred', "
+            "next_eligible_at = now() - interval '1 second', planning_reason = 'quiet_hours'"
+        )
+    with cw.transaction() as conn:  # a job for it is queued for later already
+        cw.jobs.deliver(conn, result.delivery_ids, schedule_at=later)
+    assert cw.sweep().deferred_resumed == 1  # the queued job is pulled forward, no error
+    drain(cw)
+    assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"
+
+
 def test_wait_and_signal_leave_the_run_in_a_defined_state(cw: Chimeway) -> None:
     run_id = waiting_run(cw)
     with cw.transaction() as conn:
