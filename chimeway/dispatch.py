@@ -3,9 +3,10 @@
 Three steps, and the adapter calls between two short transactions, so no transaction or
 row lock is held while a provider is slow. A ``deliver`` job carries one delivery or a
 chunk of a fan-out; either way one statement claims them, the adapter calls run side by
-side, and one transaction records them: it locks the runs (if any) before the deliveries,
-appends the attempts, moves the statuses, schedules retries and progresses the runs, each
-step set-wise through the same guarded functions as one delivery.
+side, and one transaction records them (one per group of finished sends, when some are
+slow): it locks the runs (if any) before the deliveries, appends the attempts, moves the
+statuses, schedules retries and progresses the runs, each step set-wise through the same
+guarded functions as one delivery.
 """
 
 from __future__ import annotations
