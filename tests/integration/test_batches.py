@@ -400,3 +400,25 @@ def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
         "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'",
     )
     assert timers == 3  # sent-2's timer finds its run completed and does nothing
+
+
+def test_two_deliveries_of_one_run_in_a_batch_progress_it_once(
+    cw: Chimeway, committed_db: str
+) -> None:
+    start(cw, ["sent-1"])
+    notice, run_id = step_deliveries(committed_db, "notice")["sent-1"]
+    assert cw.deliver(notice).action == "succeeded"  # the run moved on to its email step
+    email = step_deliveries(committed_db, "email")["sent-1"][0]
+    with psycopg.connect(committed_db) as conn:  # an operator queues the notice again
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status = 'pending', terminal_at = NULL WHERE id = %s",
+            [notice],
+        )
+    assert [r.action for r in cw.deliver_many([notice, email])] == ["succeeded", "succeeded"]
+    explained = cw.workflows.explain("t", run_id)
+    assert (explained.state, explained.terminal_reason) == ("completed", "implicit_completion")
+    reasons = [t.reason for t in cw.workflows.list_traces("t", run_id)]
+    assert reasons.count("workflow_completed") == 1
+    assert reasons.count("step_activated") == 2  # notice, email: nothing planned twice
+    progress_jobs = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+    assert count(committed_db, progress_jobs) == 0  # no failure left for a progress job
