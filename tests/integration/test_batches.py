@@ -5,6 +5,7 @@ row failing alone."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import threading
 import time
@@ -422,3 +423,34 @@ def test_two_deliveries_of_one_run_in_a_batch_progress_it_once(
     assert reasons.count("step_activated") == 2  # notice, email: nothing planned twice
     progress_jobs = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
     assert count(committed_db, progress_jobs) == 0  # no failure left for a progress job
+
+
+def test_each_recorded_outcome_logs_its_action(
+    make_cw: Any, committed_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    start(cw, [f"{scenario}-1" for scenario in SCRIPTS])
+    with psycopg.connect(committed_db) as conn:
+        conn.execute(
+            "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
+        )
+    notices = step_deliveries(committed_db, "notice")
+    caplog.set_level(logging.INFO, logger="chimeway.dispatch")
+    cw.deliver_many([d for d, _ in notices.values()])
+    by_delivery = {d: u.split("-")[0] for u, (d, _) in notices.items()}
+    logged = {
+        (by_delivery[uuid.UUID(r.delivery_id)], r.action, getattr(r, "reason", None))
+        for r in caplog.records
+        if r.action != "delivery.dispatched"
+    }
+    assert logged == {
+        ("sent", "delivery.succeeded", None),
+        ("alsosent", "delivery.succeeded", None),
+        ("bounced", "delivery.cancelled", "bounced"),
+        ("rejected", "delivery.cancelled", "permanent_failure"),
+        ("retrying", "delivery.retry_scheduled", None),
+        ("exhausted", "delivery.retries_exhausted", "retries_exhausted"),
+        ("crashing", "delivery.retry_scheduled", None),
+    }
+    assert all(r.attempt_number == 1 for r in caplog.records)
