@@ -187,13 +187,13 @@ def _call_adapter(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Out
 
 @dataclass(frozen=True)
 class _Sent:
-    """A send that happened: the claimed delivery, what its adapter said, and when it was
-    claimed for this attempt (the claim's transaction time, on the database's clock; in a
-    chunk the adapter call may start later, when a send thread is free)."""
+    """A send that happened: the claimed delivery and what its adapter said. The attempt
+    starts when the delivery was claimed (``status_changed_at``, the claim's transaction
+    time on the database's clock; in a chunk the adapter call may start later, when a send
+    thread is free)."""
 
     delivery: Delivery
     outcome: _Outcome
-    started_at: dt.datetime
 
 
 RECORD_TRIES = 3
@@ -270,7 +270,7 @@ def record_attempts(
             deliveries.NewAttempt(
                 s.delivery.id,
                 s.outcome.attempt_outcome,
-                s.started_at,
+                s.delivery.status_changed_at,
                 s.outcome.error_class,
                 s.outcome.error,
                 s.outcome.provider_message_id,
@@ -287,6 +287,7 @@ def record_attempts(
     moves: list[deliveries.Move] = []
     exhausted: list[deliveries.Move] = []
     retries: dict[uuid.UUID, dt.datetime] = {}
+    logs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []  # once the moves are made
     now: dt.datetime | None = None
     for s, attempt in zip(present, attempts, strict=True):
         delivery_id, number = s.delivery.id, attempt.attempt_number
@@ -307,6 +308,7 @@ def record_attempts(
                 )
             )
             results[delivery_id] = DispatchResult(delivery_id, "succeeded")
+            logs.append((delivery_id, "delivery.succeeded", context))
         elif s.outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
             reason = (
                 DeliveryReason.BOUNCED
@@ -315,6 +317,7 @@ def record_attempts(
             )
             moves.append(deliveries.Move(delivery_id, S.CANCELLED, reason, reason, context))
             results[delivery_id] = DispatchResult(delivery_id, "cancelled", reason)
+            logs.append((delivery_id, "delivery.cancelled", {**context, "reason": reason}))
         elif number >= current[delivery_id].max_attempts:
             moves.append(deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context))
             exhausted.append(
@@ -329,6 +332,13 @@ def record_attempts(
             results[delivery_id] = DispatchResult(
                 delivery_id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED
             )
+            logs.append(
+                (
+                    delivery_id,
+                    "delivery.retries_exhausted",
+                    {**context, "reason": DeliveryReason.RETRIES_EXHAUSTED},
+                )
+            )
         else:
             now = now or db.now(conn)
             retry_at = now + cw.retry_policy(s.delivery.channel).delay(number)
@@ -339,26 +349,15 @@ def record_attempts(
             results[delivery_id] = DispatchResult(
                 delivery_id, "retry_scheduled", f"retry at {retry_at}"
             )
+            logs.append((delivery_id, "delivery.retry_scheduled", context))
     moved = {d.id: d for d in deliveries.transition_many(conn, moves)}
     moved.update({d.id: d for d in deliveries.transition_many(conn, exhausted)})
     for delivery_id, retry_at in retries.items():
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
         cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
-    for s, attempt in zip(present, attempts, strict=True):
-        result = results[s.delivery.id]
-        action = {
-            "succeeded": "delivery.succeeded",
-            "cancelled": "delivery.cancelled",
-            "retry_scheduled": "delivery.retry_scheduled",
-        }.get(result.action)
-        if action == "delivery.cancelled" and result.detail == DeliveryReason.RETRIES_EXHAUSTED:
-            action = "delivery.retries_exhausted"
-        if action is not None:
-            details: dict[str, Any] = {"attempt_number": attempt.attempt_number}
-            if result.action == "cancelled":
-                details["reason"] = result.detail
-            _log(action, moved.get(s.delivery.id), **details)
+    for delivery_id, action, details in logs:
+        _log(action, moved.get(delivery_id), **details)
     known = [
         progression.Known(
             runs[s.delivery.workflow_run_id],
@@ -444,9 +443,7 @@ def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[Dispa
     # provider call must not keep the others of its chunk unrecorded until a takeover.
     every = cw.stuck_after.total_seconds() / RECORD_GROUPS
     for group in cw.send_in_groups(lambda c: _send(cw, *c), claimed, every=every):
-        sent = [
-            _Sent(delivery, outcome, delivery.status_changed_at) for (delivery, _), outcome in group
-        ]
+        sent = [_Sent(delivery, outcome) for (delivery, _), outcome in group]
         try:
             recorded.update((r.delivery_id, r) for r in _record(cw, sent))
         except Exception as exc:  # record the later groups, then fail the job

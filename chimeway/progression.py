@@ -218,7 +218,6 @@ class _Finish:
 @dataclass(frozen=True)
 class _StartWait:
     run: Run
-    step: StepRow
     delivery: Delivery
     wait: WaitUntil
     rules: Sequence[Rule]
@@ -294,7 +293,7 @@ def _decide(cw: Chimeway, conn: Conn, run: Run, known: Known | None = None) -> _
         return Noop(run.id, reason)
     wait = next((r for r in rules if isinstance(r, WaitUntil)), None)
     if wait is not None:
-        return _StartWait(run, step, delivery, wait, rules)
+        return _StartWait(run, delivery, wait, rules)
     return _complete(
         run,
         "implicit_completion",
