@@ -36,6 +36,7 @@ from chimeway.adapters import DeliveryRequest
 from tests.integration.conftest import concurrently, count
 from tests.integration.notifiers import WithWorkflow
 from tests.integration.snapshots import snapshot
+from tests.integration.test_resilience import READ, WAIT
 
 BRANCHING = Workflow(
     key="branching",
@@ -361,26 +362,11 @@ def test_batch_options_must_be_whole_numbers_of_at_least_one(
         Chimeway(committed_db, **{option: value})
 
 
-READ = "chimeway.notification.read"
-CANCELLABLE = Workflow(
-    key="cancellable",
-    version=1,
-    steps=[
-        Step(
-            "notice",
-            channel="in_app",
-            progress=[WaitUntil(delay=600, to_step="email", cancel_signals=[READ])],
-        ),
-        Step("email", channel="email"),
-    ],
-)
-
-
 def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
     cw: Chimeway, committed_db: str
 ) -> None:
     result = cw.trigger(
-        WithWorkflow(CANCELLABLE),
+        WithWorkflow(WAIT),  # the notice's wait is cancelled by READ
         {"users": ["sent-1", "sent-2", "sent-3"]},
         tenant_id="t",
         idempotency_key="k",
