@@ -156,7 +156,7 @@ def timer_horizon(mode: str) -> dt.timedelta:
     """How far ahead waits get their timer job: Chimeway's ``Maintenance.timer_horizon``."""
     if mode == "all":
         return dt.timedelta(days=36500)
-    from chimeway.maintenance import Maintenance
+    from chimeway import Maintenance
 
     return getattr(Maintenance(), "timer_horizon", dt.timedelta(days=36500))
 

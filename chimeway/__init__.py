@@ -1,8 +1,14 @@
-"""Chimeway: a Postgres-native notification workflow engine with no broker."""
+"""Chimeway: a Postgres-native notification workflow engine with no broker.
+
+Everything a user names is importable from here: the app, the declarations, the adapter
+contract, the settings, every type a public call returns and every error it raises
+(``tests/unit/test_public_api.py`` pins the list). Modules below are internal and free to move.
+"""
 
 from chimeway.adapters import (
     Adapter,
     Bounced,
+    DeliveryFailure,
     DeliveryRequest,
     LoggerAdapter,
     Permanent,
@@ -10,15 +16,18 @@ from chimeway.adapters import (
     Temporary,
 )
 from chimeway.app import Chimeway
+from chimeway.config import Maintenance, RetryPolicy, Settings
 from chimeway.content import ContentSchemas
-from chimeway.dispatch import RetryPolicy
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
     ChimewayError,
     ConfigurationError,
+    Conflict,
+    DatabaseError,
     DatabaseUnavailable,
     InvalidArgument,
     InvalidContent,
+    InvalidInput,
     InvalidNotifier,
     InvalidSignal,
     InvalidTransition,
@@ -29,27 +38,67 @@ from chimeway.errors import (
     SchemaNotReady,
     WorkflowVersionConflict,
 )
-from chimeway.maintenance import Maintenance
 from chimeway.notifiers import Notifier, Recipient
-from chimeway.progression import Advanced, Completed, Noop, Stopped, Waiting
-from chimeway.trigger import Duplicate, Triggered
-from chimeway.types import DeliveryStatus, Outcome, RunState
+from chimeway.results import (
+    Advanced,
+    Attempt,
+    Completed,
+    DeliverAction,
+    DeliverResult,
+    Delivery,
+    DeliveryExplanation,
+    DeliveryTransition,
+    Duplicate,
+    Noop,
+    ProgressResult,
+    Routed,
+    RunExplanation,
+    SignalTracked,
+    Stopped,
+    SweepReport,
+    TimelineEntry,
+    Transition,
+    Triggered,
+    Waiting,
+)
+from chimeway.types import (
+    AttemptOutcome,
+    DeliveryReason,
+    DeliveryStatus,
+    ErrorClass,
+    OrchestrationState,
+    Outcome,
+    RunState,
+)
 
 __all__ = [
     "Adapter",
     "Advanced",
+    "Attempt",
+    "AttemptOutcome",
     "Bounced",
     "Chimeway",
     "ChimewayError",
     "Completed",
     "ConfigurationError",
+    "Conflict",
     "ContentSchemas",
+    "DatabaseError",
     "DatabaseUnavailable",
+    "DeliverAction",
+    "DeliverResult",
+    "Delivery",
+    "DeliveryExplanation",
+    "DeliveryFailure",
+    "DeliveryReason",
     "DeliveryRequest",
     "DeliveryStatus",
+    "DeliveryTransition",
     "Duplicate",
+    "ErrorClass",
     "InvalidArgument",
     "InvalidContent",
+    "InvalidInput",
     "InvalidNotifier",
     "InvalidSignal",
     "InvalidTransition",
@@ -63,17 +112,26 @@ __all__ = [
     "Notifier",
     "OnOutcome",
     "OnSignal",
+    "OrchestrationState",
     "Outcome",
     "Permanent",
+    "ProgressResult",
     "Recipient",
     "RetryPolicy",
+    "Routed",
+    "RunExplanation",
     "RunState",
     "SchemaNotReady",
     "Sent",
+    "Settings",
+    "SignalTracked",
     "Step",
     "Stop",
     "Stopped",
+    "SweepReport",
     "Temporary",
+    "TimelineEntry",
+    "Transition",
     "Triggered",
     "WaitUntil",
     "Waiting",

@@ -21,14 +21,28 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chimeway import deliveries, jobs, progression, settings, traces, workflows
 from chimeway.adapters import Adapter, LoggerAdapter
+from chimeway.config import Maintenance, RetryPolicy
 from chimeway.content import ContentSchemas
-from chimeway.dispatch import DispatchResult, RetryPolicy, dispatch, dispatch_many
+from chimeway.dispatch import dispatch, dispatch_many
 from chimeway.dsl import Workflow
 from chimeway.errors import ConfigurationError, InvalidArgument, NotFound, translated
-from chimeway.maintenance import Maintenance, SweepReport, sweep
+from chimeway.maintenance import sweep
 from chimeway.notifiers import Notifier, resolve_notifier
-from chimeway.signals import Routed, SignalTracked, route_signal, track_signal
-from chimeway.trigger import Duplicate, Triggered, trigger
+from chimeway.results import (
+    DeliverResult,
+    Delivery,
+    DeliveryExplanation,
+    Duplicate,
+    ProgressResult,
+    Routed,
+    RunExplanation,
+    SignalTracked,
+    SweepReport,
+    Transition,
+    Triggered,
+)
+from chimeway.signals import route_signal, track_signal
+from chimeway.trigger import trigger
 
 Conn = psycopg.Connection[Any]
 logger = logging.getLogger(__name__)
@@ -254,9 +268,7 @@ class Chimeway:
             conn=conn,
         )
 
-    def explain_delivery(
-        self, tenant_id: str, delivery_id: uuid.UUID | str
-    ) -> traces.DeliveryExplanation:
+    def explain_delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> DeliveryExplanation:
         with self.transaction() as conn:
             return traces.explain_delivery(conn, tenant_id, _uuid(delivery_id, "delivery"))
 
@@ -287,12 +299,12 @@ class Chimeway:
         with translated():
             return sweep(self, _aware(now), report)
 
-    def deliver(self, delivery_id: uuid.UUID | str) -> DispatchResult:
+    def deliver(self, delivery_id: uuid.UUID | str) -> DeliverResult:
         """Send one delivery now, in this process (what a ``deliver`` job does)."""
         with translated():
             return dispatch(self, _uuid(delivery_id, "delivery"))
 
-    def deliver_many(self, delivery_ids: Iterable[uuid.UUID | str]) -> list[DispatchResult]:
+    def deliver_many(self, delivery_ids: Iterable[uuid.UUID | str]) -> list[DeliverResult]:
         """Send these deliveries now, in this process, as one ``deliver`` job with a chunk
         of a fan-out does; one result per distinct id."""
         with translated():
@@ -334,7 +346,7 @@ class Chimeway:
                 sender = self._sender
         return sender
 
-    def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> deliveries.Delivery:
+    def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> Delivery:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""
         with self.transaction() as conn:
             return deliveries.get_for_tenant(conn, tenant_id, _uuid(delivery_id, "delivery"))
@@ -346,13 +358,13 @@ class _Workflows:
     def __init__(self, cw: Chimeway) -> None:
         self._cw = cw
 
-    def explain(self, tenant_id: str, execution_id: uuid.UUID | str) -> workflows.RunExplanation:
+    def explain(self, tenant_id: str, execution_id: uuid.UUID | str) -> RunExplanation:
         with self._cw.transaction() as conn:
             return workflows.explain(conn, tenant_id, _uuid(execution_id, "workflow run"))
 
     def list_traces(
         self, tenant_id: str, execution_id: uuid.UUID | str, limit: int | None = None
-    ) -> list[workflows.Transition]:
+    ) -> list[Transition]:
         with self._cw.transaction() as conn:
             return workflows.list_traces(
                 conn, tenant_id, _uuid(execution_id, "workflow run"), limit
@@ -369,7 +381,7 @@ class _Workflows:
         state: str | None = None,
         workflow_key: str | None = None,
         limit: int = 50,
-    ) -> list[workflows.RunExplanation]:
+    ) -> list[RunExplanation]:
         with self._cw.transaction() as conn:
             return workflows.list_runs(
                 conn, tenant_id, state=state, workflow_key=workflow_key, limit=limit
@@ -384,13 +396,13 @@ class _Progression:
 
     def progress_run(
         self, run_id: uuid.UUID | str, now: dt.datetime | None = None
-    ) -> progression.ProgressResult:
+    ) -> ProgressResult:
         with translated():
             return progression.progress_run(self._cw, _uuid(run_id, "workflow run"), _aware(now))
 
     def progress_due_runs(
         self, now: dt.datetime | None = None, limit: int = 10_000, batch_size: int = 200
-    ) -> list[progression.ProgressResult]:
+    ) -> list[ProgressResult]:
         """Advance up to ``limit`` due waits, ``batch_size`` runs per transaction."""
         if limit < 1 or batch_size < 1:
             raise InvalidArgument(

@@ -16,7 +16,7 @@ from chimeway import logs, migrations, reports, settings
 from chimeway import worker as worker_module
 from chimeway.app import Chimeway
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
-from chimeway.trigger import Duplicate
+from chimeway.results import Duplicate
 
 
 class CliState:

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from chimeway import db
 from chimeway.errors import InvalidTransition, NotFound
+from chimeway.results import Attempt, Delivery, DeliveryTransition
 from chimeway.types import (
     TERMINAL_DELIVERY_STATUSES,
     AttemptOutcome,
@@ -43,61 +44,6 @@ ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     S.CANCELLED: frozenset(),
     S.DIGESTED: frozenset(),
 }
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: uuid.UUID
-    notification_id: uuid.UUID
-    tenant_id: str
-    recipient_id: str
-    channel: str
-    status: DeliveryStatus
-    suppression_reason: DeliveryReason | None
-    orchestration_state: OrchestrationState
-    next_eligible_at: dt.datetime | None
-    planning_reason: str | None
-    planning_context: dict[str, Any]
-    delay_fallback: bool
-    render_data: dict[str, Any]
-    workflow_run_id: uuid.UUID | None
-    workflow_step_id: uuid.UUID | None
-    provider_message_id: str | None
-    max_attempts: int
-    retry_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    status_changed_at: dt.datetime
-    terminal_at: dt.datetime | None
-    previous_status: DeliveryStatus | None = None  # set only by transition() and claim()
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_DELIVERY_STATUSES
-
-
-@dataclass(frozen=True)
-class Attempt:
-    id: int
-    delivery_id: uuid.UUID
-    attempt_number: int
-    outcome: AttemptOutcome
-    error_class: ErrorClass | None
-    error: str | None
-    provider_message_id: str | None
-    provider_response: dict[str, Any]
-    started_at: dt.datetime
-    finished_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class DeliveryTransition:
-    id: int
-    from_status: DeliveryStatus | None
-    to_status: DeliveryStatus
-    reason: str
-    context: dict[str, Any]
-    created_at: dt.datetime
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any, TextIO
 from chimeway import migrations, reports
 from chimeway.adapters import Bounced, DeliveryRequest, LoggerAdapter, Sent
 from chimeway.app import Chimeway
+from chimeway.config import Maintenance
 from chimeway.dsl import Step, Stop, WaitUntil, Workflow
-from chimeway.maintenance import Maintenance
 from chimeway.notifiers import Notifier, Recipient
-from chimeway.trigger import Triggered
+from chimeway.results import Triggered
 from chimeway.worker import BackgroundWorker, WorkerOptions
 
 READ = "chimeway.notification.read"

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import time
 import traceback
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from chimeway import db, deliveries, progression, workflows
 from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
-from chimeway.deliveries import Delivery
 from chimeway.redaction import clean_text, redact
+from chimeway.results import DeliverResult, Delivery
 from chimeway.types import (
     AttemptOutcome,
     DeliveryReason,
@@ -42,38 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 S = DeliveryStatus
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a channel's temporary failures are retried."""
-
-    max_attempts: int = 5
-    base_delay: dt.timedelta = dt.timedelta(seconds=5)
-    max_delay: dt.timedelta = dt.timedelta(hours=1)
-    jitter: float = 0.5  # up to this fraction of each delay is removed at random
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be between 0 and 1")
-
-    def delay(self, attempt_number: int) -> dt.timedelta:
-        """Wait before the attempt after ``attempt_number``: exponential, capped, jittered."""
-        exponential = self.base_delay * (2 ** (attempt_number - 1))
-        capped: dt.timedelta = min(exponential, self.max_delay)
-        return capped * (1 - self.jitter * random.random())
-
-
-Action = Literal["skipped", "succeeded", "retry_scheduled", "cancelled", "recorded"]
-
-
-@dataclass(frozen=True)
-class DispatchResult:
-    delivery_id: uuid.UUID
-    action: Action
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,7 +168,7 @@ RECORD_TRIES = 3
 RECORD_GROUPS = 10
 
 
-def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
+def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
     """Record the sends in one transaction. The outcomes exist only in this process now: a
     lost connection is retried here rather than by re-sending, and if the batch fails for
     another reason each send is recorded on its own, so one bad row fails alone."""
@@ -233,7 +200,7 @@ def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
     return results
 
 
-def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult]:
+def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
     for tries in range(1, RECORD_TRIES + 1):
         try:
             with cw.pool.connection() as conn, conn.transaction():
@@ -255,7 +222,7 @@ def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DispatchResult
 
 def record_attempts(
     cw: Chimeway, conn: psycopg.Connection[Any], sent: Sequence[_Sent]
-) -> list[DispatchResult]:
+) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
     transaction: a few statements for any number of sends. One result per send, in order."""
     # Lock order: runs, then deliveries (each set in id order).
@@ -280,7 +247,7 @@ def record_attempts(
         ],
     )
     results = {
-        s.delivery.id: DispatchResult(s.delivery.id, "recorded", "delivery no longer exists")
+        s.delivery.id: DeliverResult(s.delivery.id, "recorded", "delivery no longer exists")
         for s in sent
         if s.delivery.id not in current
     }
@@ -296,7 +263,7 @@ def record_attempts(
         if status != S.DISPATCHED:
             # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
             # evidence, change nothing else.
-            results[delivery_id] = DispatchResult(delivery_id, "recorded", f"status was {status}")
+            results[delivery_id] = DeliverResult(delivery_id, "recorded", f"status was {status}")
         elif s.outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
             moves.append(
                 deliveries.Move(
@@ -307,7 +274,7 @@ def record_attempts(
                     provider_message_id=s.outcome.provider_message_id,
                 )
             )
-            results[delivery_id] = DispatchResult(delivery_id, "succeeded")
+            results[delivery_id] = DeliverResult(delivery_id, "succeeded")
             logs.append((delivery_id, "delivery.succeeded", context))
         elif s.outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
             reason = (
@@ -316,7 +283,7 @@ def record_attempts(
                 else DeliveryReason.PERMANENT_FAILURE
             )
             moves.append(deliveries.Move(delivery_id, S.CANCELLED, reason, reason, context))
-            results[delivery_id] = DispatchResult(delivery_id, "cancelled", reason)
+            results[delivery_id] = DeliverResult(delivery_id, "cancelled", reason)
             logs.append((delivery_id, "delivery.cancelled", {**context, "reason": reason}))
         elif number >= current[delivery_id].max_attempts:
             moves.append(deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context))
@@ -329,7 +296,7 @@ def record_attempts(
                     context,
                 )
             )
-            results[delivery_id] = DispatchResult(
+            results[delivery_id] = DeliverResult(
                 delivery_id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED
             )
             logs.append(
@@ -346,7 +313,7 @@ def record_attempts(
             moves.append(
                 deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context, retry_at)
             )
-            results[delivery_id] = DispatchResult(
+            results[delivery_id] = DeliverResult(
                 delivery_id, "retry_scheduled", f"retry at {retry_at}"
             )
             logs.append((delivery_id, "delivery.retry_scheduled", context))
@@ -420,12 +387,12 @@ def _progress_one(
         cw.jobs.progress(conn, run_id, schedule_at=db.now(conn))
 
 
-def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DispatchResult:
+def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DeliverResult:
     """Send one delivery if it is due; safe to call twice or concurrently."""
     return dispatch_many(cw, [delivery_id])[0]
 
 
-def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[DispatchResult]:
+def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[DeliverResult]:
     """Send the deliveries that are due (what one ``deliver`` job does): one claim for all,
     the adapter calls side by side on the Chimeway's send threads, one transaction to record
     them (or one per group, if some are slow). Safe to call twice or concurrently; one result
@@ -437,7 +404,7 @@ def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[Dispa
             "delivery skipped",
             extra={"action": "delivery.skipped", "delivery_id": str(delivery_id), "why": why},
         )
-    recorded: dict[uuid.UUID, DispatchResult] = {}
+    recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
     # Sends are recorded as they finish, in groups (all at once when they are quick): a slow
     # provider call must not keep the others of its chunk unrecorded until a takeover.
@@ -450,7 +417,7 @@ def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[Dispa
             failed = exc
     if failed is not None:
         raise failed
-    return [recorded.get(d) or DispatchResult(d, "skipped", why_not.get(d, "")) for d in ids]
+    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 
 def _log(action: str, delivery: Delivery | None, **details: Any) -> None:

@@ -1,7 +1,26 @@
-"""The exception tree. Every error Chimeway raises derives from :class:`ChimewayError`.
+"""The exception tree. Every error Chimeway raises derives from :class:`ChimewayError`::
+
+    ChimewayError
+    ├── ConfigurationError          the app or the deployment is set up wrong
+    ├── DatabaseError               the database cannot do what is needed right now
+    │   ├── DatabaseUnavailable     cannot connect, the server went away, the pool timed out
+    │   ├── SchemaNotReady          run `chimeway migrate`
+    │   └── MigrationError
+    ├── InvalidInput                the caller's input is wrong; nothing was written
+    │   ├── InvalidArgument         a plain argument (a limit, a timestamp, a setting)
+    │   ├── InvalidTrigger, InvalidSignal
+    │   └── InvalidNotifier, InvalidWorkflow, InvalidContent   declarations and what they return
+    ├── NotFound                    missing, or another tenant's (reported alike)
+    └── Conflict                    the rows changed under the request
+        ├── WorkflowVersionConflict
+        └── InvalidTransition       a state machine refused a move (a race, or a bug)
 
 Each class's docstring doubles as its default message. psycopg errors are translated in
 one place (:func:`translate`) by SQLSTATE and constraint name, never by message text.
+
+Adapters report provider failures with :class:`chimeway.adapters.Temporary`, ``Permanent``
+and ``Bounced``: those are not errors of Chimeway but values a user's adapter raises to say
+how a send went (like River's ``JobCancel``), so they derive from ``Exception`` directly.
 """
 
 from __future__ import annotations
@@ -24,60 +43,80 @@ class ChimewayError(Exception):
         return str(self.args[0])
 
 
+# -- the app or the deployment is set up wrong --------------------------------------------
+
+
 class ConfigurationError(ChimewayError):
     """Chimeway is not configured correctly."""
 
 
-class DatabaseUnavailable(ChimewayError):
+# -- the database ------------------------------------------------------------------------
+
+
+class DatabaseError(ChimewayError):
+    """The database cannot do what Chimeway needs right now."""
+
+
+class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached."""
 
 
-class MigrationError(ChimewayError):
+class SchemaNotReady(DatabaseError):
+    """The database schema is missing or out of date: run `chimeway migrate`."""
+
+
+class MigrationError(DatabaseError):
     """A migration failed; the previously applied state is intact."""
 
 
-class SchemaNotReady(ChimewayError):
-    """The database schema is missing or out of date: run `chimeway migrate`."""
+# -- the caller's input ------------------------------------------------------------------
+
+
+class InvalidInput(ChimewayError):
+    """The input is invalid; nothing was written."""
+
+
+class InvalidArgument(InvalidInput):
+    """An argument is invalid."""
+
+
+class InvalidTrigger(InvalidInput):
+    """The trigger call is invalid."""
+
+
+class InvalidSignal(InvalidInput):
+    """The signal is invalid."""
+
+
+class InvalidNotifier(InvalidInput):
+    """The notifier is invalid."""
+
+
+class InvalidWorkflow(InvalidInput):
+    """The workflow declaration is invalid."""
+
+
+class InvalidContent(InvalidInput):
+    """Rendered channel content is invalid."""
+
+
+# -- the rows ----------------------------------------------------------------------------
 
 
 class NotFound(ChimewayError):
     """Not found."""
 
 
-class InvalidArgument(ChimewayError):
-    """An argument is invalid."""
+class Conflict(ChimewayError):
+    """The rows changed in a way that conflicts with the request."""
 
 
-class InvalidNotifier(ChimewayError):
-    """The notifier is invalid."""
-
-
-class InvalidContent(ChimewayError):
-    """Rendered channel content is invalid."""
-
-
-class InvalidTrigger(ChimewayError):
-    """The trigger call is invalid."""
-
-
-class InvalidTransition(ChimewayError):
-    """The state transition is not allowed."""
-
-
-class InvalidWorkflow(ChimewayError):
-    """The workflow declaration is invalid."""
-
-
-class WorkflowVersionConflict(ChimewayError):
+class WorkflowVersionConflict(Conflict):
     """A different workflow definition is already stored under this key and version."""
 
 
-class InvalidSignal(ChimewayError):
-    """The signal is invalid."""
-
-
-class AdapterError(ChimewayError):
-    """A channel adapter is missing or misbehaved."""
+class InvalidTransition(Conflict):
+    """The state transition is not allowed (a race with another writer, or a bug)."""
 
 
 # Constraint name -> error factory, for violations that callers can cause with bad input.

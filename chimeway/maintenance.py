@@ -12,51 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import db, progression
+from chimeway.results import SweepReport
 
 if TYPE_CHECKING:
     from chimeway.app import Chimeway
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Maintenance:
-    """When maintenance runs and what it considers lost."""
-
-    sweep_cron: str = "* * * * *"  # every minute; a 6th field gives seconds
-    stalled_cron: str = "* * * * *"
-    #: A worker whose heartbeat is older than this is dead; its running jobs are retried.
-    stalled_after: dt.timedelta = dt.timedelta(seconds=60)
-    #: A ready delivery not sent for this long (or a retry this overdue) is re-driven.
-    redrive_after: dt.timedelta = dt.timedelta(minutes=5)
-    #: Waits due within this horizon get their timer job; later ones are armed by a sweep
-    #: when they come within it. This keeps Procrastinate's queue to the near future: a
-    #: million runs waiting for days must not mean a million scheduled jobs, which would
-    #: slow down every job fetch. Keep it well above the sweep interval.
-    timer_horizon: dt.timedelta = dt.timedelta(minutes=10)
-    batch_size: int = 500
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    runs_progressed: int
-    deferred_resumed: int
-    deliveries_redriven: int
-    timers_armed: int = 0
-
-    def __str__(self) -> str:
-        return (
-            f"{self.runs_progressed} due run(s) progressed, {self.timers_armed} timer(s) "
-            f"armed, {self.deferred_resumed} deferred delivery(ies) resumed, "
-            f"{self.deliveries_redriven} stuck delivery(ies) re-driven"
-        )
 
 
 def sweep(

@@ -18,16 +18,17 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from chimeway import db, deliveries, workflows
-from chimeway.deliveries import Delivery, PlannedDelivery
+from chimeway.deliveries import PlannedDelivery
 from chimeway.dsl import ANCHOR, OnOutcome, OnSignal, Rule, Stop, WaitUntil, rule_from_dict
 from chimeway.outcomes import Evidence, is_terminal, outcome_for
+from chimeway.results import Advanced, Completed, Delivery, Noop, ProgressResult, Stopped, Waiting
 from chimeway.types import DeliveryReason, DeliveryStatus, Outcome, RunState
 from chimeway.workflows import Run, StepRow
 
@@ -39,40 +40,6 @@ Conn = psycopg.Connection[Any]
 
 WAITING_REASON = "waiting_for_step_progression"
 SIGNAL_REASON = "signal_received"
-
-
-@dataclass(frozen=True)
-class Advanced:
-    run_id: uuid.UUID
-    to_step: str
-    delivery_ids: list[uuid.UUID] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    run_id: uuid.UUID
-    due_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Completed:
-    run_id: uuid.UUID
-    terminal_reason: str
-
-
-@dataclass(frozen=True)
-class Stopped:
-    run_id: uuid.UUID
-    outcome: Outcome
-
-
-@dataclass(frozen=True)
-class Noop:
-    run_id: uuid.UUID
-    reason: str
-
-
-ProgressResult = Advanced | Waiting | Completed | Stopped | Noop
 
 
 def progress_run(cw: Chimeway, run_id: uuid.UUID, now: dt.datetime | None = None) -> ProgressResult:

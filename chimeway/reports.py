@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
-from chimeway.traces import DeliveryExplanation
-from chimeway.workflows import RunExplanation, Transition
+from chimeway.results import DeliveryExplanation, RunExplanation, Transition
 
 T = TypeVar("T")
 

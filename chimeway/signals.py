@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -20,8 +19,8 @@ from psycopg.types.json import Jsonb
 from chimeway import db, progression
 from chimeway.errors import InvalidSignal
 from chimeway.inputs import json_object, non_blank
-from chimeway.progression import ProgressResult
 from chimeway.redaction import redact
+from chimeway.results import Routed, SignalTracked
 from chimeway.workflows import Run
 
 if TYPE_CHECKING:
@@ -31,20 +30,6 @@ logger = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 
 MAX_EVENT_NAME = 200
-
-
-@dataclass(frozen=True)
-class SignalTracked:
-    signal_id: uuid.UUID
-    duplicate: bool = False  # the idempotency key was seen before: nothing was written
-
-
-@dataclass(frozen=True)
-class Routed:
-    signal_id: uuid.UUID
-    resumed: list[uuid.UUID] = field(default_factory=list)
-    results: list[ProgressResult] = field(default_factory=list)
-    skipped: str | None = None  # why nothing was routed (missing, already routed)
 
 
 def validate(

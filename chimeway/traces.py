@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from chimeway import db, deliveries
-from chimeway.deliveries import Attempt
 from chimeway.errors import NotFound
+from chimeway.results import Attempt, DeliveryExplanation, TimelineEntry
 from chimeway.types import DeliveryReason, DeliveryStatus
 
 Conn = psycopg.Connection[Any]
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    at: dt.datetime
-    event: str
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,29 +44,6 @@ class DeliveryHeader:
     idempotency_key: str
     event_created_at: dt.datetime
     step_key: str | None
-
-
-@dataclass(frozen=True)
-class DeliveryExplanation:
-    delivery_id: uuid.UUID
-    tenant_id: str
-    event_id: uuid.UUID
-    notification_id: uuid.UUID
-    notification_key: str
-    correlation_id: str | None
-    recipient_id: str
-    channel: str
-    status: DeliveryStatus
-    suppression_reason: DeliveryReason | None
-    workflow_run_id: uuid.UUID | None
-    workflow_step: str | None
-    attempts: list[Attempt]
-    timeline: list[TimelineEntry]
-    why: str
-
-    @property
-    def sent(self) -> bool:
-        return self.status == DeliveryStatus.SUCCEEDED
 
 
 def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DeliveryExplanation:

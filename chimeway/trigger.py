@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -29,27 +28,13 @@ from chimeway.notifiers import (
     resolve_recipients,
 )
 from chimeway.redaction import redact
+from chimeway.results import Duplicate, Triggered
 
 if TYPE_CHECKING:
     from chimeway.app import Chimeway
 
 Conn = psycopg.Connection[Any]
 BATCH_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class Triggered:
-    event_id: uuid.UUID
-    notification_ids: list[uuid.UUID] = field(default_factory=list)
-    delivery_ids: list[uuid.UUID] = field(default_factory=list)
-    run_ids: list[uuid.UUID] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    """An event with this (tenant, idempotency key) exists: nothing was written or deferred."""
-
-    event_id: uuid.UUID
 
 
 def trigger(

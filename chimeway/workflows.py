@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from chimeway import db
 from chimeway.dsl import Workflow
 from chimeway.errors import InvalidArgument, InvalidTransition, NotFound, WorkflowVersionConflict
+from chimeway.results import RunExplanation, Transition
 from chimeway.types import RunState
 
 Conn = psycopg.Connection[Any]
@@ -103,41 +104,6 @@ class Run:
     terminal_reason: str | None
     started_at: dt.datetime
     last_transition_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class Transition:
-    id: int
-    run_id: uuid.UUID
-    step_id: uuid.UUID | None
-    delivery_id: uuid.UUID | None
-    from_state: RunState | None
-    to_state: RunState
-    reason: str
-    context: dict[str, Any]
-    created_at: dt.datetime
-    step_key: str | None = None  # filled by list_traces
-
-
-@dataclass(frozen=True)
-class RunExplanation:
-    """Where a run is and why (the seeds' ``explain``), plus what identifies it."""
-
-    id: uuid.UUID
-    tenant_id: str
-    state: RunState
-    status_reason: str | None
-    current_step_name: str | None
-    suspended_until: dt.datetime | None
-    pending_signals: list[str]
-    terminal_reason: str | None
-    status_context: dict[str, Any] = field(default_factory=dict)
-    workflow_key: str = ""
-    workflow_version: int = 0
-    recipient_id: str = ""
-    notification_id: uuid.UUID | None = None
-    started_at: dt.datetime | None = None
-    last_transition_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import procrastinate
 
 from chimeway import dispatch, maintenance, progression, signals, workflows
 from chimeway.jobs.deferrer import QUEUES
+from chimeway.results import Noop
 
 if TYPE_CHECKING:
     from chimeway.app import Chimeway
@@ -41,7 +42,7 @@ def build_blueprint(cw: Chimeway) -> procrastinate.Blueprint:
     @blueprint.task(name="progress", queue=QUEUES["progress"], retry=INFRA_RETRY)
     def progress(run_id: str) -> str:
         result = progression.progress_timer(cw, uuid.UUID(run_id))
-        if isinstance(result, progression.Noop) and result.reason == "wait_not_due":
+        if isinstance(result, Noop) and result.reason == "wait_not_due":
             _rearm_timer(cw, result.run_id)
         return type(result).__name__
 

@@ -14,6 +14,7 @@ from typing import Any
 from chimeway import (
     Chimeway,
     DeliveryRequest,
+    Maintenance,
     Notifier,
     OnOutcome,
     OnSignal,
@@ -24,7 +25,6 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
-from chimeway.maintenance import Maintenance
 
 READ = "chimeway.notification.read"
 CLICKED = "app.clicked"

@@ -1,0 +1,89 @@
+"""Settings: how patiently to retry, when maintenance runs, how deliveries are batched.
+
+Plain frozen dataclasses, validated when built; :class:`~chimeway.Chimeway` gathers them into
+one :class:`Settings` that the engine reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from chimeway.errors import InvalidArgument
+
+#: Where every command and ``Chimeway()`` look for the database URL when none is given.
+ENV_DATABASE_URL = "CHIMEWAY_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a channel's temporary failures are retried."""
+
+    max_attempts: int = 5
+    base_delay: dt.timedelta = dt.timedelta(seconds=5)
+    max_delay: dt.timedelta = dt.timedelta(hours=1)
+    jitter: float = 0.5  # up to this fraction of each delay is removed at random
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidArgument("max_attempts must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise InvalidArgument("jitter must be between 0 and 1")
+
+    def delay(self, attempt_number: int) -> dt.timedelta:
+        """Wait before the attempt after ``attempt_number``: exponential, capped, jittered."""
+        exponential = self.base_delay.total_seconds() * 2.0 ** min(attempt_number - 1, 1000)
+        capped = min(exponential, self.max_delay.total_seconds())
+        return dt.timedelta(seconds=capped * (1 - self.jitter * random.random()))
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """When maintenance runs and what it considers lost."""
+
+    sweep_cron: str = "* * * * *"  # every minute; a 6th field gives seconds
+    stalled_cron: str = "* * * * *"
+    #: A worker whose heartbeat is older than this is dead; its running jobs are retried.
+    stalled_after: dt.timedelta = dt.timedelta(seconds=60)
+    #: A ready delivery not sent for this long (or a retry this overdue) is re-driven.
+    redrive_after: dt.timedelta = dt.timedelta(minutes=5)
+    #: Waits due within this horizon get their timer job; later ones are armed by a sweep
+    #: when they come within it. This keeps Procrastinate's queue to the near future: a
+    #: million runs waiting for days must not mean a million scheduled jobs, which would
+    #: slow down every job fetch. Keep it well above the sweep interval.
+    timer_horizon: dt.timedelta = dt.timedelta(minutes=10)
+    batch_size: int = 500
+
+
+def _whole(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine reads besides its resources (see :class:`~chimeway.Chimeway`)."""
+
+    retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    default_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: How long a delivery may stay ``dispatched`` before another worker may take it over.
+    stuck_after: dt.timedelta = dt.timedelta(minutes=5)
+    maintenance: Maintenance = field(default_factory=Maintenance)
+    #: Deliveries planned together share ``deliver_many`` jobs of up to this many.
+    delivery_batch_size: int = 50
+    #: Adapter calls one process makes at once for such jobs.
+    send_concurrency: int = 32
+
+    def __post_init__(self) -> None:
+        _whole("delivery_batch_size", self.delivery_batch_size)
+        _whole("send_concurrency", self.send_concurrency)
+        if self.stuck_after <= dt.timedelta(0):
+            raise InvalidArgument(f"stuck_after must be positive, not {self.stuck_after}")
+        object.__setattr__(self, "retry", MappingProxyType(dict(self.retry)))
+
+    def retry_policy(self, channel: str) -> RetryPolicy:
+        return self.retry.get(channel, self.default_retry)

@@ -1,0 +1,275 @@
+"""Every type a public Chimeway call returns, in one leaf module (re-exported by ``chimeway``).
+
+They are plain frozen dataclasses: the engine builds them, callers read them. Row-shaped ones
+(:class:`Delivery`, :class:`Attempt`, :class:`Transition`, ...) are also what the store reads
+from the database; their fields follow the columns of design §4.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from chimeway.types import (
+    TERMINAL_DELIVERY_STATUSES,
+    AttemptOutcome,
+    DeliveryReason,
+    DeliveryStatus,
+    ErrorClass,
+    OrchestrationState,
+    Outcome,
+    RunState,
+)
+
+# -- trigger ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """What a trigger wrote: its event and, per recipient, the rows it planned."""
+
+    event_id: uuid.UUID
+    notification_ids: list[uuid.UUID] = field(default_factory=list)
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+    run_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An event with this (tenant, idempotency key) exists: nothing was written or deferred."""
+
+    event_id: uuid.UUID
+
+
+# -- progression (design §6) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """The run moved its cursor to ``to_step`` and planned that step's delivery."""
+
+    run_id: uuid.UUID
+    to_step: str
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The run waits until ``due_at`` (or one of its cancel signals)."""
+
+    run_id: uuid.UUID
+    due_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Completed:
+    run_id: uuid.UUID
+    terminal_reason: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    run_id: uuid.UUID
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Noop:
+    """Nothing to do now; ``reason`` says why (``wait_not_due``, ``run_not_active``,
+    ``prior_delivery_not_converged``, ``no_progress_rules``, ``no_matching_progress_rule``,
+    ``no_active_step_delivery``, ``unknown_to_step``, ``run_not_found``)."""
+
+    run_id: uuid.UUID
+    reason: str
+
+
+ProgressResult: TypeAlias = Advanced | Waiting | Completed | Stopped | Noop
+
+
+# -- delivering --------------------------------------------------------------------------
+
+DeliverAction: TypeAlias = Literal[
+    "skipped", "succeeded", "retry_scheduled", "cancelled", "recorded"
+]
+
+
+@dataclass(frozen=True)
+class DeliverResult:
+    """What one delivery's ``deliver`` did: ``skipped`` (not sendable now; ``detail`` says
+    why), ``succeeded``, ``retry_scheduled``, ``cancelled``, or ``recorded`` (the attempt was
+    kept but the delivery had moved on meanwhile)."""
+
+    delivery_id: uuid.UUID
+    action: DeliverAction
+    detail: str = ""
+
+
+# -- signals (design §7) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignalTracked:
+    signal_id: uuid.UUID
+    duplicate: bool = False  # the idempotency key was seen before: nothing was written
+
+
+@dataclass(frozen=True)
+class Routed:
+    signal_id: uuid.UUID
+    resumed: list[uuid.UUID] = field(default_factory=list)
+    results: list[ProgressResult] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was routed (missing, already routed)
+
+
+# -- maintenance -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    runs_progressed: int
+    deferred_resumed: int
+    deliveries_redriven: int
+    timers_armed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.runs_progressed} due run(s) progressed, {self.timers_armed} timer(s) "
+            f"armed, {self.deferred_resumed} deferred delivery(ies) resumed, "
+            f"{self.deliveries_redriven} stuck delivery(ies) re-driven"
+        )
+
+
+# -- rows operators read -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery row (design §4)."""
+
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    orchestration_state: OrchestrationState
+    next_eligible_at: dt.datetime | None
+    planning_reason: str | None
+    planning_context: dict[str, Any]
+    delay_fallback: bool
+    render_data: dict[str, Any]
+    workflow_run_id: uuid.UUID | None
+    workflow_step_id: uuid.UUID | None
+    provider_message_id: str | None
+    max_attempts: int
+    retry_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status_changed_at: dt.datetime
+    terminal_at: dt.datetime | None
+    previous_status: DeliveryStatus | None = None  # set only by the moves that return it
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_DELIVERY_STATUSES
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One call of a delivery's adapter, as recorded (append-only)."""
+
+    id: int
+    delivery_id: uuid.UUID
+    attempt_number: int
+    outcome: AttemptOutcome
+    error_class: ErrorClass | None
+    error: str | None
+    provider_message_id: str | None
+    provider_response: dict[str, Any]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeliveryTransition:
+    """One status move of a delivery, as its history row."""
+
+    id: int
+    from_status: DeliveryStatus | None
+    to_status: DeliveryStatus
+    reason: str
+    context: dict[str, Any]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of a workflow run, as its history row (``list_traces``)."""
+
+    id: int
+    run_id: uuid.UUID
+    step_id: uuid.UUID | None
+    delivery_id: uuid.UUID | None
+    from_state: RunState | None
+    to_state: RunState
+    reason: str
+    context: dict[str, Any]
+    created_at: dt.datetime
+    step_key: str | None = None  # filled by list_traces
+
+
+@dataclass(frozen=True)
+class RunExplanation:
+    """Where a run is and why (the seeds' ``explain``), plus what identifies it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    state: RunState
+    status_reason: str | None
+    current_step_name: str | None
+    suspended_until: dt.datetime | None
+    pending_signals: list[str]
+    terminal_reason: str | None
+    status_context: dict[str, Any] = field(default_factory=dict)
+    workflow_key: str = ""
+    workflow_version: int = 0
+    recipient_id: str = ""
+    notification_id: uuid.UUID | None = None
+    started_at: dt.datetime | None = None
+    last_transition_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: dt.datetime
+    event: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryExplanation:
+    """A delivery's whole story: its rows, its timeline, and one sentence saying why it did
+    or did not send."""
+
+    delivery_id: uuid.UUID
+    tenant_id: str
+    event_id: uuid.UUID
+    notification_id: uuid.UUID
+    notification_key: str
+    correlation_id: str | None
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    workflow_run_id: uuid.UUID | None
+    workflow_step: str | None
+    attempts: list[Attempt]
+    timeline: list[TimelineEntry]
+    why: str
+
+    @property
+    def sent(self) -> bool:
+        return self.status == DeliveryStatus.SUCCEEDED
