@@ -1,15 +1,16 @@
-"""Named SQL queries and database connections.
+"""Where the database is, how to connect, and the named queries the store runs.
 
 Queries live in ``chimeway/sql/queries/*.sql`` under ``-- name: <noun_verb>`` headers and are
-loaded once. Python code refers to them by name through :func:`query`; it never assembles SQL.
+loaded once. The store (``chimeway/store/``, the only code that runs SQL) refers to them by
+name through :func:`query`; Python never assembles SQL.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, TypeVar
@@ -18,7 +19,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import BaseRowFactory, RowMaker
 
+from chimeway import embedded
+from chimeway.config import ENV_DATABASE_URL
 from chimeway.errors import DatabaseUnavailable
+
+#: A synchronous psycopg connection, as every store function takes it.
+Conn = psycopg.Connection[Any]
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -57,6 +63,14 @@ def query(name: str) -> LiteralString:
     return queries()[name]
 
 
+def database_url(explicit: str | None = None, report: Callable[[str], None] = print) -> str:
+    """The database URL: explicit, else ``$CHIMEWAY_DATABASE_URL``, else the embedded server."""
+    url = explicit or os.environ.get(ENV_DATABASE_URL)
+    if url:
+        return url
+    return embedded.database_url(report)
+
+
 def redact_url(url: str) -> str:
     """The connection string with any password replaced by ``***``, for messages."""
     try:
@@ -73,7 +87,7 @@ def redact_url(url: str) -> str:
     return f"postgresql://{auth}{where}/{params.get('dbname') or ''}"
 
 
-def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> Conn:
     """Open a connection, or raise :class:`DatabaseUnavailable` naming the database."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **kwargs)
@@ -88,14 +102,6 @@ def with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo("", **params)
-
-
-def now(conn: psycopg.Connection[Any]) -> dt.datetime:
-    """The database's clock: the current transaction's timestamp."""
-    row = conn.execute(query("clock_now")).fetchone()
-    assert row is not None
-    value: dt.datetime = row[0]
-    return value
 
 
 T = TypeVar("T")

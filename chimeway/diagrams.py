@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Set
 from enum import StrEnum
 from typing import Final, TypeVar
 
-from chimeway import deliveries, workflows
+from chimeway.store import deliveries, runs
 from chimeway.types import TERMINAL_DELIVERY_STATUSES, DeliveryStatus, RunState
 
 __all__ = [
@@ -103,18 +103,18 @@ def state_diagram(
 
 
 def delivery_diagram() -> str:
-    """The delivery state machine (:data:`chimeway.deliveries.ALLOWED`)."""
+    """The delivery state machine (:data:`chimeway.store.deliveries.ALLOWED`)."""
     return state_diagram(deliveries.ALLOWED, DeliveryStatus.PENDING, TERMINAL_DELIVERY_STATUSES)
 
 
 def run_terminal_states() -> list[RunState]:
     """Run states with no outgoing move."""
-    return sorted(state for state, targets in workflows.ALLOWED.items() if not targets)
+    return sorted(state for state, targets in runs.ALLOWED.items() if not targets)
 
 
 def run_diagram() -> str:
-    """The workflow run state machine (:data:`chimeway.workflows.ALLOWED`)."""
-    return state_diagram(workflows.ALLOWED, RunState.ACTIVE, run_terminal_states())
+    """The workflow run state machine (:data:`chimeway.runs.ALLOWED`)."""
+    return state_diagram(runs.ALLOWED, RunState.ACTIVE, run_terminal_states())
 
 
 def _table(allowed: Mapping[E, Set[E]], meanings: Mapping[tuple[str, str], str]) -> str:
@@ -139,9 +139,9 @@ def render_states_doc() -> str:
      {REGENERATE} -->
 
 Deliveries and workflow runs each have a status column that changes in exactly one guarded
-function, one statement for any number of rows: `chimeway.deliveries.transition_many` (with
+function, one statement for any number of rows: `chimeway.store.deliveries.transition_many` (with
 `transition` for one delivery, and `claim_many` for the move to `dispatched`) and
-`chimeway.workflows.update_runs`. Each allows only the moves in its module's `ALLOWED` table
+`chimeway.store.runs.update_runs`. Each allows only the moves in its module's `ALLOWED` table
 and writes a history row with the move (`chimeway_delivery_transitions`,
 `chimeway_workflow_transitions`); a move the table does not allow changes nothing (and raises
 `InvalidTransition` where the caller asked for that one move). The diagrams and tables
@@ -163,7 +163,7 @@ A run starts `active` on its first step. Terminal states (no move out):
 ```mermaid
 {run_diagram()}```
 
-{_table(workflows.ALLOWED, RUN_MOVES)}"""
+{_table(runs.ALLOWED, RUN_MOVES)}"""
 
 
 if __name__ == "__main__":

@@ -23,14 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 import sqlparse
 from procrastinate.schema import SchemaManager
 
 from chimeway import db
+from chimeway.db import Conn
 from chimeway.errors import MigrationError
+from chimeway.store import migrations as tracking
+from chimeway.store import schema
 
 Line = Literal["procrastinate", "chimeway"]
 Report = Callable[[str], None]
@@ -55,13 +58,7 @@ class Migration:
         return f"{self.line} {self.version} {self.name}"
 
 
-@dataclass(frozen=True)
-class AppliedMigration:
-    line: str
-    version: str
-    name: str
-    checksum: str
-    applied_at: dt.datetime
+AppliedMigration = tracking.Applied
 
 
 @dataclass(frozen=True)
@@ -133,15 +130,11 @@ def _recorded(line: Line, applied: list[AppliedMigration]) -> list[Migration]:
     return [Migration(line, a.version, a.name, "") for a in applied if a.line == line]
 
 
-def applied_migrations(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
-    present = conn.execute(db.query("migrations_table_exists")).fetchone()
-    if not present or not present[0]:
-        return []
-    with conn.cursor(row_factory=db.dataclass_row(AppliedMigration)) as cur:
-        return cur.execute(db.query("migration_list")).fetchall()
+def applied_migrations(conn: Conn) -> list[AppliedMigration]:
+    return tracking.applied(conn)
 
 
-def status(conn: psycopg.Connection[Any]) -> list[MigrationStatus]:
+def status(conn: Conn) -> list[MigrationStatus]:
     """What is applied, pending, or modified since it was applied."""
     applied = applied_migrations(conn)
     by_key = {(a.line, a.version): a for a in applied}
@@ -184,7 +177,7 @@ def _summary(statement: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _apply(conn: psycopg.Connection[Any], mig: Migration) -> None:
+def _apply(conn: Conn, mig: Migration) -> None:
     filename = (
         f"chimeway/sql/migrations/{mig.version}_{mig.name}.sql"
         if mig.line == "chimeway"
@@ -193,21 +186,15 @@ def _apply(conn: psycopg.Connection[Any], mig: Migration) -> None:
     with conn.transaction():
         for line, statement in _statements(mig.sql):
             try:
-                conn.execute(statement.encode())
+                tracking.execute(conn, statement)
             except psycopg.Error as exc:
                 message = (exc.diag.message_primary or str(exc)).strip()
                 raise MigrationError(
                     f"migration {filename}, line {line}, failed: {message} "
                     f"(in `{_summary(statement)}`); nothing of it was applied"
                 ) from exc
-        conn.execute(
-            db.query("migration_record"),
-            {
-                "line": mig.line,
-                "version": mig.version,
-                "name": mig.name,
-                "checksum": mig.checksum,
-            },
+        tracking.record(
+            conn, line=mig.line, version=mig.version, name=mig.name, checksum=mig.checksum
         )
 
 
@@ -220,21 +207,20 @@ class MigrateResult:
 def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
     """Apply every pending migration. Safe to run concurrently and repeatedly."""
     with db.connect(url, autocommit=True) as conn:
-        locked = conn.execute(db.query("migration_lock_try")).fetchone()
-        if not (locked and locked[0]):
+        if not tracking.lock_try(conn):
             report("another `chimeway migrate` holds the migration lock; waiting for it")
-            conn.execute(db.query("migration_lock"))
+            tracking.lock(conn)
         try:
-            conn.execute(db.query("migrations_table_create"))
+            tracking.create_table(conn)
             applied = applied_migrations(conn)
-            if not any(a.line == "procrastinate" for a in applied):
-                present = conn.execute(db.query("procrastinate_schema_present")).fetchone()
-                if present and present[0]:
-                    raise MigrationError(
-                        "this database already has a Procrastinate schema that "
-                        "`chimeway migrate` did not record; migrate it with your own tool "
-                        "(`chimeway migrate print`) or use an empty database"
-                    )
+            if not any(a.line == "procrastinate" for a in applied) and (
+                tracking.procrastinate_present(conn)
+            ):
+                raise MigrationError(
+                    "this database already has a Procrastinate schema that "
+                    "`chimeway migrate` did not record; migrate it with your own tool "
+                    "(`chimeway migrate print`) or use an empty database"
+                )
             _refuse_modified(conn)
             done = {(a.line, a.version) for a in applied}
             pending = [m for m in planned(applied) if (m.line, m.version) not in done]
@@ -245,10 +231,10 @@ def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
         finally:
             # On a broken connection the lock is gone with the session; keep the real error.
             with contextlib.suppress(psycopg.Error):
-                conn.execute(db.query("migration_unlock"))
+                tracking.unlock(conn)
 
 
-def _refuse_modified(conn: psycopg.Connection[Any]) -> None:
+def _refuse_modified(conn: Conn) -> None:
     modified = [s for s in status(conn) if s.state == "modified"]
     if modified:
         names = ", ".join(f"{s.version}_{s.name}" for s in modified)
@@ -268,27 +254,23 @@ def render_sql() -> str:
         "-- Chimeway schema: Procrastinate's schema, then Chimeway's migrations.",
         "-- Generated by `chimeway migrate print`; run it on an empty database.",
         "",
-        db.query("migrations_table_create") + ";",
+        tracking.table_sql() + ";",
     ]
     for mig in planned([]):
         parts += ["", f"-- {mig.label}", mig.sql.strip(), ""]
-        parts.append(
-            "INSERT INTO chimeway_migrations (line, version, name, checksum) VALUES "
-            f"('{mig.line}', '{mig.version}', '{_quote(mig.name)}', '{mig.checksum}');"
+        script = tracking.record_script(
+            line=mig.line, version=mig.version, name=mig.name, checksum=mig.checksum
         )
+        parts.append(script + ";")
     return "\n".join(parts) + "\n"
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
-
-
-def describe_schema(conn: psycopg.Connection[Any]) -> list[tuple[str, str, str]]:
+def describe_schema(conn: Conn) -> list[tuple[str, str, str]]:
     """A canonical listing of the schema's relations, constraints, indexes, enums,
     functions and triggers, for comparing two databases."""
-    return [tuple(row) for row in conn.execute(db.query("schema_describe")).fetchall()]
+    return [(d.kind, d.name, d.definition) for d in schema.describe(conn)]
 
 
-def enum_labels(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+def enum_labels(conn: Conn) -> dict[str, list[str]]:
     """Chimeway's PostgreSQL enum types and their labels, in order."""
-    return dict(conn.execute(db.query("schema_enum_labels")).fetchall())
+    return schema.enum_labels(conn)

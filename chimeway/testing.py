@@ -10,14 +10,11 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from chimeway import db
 from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
-from chimeway.jobs import QUEUES
-
-if TYPE_CHECKING:
-    from chimeway.app import Chimeway
+from chimeway.app import Chimeway
+from chimeway.store import jobs
+from chimeway.store.jobs import QUEUES
 
 Scripted = Sent | DeliveryFailure | Exception
 
@@ -60,10 +57,7 @@ class RecordingAdapter:
 def due_jobs(cw: Chimeway, queues: Iterable[str] | None = None) -> int:
     """How many jobs in ``queues`` (default: Chimeway's) are due now."""
     with cw.pool.connection() as conn:
-        row = conn.execute(
-            db.query("jobs_due_count"), {"queues": list(queues or set(QUEUES.values()))}
-        ).fetchone()
-    return int(row[0]) if row else 0
+        return jobs.due_count(conn, list(queues or set(QUEUES.values())))
 
 
 def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 50) -> None:
@@ -87,7 +81,7 @@ def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 5
 def _raise_failures(cw: Chimeway, queues: list[str]) -> None:
     """A task that raised is either failed or waiting for its retry: a test must hear of it."""
     with cw.pool.connection() as conn:
-        rows = conn.execute(db.query("jobs_failing_list"), {"queues": queues}).fetchall()
-    if rows:
-        listed = ", ".join(f"{task}[{job_id}] ({status})" for job_id, task, status in rows)
+        failing = jobs.failing(conn, queues)
+    if failing:
+        listed = ", ".join(f"{job.task_name}[{job.id}] ({job.status})" for job in failing)
         raise AssertionError(f"jobs failed while draining: {listed}")

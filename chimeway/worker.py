@@ -55,7 +55,7 @@ async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=options.concurrency + 2, thread_name_prefix="chimeway")
     )
-    cw.resize_pool(options.concurrency + 2)
+    cw.engine.resize_pool(options.concurrency + 2)
     stop = asyncio.Event()
     current: dict[str, asyncio.Task[Any]] = {}
     received: list[int] = []
@@ -127,9 +127,9 @@ def _procrastinate_options(cw: Chimeway, options: WorkerOptions) -> dict[str, An
         # Heartbeats must come well within the stalled threshold, or live workers would
         # look dead to stalled-job recovery.
         "update_heartbeat_interval": min(
-            options.heartbeat_interval, cw.maintenance.stalled_after.total_seconds() / 3
+            options.heartbeat_interval, cw.settings.maintenance.stalled_after.total_seconds() / 3
         ),
-        "stalled_worker_timeout": max(cw.maintenance.stalled_after.total_seconds(), 1),
+        "stalled_worker_timeout": max(cw.settings.maintenance.stalled_after.total_seconds(), 1),
     }
 
 
@@ -161,7 +161,7 @@ class BackgroundWorker:
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> BackgroundWorker:
-        self._cw.resize_pool(self._options.concurrency + 2)
+        self._cw.engine.resize_pool(self._options.concurrency + 2)
         self._thread.start()
         if not self._started.wait(timeout):
             raise TimeoutError("the background worker did not start")

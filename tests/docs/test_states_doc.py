@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from chimeway import deliveries, workflows
 from chimeway.diagrams import (
     REGENERATE,
     START,
@@ -18,6 +17,8 @@ from chimeway.diagrams import (
     run_diagram,
     run_terminal_states,
 )
+from chimeway.store import deliveries
+from chimeway.store import runs as workflows
 from chimeway.types import TERMINAL_DELIVERY_STATUSES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -209,10 +209,10 @@ def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) 
 
 def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
     cw = make_cw(send_concurrency=1)
-    groups = list(cw.send_in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
+    groups = list(cw.engine.senders.in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
     assert groups == [[(i, threading.get_ident()) for i in (1, 2, 3)]]
     many = make_cw(send_concurrency=3)
-    [group] = many.send_in_groups(lambda x: x * 2, [1, 2, 3], every=60)
+    [group] = many.engine.senders.in_groups(lambda x: x * 2, [1, 2, 3], every=60)
     assert sorted(group) == [(1, 2), (2, 4), (3, 6)]
 
 
@@ -422,7 +422,7 @@ def test_each_recorded_outcome_logs_its_action(
             "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
         )
     notices = step_deliveries(committed_db, "notice")
-    caplog.set_level(logging.INFO, logger="chimeway.dispatch")
+    caplog.set_level(logging.INFO, logger="chimeway.engine.deliver")
     cw.deliver_many([d for d, _ in notices.values()])
     by_delivery = {d: u.split("-")[0] for u, (d, _) in notices.items()}
     logged = {

@@ -10,9 +10,11 @@ import psycopg
 import pytest
 
 from chimeway import (
+    AttemptOutcome,
     Bounced,
     Chimeway,
     DeliveryStatus,
+    ErrorClass,
     InvalidTransition,
     NotFound,
     Permanent,
@@ -20,9 +22,9 @@ from chimeway import (
     Sent,
     Temporary,
     Triggered,
-    deliveries,
 )
 from chimeway.redaction import REDACTED
+from chimeway.store import deliveries
 from chimeway.testing import drain
 from chimeway.types import DeliveryReason
 from tests.integration.conftest import IMMEDIATE, Recorders, concurrently
@@ -214,14 +216,14 @@ def test_attempt_numbers_stay_contiguous_under_concurrent_records(
 
     def append() -> int:
         with cw.transaction() as conn:
-            deliveries.lock(conn, delivery_id)
-            return deliveries.append_attempt(
-                conn,
+            deliveries.lock_many(conn, [delivery_id])
+            new = deliveries.NewAttempt(
                 delivery_id,
-                outcome="failed",
-                error_class="temporary",  # type: ignore[arg-type]
-                started_at=dt.datetime.now(dt.UTC),
-            ).attempt_number
+                AttemptOutcome.FAILED,
+                dt.datetime.now(dt.UTC),
+                error_class=ErrorClass.TEMPORARY,
+            )
+            return deliveries.append_attempts(conn, [new])[0].attempt_number
 
     numbers = concurrently(8, append)
     assert sorted(numbers) == list(range(1, 9))
@@ -403,5 +405,5 @@ def test_claim_sends_only_what_is_due_and_requeues_what_comes_later(
 
 def test_claim_of_a_missing_delivery_is_none(cw: Chimeway) -> None:
     with cw.transaction() as conn:
-        assert deliveries.claim(conn, uuid.uuid4(), dt.timedelta(minutes=5)) is None
+        assert deliveries.claim_many(conn, [uuid.uuid4()], dt.timedelta(minutes=5)) == {}
     assert cw.deliver(uuid.uuid4()).detail == "missing"

@@ -11,7 +11,7 @@ import pytest
 from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import Chimeway
-from chimeway.jobs.deferrer import Deferrer
+from chimeway.store.jobs import Deferrer
 
 
 def job_rows(url: str) -> list[tuple[object, ...]]:
@@ -90,7 +90,7 @@ def test_progress_many_schedules_each_timer_ahead_of_deliveries(
     base = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     runs = [(uuid.uuid4(), base + dt.timedelta(seconds=i)) for i in range(2)]
     with cw.transaction() as conn:
-        cw.jobs.progress_many(conn, runs)
+        cw.engine.deferrer.progress_many(conn, runs)
     rows = job_rows(committed_db)
     assert [(r[2], r[3], r[5], r[6], r[8]) for r in rows] == [
         ("chimeway:progress", 1, f"chimeway:progress:{r}", {"run_id": str(r)}, due)
@@ -116,8 +116,8 @@ def test_deliver_if_not_queued_pulls_the_queued_job_earlier(
     delivery_id = uuid.uuid4()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     with cw.transaction() as conn:
-        assert cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=later)
-        assert not cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=None)
+        assert cw.engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=later)
+        assert not cw.engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=None)
         conn.execute("SELECT 1")  # the savepoint kept the transaction usable
     assert [(r[5], r[8]) for r in job_rows(committed_db)] == [
         (f"chimeway:deliver:{delivery_id}", None)
@@ -126,8 +126,8 @@ def test_deliver_if_not_queued_pulls_the_queued_job_earlier(
 
 def test_no_ids_defers_nothing(cw: Chimeway, committed_db: str) -> None:
     with cw.transaction() as conn:
-        assert cw.jobs.deliver(conn, []) == []
-        assert cw.jobs.progress_many(conn, []) == []
+        assert cw.engine.deferrer.deliver(conn, []) == []
+        assert cw.engine.deferrer.progress_many(conn, []) == []
     assert job_rows(committed_db) == []
 
 
@@ -136,9 +136,9 @@ def test_timers_for_runs_with_queued_timers_go_run_by_run(cw: Chimeway, committe
     later = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     sooner = later - dt.timedelta(hours=1)
     with cw.transaction() as conn:
-        cw.jobs.timers(conn, [(queued, later)])
-        cw.jobs.timers(conn, [(fresh, later), (queued, sooner)])  # one already queued
-        cw.jobs.timers(conn, [])
+        cw.engine.deferrer.timers(conn, [(queued, later)])
+        cw.engine.deferrer.timers(conn, [(fresh, later), (queued, sooner)])  # one already queued
+        cw.engine.deferrer.timers(conn, [])
         conn.execute("SELECT 1")  # the savepoints kept the transaction usable
     assert sorted((r[5], r[8]) for r in job_rows(committed_db)) == sorted(
         [(f"chimeway:progress:{fresh}", later), (f"chimeway:progress:{queued}", sooner)]

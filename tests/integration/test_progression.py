@@ -27,10 +27,10 @@ from chimeway import (
     WaitUntil,
     Workflow,
     WorkflowVersionConflict,
-    deliveries,
-    progression,
     workflows,
 )
+from chimeway.engine.progression import progress_timer
+from chimeway.store import deliveries
 from chimeway.testing import drain
 from tests.integration.conftest import Recorders, concurrently, count, counts
 from tests.integration.notifiers import WithWorkflow
@@ -289,17 +289,17 @@ def test_a_timer_that_fires_takes_along_the_other_due_waits(
     assert due is not None
     early = due - dt.timedelta(minutes=1)
     # A timer run early takes nothing along, not even waits due by then.
-    assert isinstance(progression.progress_timer(cw, runs[0], now=early), Noop)
+    assert isinstance(progress_timer(cw.engine, runs[0], now=early), Noop)
     assert {run_of(cw, r).state for r in runs} == {RunState.WAITING}
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    result = progression.progress_timer(cw, runs[0], now=later)
+    result = progress_timer(cw.engine, runs[0], now=later)
     assert isinstance(result, Advanced) and result.run_id == runs[0]
     assert {run_of(cw, r).state for r in runs} == {RunState.ACTIVE}  # all five, one job
     for run_id in runs:
         assert reasons(cw, run_id).count("reactivated_from_wait") == 1
         assert [step for step, _ in run_deliveries(committed_db, run_id)] == ["notice", "email"]
     # Their own timers, when they run, find the runs moved on.
-    assert isinstance(progression.progress_timer(cw, runs[1], now=later), Noop)
+    assert isinstance(progress_timer(cw.engine, runs[1], now=later), Noop)
 
 
 def test_timers_racing_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:

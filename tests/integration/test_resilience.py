@@ -22,8 +22,8 @@ from chimeway import (
     Triggered,
     WaitUntil,
     Workflow,
-    progression,
 )
+from chimeway.engine.progression import drive, progress_due_runs
 from chimeway.testing import drain
 from chimeway.types import RunState
 from tests.integration.conftest import Recorders, count
@@ -114,7 +114,7 @@ def test_failure_while_progressing_keeps_the_attempt_and_defers_the_run(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("bug in progression")
 
-    monkeypatch.setattr(progression, "progress_in", broken)
+    monkeypatch.setattr(drive, "progress_in", broken)
     assert cw.deliver(result.delivery_ids[0]).action == "succeeded"
     assert count(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 1
     assert (
@@ -186,19 +186,19 @@ def test_one_failing_run_does_not_stop_the_due_sweep(cw: Chimeway, committed_db:
             ).format(sql.Literal(str(bad)))
         )
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    results = progression.progress_due_runs(cw, now=later)
+    results = progress_due_runs(cw.engine, now=later)
     assert [(r.run_id, type(r).__name__) for r in results] == [(good, "Advanced")]
     assert cw.workflows.explain("t", bad).state == RunState.WAITING  # left for the next sweep
     assert cw.workflows.explain("t", good).state == RunState.ACTIVE
 
 
 def test_drain_reports_a_task_that_raised(cw: Chimeway, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chimeway import dispatch
+    from chimeway.engine import deliver
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(dispatch, "dispatch", broken)
+    monkeypatch.setattr(deliver, "deliver", broken)
     cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
     with pytest.raises(AssertionError, match=r"chimeway:deliver\[\d+\]"):
         drain(cw)
@@ -229,7 +229,7 @@ def test_the_pool_pings_only_connections_that_sat_idle(
 ) -> None:
     from psycopg_pool import ConnectionPool
 
-    from chimeway.app import _IdleCheck
+    from chimeway.engine.context import IdleCheck
 
     pings: list[object] = []
     real = ConnectionPool.check_connection
@@ -239,7 +239,7 @@ def test_the_pool_pings_only_connections_that_sat_idle(
         real(conn)
 
     monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counted))
-    check = _IdleCheck(after=0.2)
+    check = IdleCheck(after=0.2)
     with psycopg.connect(committed_db) as conn:
         check(conn)  # first checkout: pinged
         check(conn)  # handed out again at once: trusted

@@ -242,8 +242,8 @@ def test_timer_defer_is_deduplicated_without_aborting_the_transaction(
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     sooner = later - dt.timedelta(hours=1)
     with cw.transaction() as conn:
-        assert cw.jobs.progress(conn, run_id, schedule_at=later) is not None
-        assert cw.jobs.progress(conn, run_id, schedule_at=sooner) is None  # duplicate
+        assert cw.engine.deferrer.progress(conn, run_id, schedule_at=later) is not None
+        assert cw.engine.deferrer.progress(conn, run_id, schedule_at=sooner) is None  # duplicate
         conn.execute("SELECT 1")  # the transaction is still usable
     with psycopg.connect(committed_db) as conn:
         rows = conn.execute(
@@ -329,7 +329,7 @@ def test_sweep_resumes_a_deferred_delivery_whose_job_is_queued(
             "next_eligible_at = now() - interval '1 second', planning_reason = 'quiet_hours'"
         )
     with cw.transaction() as conn:  # a job for it is queued for later already
-        cw.jobs.deliver(conn, result.delivery_ids, schedule_at=later)
+        cw.engine.deferrer.deliver(conn, result.delivery_ids, schedule_at=later)
     assert cw.sweep().deferred_resumed == 1  # the queued job is pulled forward, no error
     drain(cw)
     assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"

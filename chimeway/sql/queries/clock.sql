@@ -1,4 +1,4 @@
--- The database is the clock.
+-- The database is the clock (chimeway/store/clock.py).
 
 -- name: clock_now
 SELECT now()

@@ -1,4 +1,4 @@
--- Queries of the migration runner (chimeway/migrations.py).
+-- The migration runner's tracking table and lock (chimeway/store/migrations.py).
 
 -- name: migrations_table_create
 CREATE TABLE IF NOT EXISTS chimeway_migrations (
@@ -33,3 +33,9 @@ SELECT pg_advisory_unlock(hashtextextended('chimeway.migrate', 0))
 
 -- name: procrastinate_schema_present
 SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present
+
+-- name: migration_record_script
+-- The tracking row as a literal statement, for `chimeway migrate print` (values filled in
+-- with psycopg.sql.Literal).
+INSERT INTO chimeway_migrations (line, version, name, checksum)
+VALUES ({line}, {version}, {name}, {checksum})

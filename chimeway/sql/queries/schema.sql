@@ -1,5 +1,5 @@
 -- Catalog queries: a canonical description of the current schema, used to check that the
--- migrations and the committed chimeway/sql/schema.sql snapshot agree.
+-- migrations and the committed chimeway/sql/schema.sql snapshot agree (chimeway/store/schema.py).
 
 -- name: schema_describe
 SELECT kind, name, definition FROM (

@@ -1,4 +1,4 @@
--- Signals and their routing to waiting runs (chimeway/signals.py).
+-- Signals (chimeway/store/signals.py).
 
 -- name: signal_insert
 -- A repeated idempotency key (per tenant) returns no row: the signal is inert.
@@ -17,17 +17,6 @@ FROM chimeway_signals WHERE id = %(id)s FOR UPDATE
 
 -- name: signal_mark_routed
 UPDATE chimeway_signals SET routed_at = now() WHERE id = %(id)s
-
--- name: runs_waiting_for_signal_lock
--- Only this tenant's waiting runs of this actor that listen for this event.
-SELECT * FROM chimeway_workflow_runs
-WHERE tenant_id = %(tenant_id)s AND recipient_id = %(actor_id)s AND state = 'waiting'
-  AND %(event_name)s = ANY(pending_signals)
-ORDER BY id
-FOR UPDATE
-
--- name: delivery_id_for_tenant
-SELECT id FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
 
 -- name: signals_seen_since
 -- For each run starting a wait (by position n): the earliest signal from its recipient for

@@ -1,4 +1,4 @@
--- Events and notifications written by a trigger (chimeway/trigger.py).
+-- Events and their notifications, written by a trigger (chimeway/store/events.py).
 
 -- name: event_insert
 -- Idempotent per (tenant, key): a duplicate (even a concurrent one) returns no row.

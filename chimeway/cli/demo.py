@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from chimeway import migrations, reports
+from chimeway import migrations
 from chimeway.adapters import Bounced, DeliveryRequest, LoggerAdapter, Sent
 from chimeway.app import Chimeway
+from chimeway.cli import reports
 from chimeway.config import Maintenance
 from chimeway.dsl import Step, Stop, WaitUntil, Workflow
 from chimeway.notifiers import Notifier, Recipient

@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any, LiteralString
-
-import psycopg
-from psycopg import sql
 
 from chimeway import db, migrations
+from chimeway.db import Conn
 from chimeway.errors import ChimewayError
+from chimeway.store import health
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ def run_checks(
         if not checks[-1].ok:
             return checks
         checks.append(_listen(conn, url))
-        workers = _count(conn, db.query("doctor_workers_recent"), within=heartbeat_within)
+        workers = health.workers_recent(conn, heartbeat_within)
         checks.append(
             Check(
                 "workers seen recently",
@@ -47,7 +45,7 @@ def run_checks(
                 + ("" if workers else "; start `chimeway worker`"),
             )
         )
-        stalled = _count(conn, db.query("doctor_jobs_stalled"), within=heartbeat_within)
+        stalled = health.jobs_stalled(conn, heartbeat_within)
         checks.append(
             Check(
                 "no stalled jobs",
@@ -56,7 +54,7 @@ def run_checks(
                 + ("; a live worker retries them" if stalled else ""),
             )
         )
-        failed = _count(conn, db.query("doctor_jobs_failed"))
+        failed = health.jobs_failed(conn)
         checks.append(
             Check(
                 "no failed jobs",
@@ -65,7 +63,7 @@ def run_checks(
                 + ("; see procrastinate_jobs and the worker logs" if failed else ""),
             )
         )
-        overdue = _count(conn, db.query("doctor_runs_overdue"), grace=overdue_grace)
+        overdue = health.runs_overdue(conn, overdue_grace)
         checks.append(
             Check(
                 "no overdue waits",
@@ -78,12 +76,7 @@ def run_checks(
     return checks
 
 
-def _count(conn: psycopg.Connection[Any], query: LiteralString, **params: Any) -> int:
-    row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _migrations(conn: psycopg.Connection[Any]) -> Check:
+def _migrations(conn: Conn) -> Check:
     rows = migrations.status(conn)
     pending = [r for r in rows if r.state != "applied"]
     if pending:
@@ -92,11 +85,11 @@ def _migrations(conn: psycopg.Connection[Any]) -> Check:
     return Check("migrations current", True, f"{len(rows)} applied")
 
 
-def _listen(conn: psycopg.Connection[Any], url: str) -> Check:
+def _listen(conn: Conn, url: str) -> Check:
     channel = f"chimeway_doctor_{uuid.uuid4().hex[:12]}"
-    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    health.listen(conn, channel)
     with db.connect(url, autocommit=True) as other:
-        other.execute(db.query("doctor_notify"), {"channel": channel})
+        health.notify(other, channel)
     got = list(conn.notifies(timeout=3, stop_after=1))
     ok = bool(got)
     return Check(

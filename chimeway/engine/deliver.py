@@ -19,14 +19,19 @@ import uuid
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
-from chimeway import db, deliveries, progression, workflows
 from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
+from chimeway.db import Conn
+from chimeway.engine.context import Engine
+from chimeway.engine.progression import drive
+from chimeway.engine.progression.drive import Held
 from chimeway.redaction import clean_text, redact
 from chimeway.results import DeliverResult, Delivery
+from chimeway.store import clock, deliveries, runs
+from chimeway.store.deliveries import LatestAttempt
 from chimeway.types import (
     AttemptOutcome,
     DeliveryReason,
@@ -34,9 +39,6 @@ from chimeway.types import (
     ErrorClass,
     OrchestrationState,
 )
-
-if TYPE_CHECKING:
-    from chimeway.app import Chimeway
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +55,17 @@ class _Outcome:
 
 
 def _claim(
-    cw: Chimeway, delivery_ids: Sequence[uuid.UUID]
+    engine: Engine, delivery_ids: Sequence[uuid.UUID]
 ) -> tuple[list[tuple[Delivery, int]], dict[uuid.UUID, str]]:
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
     numbers), and say why each other one may not. One statement in autocommit: no
     transaction is left open around the sends."""
-    with cw.pool.connection() as conn:
+    with engine.pool.connection() as conn:
         conn.autocommit = True
         try:
-            found = deliveries.claim_many(conn, delivery_ids, cw.stuck_after)
+            found = deliveries.claim_many(conn, delivery_ids, engine.settings.stuck_after)
             why_not = {
-                delivery_id: _not_sendable(cw, conn, delivery_id, claim)
+                delivery_id: _not_sendable(engine, conn, delivery_id, claim)
                 for delivery_id, claim in found.items()
                 if claim.dispatched is None
             }
@@ -82,7 +84,7 @@ def _claim(
 
 
 def _not_sendable(
-    cw: Chimeway, conn: psycopg.Connection[Any], delivery_id: uuid.UUID, found: deliveries.Claim
+    engine: Engine, conn: Conn, delivery_id: uuid.UUID, found: deliveries.Claim
 ) -> str:
     """Why a claim did not move the delivery. One sent too early (a re-drive, a job run
     before its time) makes sure a job comes back when it is due, then steps aside."""
@@ -93,20 +95,20 @@ def _not_sendable(
         return f"not ready ({found.was_orchestration_state})"
     if status == S.FAILED and found.was_retry_at is not None:
         with conn.transaction():
-            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=found.was_retry_at)
+            engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=found.was_retry_at)
         return "retry not due yet"
     if status == S.DISPATCHED:
         with conn.transaction():
-            cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=found.takeover_at)
+            engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=found.takeover_at)
         return "being sent by another worker"
     return f"cannot be dispatched from {status}"
 
 
-def _send(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
+def _send(engine: Engine, delivery: Delivery, attempt_number: int) -> _Outcome:
     """What the adapter said, as an outcome to record; never raises an ``Exception``: the
     other sends of its chunk must be recorded whatever this one does."""
     try:
-        return _call_adapter(cw, delivery, attempt_number)
+        return _call_adapter(engine, delivery, attempt_number)
     except Exception as exc:  # past the adapter's own errors (a DeliveryFailure without meta,
         # meta that cannot be redacted): still a failed attempt, retried like any other
         return _unknown_failure(exc)
@@ -117,7 +119,7 @@ def _unknown_failure(exc: Exception) -> _Outcome:
     return _Outcome(AttemptOutcome.FAILED, ErrorClass.UNKNOWN, clean_text(detail)[:2000], None, {})
 
 
-def _call_adapter(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Outcome:
+def _call_adapter(engine: Engine, delivery: Delivery, attempt_number: int) -> _Outcome:
     request = DeliveryRequest(
         delivery_id=delivery.id,
         tenant_id=delivery.tenant_id,
@@ -126,7 +128,7 @@ def _call_adapter(cw: Chimeway, delivery: Delivery, attempt_number: int) -> _Out
         content=delivery.render_data,
         attempt_number=attempt_number,
     )
-    adapter = cw.adapter_for(delivery.channel)
+    adapter = engine.adapter_for(delivery.channel)
     try:
         result = adapter.deliver(request)
         if isinstance(result, DeliveryFailure):
@@ -168,12 +170,12 @@ RECORD_TRIES = 3
 RECORD_GROUPS = 10
 
 
-def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
+def _record(engine: Engine, sent: Sequence[_Sent]) -> list[DeliverResult]:
     """Record the sends in one transaction. The outcomes exist only in this process now: a
     lost connection is retried here rather than by re-sending, and if the batch fails for
     another reason each send is recorded on its own, so one bad row fails alone."""
     try:
-        return _record_retrying(cw, sent)
+        return _record_retrying(engine, sent)
     except psycopg.OperationalError:
         raise
     except Exception:
@@ -188,7 +190,7 @@ def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
     failed: Exception | None = None
     for one in sent:
         try:
-            results.extend(_record_retrying(cw, [one]))
+            results.extend(_record_retrying(engine, [one]))
         except Exception as exc:
             logger.exception(
                 "recording an attempt failed",
@@ -200,11 +202,11 @@ def _record(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
     return results
 
 
-def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]:
+def _record_retrying(engine: Engine, sent: Sequence[_Sent]) -> list[DeliverResult]:
     for tries in range(1, RECORD_TRIES + 1):
         try:
-            with cw.pool.connection() as conn, conn.transaction():
-                return record_attempts(cw, conn, sent)
+            with engine.pool.connection() as conn, conn.transaction():
+                return record_attempts(engine, conn, sent)
         except psycopg.OperationalError:
             if tries == RECORD_TRIES:
                 raise
@@ -220,13 +222,11 @@ def _record_retrying(cw: Chimeway, sent: Sequence[_Sent]) -> list[DeliverResult]
     raise AssertionError("unreachable")
 
 
-def record_attempts(
-    cw: Chimeway, conn: psycopg.Connection[Any], sent: Sequence[_Sent]
-) -> list[DeliverResult]:
+def record_attempts(engine: Engine, conn: Conn, sent: Sequence[_Sent]) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
     transaction: a few statements for any number of sends. One result per send, in order."""
     # Lock order: runs, then deliveries (each set in id order).
-    runs = workflows.lock_runs(
+    locked = runs.lock_runs(
         conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
     )
     current = deliveries.lock_many(conn, [s.delivery.id for s in sent])
@@ -307,8 +307,8 @@ def record_attempts(
                 )
             )
         else:
-            now = now or db.now(conn)
-            retry_at = now + cw.retry_policy(s.delivery.channel).delay(number)
+            now = now or clock.now(conn)
+            retry_at = now + engine.retry_policy(s.delivery.channel).delay(number)
             retries[delivery_id] = retry_at
             moves.append(
                 deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context, retry_at)
@@ -322,30 +322,28 @@ def record_attempts(
     for delivery_id, retry_at in retries.items():
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
-        cw.jobs.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
+        engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
     for delivery_id, action, details in logs:
         _log(action, moved.get(delivery_id), **details)
     known = [
-        progression.Known(
-            runs[s.delivery.workflow_run_id],
+        Held(
+            locked[s.delivery.workflow_run_id],
             moved.get(s.delivery.id),
-            (attempt.outcome, attempt.error_class),
+            LatestAttempt(attempt.outcome, attempt.error_class),
         )
         for s, attempt in zip(present, attempts, strict=True)
-        if s.delivery.workflow_run_id in runs
+        if s.delivery.workflow_run_id in locked
     ]
-    _progress_after_record(cw, conn, known)
+    _progress_after_record(engine, conn, known)
     return [results[s.delivery.id] for s in sent]
 
 
-def _progress_after_record(
-    cw: Chimeway, conn: psycopg.Connection[Any], known: Sequence[progression.Known]
-) -> None:
+def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) -> None:
     """Progress the runs with their attempts, set-wise; if that fails, run by run, and a run
     that still fails gets a ``progress`` job: the attempts commit either way (never lose the
     record of a send). A run seen twice (two of its deliveries in one batch) is progressed
     again afterwards, from the rows."""
-    first: dict[uuid.UUID, progression.Known] = {}
+    first: dict[uuid.UUID, Held] = {}
     again: list[uuid.UUID] = []
     for k in known:
         if k.run.id in first:
@@ -356,7 +354,7 @@ def _progress_after_record(
     if len(batch) > 1:
         try:
             with conn.transaction():
-                progression.progress_recorded(cw, conn, batch)
+                drive.progress_recorded(engine, conn, batch)
             batch = []
         except Exception:
             logger.warning(
@@ -365,40 +363,40 @@ def _progress_after_record(
                 exc_info=True,
             )
     for k in batch:
-        _progress_one(cw, conn, k.run.id, k)
+        _progress_one(engine, conn, k.run.id, k)
     for run_id in again:
-        _progress_one(cw, conn, run_id, None)
+        _progress_one(engine, conn, run_id, None)
 
 
 def _progress_one(
-    cw: Chimeway,
-    conn: psycopg.Connection[Any],
+    engine: Engine,
+    conn: Conn,
     run_id: uuid.UUID,
-    known: progression.Known | None,
+    known: Held | None,
 ) -> None:
     try:
         with conn.transaction():
-            progression.progress_in(cw, conn, run_id, known=known)
+            drive.progress_in(engine, conn, run_id, held=known)
     except Exception:
         logger.exception(
             "progressing the run after an attempt failed; deferring it",
             extra={"action": "run.progress_deferred", "run_id": str(run_id)},
         )
-        cw.jobs.progress(conn, run_id, schedule_at=db.now(conn))
+        engine.deferrer.progress(conn, run_id, schedule_at=clock.now(conn))
 
 
-def dispatch(cw: Chimeway, delivery_id: uuid.UUID) -> DeliverResult:
+def deliver(engine: Engine, delivery_id: uuid.UUID) -> DeliverResult:
     """Send one delivery if it is due; safe to call twice or concurrently."""
-    return dispatch_many(cw, [delivery_id])[0]
+    return deliver_many(engine, [delivery_id])[0]
 
 
-def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[DeliverResult]:
+def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[DeliverResult]:
     """Send the deliveries that are due (what one ``deliver`` job does): one claim for all,
     the adapter calls side by side on the Chimeway's send threads, one transaction to record
     them (or one per group, if some are slow). Safe to call twice or concurrently; one result
     per distinct id, in order."""
     ids = list(dict.fromkeys(delivery_ids))
-    claimed, why_not = _claim(cw, ids)
+    claimed, why_not = _claim(engine, ids)
     for delivery_id, why in why_not.items():
         logger.debug(
             "delivery skipped",
@@ -408,11 +406,11 @@ def dispatch_many(cw: Chimeway, delivery_ids: Sequence[uuid.UUID]) -> list[Deliv
     failed: Exception | None = None
     # Sends are recorded as they finish, in groups (all at once when they are quick): a slow
     # provider call must not keep the others of its chunk unrecorded until a takeover.
-    every = cw.stuck_after.total_seconds() / RECORD_GROUPS
-    for group in cw.send_in_groups(lambda c: _send(cw, *c), claimed, every=every):
+    every = engine.settings.stuck_after.total_seconds() / RECORD_GROUPS
+    for group in engine.senders.in_groups(lambda c: _send(engine, *c), claimed, every=every):
         sent = [_Sent(delivery, outcome) for (delivery, _), outcome in group]
         try:
-            recorded.update((r.delivery_id, r) for r in _record(cw, sent))
+            recorded.update((r.delivery_id, r) for r in _record(engine, sent))
         except Exception as exc:  # record the later groups, then fail the job
             failed = exc
     if failed is not None:

@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from chimeway import logs, migrations, reports, settings
+from chimeway import db, logs, migrations
 from chimeway import worker as worker_module
 from chimeway.app import Chimeway
+from chimeway.cli import reports
+from chimeway.config import ENV_DATABASE_URL
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
 from chimeway.results import Duplicate
 
@@ -30,7 +32,7 @@ class CliState:
     @property
     def url(self) -> str:
         if self._url is None:
-            self._url = settings.database_url(self._explicit_url, report=note)
+            self._url = db.database_url(self._explicit_url, report=note)
         return self._url
 
 
@@ -56,7 +58,7 @@ class ChimewayGroup(click.Group):
 @click.group(cls=ChimewayGroup)
 @click.option(
     "--database-url",
-    envvar=settings.ENV_DATABASE_URL,
+    envvar=ENV_DATABASE_URL,
     help="PostgreSQL URL [env CHIMEWAY_DATABASE_URL]; without one, the embedded server.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
@@ -87,8 +89,6 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_obj
 def migrate_status(state: CliState) -> None:
     """Show each migration with its applied time, or pending."""
-    from chimeway import db
-
     with db.connect(state.url) as conn:
         rows = migrations.status(conn)
     width = max(len(f"{r.line} {r.version}") for r in rows)
@@ -265,7 +265,7 @@ TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record 
 @click.pass_obj
 def demo(state: CliState) -> None:
     """Run an escalation workflow end to end and explain every run (about 5 s)."""
-    from chimeway.demo import run_demo
+    from chimeway.cli.demo import run_demo
 
     out = sys.stdout
     run_demo(state.url, out, note)
@@ -400,7 +400,7 @@ def trigger(
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check the database, migrations, LISTEN/NOTIFY, workers, jobs and overdue waits."""
-    from chimeway.doctor import run_checks
+    from chimeway.cli.doctor import run_checks
 
     state: CliState = ctx.obj
     checks = run_checks(state.url)
@@ -429,7 +429,3 @@ def main() -> None:
     # Every option can also come from the environment: CHIMEWAY_<COMMAND>_<OPTION>, e.g.
     # CHIMEWAY_WORKER_CONCURRENCY=20 (documented options also name a shorter variable).
     cli(prog_name="chimeway", auto_envvar_prefix="CHIMEWAY")
-
-
-if __name__ == "__main__":
-    main()

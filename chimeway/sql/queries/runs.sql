@@ -1,35 +1,4 @@
--- Workflow definitions, steps, runs and transitions (chimeway/workflows.py).
-
--- name: definition_insert
--- Immutable per (key, version): a second insert of the pair returns no row.
-INSERT INTO chimeway_workflow_definitions (workflow_key, workflow_version, notification_key, checksum)
-VALUES (%(workflow_key)s, %(workflow_version)s, %(notification_key)s, %(checksum)s)
-ON CONFLICT (workflow_key, workflow_version) DO NOTHING
-RETURNING *
-
--- name: definition_get
-SELECT * FROM chimeway_workflow_definitions
-WHERE workflow_key = %(workflow_key)s AND workflow_version = %(workflow_version)s
-
--- name: definition_get_by_id
-SELECT * FROM chimeway_workflow_definitions WHERE id = %(id)s
-
--- name: step_insert_batch
-INSERT INTO chimeway_workflow_steps (definition_id, step_key, step_order, channel, config)
-SELECT %(definition_id)s, s.step_key, s.step_order, s.channel, s.config
-FROM unnest(%(step_keys)s::text[], %(step_orders)s::int[], %(channels)s::text[],
-            %(configs)s::jsonb[]) AS s (step_key, step_order, channel, config)
-RETURNING *
-
--- name: steps_for_definition
-SELECT * FROM chimeway_workflow_steps WHERE definition_id = %(definition_id)s ORDER BY step_order
-
--- name: step_get
-SELECT * FROM chimeway_workflow_steps WHERE id = %(id)s
-
--- name: step_by_key
-SELECT * FROM chimeway_workflow_steps
-WHERE definition_id = %(definition_id)s AND step_key = %(step_key)s
+-- Workflow runs and their transitions (chimeway/store/runs.py).
 
 -- name: run_insert_batch
 -- New runs start active on their first step, with `workflow_started` and `step_activated`.
@@ -119,6 +88,35 @@ VALUES (
 )
 RETURNING *
 
+-- name: runs_due_claim
+-- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
+SELECT * FROM chimeway_workflow_runs
+WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
+  AND NOT (id = ANY(%(skip)s::uuid[]))
+ORDER BY suspended_until
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: runs_to_arm
+-- Waits due within the horizon whose timer job is not queued yet (Procrastinate's unique
+-- index on todo queueing locks makes the NOT EXISTS an index probe).
+SELECT r.id, r.suspended_until FROM chimeway_workflow_runs r
+WHERE r.state = 'waiting' AND r.suspended_until <= now() + %(horizon)s::interval
+  AND NOT EXISTS (
+      SELECT 1 FROM procrastinate_jobs j
+      WHERE j.queueing_lock = 'chimeway:progress:' || r.id::text AND j.status = 'todo'
+  )
+ORDER BY r.suspended_until
+LIMIT %(limit)s
+
+-- name: runs_waiting_for_signal_lock
+-- Only this tenant's waiting runs of this actor that listen for this event.
+SELECT * FROM chimeway_workflow_runs
+WHERE tenant_id = %(tenant_id)s AND recipient_id = %(actor_id)s AND state = 'waiting'
+  AND %(event_name)s = ANY(pending_signals)
+ORDER BY id
+FOR UPDATE
+
 -- name: run_explain
 SELECT r.id, r.tenant_id, r.state, r.status_reason, st.step_key AS current_step_name,
        r.suspended_until, r.pending_signals, r.terminal_reason, r.status_context,
@@ -128,38 +126,6 @@ FROM chimeway_workflow_runs r
 JOIN chimeway_workflow_steps st ON st.id = r.current_step_id
 JOIN chimeway_workflow_definitions d ON d.id = r.definition_id
 WHERE r.id = %(id)s AND r.tenant_id = %(tenant_id)s
-
--- name: transitions_for_run
--- Tenant-scoped: another tenant's run yields no rows, exactly like a missing one.
-SELECT t.id, t.run_id, st.step_key, t.step_id, t.delivery_id, t.from_state, t.to_state,
-       t.reason, t.context, t.created_at
-FROM chimeway_workflow_transitions t
-JOIN chimeway_workflow_runs r ON r.id = t.run_id
-LEFT JOIN chimeway_workflow_steps st ON st.id = t.step_id
-WHERE t.run_id = %(run_id)s AND r.tenant_id = %(tenant_id)s
-ORDER BY t.id
-LIMIT %(limit)s
-
--- name: step_delivery_lock
--- The active step's delivery, locked after the run (lock order: run, then delivery).
-SELECT * FROM chimeway_deliveries
-WHERE workflow_run_id = %(run_id)s AND workflow_step_id = %(step_id)s
-FOR UPDATE
-
--- name: attempt_latest
-SELECT outcome, error_class FROM chimeway_delivery_attempts
-WHERE delivery_id = %(delivery_id)s
-ORDER BY attempt_number DESC
-LIMIT 1
-
--- name: runs_due_claim
--- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
-SELECT * FROM chimeway_workflow_runs
-WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
-  AND NOT (id = ANY(%(skip)s::uuid[]))
-ORDER BY suspended_until
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
 
 -- name: runs_list
 -- A tenant's runs, newest first, optionally of one state and one workflow.
@@ -175,6 +141,24 @@ WHERE r.tenant_id = %(tenant_id)s
   AND (%(workflow_key)s::text IS NULL OR d.workflow_key = %(workflow_key)s)
 ORDER BY r.started_at DESC, r.id
 LIMIT %(limit)s
+
+-- name: transitions_for_run
+-- Tenant-scoped: another tenant's run yields no rows, exactly like a missing one.
+SELECT t.id, t.run_id, st.step_key, t.step_id, t.delivery_id, t.from_state, t.to_state,
+       t.reason, t.context, t.created_at
+FROM chimeway_workflow_transitions t
+JOIN chimeway_workflow_runs r ON r.id = t.run_id
+LEFT JOIN chimeway_workflow_steps st ON st.id = t.step_id
+WHERE t.run_id = %(run_id)s AND r.tenant_id = %(tenant_id)s
+ORDER BY t.id
+LIMIT %(limit)s
+
+-- name: transitions_for_delivery
+SELECT t.id, t.reason, t.from_state, t.to_state, t.context, t.created_at
+FROM chimeway_workflow_transitions t
+JOIN chimeway_workflow_runs r ON r.id = t.run_id
+WHERE t.delivery_id = %(delivery_id)s AND r.tenant_id = %(tenant_id)s
+ORDER BY t.id
 
 -- name: run_delivery_ids
 -- A run's deliveries in step order (tenant-scoped).

@@ -12,63 +12,50 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
-from chimeway import db, progression
+from chimeway.engine.context import Engine
+from chimeway.engine.progression import progress_due_runs
 from chimeway.results import SweepReport
-
-if TYPE_CHECKING:
-    from chimeway.app import Chimeway
+from chimeway.store import deliveries, runs
 
 logger = logging.getLogger(__name__)
 
 
 def sweep(
-    cw: Chimeway, now: dt.datetime | None = None, report: Callable[[str], None] | None = None
+    engine: Engine, now: dt.datetime | None = None, report: Callable[[str], None] | None = None
 ) -> SweepReport:
     say = report or (lambda _msg: None)
-    settings = cw.maintenance
+    settings = engine.settings.maintenance
     say("sweeping due waits")
-    progressed = progression.progress_due_runs(cw, now)
+    progressed = progress_due_runs(engine, now)
     say(f"{len(progressed)} due run(s) progressed; arming timers of waits due soon")
-    armed = arm_timers(cw)
+    armed = arm_timers(engine)
     say(f"{armed} timer(s) armed; resuming due deferred deliveries")
     resumed = 0
     while True:
-        with cw.pool.connection() as conn, conn.transaction():
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    db.query("deliveries_deferred_due_resume"), {"limit": settings.batch_size}
-                )
-            ]
+        with engine.pool.connection() as conn, conn.transaction():
+            ids = deliveries.resume_deferred(conn, settings.batch_size)
             try:
                 with conn.transaction():
-                    cw.jobs.deliver(conn, ids)
+                    engine.deferrer.deliver(conn, ids)
             except AlreadyEnqueued:  # a lone one's job is queued already: pulled forward
                 for delivery_id in ids:
-                    cw.jobs.deliver_if_not_queued(conn, delivery_id)
+                    engine.deferrer.deliver_if_not_queued(conn, delivery_id)
         resumed += len(ids)
         if len(ids) < settings.batch_size:
             break
     say(f"{resumed} deferred delivery(ies) resumed; re-driving stuck deliveries")
-    redriven = 0
-    with cw.pool.connection() as conn, conn.transaction():
-        stuck = [
-            row[0]
-            for row in conn.execute(
-                db.query("deliveries_stuck_list"),
-                {
-                    "pending_after": settings.redrive_after,
-                    "dispatched_after": cw.stuck_after,
-                    "limit": settings.batch_size,
-                },
-            )
-        ]
-        redriven = sum(cw.jobs.deliver_if_not_queued(conn, d) for d in stuck)
+    with engine.pool.connection() as conn, conn.transaction():
+        stuck = deliveries.stuck(
+            conn,
+            pending_after=settings.redrive_after,
+            dispatched_after=engine.settings.stuck_after,
+            limit=settings.batch_size,
+        )
+        redriven = sum(engine.deferrer.deliver_if_not_queued(conn, d) for d in stuck)
     result = SweepReport(len(progressed), resumed, redriven, armed)
     if result.runs_progressed or result.deferred_resumed or result.deliveries_redriven:
         logger.info(
@@ -83,18 +70,17 @@ def sweep(
     return result
 
 
-def arm_timers(cw: Chimeway) -> int:
+def arm_timers(engine: Engine) -> int:
     """Defer the timer job of every wait that comes due within the horizon and has none."""
+    settings = engine.settings.maintenance
     armed = 0
     while True:
-        with cw.pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                db.query("runs_to_arm"),
-                {"horizon": cw.maintenance.timer_horizon, "limit": cw.maintenance.batch_size},
-            ).fetchall()
-            cw.jobs.timers(conn, rows)  # another sweeper may have armed some meanwhile
-        armed += len(rows)
-        if len(rows) < cw.maintenance.batch_size:
+        with engine.pool.connection() as conn, conn.transaction():
+            due = runs.to_arm(conn, settings.timer_horizon, settings.batch_size)
+            # Another sweeper may have armed some meanwhile: timers() copes.
+            engine.deferrer.timers(conn, [(d.id, d.suspended_until) for d in due])
+        armed += len(due)
+        if len(due) < settings.batch_size:
             return armed
 
 

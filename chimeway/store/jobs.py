@@ -1,8 +1,11 @@
-"""Defer Chimeway's jobs by name on an explicit connection.
+"""Procrastinate's job table as Chimeway writes and reads it: the deferrer and queue reads.
 
-Inside a worker the Procrastinate App is opened async, and a sync ``.defer`` through it fails;
-so deferring goes through a second App built on a ``SyncPsycopgConnector`` that is never
-opened and only ever writes through the connection it is given (design §2).
+Jobs carry ids only (design §1.1), and every defer goes through the caller's connection,
+inside the caller's transaction (§1.2), so a state change and the job that must follow it
+commit or roll back together. Inside a worker the Procrastinate App is opened async, and a
+sync ``.defer`` through it fails; so the few defers not built in SQL go through a second App
+built on a ``SyncPsycopgConnector`` that is never opened and only ever writes through the
+connection it is given (design §2).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import procrastinate
@@ -18,6 +22,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
 
 from chimeway import db
+from chimeway.db import Conn
 
 NAMESPACE = "chimeway"
 QUEUES = {
@@ -46,9 +51,7 @@ def progress_lock(run_id: uuid.UUID) -> str:
     return f"{PROGRESS_LOCK}{run_id}"
 
 
-def _pull_earlier(
-    conn: psycopg.Connection[Any], queueing_lock: str, schedule_at: dt.datetime | None
-) -> None:
+def _pull_earlier(conn: Conn, queueing_lock: str, schedule_at: dt.datetime | None) -> None:
     conn.execute(
         db.query("job_pull_earlier"),
         {"queueing_lock": queueing_lock, "scheduled_at": schedule_at},
@@ -61,12 +64,12 @@ class Deferrer:
         self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
         self.delivery_batch_size = delivery_batch_size
 
-    def _configure(self, task: str, conn: psycopg.Connection[Any], **options: Any) -> Any:
+    def _configure(self, task: str, conn: Conn, **options: Any) -> Any:
         return self._app.configure_task(TASKS[task], queue=QUEUES[task], connection=conn, **options)
 
     def deliver(
         self,
-        conn: psycopg.Connection[Any],
+        conn: Conn,
         delivery_ids: Sequence[uuid.UUID],
         *,
         schedule_at: dt.datetime | None = None,
@@ -96,7 +99,7 @@ class Deferrer:
 
     def deliver_if_not_queued(
         self,
-        conn: psycopg.Connection[Any],
+        conn: Conn,
         delivery_id: uuid.UUID,
         *,
         schedule_at: dt.datetime | None = None,
@@ -112,9 +115,7 @@ class Deferrer:
             return False
         return True
 
-    def progress(
-        self, conn: psycopg.Connection[Any], run_id: uuid.UUID, *, schedule_at: dt.datetime
-    ) -> int | None:
+    def progress(self, conn: Conn, run_id: uuid.UUID, *, schedule_at: dt.datetime) -> int | None:
         """A timer for a waiting run; at most one waits per run (queueing lock).
 
         The defer runs in a savepoint: a duplicate (``AlreadyEnqueued``) must not abort the
@@ -128,9 +129,7 @@ class Deferrer:
             _pull_earlier(conn, progress_lock(run_id), schedule_at)
             return None
 
-    def timers(
-        self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
-    ) -> None:
+    def timers(self, conn: Conn, runs: Sequence[tuple[uuid.UUID, dt.datetime]]) -> None:
         """A timer for each run, in one round trip when none is queued yet; otherwise run by
         run, pulling a queued one earlier where needed (:meth:`progress`). Savepoints keep
         the caller's transaction alive either way."""
@@ -143,9 +142,7 @@ class Deferrer:
             for run_id, due_at in runs:
                 self.progress(conn, run_id, schedule_at=due_at)
 
-    def progress_many(
-        self, conn: psycopg.Connection[Any], runs: Sequence[tuple[uuid.UUID, dt.datetime]]
-    ) -> list[int]:
+    def progress_many(self, conn: Conn, runs: Sequence[tuple[uuid.UUID, dt.datetime]]) -> list[int]:
         """Timers for runs known to have none queued, in one round trip."""
         return _defer_per_id(
             conn,
@@ -157,7 +154,7 @@ class Deferrer:
             priority=AHEAD,
         )
 
-    def route_signal(self, conn: psycopg.Connection[Any], signal_id: uuid.UUID) -> int:
+    def route_signal(self, conn: Conn, signal_id: uuid.UUID) -> int:
         job_id: int = self._configure("route_signal", conn, priority=AHEAD).defer(
             signal_id=str(signal_id)
         )
@@ -165,7 +162,7 @@ class Deferrer:
 
 
 def _defer_per_id(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     task: str,
     *,
     arg: str,
@@ -203,7 +200,7 @@ def _defer_per_id(
 
 
 def _defer_chunks(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     delivery_ids: Sequence[uuid.UUID],
     *,
     chunk: int,
@@ -223,3 +220,22 @@ def _defer_chunks(
         },
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def due_count(conn: Conn, queues: Sequence[str]) -> int:
+    """How many jobs in ``queues`` are due now."""
+    row = conn.execute(db.query("jobs_due_count"), {"queues": list(queues)}).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class FailingJob:
+    id: int
+    task_name: str
+    status: str
+
+
+def failing(conn: Conn, queues: Sequence[str]) -> list[FailingJob]:
+    """Jobs whose task raised: failed for good, or waiting for a retry after an error."""
+    with conn.cursor(row_factory=db.dataclass_row(FailingJob)) as cur:
+        return cur.execute(db.query("jobs_failing_list"), {"queues": list(queues)}).fetchall()

@@ -1,9 +1,9 @@
 """Deliveries: rows, the delivery state machine, and attempts (design §5).
 
-Every status move goes through :func:`transition`, which allows only the moves in
+Every status move goes through :func:`transition_many`, which allows only the moves in
 :data:`ALLOWED` (``UPDATE ... WHERE status = ANY(allowed_from)``) and writes the history row
-in the same statement; :func:`claim` is its one-statement form for the move to
-``dispatched``.
+in the same statement; :func:`transition` is its one-row form and :func:`claim_many` its
+form for the move to ``dispatched``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from chimeway import db
+from chimeway.db import Conn
 from chimeway.errors import InvalidTransition, NotFound
 from chimeway.results import Attempt, Delivery, DeliveryTransition
 from chimeway.types import (
@@ -66,8 +66,6 @@ class PlannedRow:
     workflow_run_id: uuid.UUID | None
 
 
-Conn = psycopg.Connection[Any]
-
 BATCH_SIZE = 1000
 
 
@@ -113,11 +111,6 @@ def get_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delive
     if row is None:
         raise NotFound(f"delivery {delivery_id} not found")
     return row
-
-
-def lock(conn: Conn, delivery_id: uuid.UUID) -> Delivery | None:
-    """Lock the delivery row ``FOR UPDATE`` (inside the caller's transaction)."""
-    return lock_many(conn, [delivery_id]).get(delivery_id)
 
 
 def lock_many(conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Delivery]:
@@ -220,11 +213,6 @@ class Claim:
 _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
 
 
-def claim(conn: Conn, delivery_id: uuid.UUID, stuck_after: dt.timedelta) -> Claim | None:
-    """:func:`claim_many` for one delivery; ``None`` if it is missing."""
-    return claim_many(conn, [delivery_id], stuck_after).get(delivery_id)
-
-
 def claim_many(
     conn: Conn, delivery_ids: Sequence[uuid.UUID], stuck_after: dt.timedelta
 ) -> dict[uuid.UUID, Claim]:
@@ -299,24 +287,91 @@ def append_attempts(conn: Conn, new: Sequence[NewAttempt]) -> list[Attempt]:
         ).fetchall()
 
 
-def append_attempt(
-    conn: Conn,
-    delivery_id: uuid.UUID,
-    *,
-    outcome: AttemptOutcome,
-    started_at: dt.datetime,
-    error_class: ErrorClass | None = None,
-    error: str | None = None,
-    provider_message_id: str | None = None,
-    provider_response: dict[str, Any] | None = None,
-) -> Attempt:
-    """Append the next attempt; the caller must hold the delivery's row lock."""
-    new = NewAttempt(
-        delivery_id, outcome, started_at, error_class, error, provider_message_id, provider_response
-    )
-    return append_attempts(conn, [new])[0]
-
-
 def attempts(conn: Conn, delivery_id: uuid.UUID) -> list[Attempt]:
     with conn.cursor(row_factory=db.dataclass_row(Attempt)) as cur:
         return cur.execute(db.query("attempts_list"), {"delivery_id": delivery_id}).fetchall()
+
+
+@dataclass(frozen=True)
+class LatestAttempt:
+    outcome: AttemptOutcome
+    error_class: ErrorClass | None
+
+
+def latest_attempt(conn: Conn, delivery_id: uuid.UUID) -> LatestAttempt | None:
+    with conn.cursor(row_factory=db.dataclass_row(LatestAttempt)) as cur:
+        return cur.execute(db.query("attempt_latest"), {"delivery_id": delivery_id}).fetchone()
+
+
+def lock_step_delivery(conn: Conn, run_id: uuid.UUID, step_id: uuid.UUID) -> Delivery | None:
+    """Lock a run step's delivery ``FOR UPDATE`` (after the run: lock order run, then
+    delivery); ``None`` if the step has none."""
+    with conn.cursor(row_factory=db.dataclass_row(Delivery)) as cur:
+        return cur.execute(
+            db.query("step_delivery_lock"), {"run_id": run_id, "step_id": step_id}
+        ).fetchone()
+
+
+def id_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> uuid.UUID | None:
+    """``delivery_id`` if such a delivery of ``tenant_id`` exists."""
+    row = conn.execute(
+        db.query("delivery_id_for_tenant"), {"id": delivery_id, "tenant_id": tenant_id}
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class Header:
+    """A delivery with its notification, event and step, for explaining it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    orchestration_state: str
+    next_eligible_at: dt.datetime | None
+    planning_reason: str | None
+    retry_at: dt.datetime | None
+    provider_message_id: str | None
+    max_attempts: int
+    workflow_run_id: uuid.UUID | None
+    created_at: dt.datetime
+    status_changed_at: dt.datetime
+    terminal_at: dt.datetime | None
+    notification_id: uuid.UUID
+    notification_created_at: dt.datetime
+    event_id: uuid.UUID
+    notification_key: str
+    correlation_id: str | None
+    idempotency_key: str
+    event_created_at: dt.datetime
+    step_key: str | None
+
+
+def explain_header(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Header | None:
+    """Tenant-scoped: another tenant's delivery is ``None``, exactly like a missing one."""
+    with conn.cursor(row_factory=db.dataclass_row(Header)) as cur:
+        return cur.execute(
+            db.query("delivery_explain_header"), {"id": delivery_id, "tenant_id": tenant_id}
+        ).fetchone()
+
+
+def resume_deferred(conn: Conn, limit: int) -> list[uuid.UUID]:
+    """Deferred deliveries whose time has come become ready (with their history rows),
+    skipping rows another sweeper holds; their ids."""
+    rows = conn.execute(db.query("deliveries_deferred_due_resume"), {"limit": limit}).fetchall()
+    return [row[0] for row in rows]
+
+
+def stuck(
+    conn: Conn, *, pending_after: dt.timedelta, dispatched_after: dt.timedelta, limit: int
+) -> list[uuid.UUID]:
+    """Deliveries whose job was lost: ready ones waiting too long (outside any queued
+    chunk), overdue retries, and dispatched ones whose worker went silent."""
+    rows = conn.execute(
+        db.query("deliveries_stuck_list"),
+        {"pending_after": pending_after, "dispatched_after": dispatched_after, "limit": limit},
+    ).fetchall()
+    return [row[0] for row in rows]

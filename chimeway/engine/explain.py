@@ -1,56 +1,73 @@
-"""Explaining a delivery: its full timeline and the answer to "why did / didn't it send?"."""
+"""Operator reads: where a run is and why, its trace, a tenant's runs, and a delivery's whole
+story with the answer to "why did / didn't it send?". Every read is tenant-scoped: another
+tenant's row is reported exactly like a missing one (NotFound)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
+from chimeway.db import Conn
+from chimeway.errors import InvalidArgument, NotFound
+from chimeway.results import (
+    Attempt,
+    Delivery,
+    DeliveryExplanation,
+    RunExplanation,
+    TimelineEntry,
+    Transition,
+)
+from chimeway.store import deliveries, runs
+from chimeway.store.deliveries import Header
+from chimeway.types import DeliveryReason, DeliveryStatus, RunState
 
-from chimeway import db, deliveries
-from chimeway.errors import NotFound
-from chimeway.results import Attempt, DeliveryExplanation, TimelineEntry
-from chimeway.types import DeliveryReason, DeliveryStatus
-
-Conn = psycopg.Connection[Any]
+#: The most rows one list read returns.
+MAX_LIMIT = 10_000
 
 
-@dataclass(frozen=True)
-class DeliveryHeader:
-    id: uuid.UUID
-    tenant_id: str
-    recipient_id: str
-    channel: str
-    status: DeliveryStatus
-    suppression_reason: DeliveryReason | None
-    orchestration_state: str
-    next_eligible_at: dt.datetime | None
-    planning_reason: str | None
-    retry_at: dt.datetime | None
-    provider_message_id: str | None
-    max_attempts: int
-    workflow_run_id: uuid.UUID | None
-    created_at: dt.datetime
-    status_changed_at: dt.datetime
-    terminal_at: dt.datetime | None
-    notification_id: uuid.UUID
-    notification_created_at: dt.datetime
-    event_id: uuid.UUID
-    notification_key: str
-    correlation_id: str | None
-    idempotency_key: str
-    event_created_at: dt.datetime
-    step_key: str | None
+def explain_run(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> RunExplanation:
+    return runs.explain(conn, tenant_id, run_id)
+
+
+def list_traces(
+    conn: Conn, tenant_id: str, run_id: uuid.UUID, limit: int | None = None
+) -> list[Transition]:
+    """The run's transitions, oldest first (at most ``limit``)."""
+    return runs.list_traces(conn, tenant_id, run_id, None if limit is None else _limit(limit))
+
+
+def list_runs(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    state: RunState | str | None = None,
+    workflow_key: str | None = None,
+    limit: int = 50,
+) -> list[RunExplanation]:
+    """A tenant's runs, newest first."""
+    return runs.list_runs(
+        conn, tenant_id, state=state, workflow_key=workflow_key, limit=_limit(limit)
+    )
+
+
+def run_delivery_ids(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of a run's deliveries, in step order."""
+    return runs.delivery_ids(conn, tenant_id, run_id)
+
+
+def delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delivery:
+    return deliveries.get_for_tenant(conn, tenant_id, delivery_id)
+
+
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidArgument(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {value!r}")
+    return value
 
 
 def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DeliveryExplanation:
-    with conn.cursor(row_factory=db.dataclass_row(DeliveryHeader)) as cur:
-        head = cur.execute(
-            db.query("delivery_explain_header"), {"id": delivery_id, "tenant_id": tenant_id}
-        ).fetchone()
+    head = deliveries.explain_header(conn, tenant_id, delivery_id)
     if head is None:
         raise NotFound(f"delivery {delivery_id} not found")
     attempts = deliveries.attempts(conn, delivery_id)
@@ -74,7 +91,7 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
     )
 
 
-def _timeline(conn: Conn, head: DeliveryHeader, attempts: list[Attempt]) -> list[TimelineEntry]:
+def _timeline(conn: Conn, head: Header, attempts: list[Attempt]) -> list[TimelineEntry]:
     # (time, rank) orders entries; within one transaction's timestamp an attempt comes before
     # the status move it caused, and that before the workflow decision it led to.
     entries: list[tuple[dt.datetime, int, TimelineEntry]] = [
@@ -128,20 +145,15 @@ def _timeline(conn: Conn, head: DeliveryHeader, attempts: list[Attempt]) -> list
             **move.context,
         }
         entries.append((move.created_at, 3, TimelineEntry(move.created_at, event, detail)))
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            db.query("workflow_transitions_for_delivery"),
-            {"delivery_id": head.id, "tenant_id": head.tenant_id},
-        ).fetchall()
-    for row in rows:
+    for row in runs.transitions_for_delivery(conn, head.tenant_id, head.id):
         entries.append(
             (
-                row["created_at"],
+                row.created_at,
                 4,
                 TimelineEntry(
-                    row["created_at"],
-                    f"workflow_{row['reason']}",
-                    {"from": row["from_state"], "to": row["to_state"], **row["context"]},
+                    row.created_at,
+                    f"workflow_{row.reason}",
+                    {"from": row.from_state, "to": row.to_state, **row.context},
                 ),
             )
         )
@@ -149,7 +161,7 @@ def _timeline(conn: Conn, head: DeliveryHeader, attempts: list[Attempt]) -> list
     return [entry for _, _, entry in entries]
 
 
-def why(head: DeliveryHeader, attempts: list[Attempt]) -> str:
+def why(head: Header, attempts: list[Attempt]) -> str:
     """One sentence: why this delivery did or did not send."""
     last = attempts[-1] if attempts else None
     n = len(attempts)

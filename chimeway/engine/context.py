@@ -1,0 +1,171 @@
+"""The engine's context: what every service needs besides its connection.
+
+One :class:`Engine` per :class:`~chimeway.Chimeway`, built by it: the settings, the connection
+pool, the deferrer (jobs in the caller's transaction), the adapters by channel, the
+definition catalog, the content schemas, the notifier registry and the send threads. It is the
+explicit, typed interface the services used to reach through the façade for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from chimeway.adapters import Adapter, LoggerAdapter
+from chimeway.config import RetryPolicy, Settings
+from chimeway.content import ContentSchemas
+from chimeway.db import Conn
+from chimeway.engine.catalog import Catalog
+from chimeway.engine.senders import Senders
+from chimeway.errors import NotFound, translated
+from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.store.jobs import Deferrer
+
+IDLE = TransactionStatus.IDLE
+
+
+class Engine:
+    """Resources and settings shared by the services. Thread-safe; :meth:`close` it."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        settings: Settings,
+        adapters: Mapping[str, Adapter] | None = None,
+        default_adapter: Adapter | None = None,
+        content_schemas: ContentSchemas | None = None,
+        notifiers: Iterable[type[Notifier] | Notifier] = (),
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout: float = 30.0,
+    ) -> None:
+        self.database_url = database_url
+        self.settings = settings
+        self.adapters: dict[str, Adapter] = dict(adapters or {})
+        self.default_adapter: Adapter = default_adapter or LoggerAdapter()
+        self.content_schemas = content_schemas or ContentSchemas.default()
+        self.notifiers: dict[str, Notifier] = {}
+        for notifier in notifiers:
+            self.register_notifier(notifier)
+        self.catalog = Catalog()
+        self.deferrer = Deferrer(settings.delivery_batch_size)
+        self.senders = Senders(settings.send_concurrency)
+        self._pool_sizes = (pool_min_size, pool_max_size)
+        self._pool_timeout = pool_timeout
+        self._pool: ConnectionPool[Conn] | None = None
+        self._pool_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Conn]:
+        pool = self._pool
+        return pool if pool is not None else self._open_pool()
+
+    def _open_pool(self) -> ConnectionPool[Conn]:
+        with self._pool_lock:  # worker threads may ask for it at the same time
+            if self._pool is not None:
+                return self._pool
+            low, high = self._pool_sizes
+            self._pool = ConnectionPool(
+                self.database_url,
+                min_size=low,
+                max_size=high,
+                open=True,
+                name="chimeway",
+                timeout=self._pool_timeout,
+                # Connections broken by a server restart are replaced, not handed out.
+                check=IdleCheck(),
+            )
+        return self._pool
+
+    def job_pool(self, **options: Any) -> AsyncConnectionPool[Any]:
+        """The pool Procrastinate opens for a worker, sized like ours."""
+        low, high = self._pool_sizes
+        return AsyncConnectionPool(
+            **{**options, "min_size": low, "max_size": high, "name": "chimeway-jobs"}
+        )
+
+    def resize_pool(self, max_size: int) -> None:
+        """Grow the pool to at least ``max_size`` connections (a worker needs one per job)."""
+        low, high = self._pool_sizes
+        if max_size > high:
+            self._pool_sizes = (low, max_size)
+            if self._pool is not None:
+                self._pool.resize(low, max_size)
+
+    @contextmanager
+    def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
+        """The caller's connection inside a savepoint, or a pool connection committing at
+        the end; psycopg errors Chimeway can explain come out as Chimeway errors."""
+        with translated():
+            if conn is not None and not conn.autocommit and conn.info.transaction_status == IDLE:
+                # Our first statement opens the caller's transaction, which is theirs to
+                # commit; on error nothing of theirs is in it yet, so roll it all back.
+                try:
+                    yield conn
+                except BaseException:
+                    conn.rollback()
+                    raise
+            elif conn is not None:
+                # A savepoint inside the caller's transaction (or, in autocommit mode, a
+                # transaction of our own).
+                with conn.transaction():
+                    yield conn
+            else:
+                with self.pool.connection() as own, own.transaction():
+                    yield own
+
+    def close(self) -> None:
+        self.senders.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    # -- registries --------------------------------------------------------------------
+
+    def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
+        resolved = resolve_notifier(notifier)
+        self.notifiers[resolved.key] = resolved
+        return resolved
+
+    def notifier(self, key: str) -> Notifier:
+        try:
+            return self.notifiers[key]
+        except KeyError:
+            known = ", ".join(sorted(self.notifiers)) or "none"
+            raise NotFound(f"no notifier {key!r} is registered (registered: {known})") from None
+
+    def adapter_for(self, channel: str) -> Adapter:
+        return self.adapters.get(channel, self.default_adapter)
+
+    def retry_policy(self, channel: str) -> RetryPolicy:
+        return self.settings.retry_policy(channel)
+
+
+class IdleCheck:
+    """The pool's check on checkout: ping a connection only if it may have sat idle long
+    enough for a server restart or a dropped network to go unnoticed. A busy worker's
+    connections come back within milliseconds and skip the round trip (a few percent of a
+    step); an error on one of those is retried where it matters (a send's record)."""
+
+    def __init__(self, after: float = 2.0) -> None:
+        self.after = after
+        self._lock = threading.Lock()
+        self._checked: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: Conn) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._checked.get(conn)
+            self._checked[conn] = now
+        if last is None or now - last > self.after:  # idle for at most now - last
+            ConnectionPool.check_connection(conn)

@@ -1,0 +1,25 @@
+"""The progression engine (the seeds' ``Chimeway.Workflows.Progression``, design §6), in
+three parts: :mod:`.decide` (the rules, pure), :mod:`.apply` (writing decisions set-wise)
+and :mod:`.drive` (the transactions: one run, a chunk's runs, a timer, the due sweep)."""
+
+from chimeway.engine.progression.drive import (
+    TAKE_ALONG,
+    Held,
+    progress_due_runs,
+    progress_in,
+    progress_recorded,
+    progress_run,
+    progress_timer,
+    resume_on_signal,
+)
+
+__all__ = [
+    "TAKE_ALONG",
+    "Held",
+    "progress_due_runs",
+    "progress_in",
+    "progress_recorded",
+    "progress_run",
+    "progress_timer",
+    "resume_on_signal",
+]

@@ -1,0 +1,195 @@
+"""The transactions that progress runs: one run, a chunk's runs, a timer, the due sweep.
+
+Each driver locks the runs (then their step deliveries: lock order run, then delivery),
+reads the evidence the rules need, asks :mod:`.decide` what to do and has :mod:`.apply`
+write it. :func:`progress_in` is the one seam through which a run moves in a caller's
+transaction; re-entry is always a Noop, so concurrent or repeated calls never plan a second
+delivery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chimeway.db import Conn
+from chimeway.engine.context import Engine
+from chimeway.engine.progression import apply, decide
+from chimeway.engine.progression.decide import Decision
+from chimeway.results import Advanced, Delivery, Noop, ProgressResult
+from chimeway.store import clock, deliveries, runs
+from chimeway.store.deliveries import LatestAttempt
+from chimeway.store.runs import Run
+from chimeway.types import RunState
+
+logger = logging.getLogger(__name__)
+
+#: How many other due waits a timer that fires takes along (one set-wise batch).
+TAKE_ALONG = 200
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the caller already holds in this transaction, so it is not read again: the
+    locked run, and the step delivery it just locked and moved, with its latest attempt."""
+
+    run: Run
+    delivery: Delivery | None = None
+    attempt: LatestAttempt | None = None
+
+
+def progress_run(
+    engine: Engine, run_id: uuid.UUID, now: dt.datetime | None = None
+) -> ProgressResult:
+    """Evaluate one run in its own transaction."""
+    with engine.pool.connection() as conn, conn.transaction():
+        return progress_in(engine, conn, run_id, now)
+
+
+def progress_in(
+    engine: Engine,
+    conn: Conn,
+    run_id: uuid.UUID,
+    now: dt.datetime | None = None,
+    held: Held | None = None,
+) -> ProgressResult:
+    """Evaluate one run in the caller's transaction (which may already hold its lock)."""
+    run = held.run if held is not None else runs.lock_run(conn, run_id)
+    if run is None:
+        return Noop(run_id, "run_not_found")
+    if run.state == RunState.WAITING:
+        return _elapse(engine, conn, [run], now or clock.now(conn))[0]
+    if run.state != RunState.ACTIVE:
+        return Noop(run.id, "run_not_active")
+    return apply.apply(engine, conn, [_decide_active(engine, conn, run, held)])[0]
+
+
+def progress_recorded(engine: Engine, conn: Conn, held: Sequence[Held]) -> list[ProgressResult]:
+    """Progress the runs whose step deliveries the caller just recorded, in its transaction
+    (each run locked, then its delivery): every run is decided as :func:`progress_in`
+    would, and the decisions are written set-wise, so a job that sent many deliveries moves
+    their runs at the cost of a few statements. One result per run, in order."""
+    decisions: list[Decision] = []
+    for h in held:
+        if h.run.state == RunState.ACTIVE:
+            decisions.append(_decide_active(engine, conn, h.run, h))
+        else:  # waiting (a stale step's send) or finished: the one-run path says what to do
+            decisions.append(progress_in(engine, conn, h.run.id, held=h))
+    return apply.apply(engine, conn, decisions)
+
+
+def resume_on_signal(
+    engine: Engine, conn: Conn, run: Run, event_name: str, delivery_id: uuid.UUID | None
+) -> ProgressResult:
+    """A signal the waiting ``run`` (locked by the caller) listens for arrived."""
+    return apply.resume(engine, conn, run, event_name, delivery_id)
+
+
+def _decide_active(engine: Engine, conn: Conn, run: Run, held: Held | None) -> Decision:
+    """Read what the rules need about the active run, then decide."""
+    step = engine.catalog.current_step(conn, run)
+    steps = engine.catalog.steps(conn, run.definition_id)
+    if decide.after_a_signal(run):
+        return decide.after_signal(run, step, steps)
+    delivery: Delivery | None
+    attempt: LatestAttempt | None = None
+    if held is not None and held.delivery is not None and held.delivery.workflow_step_id == step.id:
+        delivery, attempt = held.delivery, held.attempt  # locked and moved by the caller
+    else:
+        delivery = deliveries.lock_step_delivery(conn, run.id, step.id)
+    if delivery is not None and attempt is None and decide.converged(delivery):
+        attempt = deliveries.latest_attempt(conn, delivery.id)
+    return decide.active(run, step, steps, delivery, attempt)
+
+
+def _elapse(
+    engine: Engine, conn: Conn, locked: Sequence[Run], now: dt.datetime
+) -> list[ProgressResult]:
+    """Waiting runs (locked by the caller) whose wait is due move to the step the wait
+    leads to, set-wise: a timer passes one run, the due sweep a batch."""
+    decisions = [
+        decide.waiting(
+            run,
+            engine.catalog.current_step(conn, run),
+            engine.catalog.steps(conn, run.definition_id),
+            now,
+        )
+        for run in locked
+    ]
+    return apply.apply(engine, conn, decisions)
+
+
+def progress_timer(
+    engine: Engine, run_id: uuid.UUID, now: dt.datetime | None = None
+) -> ProgressResult:
+    """What a ``progress`` job does: progress its run and, when that advanced it (its wait
+    elapsed), every other wait due by then (up to :data:`TAKE_ALONG`), set-wise as the due
+    sweep does. Waits fall due in bursts (a fan-out's runs all waited the same delay); one
+    timer job each would queue them behind each other, while their own timers, when they
+    run, find their runs moved on and do nothing. A timer that fired early (a newer wait, a
+    clock skew) is queued again at the due time."""
+    result = progress_run(engine, run_id, now)
+    if isinstance(result, Advanced):
+        progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
+    elif isinstance(result, Noop) and result.reason == "wait_not_due":
+        _rearm_timer(engine, run_id)
+    return result
+
+
+def _rearm_timer(engine: Engine, run_id: uuid.UUID) -> None:
+    with engine.pool.connection() as conn, conn.transaction():
+        run = runs.get(conn, run_id)
+        if run.suspended_until is not None:
+            engine.deferrer.progress(conn, run_id, schedule_at=run.suspended_until)
+
+
+def progress_due_runs(
+    engine: Engine,
+    now: dt.datetime | None = None,
+    limit: int = 10_000,
+    batch_size: int = 200,
+) -> list[ProgressResult]:
+    """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
+    number of sweepers can run at once; one transaction per batch, moved set-wise by the
+    same code that moves one run on its timer. If a batch fails, its runs are retried one
+    by one, each in a savepoint: a run that fails is logged and left for the next sweep;
+    the others go on."""
+    results: list[ProgressResult] = []
+    tried: list[uuid.UUID] = []
+    while len(results) < limit:
+        size = min(batch_size, limit - len(results))
+        with engine.pool.connection() as conn, conn.transaction():
+            claimed = runs.claim_due(conn, now, size, tried)
+            tried.extend(run.id for run in claimed)
+            results.extend(_elapse_claimed(engine, conn, claimed, now or clock.now(conn)))
+        if len(claimed) < size:
+            break
+    return results
+
+
+def _elapse_claimed(
+    engine: Engine, conn: Conn, claimed: Sequence[Run], now: dt.datetime
+) -> list[ProgressResult]:
+    try:
+        with conn.transaction():
+            return _elapse(engine, conn, claimed, now)
+    except Exception:
+        logger.warning(
+            "progressing a batch of due runs failed; retrying them one by one",
+            exc_info=True,
+            extra={"action": "runs.batch_failed", "runs": len(claimed)},
+        )
+    results: list[ProgressResult] = []
+    for run in claimed:
+        try:
+            with conn.transaction():
+                results.append(progress_in(engine, conn, run.id, now))
+        except Exception:
+            logger.exception(
+                "progressing a due run failed; the next sweep tries again",
+                extra={"action": "run.progress_failed", "run_id": str(run.id)},
+            )
+    return results

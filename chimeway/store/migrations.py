@@ -1,0 +1,82 @@
+"""The migration runner's tracking table, its advisory lock, and the statements it applies."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import LiteralString
+
+from psycopg import sql
+
+from chimeway import db
+from chimeway.db import Conn
+
+
+@dataclass(frozen=True)
+class Applied:
+    line: str
+    version: str
+    name: str
+    checksum: str
+    applied_at: dt.datetime
+
+
+def create_table(conn: Conn) -> None:
+    conn.execute(db.query("migrations_table_create"))
+
+
+def table_sql() -> LiteralString:
+    """The tracking table's DDL, for ``chimeway migrate print``."""
+    return db.query("migrations_table_create")
+
+
+def applied(conn: Conn) -> list[Applied]:
+    """Every recorded migration, oldest first; none before the table exists."""
+    present = conn.execute(db.query("migrations_table_exists")).fetchone()
+    if not present or not present[0]:
+        return []
+    with conn.cursor(row_factory=db.dataclass_row(Applied)) as cur:
+        return cur.execute(db.query("migration_list")).fetchall()
+
+
+def record(conn: Conn, *, line: str, version: str, name: str, checksum: str) -> None:
+    conn.execute(
+        db.query("migration_record"),
+        {"line": line, "version": version, "name": name, "checksum": checksum},
+    )
+
+
+def lock_try(conn: Conn) -> bool:
+    """Take the migration lock if it is free (session level)."""
+    row = conn.execute(db.query("migration_lock_try")).fetchone()
+    return bool(row and row[0])
+
+
+def lock(conn: Conn) -> None:
+    """Wait for the migration lock."""
+    conn.execute(db.query("migration_lock"))
+
+
+def unlock(conn: Conn) -> None:
+    conn.execute(db.query("migration_unlock"))
+
+
+def procrastinate_present(conn: Conn) -> bool:
+    row = conn.execute(db.query("procrastinate_schema_present")).fetchone()
+    return bool(row and row[0])
+
+
+def execute(conn: Conn, statement: str) -> None:
+    """One statement of a migration file (ours or Procrastinate's), as written there."""
+    conn.execute(statement.encode())
+
+
+def record_script(*, line: str, version: str, name: str, checksum: str) -> str:
+    """The tracking row's INSERT with its values as SQL literals, for a script."""
+    statement = sql.SQL(db.query("migration_record_script")).format(
+        line=sql.Literal(line),
+        version=sql.Literal(version),
+        name=sql.Literal(name),
+        checksum=sql.Literal(checksum),
+    )
+    return statement.as_string(None)
