@@ -186,7 +186,7 @@ def _apply(conn: Conn, mig: Migration) -> None:
     with conn.transaction():
         for line, statement in _statements(mig.sql):
             try:
-                tracking.execute(conn, statement)
+                tracking.apply_statement(conn, statement)
             except psycopg.Error as exc:
                 message = (exc.diag.message_primary or str(exc)).strip()
                 raise MigrationError(

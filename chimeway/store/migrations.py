@@ -66,7 +66,7 @@ def procrastinate_present(conn: Conn) -> bool:
     return bool(row and row[0])
 
 
-def execute(conn: Conn, statement: str) -> None:
+def apply_statement(conn: Conn, statement: str) -> None:
     """One statement of a migration file (ours or Procrastinate's), as written there."""
     conn.execute(statement.encode())
 
