@@ -96,8 +96,8 @@ def ensure_definition(
     key = (workflow.key, workflow.version, workflow.checksum())
     if cache is not None and key in cache:
         return cache[key]
-    definition, inserted = definitions.upsert(conn, notification_key, workflow)
-    if cache is not None and not inserted:
+    definition, committed = definitions.upsert(conn, notification_key, workflow)
+    if cache is not None and committed:
         cache[key] = definition
     return definition
 

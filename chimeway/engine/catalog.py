@@ -31,8 +31,8 @@ class Catalog:
         found = self._definitions.get(key)
         if found is not None:
             return found
-        definition, inserted = definitions.upsert(conn, notification_key, workflow)
-        if not inserted:
+        definition, committed = definitions.upsert(conn, notification_key, workflow)
+        if committed:
             with self._lock:
                 self._definitions[key] = definition
         return definition

@@ -7,6 +7,7 @@ version to change a workflow). Runs stay pinned to the definition they started o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -72,13 +73,28 @@ class Definition:
         )
 
 
+@dataclass(frozen=True)
+class _Found(DefinitionRow):
+    committed: bool  # whether the transaction that stored it has committed
+
+
 def fetch(conn: Conn, workflow_key: str, workflow_version: int) -> Definition | None:
-    with conn.cursor(row_factory=db.dataclass_row(DefinitionRow)) as cur:
-        row = cur.execute(
+    found = _fetch(conn, workflow_key, workflow_version)
+    return None if found is None else found[0]
+
+
+def _fetch(conn: Conn, workflow_key: str, workflow_version: int) -> tuple[Definition, bool] | None:
+    with conn.cursor(row_factory=db.dataclass_row(_Found)) as cur:
+        found = cur.execute(
             db.query("definition_get"),
             {"workflow_key": workflow_key, "workflow_version": workflow_version},
         ).fetchone()
-    return None if row is None else Definition(row, steps(conn, row.id))
+    if found is None:
+        return None
+    row = DefinitionRow(
+        **{f.name: getattr(found, f.name) for f in dataclasses.fields(DefinitionRow)}
+    )
+    return Definition(row, steps(conn, row.id)), found.committed
 
 
 def by_id(conn: Conn, definition_id: uuid.UUID) -> Definition:
@@ -98,9 +114,10 @@ def steps(conn: Conn, definition_id: uuid.UUID) -> list[StepRow]:
 
 
 def upsert(conn: Conn, notification_key: str, workflow: Workflow) -> tuple[Definition, bool]:
-    """Store the definition, or find the stored one if it is the same; and whether this
-    transaction inserted it (so it is not committed yet). A different definition under the
-    same (key, version) raises :class:`WorkflowVersionConflict`."""
+    """Store the definition, or find the stored one if it is the same; and whether it is
+    known to be committed (not when this transaction, or one of its savepoints, stored it:
+    that can still roll back). A different definition under the same (key, version) raises
+    :class:`WorkflowVersionConflict`."""
     checksum = workflow.checksum()
     with conn.cursor(row_factory=db.dataclass_row(DefinitionRow)) as cur:
         row = cur.execute(
@@ -113,18 +130,19 @@ def upsert(conn: Conn, notification_key: str, workflow: Workflow) -> tuple[Defin
             },
         ).fetchone()
     if row is None:
-        existing = fetch(conn, workflow.key, workflow.version)
-        if existing is None:  # the conflicting row is invisible to this transaction's snapshot
+        found = _fetch(conn, workflow.key, workflow.version)
+        if found is None:  # the conflicting row is invisible to this transaction's snapshot
             raise WorkflowVersionConflict(
                 f"workflow {workflow.key!r} version {workflow.version} was stored concurrently "
                 "and is not visible to this transaction; retry it"
             )
+        existing, committed = found
         if existing.row.checksum != checksum:
             raise WorkflowVersionConflict(
                 f"workflow {workflow.key!r} version {workflow.version} is already stored with "
                 "different steps; declare a new version to change it"
             )
-        return existing, False
+        return existing, committed
     rows = workflow.step_rows()
     with conn.cursor(row_factory=db.dataclass_row(StepRow)) as cur:
         steps = cur.execute(
@@ -137,7 +155,7 @@ def upsert(conn: Conn, notification_key: str, workflow: Workflow) -> tuple[Defin
                 "configs": [Jsonb(r["config"]) for r in rows],
             },
         ).fetchall()
-    return Definition(row, sorted(steps, key=lambda s: s.step_order)), True
+    return Definition(row, sorted(steps, key=lambda s: s.step_order)), False
 
 
 def step(conn: Conn, step_id: uuid.UUID) -> StepRow | None:

@@ -248,3 +248,25 @@ def test_trigger_by_registered_key(make_cw: Any) -> None:
     cw = make_cw(notifiers=[Welcome])
     result = cw.trigger("welcome", {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
     assert isinstance(result, Triggered)
+
+
+def test_a_new_workflow_rolled_back_with_the_callers_transaction_is_stored_again(
+    cw: Chimeway, committed_db: str
+) -> None:
+    """Two triggers store a new definition in the caller's transaction, which then rolls
+    back: the process must not remember the definition that never committed."""
+    from chimeway import Step, Triggered, Workflow
+    from tests.integration.notifiers import WithWorkflow
+
+    fresh = WithWorkflow(Workflow(key="fresh", version=1, steps=[Step("a", channel="in_app")]))
+    with psycopg.connect(committed_db) as conn:
+        for key in ("a", "b"):
+            cw.trigger(fresh, {"users": ["u1"]}, tenant_id="t", idempotency_key=key, conn=conn)
+        conn.rollback()
+    result = cw.trigger(fresh, {"users": ["u1"]}, tenant_id="t", idempotency_key="c")
+    assert isinstance(result, Triggered) and len(result.run_ids) == 1
+    assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
+    # Once committed, it is remembered: no new definition row, no lookup failure.
+    again = cw.trigger(fresh, {"users": ["u2"]}, tenant_id="t", idempotency_key="d")
+    assert isinstance(again, Triggered)
+    assert len(cw.engine.catalog._definitions) == 1

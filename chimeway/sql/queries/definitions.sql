@@ -8,8 +8,26 @@ ON CONFLICT (workflow_key, workflow_version) DO NOTHING
 RETURNING *
 
 -- name: definition_get
-SELECT * FROM chimeway_workflow_definitions
-WHERE workflow_key = %(workflow_key)s AND workflow_version = %(workflow_version)s
+-- `committed`: whether the row's inserting transaction has committed, so a process may
+-- remember it (false for a row this transaction, or one of its savepoints, inserted: the
+-- caller may still roll it back). xmin is widened to the xid8 nearest the snapshot's
+-- xmax (xids compare modulo 2^32); an xid too old for the commit log reads as committed.
+SELECT d.*,
+       coalesce(pg_xact_status(CASE WHEN x.full >= 0 THEN x.full::text::xid8 END),
+                'committed') = 'committed' AS committed
+FROM chimeway_workflow_definitions d
+CROSS JOIN LATERAL (
+    SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS horizon
+) AS s
+CROSS JOIN LATERAL (
+    SELECT ((s.horizon >> 32) << 32) | d.xmin::text::bigint AS near
+) AS n
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN n.near - s.horizon > 2147483648 THEN n.near - 4294967296
+                WHEN s.horizon - n.near > 2147483648 THEN n.near + 4294967296
+                ELSE n.near END AS full
+) AS x
+WHERE d.workflow_key = %(workflow_key)s AND d.workflow_version = %(workflow_version)s
 
 -- name: definition_get_by_id
 SELECT * FROM chimeway_workflow_definitions WHERE id = %(id)s
