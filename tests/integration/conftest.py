@@ -91,3 +91,15 @@ def concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
         t.join(timeout=60)
     assert len(results) == n, "a thread failed or hung"
     return results
+
+
+@pytest.fixture(scope="session")
+def shared_cw(shared_db: str) -> Iterator[Chimeway]:
+    """A Chimeway on the session's shared database, for tests that run the engine inside a
+    rolled-back transaction (the ``db`` fixture's connection): it never opens its pool."""
+    with Chimeway(
+        shared_db,
+        default_retry=IMMEDIATE,
+        adapters={c: RecordingAdapter() for c in ("in_app", "email", "sms", "push", "chat")},
+    ) as cw:
+        yield cw
