@@ -27,115 +27,18 @@ import datetime as dt
 import random
 import time
 import uuid
-from hashlib import md5
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
 from bench.common import CpuMeter, Workers
+from chimeway import Chimeway, Maintenance
+from chimeway.testing import seed_waiting_runs, seeded_run_id
 
 TARGET_DUE_PER_S = 1000
 TARGET_READ_P99_MS = 5.0
 TARGET_RSS_MB = 250
-
-# Deterministic ids: md5('<kind><i>')::uuid in SQL is the same as run_id(i) here.
-SEED = [
-    (
-        "events",
-        """INSERT INTO chimeway_events (id, tenant_id, notification_key, notification_version,
-               idempotency_key, created_at)
-           SELECT md5('e' || e)::uuid, 't', 'bench_signal', 1, 'seed-' || e,
-                  now() - interval '2 days'
-           FROM generate_series(0, (%(runs)s - 1) / 1000) e""",
-    ),
-    (
-        "notifications",
-        """INSERT INTO chimeway_notifications (id, event_id, tenant_id, recipient_id, assigns,
-               contents, created_at)
-           SELECT md5('n' || i)::uuid, md5('e' || (i / 1000))::uuid, 't', 'u-' || i,
-                  jsonb_build_object('user', 'u-' || i), %(contents)s, now() - interval '2 days'
-           FROM generate_series(0, %(runs)s - 1) i""",
-    ),
-    (
-        "workflow_runs",
-        """INSERT INTO chimeway_workflow_runs (id, tenant_id, definition_id, notification_id,
-               recipient_id, current_step_id, state, status_reason, status_context,
-               suspended_until, pending_signals, started_at, last_transition_at)
-           SELECT md5('r' || i)::uuid, 't', %(definition)s, md5('n' || i)::uuid, 'u-' || i,
-                  %(notice)s, 'waiting', 'waiting_for_step_progression',
-                  jsonb_build_object('rule_kind', 'wait_until',
-                      'anchor', 'prior_delivery_terminal_at',
-                      'anchor_delivery_id', md5('d' || i)::uuid,
-                      'anchor_delivery_status', 'succeeded',
-                      'anchor_timestamp', due - interval '1 day', 'due_at', due,
-                      'to_step', 'email'),
-                  due, ARRAY['bench.go'], due - interval '1 day', due - interval '1 day'
-           FROM (SELECT i, CASE WHEN i %% %(stride)s = 0
-                                THEN now() - interval '10 minutes' + i * interval '10 us'
-                                ELSE now() + interval '1 minute'
-                                     + i * %(spread)s::interval / %(runs)s END AS due
-                 FROM generate_series(0, %(runs)s - 1) i) s""",
-    ),
-    (
-        "deliveries",
-        """INSERT INTO chimeway_deliveries (id, notification_id, tenant_id, recipient_id,
-               channel, status, render_data, workflow_run_id, workflow_step_id,
-               provider_message_id, created_at, updated_at, status_changed_at, terminal_at)
-           SELECT md5('d' || i)::uuid, md5('n' || i)::uuid, 't', 'u-' || i, 'in_app',
-                  'succeeded', %(in_app)s, md5('r' || i)::uuid, %(notice)s, 'seed-' || i,
-                  now() - interval '1 day', now() - interval '1 day',
-                  now() - interval '1 day', now() - interval '1 day'
-           FROM generate_series(0, %(runs)s - 1) i""",
-    ),
-    (
-        "delivery_transitions",
-        """INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status,
-               reason, created_at)
-           SELECT md5('d' || i)::uuid, v.f::chimeway_delivery_status,
-                  v.t::chimeway_delivery_status, v.r, now() - interval '1 day'
-           FROM generate_series(0, %(runs)s - 1) i,
-                (VALUES (NULL, 'pending', 'planned'), ('pending', 'dispatched', 'dispatched'),
-                        ('dispatched', 'succeeded', 'sent')) AS v (f, t, r)""",
-    ),
-    (
-        "delivery_attempts",
-        """INSERT INTO chimeway_delivery_attempts (delivery_id, attempt_number, outcome,
-               provider_message_id, started_at, finished_at)
-           SELECT md5('d' || i)::uuid, 1, 'succeeded', 'seed-' || i,
-                  now() - interval '1 day', now() - interval '1 day'
-           FROM generate_series(0, %(runs)s - 1) i""",
-    ),
-    (
-        "workflow_transitions",
-        """INSERT INTO chimeway_workflow_transitions (run_id, step_id, delivery_id, from_state,
-               to_state, reason, context, created_at)
-           SELECT md5('r' || i)::uuid, %(notice)s,
-                  CASE WHEN v.n = 3 THEN md5('d' || i)::uuid END,
-                  v.f::chimeway_run_state, v.t::chimeway_run_state, v.r,
-                  CASE v.n WHEN 2 THEN '{"step_key": "notice", "source": "trigger"}'::jsonb
-                           WHEN 3 THEN '{"rule_kind": "wait_until", "to_step": "email"}'::jsonb
-                           ELSE '{}'::jsonb END,
-                  now() - interval '1 day'
-           FROM generate_series(0, %(runs)s - 1) i,
-                (VALUES (1, NULL, 'active', 'workflow_started'),
-                        (2, 'active', 'active', 'step_activated'),
-                        (3, 'active', 'waiting', 'waiting_for_step_progression'))
-                AS v (n, f, t, r)""",
-    ),
-    (
-        "procrastinate_jobs (timers)",
-        """INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args,
-               scheduled_at)
-           SELECT 'chimeway_progress', 'chimeway:progress',
-                  'chimeway:progress:' || md5('r' || i)::uuid,
-                  jsonb_build_object('run_id', md5('r' || i)::uuid::text), suspended_until
-           FROM generate_series(0, %(runs)s - 1) i
-           JOIN chimeway_workflow_runs r ON r.id = md5('r' || i)::uuid
-           WHERE i %% %(stride)s <> 0 AND r.suspended_until <= now() + %(horizon)s::interval""",
-    ),
-]
 
 FETCH_CANDIDATE = """
 SELECT jobs.id FROM procrastinate_jobs AS jobs
@@ -156,53 +59,36 @@ def timer_horizon(mode: str) -> dt.timedelta:
     """How far ahead waits get their timer job: Chimeway's ``Maintenance.timer_horizon``."""
     if mode == "all":
         return dt.timedelta(days=36500)
-    from chimeway import Maintenance
-
     return getattr(Maintenance(), "timer_horizon", dt.timedelta(days=36500))
 
 
 def uid(kind: str, i: int) -> uuid.UUID:
-    return uuid.UUID(md5(f"{kind}{i}".encode()).hexdigest())
+    """The id of the ``i``-th seeded run (``kind`` "r")."""
+    assert kind == "r"
+    return seeded_run_id(i)
 
 
 def seed(
     url: str, runs: int, due: int, spread: dt.timedelta, horizon: dt.timedelta
 ) -> list[list[Any]]:
-    with bench_app.build(url) as cw, cw.pool.connection() as conn:
-        definition = cw.ensure_definition(conn, "bench_signal", bench_app.SIGNAL_WAIT)
-    params = {
-        "runs": runs,
-        "stride": runs // due,
-        "spread": spread,
-        "horizon": horizon,
-        "definition": definition.id,
-        "notice": definition.first_step.id,
-        "contents": Jsonb(bench_app.CONTENT),
-        "in_app": Jsonb(bench_app.CONTENT["in_app"]),
-    }
+    """The runs, through chimeway.testing.seed_waiting_runs (server-side generate_series)."""
+    with Chimeway(url, maintenance=Maintenance(timer_horizon=horizon)) as cw:
+        seeded = seed_waiting_runs(
+            cw,
+            bench_app.SIGNAL_WAIT,
+            runs_count=runs,
+            due=due,
+            spread=spread,
+            notification_key="bench_signal",
+            contents=bench_app.CONTENT,
+            fast=True,
+        )
     timings = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        # Rows are consistent by construction: skip per-row FK checks and Procrastinate's
-        # notify/event triggers (no worker listens yet) while seeding.
-        conn.execute("SET session_replication_role = replica")
-        conn.execute("SET maintenance_work_mem = '256MB'")
-        for table, statement in SEED:
-            started = time.perf_counter()
-            rows = conn.execute(statement.encode(), params).rowcount
-            elapsed = time.perf_counter() - started
-            timings.append([table, rows, round(elapsed, 1), round(rows / elapsed)])
-            common.note(f"seeded {table}: {rows:,} rows in {elapsed:.1f}s")
-        started = time.perf_counter()
-        conn.execute("SET session_replication_role = origin")
-        conn.execute("VACUUM ANALYZE")
-        timings.append(["VACUUM ANALYZE", 0, round(time.perf_counter() - started, 1), 0])
-        orphans = conn.execute(
-            "SELECT (SELECT count(*) FROM chimeway_workflow_runs r WHERE NOT EXISTS "
-            "(SELECT 1 FROM chimeway_notifications n WHERE n.id = r.notification_id)) + "
-            "(SELECT count(*) FROM chimeway_deliveries d WHERE NOT EXISTS "
-            "(SELECT 1 FROM chimeway_workflow_runs r WHERE r.id = d.workflow_run_id))"
-        ).fetchone()
-        assert orphans is not None and orphans[0] == 0, "seeded rows break a foreign key"
+    for step in seeded:
+        timings.append(
+            [step.table, step.rows, round(step.seconds, 1), round(step.rows / step.seconds)]
+        )
+        common.note(f"seeded {step.table}: {step.rows:,} rows in {step.seconds:.1f}s")
     return timings
 
 
