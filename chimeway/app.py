@@ -189,10 +189,11 @@ class Chimeway:
 
     # -- what jobs do, on demand -------------------------------------------------------
 
-    def route_signal(self, signal_id: uuid.UUID | str) -> Routed:
-        """Route one signal now, in this process (what the ``route_signal`` job does)."""
-        with translated():
-            return signals.route_signal_now(self.engine, _uuid(signal_id, "signal"))
+    def route_signal(self, signal_id: uuid.UUID | str, conn: Conn | None = None) -> Routed:
+        """Route one signal now, in this process (what the ``route_signal`` job does), in
+        a transaction of its own or, with ``conn``, in the caller's."""
+        with self.engine.transaction(conn) as tx:
+            return signals.route_signal(self.engine, tx, _uuid(signal_id, "signal"))
 
     def deliver(self, delivery_id: uuid.UUID | str) -> DeliverResult:
         """Send one delivery now, in this process (what a ``deliver`` job does)."""
@@ -214,15 +215,19 @@ class Chimeway:
 
     # -- reads -------------------------------------------------------------------------
 
-    def explain_delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> DeliveryExplanation:
+    def explain_delivery(
+        self, tenant_id: str, delivery_id: uuid.UUID | str, conn: Conn | None = None
+    ) -> DeliveryExplanation:
         """The delivery's timeline of decisions and why it did or did not send."""
-        with self.engine.transaction() as conn:
-            return explain.explain_delivery(conn, tenant_id, _uuid(delivery_id, "delivery"))
+        with self.engine.transaction(conn) as tx:
+            return explain.explain_delivery(tx, tenant_id, _uuid(delivery_id, "delivery"))
 
-    def delivery(self, tenant_id: str, delivery_id: uuid.UUID | str) -> Delivery:
+    def delivery(
+        self, tenant_id: str, delivery_id: uuid.UUID | str, conn: Conn | None = None
+    ) -> Delivery:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""
-        with self.engine.transaction() as conn:
-            return explain.delivery(conn, tenant_id, _uuid(delivery_id, "delivery"))
+        with self.engine.transaction(conn) as tx:
+            return explain.delivery(tx, tenant_id, _uuid(delivery_id, "delivery"))
 
 
 class Workflows:
@@ -232,19 +237,30 @@ class Workflows:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def explain(self, tenant_id: str, execution_id: uuid.UUID | str) -> RunExplanation:
-        with self._engine.transaction() as conn:
-            return explain.explain_run(conn, tenant_id, _uuid(execution_id, "workflow run"))
+    def explain(
+        self, tenant_id: str, execution_id: uuid.UUID | str, conn: Conn | None = None
+    ) -> RunExplanation:
+        """Where the run is and why."""
+        with self._engine.transaction(conn) as tx:
+            return explain.explain_run(tx, tenant_id, _uuid(execution_id, "workflow run"))
 
     def list_traces(
-        self, tenant_id: str, execution_id: uuid.UUID | str, limit: int | None = None
+        self,
+        tenant_id: str,
+        execution_id: uuid.UUID | str,
+        limit: int | None = None,
+        conn: Conn | None = None,
     ) -> list[Transition]:
-        with self._engine.transaction() as conn:
-            return explain.list_traces(conn, tenant_id, _uuid(execution_id, "workflow run"), limit)
+        """The run's transitions, oldest first."""
+        with self._engine.transaction(conn) as tx:
+            return explain.list_traces(tx, tenant_id, _uuid(execution_id, "workflow run"), limit)
 
-    def run_deliveries(self, tenant_id: str, execution_id: uuid.UUID | str) -> list[uuid.UUID]:
-        with self._engine.transaction() as conn:
-            return explain.run_delivery_ids(conn, tenant_id, _uuid(execution_id, "workflow run"))
+    def run_deliveries(
+        self, tenant_id: str, execution_id: uuid.UUID | str, conn: Conn | None = None
+    ) -> list[uuid.UUID]:
+        """The ids of the run's deliveries, in step order."""
+        with self._engine.transaction(conn) as tx:
+            return explain.run_delivery_ids(tx, tenant_id, _uuid(execution_id, "workflow run"))
 
     def list_runs(
         self,
@@ -253,10 +269,12 @@ class Workflows:
         state: str | None = None,
         workflow_key: str | None = None,
         limit: int = 50,
+        conn: Conn | None = None,
     ) -> list[RunExplanation]:
-        with self._engine.transaction() as conn:
+        """The tenant's runs, newest first."""
+        with self._engine.transaction(conn) as tx:
             return explain.list_runs(
-                conn, tenant_id, state=state, workflow_key=workflow_key, limit=limit
+                tx, tenant_id, state=state, workflow_key=workflow_key, limit=limit
             )
 
 
@@ -267,12 +285,13 @@ class Progression:
         self._engine = engine
 
     def progress_run(
-        self, run_id: uuid.UUID | str, now: dt.datetime | None = None
+        self, run_id: uuid.UUID | str, now: dt.datetime | None = None, conn: Conn | None = None
     ) -> ProgressResult:
-        with translated():
-            return engine_progression.progress_run(
-                self._engine, _uuid(run_id, "workflow run"), _aware(now)
-            )
+        """Evaluate one run now (on ``now``, for tests), in a transaction of its own or,
+        with ``conn``, in the caller's."""
+        run = _uuid(run_id, "workflow run")
+        with self._engine.transaction(conn) as tx:
+            return engine_progression.progress_in(self._engine, tx, run, _aware(now))
 
     def progress_due_runs(
         self, now: dt.datetime | None = None, limit: int = 10_000, batch_size: int = 200

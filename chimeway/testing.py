@@ -23,14 +23,15 @@ from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
 from chimeway.app import Chimeway
 from chimeway.db import Conn
 from chimeway.dsl import OnSignal, WaitUntil, Workflow
-from chimeway.engine.progression import decide
+from chimeway.engine import deliver, signals
+from chimeway.engine.progression import decide, progress_timer_in
 from chimeway.errors import InvalidArgument
 from chimeway.outcomes import outcome_for
 from chimeway.store import clock, deliveries, events, factories, jobs, runs
 from chimeway.store.definitions import Definition
 from chimeway.store.deliveries import NewAttempt, PlannedDelivery
 from chimeway.store.factories import Seeded, WaitingSeed
-from chimeway.store.jobs import QUEUES
+from chimeway.store.jobs import QUEUES, TASKS
 from chimeway.store.runs import Move, Record, Run
 from chimeway.types import (
     AttemptOutcome,
@@ -79,16 +80,33 @@ class RecordingAdapter:
         return [r for r in self.sent if r.recipient_id == recipient_id]
 
 
-def due_jobs(cw: Chimeway, queues: Iterable[str] | None = None) -> int:
-    """How many jobs in ``queues`` (default: Chimeway's) are due now."""
-    with cw.pool.connection() as conn:
-        return jobs.due_count(conn, list(queues or set(QUEUES.values())))
+def due_jobs(cw: Chimeway, queues: Iterable[str] | None = None, conn: Conn | None = None) -> int:
+    """How many jobs in ``queues`` (default: Chimeway's) are due now (seen from ``conn``'s
+    transaction when given)."""
+    names = list(queues or set(QUEUES.values()))
+    if conn is not None:
+        return jobs.due_count(conn, names)
+    with cw.pool.connection() as own:
+        return jobs.due_count(own, names)
 
 
-def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 50) -> None:
+def drain(
+    cw: Chimeway,
+    queues: Iterable[str] | None = None,
+    max_rounds: int = 50,
+    conn: Conn | None = None,
+) -> None:
     """Run every due job in ``queues`` (default: Chimeway's), including the jobs those jobs
-    defer, until none is due. Jobs scheduled in the future are left alone."""
+    defer, until none is due. Jobs scheduled in the future are left alone.
+
+    Without ``conn``, through Procrastinate's own worker, on committed rows. With ``conn``,
+    inside that connection's transaction (what the jobs would do, done by the engine on
+    ``conn``; a job that raises raises here): tests can then run in a transaction they roll
+    back, as Django's ``TestCase`` does. Adapters are called inside that transaction."""
     names = sorted(set(queues or QUEUES.values()))
+    if conn is not None:
+        _drain_in(cw, conn, names, max_rounds)
+        return
     for _ in range(max_rounds):
         if due_jobs(cw, names) == 0:
             _raise_failures(cw, names)
@@ -100,6 +118,28 @@ def drain(cw: Chimeway, queues: Iterable[str] | None = None, max_rounds: int = 5
             listen_notify=False,
             concurrency=1,
         )
+    raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
+
+
+def _drain_in(cw: Chimeway, conn: Conn, queues: list[str], max_rounds: int) -> None:
+    engine = cw.engine
+    for _ in range(max_rounds):
+        due = jobs.lock_due(conn, queues)
+        if not due:
+            return
+        for job in due:
+            jobs.delete(conn, job.id)
+            task, args = job.task_name, job.args
+            if task == TASKS["deliver"]:
+                deliver.deliver_in(engine, conn, [uuid.UUID(args["delivery_id"])])
+            elif task == TASKS["deliver_many"]:
+                deliver.deliver_in(engine, conn, [uuid.UUID(d) for d in args["delivery_ids"]])
+            elif task == TASKS["progress"]:
+                progress_timer_in(engine, conn, uuid.UUID(args["run_id"]))
+            elif task == TASKS["route_signal"]:
+                signals.route_signal(engine, conn, uuid.UUID(args["signal_id"]))
+            else:
+                raise RuntimeError(f"drain(conn=...) cannot run {task} jobs in a transaction")
     raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
 
 

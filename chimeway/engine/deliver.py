@@ -63,15 +63,21 @@ def _claim(
     with engine.pool.connection() as conn:
         conn.autocommit = True
         try:
-            found = deliveries.claim_many(conn, delivery_ids, engine.settings.stuck_after)
-            why_not = {
-                delivery_id: _not_sendable(engine, conn, delivery_id, claim)
-                for delivery_id, claim in found.items()
-                if claim.dispatched is None
-            }
+            return _claim_in(engine, conn, delivery_ids)
         finally:
             with suppress(psycopg.Error):  # a broken connection is dropped by the pool
                 conn.autocommit = False
+
+
+def _claim_in(
+    engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]
+) -> tuple[list[tuple[Delivery, int]], dict[uuid.UUID, str]]:
+    found = deliveries.claim_many(conn, delivery_ids, engine.settings.stuck_after)
+    why_not = {
+        delivery_id: _not_sendable(engine, conn, delivery_id, claim)
+        for delivery_id, claim in found.items()
+        if claim.dispatched is None
+    }
     claimed = []
     for delivery_id in delivery_ids:
         claim = found.get(delivery_id)
@@ -415,6 +421,22 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
             failed = exc
     if failed is not None:
         raise failed
+    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
+
+
+def deliver_in(
+    engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]
+) -> list[DeliverResult]:
+    """What :func:`deliver_many` does, all in the caller's transaction: claim, call the
+    adapters one after the other, record. The adapter calls run inside that transaction,
+    so this is for tests (``chimeway.testing.drain(cw, conn=...)``), never for providers
+    that may be slow. One result per distinct id, in order."""
+    ids = list(dict.fromkeys(delivery_ids))
+    with conn.transaction():
+        claimed, why_not = _claim_in(engine, conn, ids)
+    sent = [_Sent(delivery, _send(engine, delivery, number)) for delivery, number in claimed]
+    with conn.transaction():
+        recorded = {r.delivery_id: r for r in record_attempts(engine, conn, sent)}
     return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 

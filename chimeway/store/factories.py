@@ -8,23 +8,25 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
 
 from chimeway import db
 from chimeway.db import Conn
 
-_STEPS = [
-    ("events", "seed_events"),
-    ("notifications", "seed_notifications"),
-    ("workflow_runs", "seed_runs_waiting"),
-    ("deliveries", "seed_deliveries_sent"),
-    ("delivery_transitions", "seed_delivery_transitions"),
-    ("delivery_attempts", "seed_attempts"),
-    ("workflow_transitions", "seed_run_transitions"),
-    ("procrastinate_jobs (timers)", "seed_timer_jobs"),
-]
+
+def _steps() -> list[tuple[str, LiteralString]]:
+    return [
+        ("events", db.query("seed_events")),
+        ("notifications", db.query("seed_notifications")),
+        ("workflow_runs", db.query("seed_runs_waiting")),
+        ("deliveries", db.query("seed_deliveries_sent")),
+        ("delivery_transitions", db.query("seed_delivery_transitions")),
+        ("delivery_attempts", db.query("seed_attempts")),
+        ("workflow_transitions", db.query("seed_run_transitions")),
+        ("procrastinate_jobs (timers)", db.query("seed_timer_jobs")),
+    ]
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,9 @@ def seed_waiting(conn: Conn, seed: WaitingSeed) -> list[Seeded]:
         "horizon": seed.horizon,
     }
     done = []
-    for table, name in _STEPS:
+    for table, statement in _steps():
         started = time.perf_counter()
-        rows = conn.execute(db.query(name), params).rowcount
+        rows = conn.execute(statement, params).rowcount
         done.append(Seeded(table, rows, time.perf_counter() - started))
     return done
 

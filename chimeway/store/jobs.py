@@ -239,3 +239,21 @@ def failing(conn: Conn, queues: Sequence[str]) -> list[FailingJob]:
     """Jobs whose task raised: failed for good, or waiting for a retry after an error."""
     with conn.cursor(row_factory=db.dataclass_row(FailingJob)) as cur:
         return cur.execute(db.query("jobs_failing_list"), {"queues": list(queues)}).fetchall()
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: int
+    task_name: str
+    args: dict[str, Any]
+
+
+def lock_due(conn: Conn, queues: Sequence[str]) -> list[QueuedJob]:
+    """The due jobs of ``queues``, in the order a worker takes them, locked in ``conn``."""
+    with conn.cursor(row_factory=db.dataclass_row(QueuedJob)) as cur:
+        return cur.execute(db.query("jobs_due_lock"), {"queues": list(queues)}).fetchall()
+
+
+def delete(conn: Conn, job_id: int) -> None:
+    """Remove a job (what the worker does with a finished one, ``delete_jobs="successful"``)."""
+    conn.execute(db.query("job_delete"), {"id": job_id})

@@ -1,4 +1,10 @@
-"""Fixtures for engine tests: a Chimeway on a fresh committed database, with recording adapters."""
+"""Fixtures for engine tests, with recording adapters.
+
+Most tests run inside a transaction that is rolled back at the end: ``tx_cw`` (or
+``make_tx_cw(**options)``) is a Chimeway on the session's shared database whose calls all
+take ``conn=db``, and ``chimeway.testing.drain(cw, conn=db)`` runs the jobs in that same
+transaction. Tests that need commits (LISTEN/NOTIFY, several connections, real workers,
+concurrency) use ``cw`` / ``make_cw`` on a fresh database of their own (``committed_db``)."""
 
 from __future__ import annotations
 
@@ -51,14 +57,19 @@ def cw(make_cw: Callable[..., Chimeway]) -> Chimeway:
     return make_cw()
 
 
-def count(url: str, sql: str, *params: Any) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql.encode(), params or None).fetchone()
+def count(where: str | psycopg.Connection[Any], sql: str, *params: Any) -> int:
+    """The first column of ``sql``'s first row, read through a connection (inside its
+    transaction) or on a database URL."""
+    if isinstance(where, psycopg.Connection):
+        row = where.execute(sql.encode(), params or None).fetchone()
+    else:
+        with psycopg.connect(where) as conn:
+            row = conn.execute(sql.encode(), params or None).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def counts(url: str) -> dict[str, int]:
+def counts(url: str | psycopg.Connection[Any]) -> dict[str, int]:
     tables = [
         "chimeway_events",
         "chimeway_notifications",
@@ -91,6 +102,31 @@ def concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
         t.join(timeout=60)
     assert len(results) == n, "a thread failed or hung"
     return results
+
+
+@pytest.fixture
+def make_tx_cw(shared_db: str, adapters: Recorders) -> Iterator[Callable[..., Chimeway]]:
+    """Chimeways on the shared database for tests in a rolled-back transaction (``db``):
+    pass ``conn=db`` to their calls; they never open their pool."""
+    made: list[Chimeway] = []
+
+    def make(**options: Any) -> Chimeway:
+        options.setdefault("default_retry", IMMEDIATE)
+        options.setdefault(
+            "adapters", {c: adapters[c] for c in ("in_app", "email", "sms", "push", "chat")}
+        )
+        cw = Chimeway(shared_db, **options)
+        made.append(cw)
+        return cw
+
+    yield make
+    for cw in made:
+        cw.close()
+
+
+@pytest.fixture
+def tx_cw(make_tx_cw: Callable[..., Chimeway]) -> Chimeway:
+    return make_tx_cw()
 
 
 @pytest.fixture(scope="session")

@@ -23,27 +23,24 @@ from tests.integration.notifiers import Welcome, in_app
 
 
 def test_trigger_writes_event_notifications_deliveries_and_their_jobs(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
 ) -> None:
-    result = cw.trigger(
+    result = tx_cw.trigger(
         Welcome,
         {"users": ["u1", "u2"], "channels": ["in_app", "email"]},
         tenant_id="t1",
         idempotency_key="k1",
         correlation_id="req-9",
+        conn=db,
     )
     assert isinstance(result, Triggered)
     assert len(result.notification_ids) == 2
     assert len(result.delivery_ids) == 4
     assert result.run_ids == []
-    assert (
-        count(committed_db, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'pending'")
-        == 4
-    )
-    with psycopg.connect(committed_db) as conn:
-        jobs = conn.execute(
-            "SELECT task_name, queue_name, status, args FROM procrastinate_jobs"
-        ).fetchall()
+    assert count(db, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'pending'") == 4
+    jobs = db.execute(
+        "SELECT task_name, queue_name, status, args FROM procrastinate_jobs"
+    ).fetchall()
     # Planned together, the four deliveries share one job (delivery_batch_size 50).
     assert jobs == [
         (
@@ -53,11 +50,10 @@ def test_trigger_writes_event_notifications_deliveries_and_their_jobs(
             {"delivery_ids": [str(d) for d in result.delivery_ids]},
         )
     ]
-    with psycopg.connect(committed_db) as conn:
-        row = conn.execute(
-            "SELECT tenant_id, notification_key, notification_version, correlation_id, payload "
-            "FROM chimeway_events"
-        ).fetchone()
+    row = db.execute(
+        "SELECT tenant_id, notification_key, notification_version, correlation_id, payload "
+        "FROM chimeway_events"
+    ).fetchone()
     assert row == (
         "t1",
         "welcome",
@@ -67,11 +63,10 @@ def test_trigger_writes_event_notifications_deliveries_and_their_jobs(
     )
 
 
-def test_job_arguments_carry_ids_only(cw: Chimeway, committed_db: str) -> None:
-    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+def test_job_arguments_carry_ids_only(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    result = tx_cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db)
     assert isinstance(result, Triggered)
-    with psycopg.connect(committed_db) as conn:
-        args = [r[0] for r in conn.execute("SELECT args FROM procrastinate_jobs")]
+    args = [r[0] for r in db.execute("SELECT args FROM procrastinate_jobs")]
     assert args == [{"delivery_id": str(result.delivery_ids[0])}]
 
 
@@ -105,18 +100,24 @@ def test_caller_commit_lands_rows_and_jobs_together(cw: Chimeway, committed_db: 
     assert after["procrastinate_jobs"] == 1
 
 
-def test_second_trigger_with_same_key_is_inert(cw: Chimeway, committed_db: str) -> None:
-    first = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
-    before = counts(committed_db)
-    second = cw.trigger(Welcome, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k")
+def test_second_trigger_with_same_key_is_inert(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    first = tx_cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db)
+    before = counts(db)
+    second = tx_cw.trigger(
+        Welcome, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k", conn=db
+    )
     assert isinstance(first, Triggered)
     assert second == Duplicate(first.event_id)
-    assert counts(committed_db) == before
+    assert counts(db) == before
 
 
-def test_same_key_in_another_tenant_is_a_new_event(cw: Chimeway) -> None:
-    first = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t1", idempotency_key="k")
-    second = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t2", idempotency_key="k")
+def test_same_key_in_another_tenant_is_a_new_event(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    first = tx_cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t1", idempotency_key="k", conn=db)
+    second = tx_cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t2", idempotency_key="k", conn=db)
     assert isinstance(first, Triggered)
     assert isinstance(second, Triggered)
     assert first.event_id != second.event_id
@@ -151,8 +152,10 @@ def test_ten_concurrent_triggers_with_one_key_give_one_triggered(
     assert counts(committed_db)["procrastinate_jobs"] == 1
 
 
-def test_recipients_are_deduplicated_by_id(cw: Chimeway) -> None:
-    result = cw.trigger(Welcome, {"users": ["a", "b", "a"]}, tenant_id="t", idempotency_key="k")
+def test_recipients_are_deduplicated_by_id(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    result = tx_cw.trigger(
+        Welcome, {"users": ["a", "b", "a"]}, tenant_id="t", idempotency_key="k", conn=db
+    )
     assert isinstance(result, Triggered)
     assert len(result.notification_ids) == 2
 
@@ -193,19 +196,25 @@ def test_many_recipients_are_written_in_batches_with_one_batch_defer(
     ],
 )
 def test_blank_tenant_or_key_is_invalid_and_writes_nothing(
-    cw: Chimeway, committed_db: str, kwargs: dict[str, Any], message: str
+    tx_cw: Chimeway, db: psycopg.Connection[Any], kwargs: dict[str, Any], message: str
 ) -> None:
-    before = counts(committed_db)
+    before = counts(db)
     with pytest.raises(InvalidTrigger, match=message):
-        cw.trigger(Welcome, {"users": ["u1"]}, **kwargs)
-    assert counts(committed_db) == before
+        tx_cw.trigger(Welcome, {"users": ["u1"]}, **kwargs, conn=db)
+    assert counts(db) == before
 
 
-def test_params_that_are_not_json_are_invalid(cw: Chimeway, committed_db: str) -> None:
-    before = counts(committed_db)
+def test_params_that_are_not_json_are_invalid(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    before = counts(db)
     with pytest.raises(InvalidTrigger, match="JSON-serializable"):
-        cw.trigger(Welcome, {"users": ["u1"], "when": object()}, tenant_id="t", idempotency_key="k")
-    assert counts(committed_db) == before
+        tx_cw.trigger(
+            Welcome,
+            {"users": ["u1"], "when": object()},
+            tenant_id="t",
+            idempotency_key="k",
+            conn=db,
+        )
+    assert counts(db) == before
 
 
 class BadContent(Welcome):
@@ -219,12 +228,14 @@ class BadContent(Welcome):
 
 
 def test_invalid_content_for_one_recipient_fails_the_trigger_and_writes_nothing(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
 ) -> None:
-    before = counts(committed_db)
+    before = counts(db)
     with pytest.raises(InvalidContent, match=r"in_app.*primary_action"):
-        cw.trigger(BadContent, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k")
-    assert counts(committed_db) == before
+        tx_cw.trigger(
+            BadContent, {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k", conn=db
+        )
+    assert counts(db) == before
 
 
 class NoKey(Notifier):
@@ -237,16 +248,16 @@ class NoKey(Notifier):
         return {}
 
 
-def test_invalid_notifier_names_what_is_wrong(cw: Chimeway, committed_db: str) -> None:
-    before = counts(committed_db)
+def test_invalid_notifier_names_what_is_wrong(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    before = counts(db)
     with pytest.raises(InvalidNotifier, match=r"NoKey.*key"):
-        cw.trigger(NoKey, {}, tenant_id="t", idempotency_key="k")
-    assert counts(committed_db) == before
+        tx_cw.trigger(NoKey, {}, tenant_id="t", idempotency_key="k", conn=db)
+    assert counts(db) == before
 
 
-def test_trigger_by_registered_key(make_cw: Any) -> None:
-    cw = make_cw(notifiers=[Welcome])
-    result = cw.trigger("welcome", {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+def test_trigger_by_registered_key(make_tx_cw: Any, db: psycopg.Connection[Any]) -> None:
+    cw = make_tx_cw(notifiers=[Welcome])
+    result = cw.trigger("welcome", {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db)
     assert isinstance(result, Triggered)
 
 

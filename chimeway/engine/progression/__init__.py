@@ -10,6 +10,7 @@ from chimeway.engine.progression.drive import (
     progress_recorded,
     progress_run,
     progress_timer,
+    progress_timer_in,
     resume_on_signal,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "progress_recorded",
     "progress_run",
     "progress_timer",
+    "progress_timer_in",
     "resume_on_signal",
 ]

@@ -135,15 +135,28 @@ def progress_timer(
     if isinstance(result, Advanced):
         progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
     elif isinstance(result, Noop) and result.reason == "wait_not_due":
-        _rearm_timer(engine, run_id)
+        with engine.pool.connection() as conn, conn.transaction():
+            _rearm_timer(engine, conn, run_id)
     return result
 
 
-def _rearm_timer(engine: Engine, run_id: uuid.UUID) -> None:
-    with engine.pool.connection() as conn, conn.transaction():
-        run = runs.get(conn, run_id)
-        if run.suspended_until is not None:
-            engine.deferrer.progress(conn, run_id, schedule_at=run.suspended_until)
+def progress_timer_in(
+    engine: Engine, conn: Conn, run_id: uuid.UUID, now: dt.datetime | None = None
+) -> ProgressResult:
+    """:func:`progress_timer` in the caller's transaction (``chimeway.testing.drain``)."""
+    result = progress_in(engine, conn, run_id, now)
+    if isinstance(result, Advanced):
+        claimed = runs.claim_due(conn, now, TAKE_ALONG)
+        _elapse(engine, conn, claimed, now or clock.now(conn))
+    elif isinstance(result, Noop) and result.reason == "wait_not_due":
+        _rearm_timer(engine, conn, run_id)
+    return result
+
+
+def _rearm_timer(engine: Engine, conn: Conn, run_id: uuid.UUID) -> None:
+    run = runs.get(conn, run_id)
+    if run.suspended_until is not None:
+        engine.deferrer.progress(conn, run_id, schedule_at=run.suspended_until)
 
 
 def progress_due_runs(

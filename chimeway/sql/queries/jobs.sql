@@ -47,3 +47,16 @@ SELECT id, task_name, status::text AS status FROM procrastinate_jobs
 WHERE queue_name = ANY(%(queues)s::text[])
   AND (status = 'failed' OR (status = 'todo' AND attempts > 0))
 ORDER BY id
+
+-- name: jobs_due_lock
+-- The due jobs of these queues, in the order a worker takes them, locked (SKIP LOCKED) for
+-- running them in this transaction (chimeway.testing.drain with a connection).
+SELECT id, task_name, args FROM procrastinate_jobs
+WHERE status = 'todo'
+  AND queue_name = ANY(%(queues)s::text[])
+  AND (scheduled_at IS NULL OR scheduled_at <= now())
+ORDER BY priority DESC, id
+FOR UPDATE SKIP LOCKED
+
+-- name: job_delete
+DELETE FROM procrastinate_jobs WHERE id = %(id)s
