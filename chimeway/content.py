@@ -8,7 +8,6 @@ Content for a channel without a schema only has to be a JSON object.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationEr
 from pydantic_core import PydanticCustomError, PydanticSerializationError
 
 from chimeway.errors import ConfigurationError, InvalidContent
+from chimeway.inputs import MAX_DEPTH, json_problem
 
 __all__ = [
     "BUILTIN_SCHEMAS",
@@ -89,42 +89,15 @@ BUILTIN_SCHEMAS: Mapping[str, type[BaseModel]] = MappingProxyType(
 )
 
 
-def find_json_problem(value: object) -> str | None:
-    """Describe why ``value`` cannot be stored as JSON as it is, or return ``None``.
+def find_json_problem(value: object, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """Describe why ``value`` cannot be stored as ``jsonb`` as it is, or return ``None``.
 
     Accepts dicts with string keys, lists, tuples, strings, ints, finite floats, bools and
-    ``None``. The description names the path of the offending value (``meta.when: ...``).
+    ``None``; no NUL character or lone surrogate in any key or string, and at most
+    ``max_depth`` levels of nesting. The description names the path of the offending value
+    (``meta.when: ...``). Never raises ``RecursionError``, however deep ``value`` is.
     """
-    return _json_problem(value, (), set())
-
-
-def _json_problem(value: object, path: tuple[str, ...], stack: set[int]) -> str | None:
-    where = ".".join(path) or "(root)"
-    if value is None or isinstance(value, str | bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where}: {value!r} is not a finite number"
-    if isinstance(value, dict | list | tuple):
-        if id(value) in stack:
-            return f"{where}: circular reference"
-        stack.add(id(value))
-        try:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    if not isinstance(key, str):
-                        return f"{where}: key {key!r} is not a string"
-                    problem = _json_problem(item, (*path, key), stack)
-                    if problem:
-                        return problem
-            else:
-                for index, item in enumerate(value):
-                    problem = _json_problem(item, (*path, str(index)), stack)
-                    if problem:
-                        return problem
-        finally:
-            stack.discard(id(value))
-        return None
-    return f"{where}: {type(value).__name__} is not JSON-serializable"
+    return json_problem(value, max_depth=max_depth)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -9,8 +9,11 @@ its channel; its ``progress`` rules decide what happens once that delivery has a
   advances; any of its ``cancel_signals`` ends the wait early (design §7);
 - :class:`OnSignal` advances when a signal with that event name resumes the run.
 
-``to_step`` always names a *later* step, so every workflow terminates (design §10). Every
-declaration is validated when it is built, and every problem raises
+``to_step`` always names a *later* step, so every workflow terminates (design §10). Keys,
+channels, ``to_step`` and signal names follow the identifier rule of :mod:`chimeway.inputs`
+(non-blank, no control characters or lone surrogates, at most :data:`MAX_KEY_LENGTH`
+characters; event names at most :data:`MAX_EVENT_NAME_LENGTH`); delays are whole seconds up to
+:data:`MAX_WAIT`. Every declaration is validated when it is built, and every problem raises
 :class:`~chimeway.errors.InvalidWorkflow` with a one-line message naming where it is (workflow,
 step, ``progress[i] (kind)``), the field and the rule broken. Models are frozen; sequences are
 stored as tuples.
@@ -39,12 +42,16 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from chimeway.errors import InvalidWorkflow
+from chimeway.inputs import identifier_problem
+from chimeway.storable import preview
 from chimeway.types import Outcome
 
 __all__ = [
     "ANCHOR",
     "MAX_CANCEL_SIGNALS",
     "MAX_EVENT_NAME_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_WAIT",
     "OnOutcome",
     "OnSignal",
     "Rule",
@@ -59,6 +66,13 @@ __all__ = [
 ANCHOR: Final = "prior_delivery_terminal_at"
 MAX_CANCEL_SIGNALS: Final = 10
 MAX_EVENT_NAME_LENGTH: Final = 200  # the chimeway_signals_event_name_length constraint
+MAX_KEY_LENGTH: Final = 255  # workflow and step keys, channels, to_step
+MAX_WAIT: Final = timedelta(days=366)
+"""The longest :class:`WaitUntil` delay: a year, leap day included. Notification workflows
+wait hours or days ("remind after 2 hours", "escalate after a week"); a yearly reminder is the
+longest plausible wait. A bound keeps every due time (now + delay) far from ``datetime``'s
+year-9999 overflow and from PostgreSQL's timestamp range, whatever the declaration says."""
+_MAX_WAIT_SECONDS: Final = int(MAX_WAIT.total_seconds())
 _MAX_VERSION: Final = 2**31 - 1  # workflow_version is a Postgres integer
 
 RuleKind: TypeAlias = Literal["wait_until", "on_outcome", "stop", "on_signal"]
@@ -67,16 +81,16 @@ RuleKind: TypeAlias = Literal["wait_until", "on_outcome", "stop", "on_signal"]
 # -- field types --------------------------------------------------------------------------
 
 
-def _non_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError(f"must not be blank, got {value!r}")
-    return value
+def _identifier(max_chars: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"must not be blank, got {preview(value)}")
+        problem = identifier_problem(value, max_chars)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
-
-def _event_name(value: str) -> str:
-    if len(_non_blank(value)) > MAX_EVENT_NAME_LENGTH:
-        raise ValueError(f"must be at most {MAX_EVENT_NAME_LENGTH} characters, got {len(value)}")
-    return value
+    return AfterValidator(check)
 
 
 def _as_tuple(value: Any) -> Any:
@@ -90,15 +104,26 @@ def _delay(value: Any) -> timedelta:
         raise ValueError(
             f"must be a timedelta or an int number of seconds, got {type(value).__name__}"
         )
-    try:
-        delay = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    except OverflowError:
-        raise ValueError(f"is too large, got {value} seconds") from None
-    if delay <= timedelta(0):
-        raise ValueError(f"must be positive, got {delay.total_seconds():g} seconds")
-    if delay.microseconds:
-        raise ValueError(f"must be whole seconds, got {delay.total_seconds()} seconds")
-    return delay
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be positive, got {preview(value)} seconds")
+        if value > _MAX_WAIT_SECONDS:
+            raise ValueError(_too_long(preview(value)))
+        return timedelta(seconds=value)
+    if value <= timedelta(0):
+        raise ValueError(f"must be positive, got {value.total_seconds():g} seconds")
+    if value.microseconds:
+        raise ValueError(f"must be whole seconds, got {value.total_seconds()} seconds")
+    if value > MAX_WAIT:
+        raise ValueError(_too_long(str(value // timedelta(seconds=1))))
+    return value
+
+
+def _too_long(seconds: str) -> str:
+    return (
+        f"is too large: at most MAX_WAIT, {MAX_WAIT.days} days ({_MAX_WAIT_SECONDS} seconds), "
+        f"got {seconds} seconds"
+    )
 
 
 def _signals(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -125,8 +150,8 @@ def _at_least_one_step(value: tuple[Step, ...]) -> tuple[Step, ...]:
     return value
 
 
-_Text = Annotated[StrictStr, AfterValidator(_non_blank)]
-_EventName = Annotated[StrictStr, AfterValidator(_event_name)]
+_Text = Annotated[StrictStr, _identifier(MAX_KEY_LENGTH)]
+_EventName = Annotated[StrictStr, _identifier(MAX_EVENT_NAME_LENGTH)]
 _Delay = Annotated[timedelta, BeforeValidator(_delay)]
 _Signals = Annotated[tuple[_EventName, ...], BeforeValidator(_as_tuple), AfterValidator(_signals)]
 
@@ -147,7 +172,17 @@ def _problem(error: ErrorDetails, model: type[BaseModel]) -> str:
     if kind == "value_error":
         return f"{field}: {error.get('ctx', {}).get('error')}"
     message = error["msg"][:1].lower() + error["msg"][1:]
-    return f"{field}: {message}, got {error['input']!r:.80}"
+    return f"{field}: {message}, got {_shown(error['input'])}"
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a message: short and escaped, never a long text or a failing ``repr``."""
+    if value is None or isinstance(value, str | int | float):
+        return preview(value)
+    try:
+        return f"{value!r:.80}"
+    except Exception:  # an int too long for str(), a repr that recurses too deep, ...
+        return type(value).__name__
 
 
 @contextmanager
@@ -307,10 +342,14 @@ def rule_from_dict(data: Mapping[str, Any]) -> Rule:
     kind = fields.pop("kind", None)
     cls = _RULES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidWorkflow(f"progress rule: kind: must be one of {list(_RULES)}, got {kind!r}")
+        raise InvalidWorkflow(
+            f"progress rule: kind: must be one of {list(_RULES)}, got {preview(kind)}"
+        )
     if cls is WaitUntil:
         if (anchor := fields.pop("anchor", None)) != ANCHOR:
-            raise InvalidWorkflow(f"wait_until rule: anchor: must be {ANCHOR!r}, got {anchor!r}")
+            raise InvalidWorkflow(
+                f"wait_until rule: anchor: must be {ANCHOR!r}, got {preview(anchor)}"
+            )
         if "delay" in fields or "delay_seconds" not in fields:
             raise InvalidWorkflow("wait_until rule: delay_seconds: required")
         fields["delay"] = fields.pop("delay_seconds")
@@ -341,7 +380,7 @@ class Step(_Declaration):
 
     @classmethod
     def _where(cls, data: Mapping[str, Any]) -> str:
-        return f"step {data['key']!r}" if "key" in data else "step"
+        return f"step {preview(data['key'])}" if "key" in data else "step"
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
@@ -389,7 +428,7 @@ class Workflow(_Declaration):
 
     @classmethod
     def _where(cls, data: Mapping[str, Any]) -> str:
-        return f"workflow {data['key']!r}" if "key" in data else "workflow"
+        return f"workflow {preview(data['key'])}" if "key" in data else "workflow"
 
     @model_validator(mode="after")
     def _check_steps(self) -> Self:

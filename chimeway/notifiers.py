@@ -11,9 +11,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from chimeway.content import (
     ContentSchemas,
@@ -22,6 +23,7 @@ from chimeway.content import (
     find_json_problem,
 )
 from chimeway.errors import InvalidNotifier
+from chimeway.inputs import identifier_problem
 
 if TYPE_CHECKING:
     from chimeway.dsl import Workflow
@@ -36,13 +38,25 @@ __all__ = [
 ]
 
 
+def _identifier(value: str) -> str:
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("identifier", problem)
+    return value
+
+
+_Identifier = Annotated[NonBlankStr, AfterValidator(_identifier)]
+
+
 class Recipient(BaseModel):
-    """Who a notification is for. ``data`` is free-form and is not validated further."""
+    """Who a notification is for. ``id`` and ``type`` follow the identifier rule of
+    :mod:`chimeway.inputs` (printable, at most 255 characters); ``data`` is free-form and is
+    not validated further."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: NonBlankStr
-    type: NonBlankStr = "user"
+    id: _Identifier
+    type: _Identifier = "user"
     data: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -148,6 +148,25 @@ def test_unregistered_channel_returns_a_json_object_unchanged(schemas: ContentSc
         ({"score": math.nan}, "score: nan is not a finite number"),
         ({"score": math.inf}, "score: inf is not a finite number"),
         ({"raw": b"x"}, "raw: bytes is not JSON-serializable"),
+        (
+            {"body": "a\x00"},
+            "body: contains a NUL character (U+0000) at index 1, which PostgreSQL cannot store",
+        ),
+        (
+            {"x": {"a\x00": 1}},
+            "x.'a\\x00': key contains a NUL character (U+0000) at index 1, "
+            "which PostgreSQL cannot store",
+        ),
+        (
+            {"items": ["ok", "\ud800"]},
+            "items.1: contains a lone surrogate (U+D800) at index 0, "
+            "which is not valid Unicode text",
+        ),
+        (
+            {"\udfff": 1},
+            "'\\udfff': key contains a lone surrogate (U+DFFF) at index 0, "
+            "which is not valid Unicode text",
+        ),
     ],
 )
 def test_unregistered_channel_rejects_non_json(
@@ -163,6 +182,32 @@ def test_circular_content_is_rejected(schemas: ContentSchemas) -> None:
     content["a"]["self"] = content
     with pytest.raises(InvalidContent, match=r"webhook content .* a\.self: circular reference"):
         schemas.validate("webhook", content)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+def test_content_nested_deeper_than_32_levels_is_rejected_without_recursion_errors(
+    schemas: ContentSchemas,
+) -> None:
+    assert find_json_problem(_nested(32)) is None
+    assert find_json_problem(_nested(33)) == "x" + ".x" * 31 + ": nested deeper than 32 levels"
+    with pytest.raises(InvalidContent, match="nested deeper than 32 levels"):
+        schemas.validate("webhook", _nested(10_000))
+    assert find_json_problem(_nested(40), max_depth=40) is None
+
+
+def test_builtin_schema_content_with_a_nul_is_rejected(schemas: ContentSchemas) -> None:
+    content = {**IN_APP, "headline": "Hi\x00"}
+    with pytest.raises(InvalidContent) as info:
+        schemas.validate("in_app", content)
+    assert info.value.message.startswith(
+        "in_app content is not JSON-serializable: headline: contains a NUL character"
+    )
 
 
 def test_repeated_but_not_circular_values_are_fine() -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from chimeway.dsl import (
     ANCHOR,
+    MAX_KEY_LENGTH,
+    MAX_WAIT,
     OnOutcome,
     OnSignal,
     Step,
@@ -572,6 +574,113 @@ REJECTIONS = {
         lambda: WaitUntil(60, "b"), "wait_until rule", "no positional arguments"
     ),
 }
+
+CONTROL = "contains the control character U+0000 at index 1; control characters are not allowed"
+SURROGATE = "contains a lone surrogate (U+D800) at index 1, which is not valid Unicode text"
+TOO_LONG_KEY = "k" * 256
+MAX_WAIT_RULE = "is too large: at most MAX_WAIT, 366 days (31622400 seconds)"
+
+# The identifier rule (chimeway.inputs) and MAX_WAIT, wherever a name or a delay is declared.
+IDENTIFIER_REJECTIONS = {
+    "NUL in workflow key": _rejects(
+        lambda: Workflow("w\x00", 1, [STEP]), "workflow 'w\\x00'", f"key: {CONTROL}"
+    ),
+    "surrogate in workflow key": _rejects(
+        lambda: Workflow("w\ud800", 1, [STEP]), "workflow 'w\\ud800'", f"key: {SURROGATE}"
+    ),
+    "overlong workflow key": _rejects(
+        lambda: Workflow(TOO_LONG_KEY, 1, [STEP]),
+        "workflow a str of 256 characters starting 'kkkk",
+        "key: is 256 characters long; at most 255 allowed",
+    ),
+    "NUL in step key": _rejects(lambda: Step("a\x00", "x"), f"key: {CONTROL}"),
+    "newline in step key": _rejects(
+        lambda: Step("a\nb", "x"), "key: contains the control character U+000A at index 1"
+    ),
+    "surrogate in step key": _rejects(lambda: Step("a\ud800", "x"), f"key: {SURROGATE}"),
+    "overlong step key": _rejects(lambda: Step(TOO_LONG_KEY, "x"), "key: is 256 characters long"),
+    "NUL in channel": _rejects(lambda: Step("a", "e\x00"), "step 'a'", f"channel: {CONTROL}"),
+    "C1 control in channel": _rejects(
+        lambda: Step("a", "e\x85"), "channel: contains the control character U+0085"
+    ),
+    "surrogate in channel": _rejects(lambda: Step("a", "e\ud800"), f"channel: {SURROGATE}"),
+    "overlong channel": _rejects(lambda: Step("a", TOO_LONG_KEY), "channel: is 256 characters"),
+    "NUL in to_step": _rejects(
+        lambda: OnOutcome(outcome="bounced", to_step="b\x00"), f"to_step: {CONTROL}"
+    ),
+    "DEL in on_signal event": _rejects(
+        lambda: OnSignal(event="e\x7f", to_step="b"),
+        "on_signal rule",
+        "event: contains the control character U+007F at index 1",
+    ),
+    "surrogate in on_signal event": _rejects(
+        lambda: OnSignal(event="e\ud800", to_step="b"), f"event: {SURROGATE}"
+    ),
+    "NUL in cancel signal": _rejects(
+        lambda: WaitUntil(delay=1, to_step="b", cancel_signals=["ok", "r\x00"]),
+        "wait_until rule",
+        f"cancel_signals[1]: {CONTROL}",
+    ),
+    "surrogate in cancel signal": _rejects(
+        lambda: WaitUntil(delay=1, to_step="b", cancel_signals=["r\ud800"]),
+        f"cancel_signals[0]: {SURROGATE}",
+    ),
+    "delay 10**12 seconds": _rejects(
+        lambda: WaitUntil(delay=10**12, to_step="b"),
+        "wait_until rule",
+        f"delay: {MAX_WAIT_RULE}, got 1000000000000 seconds",
+    ),
+    "delay one second past MAX_WAIT": _rejects(
+        lambda: WaitUntil(delay=MAX_WAIT + timedelta(seconds=1), to_step="b"),
+        f"delay: {MAX_WAIT_RULE}, got 31622401 seconds",
+    ),
+    "delay of 5001 digits": _rejects(
+        lambda: WaitUntil(delay=10**5000, to_step="b"), f"delay: {MAX_WAIT_RULE}, got int"
+    ),
+    "delay largest timedelta": _rejects(
+        lambda: WaitUntil(delay=timedelta.max - timedelta(microseconds=999_999), to_step="b"),
+        f"delay: {MAX_WAIT_RULE}",
+    ),
+    "huge negative delay": _rejects(
+        lambda: WaitUntil(delay=-(10**30), to_step="b"), "delay: must be positive"
+    ),
+    "stored delay past MAX_WAIT": _rejects(
+        lambda: rule_from_dict(
+            {"kind": "wait_until", "anchor": ANCHOR, "delay_seconds": 10**12, "to_step": "b"}
+        ),
+        f"delay: {MAX_WAIT_RULE}",
+    ),
+    "version of 5001 digits": _rejects(lambda: Workflow("w", 10**5000, [STEP]), "version"),
+    "stored kind far too long": _rejects(
+        lambda: rule_from_dict({"kind": "k" * 10_000}), "kind: must be one of"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("factory", "fragments"), IDENTIFIER_REJECTIONS.values(), ids=IDENTIFIER_REJECTIONS.keys()
+)
+def test_names_and_delays_rejected(
+    factory: Callable[[], object], fragments: tuple[str, ...]
+) -> None:
+    with pytest.raises(InvalidWorkflow) as info:
+        factory()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "\x00" not in message
+    assert len(message) < 400  # never the whole of a long value
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_the_longest_names_and_wait_are_accepted() -> None:
+    key = "k" * MAX_KEY_LENGTH
+    wait = WaitUntil(delay=MAX_WAIT, to_step=key, cancel_signals=["e" * 200])
+    workflow = Workflow(key, 1, [Step("a", key, progress=[wait]), Step(key, "email")])
+    assert workflow.steps[0].progress[0] == WaitUntil(
+        delay=31_622_400, to_step=key, cancel_signals=["e" * 200]
+    )
+    assert MAX_WAIT.days == 366
 
 
 @pytest.mark.parametrize(("factory", "fragments"), REJECTIONS.values(), ids=REJECTIONS.keys())

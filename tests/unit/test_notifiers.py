@@ -101,6 +101,11 @@ def test_recipient_defaults_and_is_frozen() -> None:
         ({"id": "a", "type": " "}, "must not be blank"),
         ({"id": "a", "email": "a@x"}, "Extra inputs are not permitted"),
         ({}, "Field required"),
+        ({"id": "a\x00"}, "contains the control character U\\+0000 at index 1"),
+        ({"id": "a\nb"}, "contains the control character U\\+000A at index 1"),
+        ({"id": "\ud800"}, "contains a lone surrogate \\(U\\+D800\\) at index 0"),
+        ({"id": "u" * 256}, "is 256 characters long; at most 255 allowed"),
+        ({"id": "a", "type": "t\x7f"}, "contains the control character U\\+007F"),
     ],
 )
 def test_recipient_rejects_bad_fields(fields: dict[str, Any], error: str) -> None:
@@ -110,6 +115,12 @@ def test_recipient_rejects_bad_fields(fields: dict[str, Any], error: str) -> Non
 
 def test_recipient_keeps_its_id_as_given() -> None:
     assert Recipient(id=" ada ").id == " ada "
+    assert Recipient(id="u" * 255, type="team").id == "u" * 255
+
+
+def test_an_invalid_recipient_id_from_recipients_is_an_invalid_notifier() -> None:
+    with pytest.raises(InvalidNotifier, match=r"index 1: id: contains the control character"):
+        resolve_recipients(Configurable(recipients=({"id": "a"}, {"id": "b\x00"})), {})
 
 
 # --- resolve_notifier --------------------------------------------------------------------
