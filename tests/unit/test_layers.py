@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "chimeway.config",
             "chimeway.logs",
             "chimeway.redaction",
+            "chimeway.storable",
         ],
     ),
     (
