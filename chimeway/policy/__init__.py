@@ -2,7 +2,15 @@
 signed tokens. No database, no clock: instants are parameters. Planning and storage call it.
 """
 
+from chimeway.policy.caps import CapDecision, CapRule, evaluate_cap
 from chimeway.policy.errors import InvalidToken, TokenExpired
+from chimeway.policy.preferences import (
+    PreferenceDecision,
+    PreferenceOwner,
+    PreferenceRule,
+    PreferenceScope,
+    evaluate_preferences,
+)
 from chimeway.policy.quiet_hours import (
     QuietHours,
     held_until,
@@ -10,11 +18,21 @@ from chimeway.policy.quiet_hours import (
     next_local_time,
     zone_for,
 )
+from chimeway.policy.reasons import PolicyReason
 
 __all__ = [
+    "CapDecision",
+    "CapRule",
     "InvalidToken",
+    "PolicyReason",
+    "PreferenceDecision",
+    "PreferenceOwner",
+    "PreferenceRule",
+    "PreferenceScope",
     "QuietHours",
     "TokenExpired",
+    "evaluate_cap",
+    "evaluate_preferences",
     "held_until",
     "is_quiet",
     "next_local_time",
