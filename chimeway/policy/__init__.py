@@ -19,10 +19,12 @@ from chimeway.policy.quiet_hours import (
     zone_for,
 )
 from chimeway.policy.reasons import PolicyReason
+from chimeway.policy.tokens import InboxClaims, TokenSigner, UnsubscribeClaims
 
 __all__ = [
     "CapDecision",
     "CapRule",
+    "InboxClaims",
     "InvalidToken",
     "PolicyReason",
     "PreferenceDecision",
@@ -31,6 +33,8 @@ __all__ = [
     "PreferenceScope",
     "QuietHours",
     "TokenExpired",
+    "TokenSigner",
+    "UnsubscribeClaims",
     "evaluate_cap",
     "evaluate_preferences",
     "held_until",
