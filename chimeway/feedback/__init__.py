@@ -1,0 +1,17 @@
+"""Provider feedback, the pure half: verify a provider's webhook on its raw body and parse it
+into normalised :class:`FeedbackEvent` values. Storing and processing them is the engine's.
+"""
+
+from chimeway.feedback.errors import WebhookUnauthorized, WebhookUnparseable
+from chimeway.feedback.provider import FeedbackProvider, providers_by_name
+from chimeway.feedback.types import DELIVERY_ID_KEY, FeedbackEvent, FeedbackKind
+
+__all__ = [
+    "DELIVERY_ID_KEY",
+    "FeedbackEvent",
+    "FeedbackKind",
+    "FeedbackProvider",
+    "WebhookUnauthorized",
+    "WebhookUnparseable",
+    "providers_by_name",
+]
