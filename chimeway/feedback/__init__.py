@@ -4,6 +4,7 @@ into normalised :class:`FeedbackEvent` values. Storing and processing them is th
 
 from chimeway.feedback.errors import WebhookUnauthorized, WebhookUnparseable
 from chimeway.feedback.provider import FeedbackProvider, providers_by_name
+from chimeway.feedback.standard_webhooks import StandardWebhooksProvider
 from chimeway.feedback.types import DELIVERY_ID_KEY, FeedbackEvent, FeedbackKind
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackProvider",
+    "StandardWebhooksProvider",
     "WebhookUnauthorized",
     "WebhookUnparseable",
     "providers_by_name",
