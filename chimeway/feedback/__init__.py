@@ -3,6 +3,7 @@ into normalised :class:`FeedbackEvent` values. Storing and processing them is th
 """
 
 from chimeway.feedback.errors import WebhookUnauthorized, WebhookUnparseable
+from chimeway.feedback.postmark import PostmarkProvider
 from chimeway.feedback.provider import FeedbackProvider, providers_by_name
 from chimeway.feedback.standard_webhooks import StandardWebhooksProvider
 from chimeway.feedback.types import DELIVERY_ID_KEY, FeedbackEvent, FeedbackKind
@@ -12,6 +13,7 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackProvider",
+    "PostmarkProvider",
     "StandardWebhooksProvider",
     "WebhookUnauthorized",
     "WebhookUnparseable",
