@@ -5,6 +5,7 @@ into normalised :class:`FeedbackEvent` values. Storing and processing them is th
 from chimeway.feedback.errors import WebhookUnauthorized, WebhookUnparseable
 from chimeway.feedback.postmark import PostmarkProvider
 from chimeway.feedback.provider import FeedbackProvider, providers_by_name
+from chimeway.feedback.sendgrid import SendGridProvider
 from chimeway.feedback.standard_webhooks import StandardWebhooksProvider
 from chimeway.feedback.types import DELIVERY_ID_KEY, FeedbackEvent, FeedbackKind
 
@@ -14,6 +15,7 @@ __all__ = [
     "FeedbackKind",
     "FeedbackProvider",
     "PostmarkProvider",
+    "SendGridProvider",
     "StandardWebhooksProvider",
     "WebhookUnauthorized",
     "WebhookUnparseable",
