@@ -3,6 +3,7 @@ into normalised :class:`FeedbackEvent` values. Storing and processing them is th
 """
 
 from chimeway.feedback.errors import WebhookUnauthorized, WebhookUnparseable
+from chimeway.feedback.mailgun import MailgunProvider
 from chimeway.feedback.postmark import PostmarkProvider
 from chimeway.feedback.provider import FeedbackProvider, providers_by_name
 from chimeway.feedback.sendgrid import SendGridProvider
@@ -14,6 +15,7 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackProvider",
+    "MailgunProvider",
     "PostmarkProvider",
     "SendGridProvider",
     "StandardWebhooksProvider",
