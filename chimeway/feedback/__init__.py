@@ -8,6 +8,7 @@ from chimeway.feedback.postmark import PostmarkProvider
 from chimeway.feedback.provider import FeedbackProvider, providers_by_name
 from chimeway.feedback.sendgrid import SendGridProvider
 from chimeway.feedback.standard_webhooks import StandardWebhooksProvider
+from chimeway.feedback.twilio import TwilioProvider
 from chimeway.feedback.types import DELIVERY_ID_KEY, FeedbackEvent, FeedbackKind
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PostmarkProvider",
     "SendGridProvider",
     "StandardWebhooksProvider",
+    "TwilioProvider",
     "WebhookUnauthorized",
     "WebhookUnparseable",
     "providers_by_name",
