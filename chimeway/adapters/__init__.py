@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from chimeway.adapters.logger import LoggerAdapter
+from chimeway.adapters.smtp import SmtpAdapter
 from chimeway.adapters.types import (
     Bounced,
     DeliveryFailure,
@@ -37,6 +38,7 @@ __all__ = [
     "ProviderAdapter",
     "RecipientProfile",
     "Sent",
+    "SmtpAdapter",
     "Temporary",
 ]
 
