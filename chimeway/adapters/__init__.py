@@ -27,6 +27,7 @@ from chimeway.adapters.types import (
     Sent,
     Temporary,
 )
+from chimeway.adapters.webhook import WebhookAdapter
 
 __all__ = [
     "Adapter",
@@ -40,6 +41,7 @@ __all__ = [
     "Sent",
     "SmtpAdapter",
     "Temporary",
+    "WebhookAdapter",
 ]
 
 
