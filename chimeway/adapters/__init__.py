@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from chimeway.adapters.logger import LoggerAdapter
+from chimeway.adapters.slack import SlackAdapter
 from chimeway.adapters.smtp import SmtpAdapter
 from chimeway.adapters.types import (
     Bounced,
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderAdapter",
     "RecipientProfile",
     "Sent",
+    "SlackAdapter",
     "SmtpAdapter",
     "Temporary",
     "WebhookAdapter",
