@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 from chimeway.adapters.logger import LoggerAdapter
 from chimeway.adapters.slack import SlackAdapter
 from chimeway.adapters.smtp import SmtpAdapter
+from chimeway.adapters.twilio import TwilioSmsAdapter
 from chimeway.adapters.types import (
     Bounced,
     DeliveryFailure,
@@ -43,6 +44,7 @@ __all__ = [
     "SlackAdapter",
     "SmtpAdapter",
     "Temporary",
+    "TwilioSmsAdapter",
     "WebhookAdapter",
 ]
 
