@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from chimeway.adapters.fallback import FallbackAdapter
 from chimeway.adapters.logger import LoggerAdapter
 from chimeway.adapters.slack import SlackAdapter
 from chimeway.adapters.smtp import SmtpAdapter
@@ -36,6 +37,7 @@ __all__ = [
     "Bounced",
     "DeliveryFailure",
     "DeliveryRequest",
+    "FallbackAdapter",
     "LoggerAdapter",
     "Permanent",
     "ProviderAdapter",
