@@ -101,6 +101,10 @@ class SmtpAdapter:
         self.port = port
         if (username is None) != (password is None):
             raise ConfigurationError("SmtpAdapter username and password go together")
+        if username is not None and security == "none":
+            raise ConfigurationError(
+                "SmtpAdapter will not send a password without TLS: use security='starttls' or 'ssl'"
+            )
         self.username = username
         self._password = password
         self.sender = check_text("SmtpAdapter", "sender", sender)
@@ -185,7 +189,7 @@ class SmtpAdapter:
     def _connection(self) -> tuple[smtplib.SMTP, bool]:
         """This thread's connection, and whether it was used before."""
         existing: smtplib.SMTP | None = getattr(self._local, "connection", None)
-        if existing is not None:
+        if existing is not None and existing.sock is not None:  # not closed by close()
             return existing, True
         connection = self._connect()
         self._local.connection = connection

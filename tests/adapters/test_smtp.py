@@ -184,15 +184,17 @@ def test_a_server_slower_than_the_timeout_is_temporary_and_not_retried(
 
 
 def test_close_quits_the_connections_and_the_next_send_opens_a_new_one(
-    smtp_server: SmtpServer,
+    smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     adapter = plain(smtp_server)
     adapter.deliver(make_request())
 
     adapter.close()
-    adapter.deliver(make_request())
+    with caplog.at_level(logging.INFO, logger="chimeway.adapters.smtp"):
+        adapter.deliver(make_request())
 
     assert smtp_server.mailbox.connections == 2
+    assert caplog.records == []  # a new connection, not a reconnect
 
 
 @pytest.mark.parametrize(
@@ -439,6 +441,10 @@ def test_is_a_provider_adapter_with_its_settings() -> None:
         ({"security": "tls"}, "security must be one of"),
         ({"port": 0}, "port must be 1-65535"),
         ({"username": "acme"}, "username and password go together"),
+        (
+            {"username": "acme", "password": "pw", "security": "none"},
+            "will not send a password without TLS",
+        ),
         ({"sender": "No Reply"}, "sender must contain an email address"),
         ({"timeout": 0}, "timeout must be a number of seconds > 0"),
         ({"capacity": 0}, "capacity must be an integer >= 1"),
