@@ -42,6 +42,7 @@ MAILBOX_UNKNOWN_CODES = frozenset({550, 551, 553})
 #: recipient (RFC 3463): those stay :class:`Permanent`.
 SENDER_ADDRESS_CODES = frozenset({"5.1.7", "5.1.8"})
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _ADDRESS_LIKE = re.compile(r"[^\s<>@\"']+@[^\s<>@\"']+")
 
 
@@ -112,7 +113,12 @@ class SmtpAdapter:
         if "@" not in self.envelope_sender:
             raise ConfigurationError("SmtpAdapter sender must contain an email address")
         domain = message_id_domain or self.envelope_sender.rpartition("@")[2]
-        self.message_id_domain = check_text("SmtpAdapter", "message_id_domain", domain)
+        if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
+            raise ConfigurationError(
+                "SmtpAdapter message_id_domain must be an ASCII domain name "
+                f"(letters, digits, '-' and '.'), got {domain!r}"
+            )
+        self.message_id_domain = domain
         self.local_hostname = local_hostname
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._local = threading.local()

@@ -22,6 +22,10 @@ from chimeway.adapters.types import DeliveryRequest, Permanent, Sent
 from chimeway.errors import ConfigurationError
 
 RECIPIENT_URL_KEY = "webhook_url"
+#: Headers the adapter sets itself; ``headers`` may not replace them.
+OWN_HEADERS = frozenset(
+    {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key"}
+)
 
 
 class WebhookAdapter:
@@ -74,6 +78,11 @@ class WebhookAdapter:
         self.include_address = include_address
         self.event_type = check_text("WebhookAdapter", "event_type", event_type)
         self._headers = dict(headers or {})
+        taken = sorted(name for name in self._headers if name.lower() in OWN_HEADERS)
+        if taken:
+            raise ConfigurationError(
+                f"WebhookAdapter headers may not set {', '.join(taken)}: the adapter sets them"
+            )
         self._http = http_calls.HttpClient(
             provider=self.name, timeout=self.timeout, capacity=self.capacity, verify=verify
         )

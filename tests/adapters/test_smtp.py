@@ -446,6 +446,8 @@ def test_is_a_provider_adapter_with_its_settings() -> None:
             "will not send a password without TLS",
         ),
         ({"sender": "No Reply"}, "sender must contain an email address"),
+        ({"message_id_domain": "acme.test>"}, "message_id_domain must be an ASCII domain"),
+        ({"sender": "a@bücher.test"}, "message_id_domain must be an ASCII domain"),
         ({"timeout": 0}, "timeout must be a number of seconds > 0"),
         ({"capacity": 0}, "capacity must be an integer >= 1"),
         ({"name": " "}, "name must be a non-blank string"),

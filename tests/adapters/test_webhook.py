@@ -111,6 +111,12 @@ def test_the_address_is_sent_only_when_asked(http_server: HttpServer) -> None:
     assert body["data"]["recipient"] == {"email": ADDRESS, "phone": PHONE}
 
 
+def test_extra_headers_go_along(http_server: HttpServer) -> None:
+    webhook(http_server.url, headers={"X-Tenant": "acme"}).deliver(make_request())
+
+    assert http_server.requests[0].headers["x-tenant"] == "acme"
+
+
 def test_retries_keep_the_webhook_id(http_server: HttpServer) -> None:
     adapter = webhook(http_server.url)
     first = make_request()
@@ -277,6 +283,11 @@ def test_is_a_provider_adapter_with_its_settings() -> None:
         ("https://h.test/", {"secret": []}, "at least one secret"),
         ("https://h.test/", {"capacity": 0}, "capacity must be an integer >= 1"),
         ("https://h.test/", {"event_type": ""}, "event_type must be a non-blank string"),
+        (
+            "https://h.test/",
+            {"headers": {"Webhook-Signature": "v1,forged", "X-Ok": "1"}},
+            "headers may not set Webhook-Signature",
+        ),
     ],
 )
 def test_bad_settings_are_configuration_errors(
