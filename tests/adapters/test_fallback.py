@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -21,7 +22,14 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.errors import ConfigurationError
-from tests.adapters.conftest import HttpFactory, Reply, SmtpFactory, SmtpServer, make_request
+from tests.adapters.conftest import (
+    ADDRESS,
+    HttpFactory,
+    Reply,
+    SmtpFactory,
+    SmtpServer,
+    make_request,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 OPENED: list[WebhookAdapter | SmtpAdapter] = []
@@ -74,6 +82,23 @@ def test_fails_over_to_the_next_provider_after_a_temporary_failure(
     }
     assert len(primary.requests) == len(secondary.requests) == 1
     assert secondary.requests[0].headers["webhook-id"] == request.idempotency_key
+
+
+def test_a_failover_is_logged_with_ids_only(
+    start_http: HttpFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, secondary = start_http(Reply(503)), start_http()
+    adapter = FallbackAdapter([hook(primary.url, "primary"), hook(secondary.url, "secondary")])
+    request = make_request()
+
+    with caplog.at_level(logging.INFO, logger="chimeway.adapters.fallback"):
+        adapter.deliver(request)
+
+    [record] = caplog.records
+    assert record.__dict__["action"] == "adapter.failover"
+    assert record.__dict__["provider"] == "primary"
+    assert record.__dict__["delivery_id"] == str(request.delivery_id)
+    assert ADDRESS not in caplog.text
 
 
 def test_the_first_provider_that_accepts_ends_it(start_http: HttpFactory) -> None:
