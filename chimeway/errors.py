@@ -9,7 +9,9 @@
     ├── InvalidInput                the caller's input is wrong; nothing was written
     │   ├── InvalidArgument         a plain argument (a limit, a timestamp, a setting)
     │   ├── InvalidTrigger, InvalidSignal
-    │   └── InvalidNotifier, InvalidWorkflow, InvalidContent   declarations and what they return
+    │   ├── InvalidNotifier, InvalidWorkflow, InvalidContent   declarations and what they return
+    │   ├── InvalidToken ── TokenExpired        unsubscribe and inbox tokens
+    │   └── WebhookUnauthorized, WebhookUnparseable   provider webhooks (never echo the body)
     ├── NotFound                    missing, or another tenant's (reported alike)
     └── Conflict                    the rows changed under the request
         ├── WorkflowVersionConflict
@@ -98,6 +100,22 @@ class InvalidWorkflow(InvalidInput):
 
 class InvalidContent(InvalidInput):
     """Rendered channel content is invalid."""
+
+
+class InvalidToken(InvalidInput):
+    """The token is not valid: forged, tampered with, malformed, expired or for another use."""
+
+
+class TokenExpired(InvalidToken):
+    """The token has expired."""
+
+
+class WebhookUnauthorized(InvalidInput):
+    """The webhook request could not be authenticated."""
+
+
+class WebhookUnparseable(InvalidInput):
+    """The webhook body is not in the provider's format."""
 
 
 # -- the rows ----------------------------------------------------------------------------

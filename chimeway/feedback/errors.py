@@ -1,14 +1,7 @@
-"""Why a provider webhook was refused. Messages name the header or field at fault and never
-echo the request body, a header value or a secret."""
+"""Why a provider webhook was refused (the classes live in :mod:`chimeway.errors`). Messages
+name the header or field at fault and never echo the request body, a header value or a
+secret."""
 
-from __future__ import annotations
+from chimeway.errors import WebhookUnauthorized, WebhookUnparseable
 
-from chimeway.errors import ChimewayError
-
-
-class WebhookUnauthorized(ChimewayError):
-    """The webhook request could not be authenticated."""
-
-
-class WebhookUnparseable(ChimewayError):
-    """The webhook body is not in the provider's format."""
+__all__ = ["WebhookUnauthorized", "WebhookUnparseable"]
