@@ -46,4 +46,4 @@ def test_the_example_test_in_testing_md_passes(committed_db: str, tmp_path: Path
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
