@@ -45,6 +45,7 @@ class DeliveryReason(StrEnum):
     ALREADY_READ = "already_read"
     SUPERSEDED = "superseded"  # its run moved on while it was still retrying
     MANUAL = "manual"
+    NO_ADDRESS = "no_address"  # the channel's adapter needs an address the profile lacks
 
 
 class OrchestrationState(StrEnum):
@@ -83,9 +84,15 @@ class IngressState(StrEnum):
 
 
 class FeedbackStatus(StrEnum):
+    """What a provider said about a message (``chimeway.feedback.FeedbackKind``), stored."""
+
     DELIVERED = "delivered"
     BOUNCED = "bounced"
     FAILED = "failed"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 class Outcome(StrEnum):

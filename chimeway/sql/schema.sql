@@ -39,7 +39,8 @@ CREATE TYPE public.chimeway_delivery_reason AS ENUM (
     'delivery_cap_reached',
     'already_read',
     'superseded',
-    'manual'
+    'manual',
+    'no_address'
 );
 
 --
@@ -74,7 +75,11 @@ CREATE TYPE public.chimeway_error_class AS ENUM (
 CREATE TYPE public.chimeway_feedback_status AS ENUM (
     'delivered',
     'bounced',
-    'failed'
+    'failed',
+    'complained',
+    'opened',
+    'clicked',
+    'unsubscribed'
 );
 
 --
@@ -804,6 +809,62 @@ CREATE TABLE public.chimeway_notifications (
 );
 
 --
+-- Name: chimeway_preferences; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_preferences (
+    id bigint NOT NULL,
+    tenant_id text NOT NULL,
+    recipient_id text,
+    channel text,
+    category text,
+    workflow text,
+    enabled boolean NOT NULL,
+    set_at timestamp with time zone DEFAULT now() NOT NULL,
+    source text NOT NULL,
+    CONSTRAINT chimeway_preferences_category_check CHECK ((btrim(category) <> ''::text)),
+    CONSTRAINT chimeway_preferences_category_or_workflow CHECK (((category IS NULL) OR (workflow IS NULL))),
+    CONSTRAINT chimeway_preferences_channel_check CHECK ((btrim(channel) <> ''::text)),
+    CONSTRAINT chimeway_preferences_has_scope CHECK (((channel IS NOT NULL) OR (category IS NOT NULL) OR (workflow IS NOT NULL))),
+    CONSTRAINT chimeway_preferences_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text)),
+    CONSTRAINT chimeway_preferences_source_check CHECK ((btrim(source) <> ''::text)),
+    CONSTRAINT chimeway_preferences_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
+    CONSTRAINT chimeway_preferences_workflow_check CHECK ((btrim(workflow) <> ''::text))
+);
+
+--
+-- Name: chimeway_preferences_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.chimeway_preferences ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.chimeway_preferences_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: chimeway_recipients; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_recipients (
+    tenant_id text NOT NULL,
+    recipient_id text NOT NULL,
+    email text,
+    phone text,
+    locale text,
+    timezone text,
+    data jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chimeway_recipients_data_check CHECK ((jsonb_typeof(data) = 'object'::text)),
+    CONSTRAINT chimeway_recipients_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text)),
+    CONSTRAINT chimeway_recipients_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text))
+);
+
+--
 -- Name: chimeway_signals; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -829,17 +890,22 @@ CREATE TABLE public.chimeway_signals (
 
 CREATE TABLE public.chimeway_webhook_ingress (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    adapter text NOT NULL,
+    provider text NOT NULL,
     provider_event_id text,
     delivery_id uuid,
     provider_message_id text,
-    normalized_status public.chimeway_feedback_status NOT NULL,
+    kind public.chimeway_feedback_status NOT NULL,
     ingress_state public.chimeway_ingress_state DEFAULT 'queued'::public.chimeway_ingress_state NOT NULL,
     ignored_reason text,
     processed_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT chimeway_webhook_ingress_adapter_check CHECK ((btrim(adapter) <> ''::text)),
-    CONSTRAINT chimeway_webhook_ingress_target CHECK (((delivery_id IS NOT NULL) OR (provider_message_id IS NOT NULL) OR (ingress_state = 'ignored'::public.chimeway_ingress_state)))
+    delivery_ref uuid,
+    occurred_at timestamp with time zone,
+    permanent boolean,
+    evidence jsonb DEFAULT '{}'::jsonb NOT NULL,
+    outcome text,
+    CONSTRAINT chimeway_webhook_ingress_adapter_check CHECK ((btrim(provider) <> ''::text)),
+    CONSTRAINT chimeway_webhook_ingress_target CHECK (((delivery_ref IS NOT NULL) OR (delivery_id IS NOT NULL) OR (provider_message_id IS NOT NULL) OR (ingress_state = 'ignored'::public.chimeway_ingress_state)))
 );
 
 --
@@ -1103,6 +1169,20 @@ ALTER TABLE ONLY public.chimeway_notifications
     ADD CONSTRAINT chimeway_notifications_pkey PRIMARY KEY (id);
 
 --
+-- Name: chimeway_preferences chimeway_preferences_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_preferences
+    ADD CONSTRAINT chimeway_preferences_pkey PRIMARY KEY (id);
+
+--
+-- Name: chimeway_recipients chimeway_recipients_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_recipients
+    ADD CONSTRAINT chimeway_recipients_pkey PRIMARY KEY (tenant_id, recipient_id);
+
+--
 -- Name: chimeway_signals chimeway_signals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1280,6 +1360,12 @@ CREATE INDEX chimeway_events_correlation_idx ON public.chimeway_events USING btr
 CREATE INDEX chimeway_notifications_inbox_idx ON public.chimeway_notifications USING btree (tenant_id, recipient_id, created_at DESC);
 
 --
+-- Name: chimeway_preferences_scope; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX chimeway_preferences_scope ON public.chimeway_preferences USING btree (tenant_id, COALESCE(recipient_id, ''::text), COALESCE(channel, ''::text), COALESCE(category, ''::text), COALESCE(workflow, ''::text));
+
+--
 -- Name: chimeway_signals_actor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1301,7 +1387,7 @@ CREATE INDEX chimeway_webhook_ingress_delivery_idx ON public.chimeway_webhook_in
 -- Name: chimeway_webhook_ingress_provider_event; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE UNIQUE INDEX chimeway_webhook_ingress_provider_event ON public.chimeway_webhook_ingress USING btree (adapter, provider_event_id) WHERE (provider_event_id IS NOT NULL);
+CREATE UNIQUE INDEX chimeway_webhook_ingress_provider_event ON public.chimeway_webhook_ingress USING btree (provider, provider_event_id) WHERE (provider_event_id IS NOT NULL);
 
 --
 -- Name: chimeway_webhook_ingress_queued_idx; Type: INDEX; Schema: public; Owner: -
