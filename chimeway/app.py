@@ -19,17 +19,20 @@ from chimeway.adapters import Adapter
 from chimeway.config import Maintenance, RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
-from chimeway.engine import deliver, explain, maintenance, signals, trigger
+from chimeway.engine import deliver, explain, maintenance, recipients, signals, trigger
 from chimeway.engine import progression as engine_progression
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument, NotFound, translated
+from chimeway.feedback import FeedbackProvider
 from chimeway.notifiers import Notifier
 from chimeway.results import (
     DeliverResult,
     Delivery,
     DeliveryExplanation,
     Duplicate,
+    Forgotten,
     ProgressResult,
+    RecipientRecord,
     Routed,
     RunExplanation,
     SignalTracked,
@@ -45,8 +48,12 @@ class Chimeway:
     """One per application process. Thread-safe; close it (or use ``with``) when done.
 
     ``database_url``: else ``$CHIMEWAY_DATABASE_URL``, else the embedded server.
-    ``adapters``: channel -> adapter; channels without one use ``default_adapter``
-    (a :class:`~chimeway.LoggerAdapter` unless given). ``retry``: channel ->
+    ``adapters``: channel -> adapter. A channel without one is sent by ``default_adapter``
+    if you give one (``LoggerAdapter()`` for a demo); otherwise it is refused: a worker
+    does not start while such a channel has deliveries waiting, and a send fails with an
+    error naming the channel. Nothing is ever "delivered" silently. ``webhook_providers``:
+    the :mod:`chimeway.feedback` providers whose webhooks ``cw.webhooks.process`` (and
+    ``chimeway serve``) accept, by name. ``retry``: channel ->
     :class:`~chimeway.RetryPolicy`. ``stuck_after``: how long a delivery may stay
     ``dispatched`` before another worker may take it over (well above your slowest provider
     call: see docs/production.md). ``delivery_batch_size``: deliveries planned together (a
@@ -62,6 +69,7 @@ class Chimeway:
         adapters: Mapping[str, Adapter] | None = None,
         default_adapter: Adapter | None = None,
         notifiers: Iterable[type[Notifier] | Notifier] = (),
+        webhook_providers: Iterable[FeedbackProvider] = (),
         content_schemas: ContentSchemas | None = None,
         retry: Mapping[str, RetryPolicy] | None = None,
         default_retry: RetryPolicy | None = None,
@@ -89,6 +97,7 @@ class Chimeway:
             default_adapter=default_adapter,
             content_schemas=content_schemas,
             notifiers=notifiers,
+            webhook_providers=webhook_providers,
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
             pool_timeout=pool_timeout,
@@ -106,6 +115,8 @@ class Chimeway:
         self.workflows = Workflows(self.engine)
         #: Drive runs by hand (tests, operators): ``cw.progression.progress_run`` ...
         self.progression = Progression(self.engine)
+        #: The recipient directory: ``cw.recipients.upsert/get/forget``.
+        self.recipients = Recipients(self.engine)
 
     # -- resources ---------------------------------------------------------------------
 
@@ -228,6 +239,54 @@ class Chimeway:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""
         with self.engine.transaction(conn) as tx:
             return explain.delivery(tx, tenant_id, _uuid(delivery_id, "delivery"))
+
+
+class Recipients:
+    """``cw.recipients``: the recipient directory (design §12). A profile holds how to reach
+    a person (``email``, ``phone``, ``locale``, ``timezone``, ``data``); adapters read it at
+    send time, so a change applies to deliveries not sent yet. Personal data: Chimeway keeps
+    it out of traces, logs, job arguments and error messages."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def upsert(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        locale: str | None = None,
+        timezone: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        clear: Iterable[str] = (),
+        conn: Conn | None = None,
+    ) -> RecipientRecord:
+        """Create or update a profile: the fields given are set, those named in ``clear``
+        emptied, the others kept; ``data`` is merged key by key. The profile as stored."""
+        return recipients.upsert(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            email=email,
+            phone=phone,
+            locale=locale,
+            timezone=timezone,
+            data=data,
+            clear=clear,
+            conn=conn,
+        )
+
+    def get(self, tenant_id: str, recipient_id: str, conn: Conn | None = None) -> RecipientRecord:
+        """The profile; NotFound when the recipient has none (or belongs to another tenant)."""
+        return recipients.get(self._engine, tenant_id, recipient_id, conn)
+
+    def forget(self, tenant_id: str, recipient_id: str, conn: Conn | None = None) -> Forgotten:
+        """Right to erasure: delete the profile and empty the rendered content of the
+        recipient's notifications and deliveries. Their ids, statuses and histories stay, so
+        what was decided can still be explained; opt-outs stay too."""
+        return recipients.forget(self._engine, tenant_id, recipient_id, conn)
 
 
 class Workflows:

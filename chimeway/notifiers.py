@@ -9,7 +9,7 @@ only a method that returns the wrong shape is reported as :class:`InvalidNotifie
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -24,6 +24,7 @@ from chimeway.content import (
 )
 from chimeway.errors import InvalidNotifier
 from chimeway.inputs import identifier_problem
+from chimeway.profiles import email_problem, locale_problem, phone_problem, timezone_problem
 
 if TYPE_CHECKING:
     from chimeway.dsl import Workflow
@@ -48,16 +49,42 @@ def _identifier(value: str) -> str:
 _Identifier = Annotated[NonBlankStr, AfterValidator(_identifier)]
 
 
+def _profile_rule(check: Callable[[object], str | None]) -> AfterValidator:
+    def validate(value: str) -> str:
+        problem = check(value)
+        if problem is not None:  # the message names the rule, never the address
+            raise PydanticCustomError("profile", problem)
+        return value
+
+    return AfterValidator(validate)
+
+
 class Recipient(BaseModel):
     """Who a notification is for. ``id`` and ``type`` follow the identifier rule of
-    :mod:`chimeway.inputs` (printable, at most 255 characters); ``data`` is free-form and is
-    not validated further."""
+    :mod:`chimeway.inputs` (printable, at most 255 characters).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The profile fields (``email``, ``phone``, ``locale``, ``timezone``, ``data``; see
+    :mod:`chimeway.profiles`) are optional: those given are merged into the recipient
+    directory when the notification is triggered (``data`` key by key), and the adapters
+    read the directory at send time. ``data`` is also passed to the notifier as is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     id: _Identifier
     type: _Identifier = "user"
+    email: Annotated[str, _profile_rule(email_problem)] | None = None
+    phone: Annotated[str, _profile_rule(phone_problem)] | None = None
+    locale: Annotated[str, _profile_rule(locale_problem)] | None = None
+    timezone: Annotated[str, _profile_rule(timezone_problem)] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    def __repr_args__(self) -> Any:  # a stray print or log line shows no address
+        return [("id", self.id), ("type", self.type)]
+
+    @property
+    def has_profile(self) -> bool:
+        """Whether it carries any profile field to store."""
+        return bool(self.email or self.phone or self.locale or self.timezone or self.data)
 
 
 class Notifier:

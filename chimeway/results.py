@@ -123,6 +123,69 @@ class Routed:
     skipped: str | None = None  # why nothing was routed (missing, already routed)
 
 
+# -- recipients (design §12) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipientRecord:
+    """A recipient's profile as the directory holds it (``cw.recipients.get``): personal
+    data, for the code that reaches the person; never log it."""
+
+    tenant_id: str
+    recipient_id: str
+    email: str | None
+    phone: str | None
+    locale: str | None
+    timezone: str | None
+    data: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def __repr__(self) -> str:  # a stray print or log line shows no address
+        return f"RecipientRecord(tenant_id={self.tenant_id!r}, recipient_id={self.recipient_id!r})"
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What ``cw.recipients.forget`` erased: the profile (``False`` if there was none) and
+    the rendered content of this many notifications and deliveries. Their ids, statuses and
+    histories stay, so what was decided can still be explained."""
+
+    tenant_id: str
+    recipient_id: str
+    profile_deleted: bool
+    notifications_erased: int
+    deliveries_erased: int
+
+
+# -- provider feedback (design §12) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """What ``cw.webhooks.process`` stored: one ingress row (and its ``process_webhook``
+    job) per new event; events the provider had sent before are ``duplicates``."""
+
+    provider: str
+    events: int
+    ingress_ids: list[uuid.UUID] = field(default_factory=list)
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class FeedbackProcessed:
+    """What processing one ingress row did: ``outcome`` names it (``confirmed``,
+    ``cancelled_bounced``, ``failed``, ``unchanged``, ``signal_tracked``, ``opted_out``, or
+    ``ignored`` with ``detail`` saying why); ``run_result`` when a waiting run was decided
+    again."""
+
+    ingress_id: uuid.UUID
+    outcome: str
+    delivery_id: uuid.UUID | None = None
+    detail: str = ""
+    run_result: ProgressResult | None = None
+
+
 # -- maintenance -------------------------------------------------------------------------
 
 

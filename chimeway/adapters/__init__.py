@@ -6,6 +6,10 @@ exception counts as a temporary failure. Adapters are called outside any transac
 without a row lock, and receive ``request.idempotency_key`` (the delivery id) to pass to
 providers that deduplicate, because a crash between the send and its record can repeat it.
 
+An adapter that sends to an address of the recipient's profile says which with an
+``address`` attribute (``"email"`` or ``"phone"``): planning then suppresses a delivery whose
+recipient has none (``no_address``) instead of sending it to fail.
+
 The built-in adapters also have a ``name`` (recorded as ``meta["provider"]`` in every
 answer), a ``timeout`` (seconds one call may wait on the provider) and a ``capacity`` (how
 many sends may run at once: the engine gives each adapter a bulkhead of that size, so a hung

@@ -37,7 +37,8 @@ class FallbackAdapter:
     deliver twice; every provider gets the same idempotency key.
 
     ``timeout`` defaults to the sum of the providers' and ``capacity`` to the smallest of
-    theirs; a provider without those attributes needs them given here.
+    theirs; a provider without those attributes needs them given here. ``address`` (the
+    profile field the channel needs) is the providers' when they all need the same one.
     """
 
     def __init__(
@@ -65,6 +66,8 @@ class FallbackAdapter:
             "FallbackAdapter",
             min(self._each("capacity")) if capacity is None else capacity,
         )
+        needed = {getattr(provider, "address", None) for provider in self.providers}
+        self.address: str | None = needed.pop() if len(needed) == 1 else None
 
     def deliver(self, request: DeliveryRequest) -> Sent:
         tried: list[dict[str, Any]] = []

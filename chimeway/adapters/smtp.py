@@ -70,6 +70,10 @@ class SmtpAdapter:
     The server's reply text is kept with anything that looks like an address masked.
     """
 
+    #: The profile field it sends to: planning suppresses (``no_address``) a delivery whose
+    #: recipient has none.
+    address = "email"
+
     def __init__(
         self,
         host: str,

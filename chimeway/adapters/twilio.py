@@ -62,6 +62,10 @@ class TwilioSmsAdapter:
     are :class:`Temporary`.
     """
 
+    #: The profile field it sends to: planning suppresses (``no_address``) a delivery whose
+    #: recipient has none.
+    address = "phone"
+
     def __init__(
         self,
         *,

@@ -1,8 +1,9 @@
 """The engine's context: what every service needs besides its connection.
 
 One :class:`Engine` per :class:`~chimeway.Chimeway`, built by it: the settings, the connection
-pool, the deferrer (jobs in the caller's transaction), the adapters by channel, the
-definition catalog, the content schemas, the notifier registry and the send threads. It is the
+pool, the deferrer (jobs in the caller's transaction), the adapters by channel, the feedback
+providers by name, the definition catalog, the content schemas, the notifier registry and the
+send threads. It is the
 explicit, typed interface the services used to reach through the façade for.
 """
 
@@ -18,14 +19,16 @@ from typing import Any
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chimeway.adapters import Adapter, LoggerAdapter
+from chimeway.adapters import Adapter
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
 from chimeway.engine.catalog import Catalog
 from chimeway.engine.senders import Senders
-from chimeway.errors import NotFound, translated
+from chimeway.errors import ConfigurationError, NotFound, translated
+from chimeway.feedback import FeedbackProvider, providers_by_name
 from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.profiles import ADDRESS_FIELDS
 from chimeway.store.jobs import Deferrer
 
 IDLE = TransactionStatus.IDLE
@@ -43,6 +46,7 @@ class Engine:
         default_adapter: Adapter | None = None,
         content_schemas: ContentSchemas | None = None,
         notifiers: Iterable[type[Notifier] | Notifier] = (),
+        webhook_providers: Iterable[FeedbackProvider] = (),
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
@@ -50,7 +54,18 @@ class Engine:
         self.database_url = database_url
         self.settings = settings
         self.adapters: dict[str, Adapter] = dict(adapters or {})
-        self.default_adapter: Adapter = default_adapter or LoggerAdapter()
+        #: Sends the channels without an adapter of their own; ``None``: such a channel is
+        #: refused (at worker start, and by each send), never silently "delivered".
+        self.default_adapter: Adapter | None = default_adapter
+        for channel, adapter in [*self.adapters.items(), ("default_adapter", default_adapter)]:
+            address = getattr(adapter, "address", None)
+            if address is not None and address not in ADDRESS_FIELDS:
+                raise ConfigurationError(
+                    f"the adapter for {channel!r} has address {address!r}; "
+                    f"expected one of {sorted(ADDRESS_FIELDS)} or None"
+                )
+        #: Feedback providers by name: ``POST /v1/webhooks/{name}``, ``cw.webhooks.process``.
+        self.webhook_providers = providers_by_name(*webhook_providers)
         self.content_schemas = content_schemas or ContentSchemas.default()
         self.notifiers: dict[str, Notifier] = {}
         for notifier in notifiers:
@@ -145,7 +160,26 @@ class Engine:
             raise NotFound(f"no notifier {key!r} is registered (registered: {known})") from None
 
     def adapter_for(self, channel: str) -> Adapter:
-        return self.adapters.get(channel, self.default_adapter)
+        adapter = self.adapters.get(channel, self.default_adapter)
+        if adapter is None:
+            raise ConfigurationError(
+                f"no adapter for channel {channel!r}: pass adapters={{{channel!r}: ...}} "
+                "to Chimeway (or a default_adapter)"
+            )
+        return adapter
+
+    def address_for(self, channel: str) -> str | None:
+        """The profile field (``email``, ``phone``) the channel's adapter sends to, if any."""
+        adapter = self.adapters.get(channel, self.default_adapter)
+        address = getattr(adapter, "address", None)
+        return address if isinstance(address, str) else None
+
+    def feedback_provider(self, name: str) -> FeedbackProvider:
+        try:
+            return self.webhook_providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.webhook_providers)) or "none"
+            raise NotFound(f"no webhook provider {name!r} (registered: {known})") from None
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.settings.retry_policy(channel)

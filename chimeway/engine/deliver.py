@@ -23,8 +23,9 @@ from typing import Any
 
 import psycopg
 
-from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
+from chimeway.adapters import DeliveryFailure, DeliveryRequest, RecipientProfile, Sent
 from chimeway.db import Conn
+from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import drive
 from chimeway.engine.progression.drive import Held
@@ -110,11 +111,20 @@ def _not_sendable(
     return f"cannot be dispatched from {status}"
 
 
-def _send(engine: Engine, delivery: Delivery, attempt_number: int) -> _Outcome:
+Profiles = dict[tuple[str, str], RecipientProfile]
+
+
+def _profiles(conn: Conn, claimed: Sequence[tuple[Delivery, int]]) -> Profiles:
+    """The recipients' profiles, as the directory holds them now: one query per chunk."""
+    return recipients.profiles_for(conn, {(d.tenant_id, d.recipient_id) for d, _ in claimed})
+
+
+def _send(engine: Engine, delivery: Delivery, attempt_number: int, profiles: Profiles) -> _Outcome:
     """What the adapter said, as an outcome to record; never raises an ``Exception``: the
     other sends of its chunk must be recorded whatever this one does."""
     try:
-        return _call_adapter(engine, delivery, attempt_number)
+        profile = profiles.get((delivery.tenant_id, delivery.recipient_id))
+        return _call_adapter(engine, delivery, attempt_number, profile)
     except Exception as exc:  # past the adapter's own errors (a DeliveryFailure without meta,
         # meta that cannot be redacted): still a failed attempt, retried like any other
         return _unknown_failure(exc)
@@ -125,7 +135,9 @@ def _unknown_failure(exc: Exception) -> _Outcome:
     return _Outcome(AttemptOutcome.FAILED, ErrorClass.UNKNOWN, clean_text(detail)[:2000], None, {})
 
 
-def _call_adapter(engine: Engine, delivery: Delivery, attempt_number: int) -> _Outcome:
+def _call_adapter(
+    engine: Engine, delivery: Delivery, attempt_number: int, profile: RecipientProfile | None
+) -> _Outcome:
     request = DeliveryRequest(
         delivery_id=delivery.id,
         tenant_id=delivery.tenant_id,
@@ -133,6 +145,7 @@ def _call_adapter(engine: Engine, delivery: Delivery, attempt_number: int) -> _O
         channel=delivery.channel,
         content=delivery.render_data,
         attempt_number=attempt_number,
+        recipient=profile,
     )
     adapter = engine.adapter_for(delivery.channel)
     try:
@@ -403,6 +416,10 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
     per distinct id, in order."""
     ids = list(dict.fromkeys(delivery_ids))
     claimed, why_not = _claim(engine, ids)
+    profiles: Profiles = {}
+    if claimed:
+        with engine.pool.connection() as conn:
+            profiles = _profiles(conn, claimed)
     for delivery_id, why in why_not.items():
         logger.debug(
             "delivery skipped",
@@ -413,7 +430,9 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
     # Sends are recorded as they finish, in groups (all at once when they are quick): a slow
     # provider call must not keep the others of its chunk unrecorded until a takeover.
     every = engine.settings.stuck_after.total_seconds() / RECORD_GROUPS
-    for group in engine.senders.in_groups(lambda c: _send(engine, *c), claimed, every=every):
+    for group in engine.senders.in_groups(
+        lambda c: _send(engine, *c, profiles), claimed, every=every
+    ):
         sent = [_Sent(delivery, outcome) for (delivery, _), outcome in group]
         try:
             recorded.update((r.delivery_id, r) for r in _record(engine, sent))
@@ -434,7 +453,10 @@ def deliver_in(
     ids = list(dict.fromkeys(delivery_ids))
     with conn.transaction():
         claimed, why_not = _claim_in(engine, conn, ids)
-    sent = [_Sent(delivery, _send(engine, delivery, number)) for delivery, number in claimed]
+        profiles = _profiles(conn, claimed)
+    sent = [
+        _Sent(delivery, _send(engine, delivery, number, profiles)) for delivery, number in claimed
+    ]
     with conn.transaction():
         recorded = {r.delivery_id: r for r in record_attempts(engine, conn, sent)}
     return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]

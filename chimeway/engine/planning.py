@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chimeway.db import Conn
+from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.store import deliveries
 from chimeway.store.deliveries import PlannedDelivery, PlannedRow
+from chimeway.types import DeliveryReason, DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,14 @@ class DeliveryPlan:
 def plan(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> list[PlannedRow]:
     """Plan the deliveries and defer the jobs that send them, in ``conn``'s transaction.
     A delivery that exists already (same notification and channel, or same run step) is
-    skipped: planning twice plans once. The planned rows, in input order."""
+    skipped: planning twice plans once. The planned rows, in input order, each with its
+    status: ``pending`` (a job will send it) or already terminal (``suppressed``, with its
+    reason and evidence in the row and its history), which the caller acts on.
+
+    Decisions made here: a channel whose adapter needs an address (``adapter.address``:
+    ``"email"`` or ``"phone"``) that the recipient's profile lacks is ``suppressed``
+    (``no_address``)."""
+    lacking = _lacking_address(engine, conn, plans)
     rows = deliveries.insert_many(
         conn,
         [
@@ -50,9 +59,27 @@ def plan(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> list[Plan
                 max_attempts=engine.retry_policy(p.channel).max_attempts,
                 workflow_run_id=p.workflow_run_id,
                 workflow_step_id=p.workflow_step_id,
+                suppressed=DeliveryReason.NO_ADDRESS if i in lacking else None,
+                context={"needs": lacking[i]} if i in lacking else None,
             )
-            for p in plans
+            for i, p in enumerate(plans)
         ],
     )
-    engine.deferrer.deliver(conn, [r.id for r in rows])
+    engine.deferrer.deliver(conn, [r.id for r in rows if r.status == DeliveryStatus.PENDING])
     return rows
+
+
+def _lacking_address(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> dict[int, str]:
+    """Index of each plan whose channel needs an address its recipient has not -> the
+    address field it needs. One read of the directory, only when some channel needs one."""
+    needs = {channel: engine.address_for(channel) for channel in {p.channel for p in plans}}
+    wanted = {(p.tenant_id, p.recipient_id) for p in plans if needs[p.channel]}
+    if not wanted:
+        return {}
+    have = recipients.addresses(conn, wanted)
+    lacking: dict[int, str] = {}
+    for i, p in enumerate(plans):
+        need = needs[p.channel]
+        if need and need not in have.get((p.tenant_id, p.recipient_id), frozenset()):
+            lacking[i] = need
+    return lacking

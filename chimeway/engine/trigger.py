@@ -5,7 +5,8 @@ content, workflows) is resolved before the first write, so bad input raises a
 :class:`~chimeway.ChimewayError` and writes nothing. The writes then run in the caller's
 transaction (inside a savepoint) or in a transaction of their own, in batches, and the
 deliveries are planned through :mod:`chimeway.engine.planning`, which defers their jobs on the
-same connection.
+same connection. The profile fields the recipients carry are merged into the recipient
+directory first, so planning (and every send) reads them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from chimeway.db import Conn
-from chimeway.engine import planning
+from chimeway.engine import planning, recipients
 from chimeway.engine.context import Engine
+from chimeway.engine.progression import progress_planned
 from chimeway.errors import InvalidTrigger
 from chimeway.inputs import json_object, non_blank
 from chimeway.notifiers import (
@@ -82,6 +84,7 @@ def _write(
     event_id: uuid.UUID,
     tenant_id: str,
 ) -> Triggered:
+    recipients.upsert_inline(tx, tenant_id, [p.recipient for p in plans])
     notification_ids = events.insert_notifications(
         tx,
         event_id,
@@ -127,9 +130,12 @@ def _write(
             for channel, run_id, step_id in targets
         )
     planned = planning.plan(engine, tx, wanted)
+    # A first step planning suppressed is decided now: its outcome may lead to another step.
+    settled = progress_planned(engine, tx, planned)
+    later = [d for result in settled.values() for d in getattr(result, "delivery_ids", [])]
     return Triggered(
         event_id=event_id,
         notification_ids=notification_ids,
-        delivery_ids=[r.id for r in planned],
+        delivery_ids=[r.id for r in planned] + later,
         run_ids=[run_ids[n] for n in notification_ids if n in run_ids],
     )

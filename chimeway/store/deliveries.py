@@ -56,6 +56,9 @@ class PlannedDelivery:
     max_attempts: int
     workflow_run_id: uuid.UUID | None = None
     workflow_step_id: uuid.UUID | None = None
+    #: Planned ``suppressed`` for this reason (with ``context`` as evidence), not pending.
+    suppressed: DeliveryReason | None = None
+    context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,15 @@ class PlannedRow:
     notification_id: uuid.UUID
     channel: str
     workflow_run_id: uuid.UUID | None
+    status: DeliveryStatus
 
 
 BATCH_SIZE = 1000
 
 
 def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
-    """Insert deliveries (each with its ``planned`` history) in batches; duplicates are skipped."""
+    """Insert deliveries (each with its ``planned`` history, and the ``pending ->
+    suppressed`` one of those planned suppressed) in batches; duplicates are skipped."""
     rows: list[PlannedRow] = []
     with conn.cursor(row_factory=db.dataclass_row(PlannedRow)) as cur:
         for start in range(0, len(planned), BATCH_SIZE):
@@ -88,6 +93,8 @@ def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedR
                     "max_attempts": [p.max_attempts for p in chunk],
                     "run_ids": [p.workflow_run_id for p in chunk],
                     "step_ids": [p.workflow_step_id for p in chunk],
+                    "suppression_reasons": [p.suppressed for p in chunk],
+                    "contexts": [None if p.context is None else Jsonb(p.context) for p in chunk],
                 },
             )
             rows.extend(cur.fetchall())

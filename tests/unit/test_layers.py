@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "chimeway.content",
             "chimeway.notifiers",
             "chimeway.outcomes",
+            "chimeway.profiles",
             "chimeway.adapters",
             "chimeway.feedback",
             "chimeway.policy",

@@ -99,7 +99,11 @@ def test_recipient_defaults_and_is_frozen() -> None:
         ({"id": "  \t"}, "must not be blank"),
         ({"id": 42}, "valid string"),
         ({"id": "a", "type": " "}, "must not be blank"),
-        ({"id": "a", "email": "a@x"}, "Extra inputs are not permitted"),
+        ({"id": "a", "mail": "a@x"}, "Extra inputs are not permitted"),
+        ({"id": "a", "email": "not an address"}, "is not an email address"),
+        ({"id": "a", "phone": "555 0100"}, "is not an E.164 phone number"),
+        ({"id": "a", "locale": "english please"}, "is not a locale tag"),
+        ({"id": "a", "timezone": "Mars/Olympus"}, "is not a known IANA time zone"),
         ({}, "Field required"),
         ({"id": "a\x00"}, "contains the control character U\\+0000 at index 1"),
         ({"id": "a\nb"}, "contains the control character U\\+000A at index 1"),
@@ -111,6 +115,17 @@ def test_recipient_defaults_and_is_frozen() -> None:
 def test_recipient_rejects_bad_fields(fields: dict[str, Any], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         Recipient(**fields)
+
+
+def test_recipient_profile_fields_stay_out_of_errors_and_reprs() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Recipient(id="a", email="secret person@example.com", phone="+1 987")
+    assert "secret" not in str(caught.value)
+    assert "987" not in str(caught.value)
+    given = Recipient(id="a", email="ada@example.com", phone="+14155550100")
+    assert "ada@" not in repr(given) and "4155550100" not in repr(given)
+    assert given.has_profile
+    assert not Recipient(id="b").has_profile
 
 
 def test_recipient_keeps_its_id_as_given() -> None:

@@ -4,7 +4,8 @@ However many runs were decided together (a chunk's runs, a batch of due waits), 
 decisions are written in a few statements: superseded deliveries, elapsed waits, advances
 (with the next step's delivery planned through :mod:`chimeway.engine.planning`), endings and
 new waits, each through the guarded moves of :mod:`chimeway.store.runs` and
-:mod:`chimeway.store.deliveries`.
+:mod:`chimeway.store.deliveries`. A step whose delivery planning already settled (suppressed)
+is decided again at once (:func:`settle`), so its outcome branches like any other.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from chimeway.engine.progression.decide import Advance, Decision, ElapseWait, Fi
 from chimeway.errors import InvalidTransition
 from chimeway.results import Advanced, ProgressResult, Waiting
 from chimeway.store import clock, deliveries, runs, signals
+from chimeway.store.deliveries import PlannedRow
 from chimeway.store.runs import Record, Run
 from chimeway.types import DeliveryReason, DeliveryStatus, RunState
 
@@ -104,9 +106,10 @@ def _supersede(conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> None:
         raise InvalidTransition(f"delivery {left[0]} is no longer failed; cannot supersede it")
 
 
-def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[Advanced]:
+def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[ProgressResult]:
     """Move each run's cursor to its target, recording ``step_activated``, and plan the
-    target step's delivery: a few statements for any number of runs."""
+    target step's delivery: a few statements for any number of runs. A run whose new
+    delivery planning settled is decided again; its result is then that decision's."""
     if not advances:
         return []
     moved = runs.update_runs(
@@ -149,11 +152,31 @@ def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[Ad
     planned: dict[uuid.UUID | None, list[uuid.UUID]] = {}
     for row in rows:
         planned.setdefault(row.workflow_run_id, []).append(row.id)
-    results = []
+    results: list[ProgressResult] = []
     for advance, run in zip(advances, moved, strict=True):
         log("run.advanced", run, to_step=advance.target.step_key)
         results.append(Advanced(run.id, advance.target.step_key, planned.get(run.id, [])))
-    return results
+    settled = settle(engine, conn, {run.id: run for run in moved}, rows)
+    return [settled.get(result.run_id, result) for result in results]
+
+
+def settle(
+    engine: Engine, conn: Conn, moved: dict[uuid.UUID, Run], rows: Sequence[PlannedRow]
+) -> dict[uuid.UUID, ProgressResult]:
+    """Decide again, at once, the runs (locked, as ``moved`` holds them) whose newly planned
+    step delivery is already terminal: planning suppressed it, so no send will record it
+    and progress the run. Their results by run id; the others are left out."""
+    decisions: list[Decision] = []
+    for row in rows:
+        run = moved.get(row.workflow_run_id) if row.workflow_run_id else None
+        if run is None or not DeliveryStatus(row.status).terminal:
+            continue
+        step = engine.catalog.current_step(conn, run)
+        delivery = deliveries.lock_step_delivery(conn, run.id, step.id)
+        attempt = deliveries.latest_attempt(conn, delivery.id) if delivery else None
+        steps = engine.catalog.steps(conn, run.definition_id)
+        decisions.append(decide.active(run, step, steps, delivery, attempt))
+    return {result.run_id: result for result in apply(engine, conn, decisions)}
 
 
 def _start_waits(engine: Engine, conn: Conn, starts: Sequence[StartWait]) -> list[ProgressResult]:

@@ -21,9 +21,9 @@ from chimeway.engine.progression import apply, decide
 from chimeway.engine.progression.decide import Decision
 from chimeway.results import Advanced, Delivery, Noop, ProgressResult
 from chimeway.store import clock, deliveries, runs
-from chimeway.store.deliveries import LatestAttempt
+from chimeway.store.deliveries import LatestAttempt, PlannedRow
 from chimeway.store.runs import Run
-from chimeway.types import RunState
+from chimeway.types import DeliveryStatus, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,21 @@ def progress_recorded(engine: Engine, conn: Conn, held: Sequence[Held]) -> list[
         else:  # waiting (a stale step's send) or finished: the one-run path says what to do
             decisions.append(progress_in(engine, conn, h.run.id, held=h))
     return apply.apply(engine, conn, decisions)
+
+
+def progress_planned(
+    engine: Engine, conn: Conn, rows: Sequence[PlannedRow]
+) -> dict[uuid.UUID, ProgressResult]:
+    """The runs whose step delivery planning just settled (suppressed it) are decided at
+    once, in the caller's transaction: a step that will never be sent must not leave its run
+    waiting for a send. Results by run id, for those runs only."""
+    settled = [
+        r.workflow_run_id for r in rows if r.workflow_run_id and DeliveryStatus(r.status).terminal
+    ]
+    if not settled:
+        return {}
+    locked = runs.lock_runs(conn, settled)
+    return apply.settle(engine, conn, locked, rows)
 
 
 def resume_on_signal(

@@ -3,11 +3,13 @@
 -- name: delivery_insert_batch
 -- One row per (notification, channel) or per workflow step; each gets its `planned` history.
 -- A NULL render_data takes the content the notification rendered for the channel at trigger
--- time (a workflow's later steps).
+-- time (a workflow's later steps). A row planning suppressed (a NULL suppression reason
+-- plans it pending) gets a second history row, pending -> suppressed, naming the reason.
 WITH planned AS (
     INSERT INTO chimeway_deliveries (
         notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-        workflow_run_id, workflow_step_id
+        workflow_run_id, workflow_step_id, status, suppression_reason, planning_reason,
+        planning_context, terminal_at
     )
     SELECT x.notification_id, x.tenant_id, x.recipient_id, x.channel,
            coalesce(
@@ -16,20 +18,31 @@ WITH planned AS (
                 WHERE n.id = x.notification_id),
                '{}'::jsonb
            ),
-           x.max_attempts, x.run_id, x.step_id
+           x.max_attempts, x.run_id, x.step_id,
+           CASE WHEN x.suppressed IS NULL THEN 'pending' ELSE 'suppressed' END
+               ::chimeway_delivery_status,
+           x.suppressed, x.suppressed::text, coalesce(x.context, '{}'::jsonb),
+           CASE WHEN x.suppressed IS NOT NULL THEN now() END
     FROM unnest(
         %(notification_ids)s::uuid[], %(tenant_ids)s::text[], %(recipient_ids)s::text[],
         %(channels)s::text[], %(render_data)b::jsonb[], %(max_attempts)s::int[],
-        %(run_ids)s::uuid[], %(step_ids)s::uuid[]
+        %(run_ids)s::uuid[], %(step_ids)s::uuid[],
+        %(suppression_reasons)s::chimeway_delivery_reason[], %(contexts)b::jsonb[]
     ) AS x (notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-            run_id, step_id)
+            run_id, step_id, suppressed, context)
     ON CONFLICT DO NOTHING
-    RETURNING id, notification_id, channel, workflow_run_id
+    RETURNING id, notification_id, channel, workflow_run_id, status, suppression_reason,
+              planning_context
 ), history AS (
-    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason)
-    SELECT id, NULL, 'pending', 'planned' FROM planned
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
+    SELECT id, NULL::chimeway_delivery_status, 'pending'::chimeway_delivery_status, 'planned',
+           '{}'::jsonb
+    FROM planned
+    UNION ALL
+    SELECT id, 'pending', status, suppression_reason::text, planning_context
+    FROM planned WHERE status <> 'pending'
 )
-SELECT id, notification_id, channel, workflow_run_id FROM planned
+SELECT id, notification_id, channel, workflow_run_id, status FROM planned
 
 -- name: delivery_get
 SELECT * FROM chimeway_deliveries WHERE id = %(id)s
