@@ -19,6 +19,9 @@ import pytest
 from chimeway import Chimeway, RetryPolicy
 from chimeway.testing import RecordingAdapter
 
+# The adapter tests' real SMTP server, for engine tests that send through SmtpAdapter.
+from tests.adapters.conftest import smtp_server, start_smtp  # noqa: F401
+
 IMMEDIATE = RetryPolicy(base_delay=dt.timedelta(0), jitter=0)
 
 
