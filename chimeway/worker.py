@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chimeway.engine import readiness
+
 if TYPE_CHECKING:
     from chimeway.app import Chimeway
 
@@ -45,7 +47,9 @@ class WorkerOptions:
 
 
 def run(cw: Chimeway, options: WorkerOptions) -> int:
-    """Run one worker in this process until stopped; the process exit code."""
+    """Run one worker in this process until stopped; the process exit code. Refuses to
+    start (ConfigurationError) while a channel it would send has no adapter."""
+    readiness.check_channels(cw.engine, options.queues)
     return asyncio.run(_serve(cw, options))
 
 
@@ -161,6 +165,7 @@ class BackgroundWorker:
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> BackgroundWorker:
+        readiness.check_channels(self._cw.engine, self._options.queues)
         self._cw.engine.resize_pool(self._options.concurrency + 2)
         self._thread.start()
         if not self._started.wait(timeout):

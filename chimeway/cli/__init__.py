@@ -17,6 +17,7 @@ from chimeway import worker as worker_module
 from chimeway.app import Chimeway
 from chimeway.cli import reports
 from chimeway.config import ENV_DATABASE_URL
+from chimeway.engine.readiness import startup_line
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
 from chimeway.results import Duplicate
 
@@ -208,8 +209,10 @@ def worker(
         # The URL goes through the environment: command lines are visible to every user.
         ctx.exit(worker_module.run_processes(argv, processes, database_url=state.url))
     cw = load_app(app_spec, state.url)
+    selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    note(startup_line(cw.engine, selected, concurrency))
     options = worker_module.WorkerOptions(
-        queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else None,
+        queues=selected,
         concurrency=concurrency,
         poll_interval=poll_interval,
         name=name,

@@ -382,3 +382,9 @@ def stuck(
         {"pending_after": pending_after, "dispatched_after": dispatched_after, "limit": limit},
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def waiting_by_channel(conn: Conn) -> dict[str, int]:
+    """Channel -> deliveries a worker will still send (pending, dispatched, failed)."""
+    rows = conn.execute(db.query("deliveries_waiting_by_channel")).fetchall()
+    return {str(channel): int(waiting) for channel, waiting in rows}

@@ -14,6 +14,7 @@ from typing import Any
 from chimeway import (
     Chimeway,
     DeliveryRequest,
+    LoggerAdapter,
     Maintenance,
     Notifier,
     OnOutcome,
@@ -93,7 +94,7 @@ def build() -> Chimeway:
     return Chimeway(
         os.environ["CHIMEWAY_DATABASE_URL"],
         notifiers=[Escalation],
-        adapters={"in_app": BlockingAdapter()},
+        adapters={"in_app": BlockingAdapter(), "email": LoggerAdapter(), "sms": LoggerAdapter()},
         default_retry=RetryPolicy(base_delay=dt.timedelta(0), jitter=0),
         stuck_after=dt.timedelta(seconds=float(os.environ.get("STUCK_AFTER", "300"))),
         maintenance=Maintenance(

@@ -246,3 +246,11 @@ UNION ALL
 SELECT id FROM chimeway_deliveries
 WHERE status = 'failed' AND retry_at < now() - %(pending_after)s::interval
 LIMIT %(limit)s
+
+-- name: deliveries_waiting_by_channel
+-- Deliveries that a worker will still send (pending, being sent, or failed and retrying), by
+-- channel: a worker refuses to start while one of these channels has no adapter.
+SELECT channel, count(*) AS waiting FROM chimeway_deliveries
+WHERE status IN ('pending', 'dispatched', 'failed')
+GROUP BY channel
+ORDER BY channel
