@@ -19,7 +19,15 @@ from chimeway.adapters import Adapter
 from chimeway.config import Maintenance, RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
-from chimeway.engine import deliver, explain, maintenance, recipients, signals, trigger
+from chimeway.engine import (
+    deliver,
+    explain,
+    maintenance,
+    recipients,
+    signals,
+    trigger,
+    webhooks,
+)
 from chimeway.engine import progression as engine_progression
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument, NotFound, translated
@@ -30,6 +38,7 @@ from chimeway.results import (
     Delivery,
     DeliveryExplanation,
     Duplicate,
+    FeedbackProcessed,
     Forgotten,
     ProgressResult,
     RecipientRecord,
@@ -39,6 +48,7 @@ from chimeway.results import (
     SweepReport,
     Transition,
     Triggered,
+    WebhookResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -117,6 +127,8 @@ class Chimeway:
         self.progression = Progression(self.engine)
         #: The recipient directory: ``cw.recipients.upsert/get/forget``.
         self.recipients = Recipients(self.engine)
+        #: Provider feedback: ``cw.webhooks.process(provider, body, headers)``.
+        self.webhooks = Webhooks(self.engine)
 
     # -- resources ---------------------------------------------------------------------
 
@@ -287,6 +299,38 @@ class Recipients:
         recipient's notifications and deliveries. Their ids, statuses and histories stay, so
         what was decided can still be explained; opt-outs stay too."""
         return recipients.forget(self._engine, tenant_id, recipient_id, conn)
+
+
+class Webhooks:
+    """``cw.webhooks``: provider feedback (design §12). Hand over each provider webhook as
+    received, raw body first; processing happens in a ``process_webhook`` job."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def process(
+        self,
+        provider: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        url: str | None = None,
+        conn: Conn | None = None,
+    ) -> WebhookResult:
+        """Verify the webhook of the provider registered as ``provider`` on its raw ``body``
+        (``url``: the public URL it was posted to, for providers that sign it), parse it and
+        store one ingress row per new event with its ``process_webhook`` job, in one
+        transaction (the caller's, with ``conn``). Raises ``NotFound`` for an unknown
+        provider, ``WebhookUnauthorized`` or ``WebhookUnparseable`` having written nothing.
+        An event the provider sent before is counted in ``duplicates`` and ignored."""
+        return webhooks.process(self._engine, provider, body, headers, url=url, conn=conn)
+
+    def process_ingress(
+        self, ingress_id: uuid.UUID | str, conn: Conn | None = None
+    ) -> FeedbackProcessed:
+        """Process one stored event now, in this process (what its job does)."""
+        with self._engine.transaction(conn) as tx:
+            return webhooks.process_ingress(self._engine, tx, _uuid(ingress_id, "ingress row"))
 
 
 class Workflows:

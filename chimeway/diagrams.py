@@ -47,6 +47,14 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ("dispatched", "cancelled"): "The adapter reported `Permanent` (`permanent_failure`) "
     "or `Bounced` (`bounced`).",
     ("failed", "dispatched"): "Its retry is due and a worker claims it.",
+    ("succeeded", "cancelled"): (
+        "Provider feedback after the send: a bounce (`bounced`) or a permanent failure "
+        "(`permanent_failure`) reported by the provider's webhook."
+    ),
+    ("succeeded", "failed"): (
+        "Provider feedback after the send: a temporary failure; a retry is scheduled, or it "
+        "is cancelled at once (`retries_exhausted`) when no attempt is left."
+    ),
     ("failed", "cancelled"): (
         "The last attempt failed (`retries_exhausted`), or its run moved on through an "
         "explicit `temporary_failure` rule (`superseded`)."

@@ -23,7 +23,7 @@ from chimeway.adapters import DeliveryFailure, DeliveryRequest, Sent
 from chimeway.app import Chimeway
 from chimeway.db import Conn
 from chimeway.dsl import OnSignal, WaitUntil, Workflow
-from chimeway.engine import deliver, signals
+from chimeway.engine import deliver, signals, webhooks
 from chimeway.engine.progression import decide, progress_timer_in
 from chimeway.errors import InvalidArgument
 from chimeway.outcomes import outcome_for
@@ -138,6 +138,8 @@ def _drain_in(cw: Chimeway, conn: Conn, queues: list[str], max_rounds: int) -> N
                 progress_timer_in(engine, conn, uuid.UUID(args["run_id"]))
             elif task == TASKS["route_signal"]:
                 signals.route_signal(engine, conn, uuid.UUID(args["signal_id"]))
+            elif task == TASKS["process_webhook"]:
+                webhooks.process_ingress(engine, conn, uuid.UUID(args["ingress_id"]))
             else:
                 raise RuntimeError(f"drain(conn=...) cannot run {task} jobs in a transaction")
     raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from chimeway import Chimeway, NotFound, Notifier, Recipient, Triggered
+from chimeway import Chimeway, LoggerAdapter, NotFound, Notifier, Recipient, Triggered
 from chimeway.testing import drain, due_jobs
 
 TENANT = "acme"
@@ -75,7 +75,12 @@ def main() -> int:
     if not url:
         print("set CHIMEWAY_DATABASE_URL to a migrated database", file=sys.stderr)
         return 2
-    with Chimeway(url, notifiers=[OrderPlaced]) as cw, psycopg.connect(url) as conn:
+    # Email is logged here (LoggerAdapter sends nothing); a real app passes SmtpAdapter(...).
+    adapters = {"email": LoggerAdapter()}
+    with (
+        Chimeway(url, notifiers=[OrderPlaced], adapters=adapters) as cw,
+        psycopg.connect(url) as conn,
+    ):
         conn.execute("CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, customer_id text)")
         conn.commit()
         jobs_before = delivery_jobs(cw)

@@ -18,7 +18,16 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from chimeway import Chimeway, Notifier, Recipient, Step, Triggered, WaitUntil, Workflow
+from chimeway import (
+    Chimeway,
+    LoggerAdapter,
+    Notifier,
+    Recipient,
+    Step,
+    Triggered,
+    WaitUntil,
+    Workflow,
+)
 from chimeway.testing import drain
 
 READ = "chimeway.notification.read"
@@ -67,8 +76,10 @@ def main() -> int:
     if not url:
         print("set CHIMEWAY_DATABASE_URL to a migrated database", file=sys.stderr)
         return 2
-    # No adapters given: every channel uses the LoggerAdapter, which sends nothing.
-    with Chimeway(url, notifiers=[MentionEscalation]) as cw:
+    # The in-app channel is logged (LoggerAdapter sends nothing); a real app passes one adapter
+    # per channel, e.g. {"email": SmtpAdapter(...)}.
+    adapters = {"in_app": LoggerAdapter()}
+    with Chimeway(url, notifiers=[MentionEscalation], adapters=adapters) as cw:
         result = cw.trigger(
             MentionEscalation,
             {"user_id": "ada", "mentioned_by": "grace", "url": "/threads/7"},

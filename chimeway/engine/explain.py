@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from chimeway.db import Conn
@@ -18,8 +19,9 @@ from chimeway.results import (
     TimelineEntry,
     Transition,
 )
-from chimeway.store import deliveries, runs
+from chimeway.store import deliveries, runs, webhooks
 from chimeway.store.deliveries import Header
+from chimeway.store.webhooks import Received
 from chimeway.types import DeliveryReason, DeliveryStatus, RunState
 
 #: The most rows one list read returns.
@@ -71,7 +73,8 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
     if head is None:
         raise NotFound(f"delivery {delivery_id} not found")
     attempts = deliveries.attempts(conn, delivery_id)
-    timeline = _timeline(conn, head, attempts)
+    feedback = webhooks.for_delivery(conn, delivery_id)
+    timeline = _timeline(conn, head, attempts, feedback)
     return DeliveryExplanation(
         delivery_id=head.id,
         tenant_id=head.tenant_id,
@@ -87,11 +90,13 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
         workflow_step=head.step_key,
         attempts=attempts,
         timeline=timeline,
-        why=why(head, attempts),
+        why=why(head, attempts, feedback),
     )
 
 
-def _timeline(conn: Conn, head: Header, attempts: list[Attempt]) -> list[TimelineEntry]:
+def _timeline(
+    conn: Conn, head: Header, attempts: list[Attempt], feedback: list[Received]
+) -> list[TimelineEntry]:
     # (time, rank) orders entries; within one transaction's timestamp an attempt comes before
     # the status move it caused, and that before the workflow decision it led to.
     entries: list[tuple[dt.datetime, int, TimelineEntry]] = [
@@ -136,6 +141,27 @@ def _timeline(conn: Conn, head: Header, attempts: list[Attempt]) -> list[Timelin
                 ),
             )
         )
+    for received in feedback:  # provider feedback, when it was processed (before its effects)
+        at = received.processed_at or received.created_at
+        entries.append(
+            (
+                at,
+                2,
+                TimelineEntry(
+                    at,
+                    "feedback_received",
+                    {
+                        "provider": received.provider,
+                        "kind": str(received.kind),
+                        "provider_event_id": received.provider_event_id,
+                        "occurred_at": received.occurred_at,
+                        "permanent": received.permanent,
+                        "evidence": received.evidence,
+                        "outcome": received.outcome,
+                    },
+                ),
+            )
+        )
     for move in deliveries.transitions(conn, head.id):
         event = "delivery_planned" if move.from_status is None else f"delivery_{move.to_status}"
         detail: dict[str, Any] = {
@@ -161,8 +187,17 @@ def _timeline(conn: Conn, head: Header, attempts: list[Attempt]) -> list[Timelin
     return [entry for _, _, entry in entries]
 
 
-def why(head: Header, attempts: list[Attempt]) -> str:
+def why(head: Header, attempts: list[Attempt], feedback: Sequence[Received] = ()) -> str:
     """One sentence: why this delivery did or did not send."""
+    reported = next(
+        (f for f in reversed(feedback) if f.outcome and f.outcome.startswith("cancelled_")), None
+    )
+    if head.status == DeliveryStatus.CANCELLED and reported is not None:
+        what = "a bounce" if reported.kind == "bounced" else "a failure"
+        return (
+            f"Not delivered: the provider reported {what} ({reported.provider}) after it "
+            f"accepted the message on attempt {len(attempts)}."
+        )
     last = attempts[-1] if attempts else None
     n = len(attempts)
     error = f": {last.error}" if last and last.error else ""
@@ -173,6 +208,11 @@ def why(head: Header, attempts: list[Attempt]) -> str:
             f" (provider message id {head.provider_message_id})" if head.provider_message_id else ""
         )
         return f"Sent: the {head.channel} adapter accepted it on attempt {n}{pmid}."
+    if status == DeliveryStatus.SUPPRESSED and reason == DeliveryReason.NO_ADDRESS:
+        return (
+            f"Not sent: suppressed (no_address): the {head.channel} adapter needs the "
+            "recipient's address, which their profile lacks."
+        )
     if status == DeliveryStatus.SUPPRESSED:
         return f"Not sent: suppressed ({reason}) before any attempt."
     if status == DeliveryStatus.CANCELLED:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import procrastinate
 
-from chimeway.engine import deliver, maintenance, signals
+from chimeway.engine import deliver, maintenance, signals, webhooks
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_timer
 from chimeway.store.jobs import QUEUES
@@ -43,6 +43,10 @@ def build_blueprint(engine: Engine) -> procrastinate.Blueprint:
     @blueprint.task(name="route_signal", queue=QUEUES["route_signal"], retry=INFRA_RETRY)
     def route_signal(signal_id: str) -> int:
         return len(signals.route_signal_now(engine, uuid.UUID(signal_id)).resumed)
+
+    @blueprint.task(name="process_webhook", queue=QUEUES["process_webhook"], retry=INFRA_RETRY)
+    def process_webhook(ingress_id: str) -> str:
+        return webhooks.process_ingress_now(engine, uuid.UUID(ingress_id)).outcome
 
     @blueprint.periodic(cron=settings.sweep_cron)
     @blueprint.task(

@@ -34,12 +34,14 @@ from chimeway.types import (
 S = DeliveryStatus
 
 #: Which status may follow which. ``dispatched -> dispatched`` is a takeover of a send
-#: whose worker died; terminal statuses lead nowhere.
+#: whose worker died. Terminal statuses lead nowhere, except that provider feedback may
+#: overturn a send the provider had accepted: ``succeeded -> cancelled`` (a late bounce or
+#: permanent failure) and ``succeeded -> failed`` (a late temporary failure, retried).
 ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
     S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED}),
-    S.SUCCEEDED: frozenset(),
+    S.SUCCEEDED: frozenset({S.CANCELLED, S.FAILED}),
     S.SUPPRESSED: frozenset(),
     S.CANCELLED: frozenset(),
     S.DIGESTED: frozenset(),

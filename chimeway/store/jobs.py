@@ -30,6 +30,8 @@ QUEUES = {
     "deliver_many": "chimeway_delivery",
     "progress": "chimeway_progress",
     "route_signal": "chimeway_signals",
+    # Provider feedback resumes and redirects runs like a signal does.
+    "process_webhook": "chimeway_signals",
     "sweep": "chimeway_maintenance",
     "retry_stalled_jobs": "chimeway_maintenance",
 }
@@ -41,6 +43,7 @@ AHEAD = 1
 
 DELIVER_LOCK = "chimeway:deliver:"
 PROGRESS_LOCK = "chimeway:progress:"
+WEBHOOK_LOCK = "chimeway:webhook:"
 
 
 def deliver_lock(delivery_id: uuid.UUID) -> str:
@@ -152,6 +155,17 @@ class Deferrer:
             ids=[run_id for run_id, _ in runs],
             scheduled_at=[due_at for _, due_at in runs],
             priority=AHEAD,
+        )
+
+    def process_webhooks(self, conn: Conn, ingress_ids: Sequence[uuid.UUID]) -> list[int]:
+        """A ``process_webhook`` job per new ingress row, in one round trip."""
+        return _defer_per_id(
+            conn,
+            "process_webhook",
+            arg="ingress_id",
+            lock_prefix=WEBHOOK_LOCK,
+            ids=ingress_ids,
+            scheduled_at=[None] * len(ingress_ids),
         )
 
     def route_signal(self, conn: Conn, signal_id: uuid.UUID) -> int:

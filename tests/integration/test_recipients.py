@@ -189,7 +189,10 @@ def test_no_address_suppresses_the_channel_and_explains_why(
     )
     assert email.planning_context == {"needs": "email"}
     explained = cw.explain_delivery("t1", email_id, conn=db)
-    assert explained.why == "Not sent: suppressed (no_address) before any attempt."
+    assert explained.why == (
+        "Not sent: suppressed (no_address): the email adapter needs the recipient's "
+        "address, which their profile lacks."
+    )
     moves = [(e.event, e.detail.get("reason")) for e in explained.timeline]
     assert ("delivery_suppressed", "no_address") in moves
     drain(cw, conn=db)

@@ -25,6 +25,7 @@ from chimeway.types import DeliveryStatus, RunState
 
 WAITING_REASON = "waiting_for_step_progression"
 SIGNAL_REASON = "signal_received"
+FEEDBACK_REASON = "reactivated_on_feedback"
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,27 @@ def after_signal(run: Run, step: StepRow, steps: Sequence[StepRow]) -> Decision:
         "wait_cancelled_by_signal",
         None,
         {"rule_kind": "cancel_signal", "event_name": event, "from_step": step.step_key},
+    )
+
+
+def wait_overturned(
+    run: Run,
+    step: StepRow,
+    steps: Sequence[StepRow],
+    delivery: Delivery,
+    attempt: LatestAttempt | None,
+) -> bool:
+    """Provider feedback changed the outcome of the delivery a run waits after (a late
+    bounce): whether the step's rules, read with the new outcome, now lead somewhere (an
+    ``OnOutcome`` or ``Stop`` on it) rather than to the wait it is in. A new outcome that
+    only a wait (or no rule) matches keeps the wait as it is."""
+    return isinstance(active(run, step, steps, delivery, attempt), Advance | Finish)
+
+
+def feedback_reactivation(run: Run, delivery_id: uuid.UUID, context: dict[str, Any]) -> Move:
+    """The waiting run goes back to active to be decided on its delivery's new outcome."""
+    return moving(
+        run, to=RunState.ACTIVE, reason=FEEDBACK_REASON, context=context, delivery_id=delivery_id
     )
 
 

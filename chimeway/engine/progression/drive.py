@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chimeway.db import Conn
 from chimeway.engine.context import Engine
@@ -94,6 +95,30 @@ def progress_planned(
         return {}
     locked = runs.lock_runs(conn, settled)
     return apply.settle(engine, conn, locked, rows)
+
+
+def progress_on_feedback(
+    engine: Engine, conn: Conn, run: Run, delivery: Delivery, context: dict[str, Any]
+) -> ProgressResult | None:
+    """Provider feedback just moved ``delivery`` (locked after ``run``, also locked by the
+    caller): decide the run again if it is still on that step. An active run is progressed
+    as after a send; a waiting run whose rules now lead elsewhere (``OnOutcome("bounced")``)
+    is reactivated with a transition carrying ``context`` and then decided. ``None`` when
+    the run moved on or keeps waiting: the feedback is then recorded and explained only."""
+    step = engine.catalog.current_step(conn, run)
+    if delivery.workflow_step_id != step.id:
+        return None
+    attempt = deliveries.latest_attempt(conn, delivery.id)
+    if run.state == RunState.ACTIVE:
+        return progress_in(engine, conn, run.id, held=Held(run, delivery, attempt))
+    if run.state != RunState.WAITING:
+        return None
+    steps = engine.catalog.steps(conn, run.definition_id)
+    if not decide.wait_overturned(run, step, steps, delivery, attempt):
+        return None
+    [active] = runs.update_runs(conn, [decide.feedback_reactivation(run, delivery.id, context)])
+    apply.log("run.reactivated_on_feedback", active, delivery_id=str(delivery.id))
+    return apply.apply(engine, conn, [decide.active(active, step, steps, delivery, attempt)])[0]
 
 
 def resume_on_signal(

@@ -1,0 +1,59 @@
+-- Provider feedback: webhook ingress rows and what processing reads (chimeway/store/webhooks.py).
+
+-- name: ingress_insert_batch
+-- The events of one verified webhook; an event the provider sent before (same provider and
+-- event id) is skipped. The new rows' ids, with each one's position in the input (from 1).
+INSERT INTO chimeway_webhook_ingress (
+    provider, provider_event_id, kind, delivery_ref, provider_message_id, occurred_at,
+    permanent, evidence
+)
+SELECT %(provider)s, x.event_id, x.kind, x.delivery_ref, x.message_id, x.occurred_at,
+       x.permanent, x.evidence
+FROM unnest(
+    %(event_ids)s::text[], %(kinds)s::chimeway_feedback_status[], %(delivery_refs)s::uuid[],
+    %(message_ids)s::text[], %(occurred_at)s::timestamptz[], %(permanent)s::boolean[],
+    %(evidence)b::jsonb[]
+) AS x (event_id, kind, delivery_ref, message_id, occurred_at, permanent, evidence)
+ON CONFLICT (provider, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: ingress_lock
+SELECT * FROM chimeway_webhook_ingress WHERE id = %(id)s FOR UPDATE
+
+-- name: ingress_finish
+UPDATE chimeway_webhook_ingress
+SET ingress_state = %(state)s, delivery_id = %(delivery_id)s, outcome = %(outcome)s,
+    ignored_reason = %(ignored_reason)s, processed_at = now()
+WHERE id = %(id)s
+
+-- name: feedback_target
+-- The delivery feedback is about: the one the provider echoed (delivery_ref), else the one
+-- whose send returned this provider message id (kept on the delivery, and on its attempts
+-- in case a later attempt replaced it). Read without a lock: the caller locks its run, then it.
+SELECT id, workflow_run_id FROM (
+    SELECT d.id, d.workflow_run_id, 1 AS rank FROM chimeway_deliveries d
+    WHERE d.id = %(delivery_ref)s
+    UNION ALL
+    SELECT d.id, d.workflow_run_id, 2 FROM chimeway_deliveries d
+    WHERE d.provider_message_id = %(message_id)s
+    UNION ALL
+    SELECT d.id, d.workflow_run_id, 3 FROM chimeway_delivery_attempts a
+    JOIN chimeway_deliveries d ON d.id = a.delivery_id
+    WHERE a.provider_message_id = %(message_id)s
+) AS found
+ORDER BY rank
+LIMIT 1
+
+-- name: feedback_context
+-- What an opt-out needs of the delivery: its notification's category.
+SELECT n.category FROM chimeway_deliveries d
+JOIN chimeway_notifications n ON n.id = d.notification_id
+WHERE d.id = %(delivery_id)s
+
+-- name: feedback_for_delivery
+-- The feedback processed for a delivery, oldest first (explain_delivery's timeline).
+SELECT id, provider, provider_event_id, kind, occurred_at, permanent, evidence, outcome,
+       created_at, processed_at
+FROM chimeway_webhook_ingress
+WHERE delivery_id = %(delivery_id)s
+ORDER BY created_at, id

@@ -1,0 +1,126 @@
+"""Provider feedback: webhook ingress rows (one per verified event) and the reads that
+process them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from chimeway import db
+from chimeway.db import Conn
+from chimeway.feedback import FeedbackEvent
+from chimeway.types import FeedbackStatus, IngressState
+
+
+def insert(conn: Conn, provider: str, events: Sequence[FeedbackEvent]) -> list[uuid.UUID]:
+    """One queued row per event, in one statement; events the provider sent before (same
+    provider event id) are skipped. The new rows' ids."""
+    if not events:
+        return []
+    rows = conn.execute(
+        db.query("ingress_insert_batch"),
+        {
+            "provider": provider,
+            "event_ids": [e.provider_event_id for e in events],
+            "kinds": [str(e.kind) for e in events],
+            "delivery_refs": [e.delivery_id for e in events],
+            "message_ids": [e.provider_message_id for e in events],
+            "occurred_at": [e.occurred_at for e in events],
+            "permanent": [e.permanent for e in events],
+            "evidence": [Jsonb(e.evidence) for e in events],
+        },
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+@dataclass(frozen=True)
+class Ingress:
+    id: uuid.UUID
+    provider: str
+    provider_event_id: str | None
+    kind: FeedbackStatus
+    delivery_ref: uuid.UUID | None
+    delivery_id: uuid.UUID | None
+    provider_message_id: str | None
+    occurred_at: dt.datetime | None
+    permanent: bool | None
+    evidence: dict[str, Any]
+    ingress_state: IngressState
+    outcome: str | None
+    ignored_reason: str | None
+    created_at: dt.datetime
+
+
+def lock(conn: Conn, ingress_id: uuid.UUID) -> Ingress | None:
+    with conn.cursor(row_factory=db.dataclass_row(Ingress)) as cur:
+        return cur.execute(db.query("ingress_lock"), {"id": ingress_id}).fetchone()
+
+
+def finish(
+    conn: Conn,
+    ingress_id: uuid.UUID,
+    state: IngressState,
+    *,
+    delivery_id: uuid.UUID | None = None,
+    outcome: str | None = None,
+    ignored_reason: str | None = None,
+) -> None:
+    """Record what processing did: ``processed`` (with its ``outcome``) or ``ignored``."""
+    conn.execute(
+        db.query("ingress_finish"),
+        {
+            "id": ingress_id,
+            "state": state,
+            "delivery_id": delivery_id,
+            "outcome": outcome,
+            "ignored_reason": ignored_reason,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    id: uuid.UUID
+    workflow_run_id: uuid.UUID | None
+
+
+def target(conn: Conn, delivery_ref: uuid.UUID | None, message_id: str | None) -> Target | None:
+    """The delivery the feedback names: by our delivery id, else by provider message id."""
+    with conn.cursor(row_factory=db.dataclass_row(Target)) as cur:
+        return cur.execute(
+            db.query("feedback_target"), {"delivery_ref": delivery_ref, "message_id": message_id}
+        ).fetchone()
+
+
+def category(conn: Conn, delivery_id: uuid.UUID) -> str | None:
+    """The category of the delivery's notification."""
+    row = conn.execute(db.query("feedback_context"), {"delivery_id": delivery_id}).fetchone()
+    return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class Received:
+    """Feedback processed for a delivery, as explain_delivery shows it."""
+
+    id: uuid.UUID
+    provider: str
+    provider_event_id: str | None
+    kind: FeedbackStatus
+    occurred_at: dt.datetime | None
+    permanent: bool | None
+    evidence: dict[str, Any]
+    outcome: str | None
+    created_at: dt.datetime
+    processed_at: dt.datetime | None
+
+
+def for_delivery(conn: Conn, delivery_id: uuid.UUID) -> list[Received]:
+    with conn.cursor(row_factory=db.dataclass_row(Received)) as cur:
+        return cur.execute(
+            db.query("feedback_for_delivery"), {"delivery_id": delivery_id}
+        ).fetchall()
