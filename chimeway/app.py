@@ -13,8 +13,9 @@ from typing import Any
 
 import procrastinate
 from psycopg_pool import ConnectionPool
+from starlette.applications import Starlette
 
-from chimeway import db, jobs
+from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
 from chimeway.config import Maintenance, RetryPolicy, Settings
 from chimeway.content import ContentSchemas
@@ -160,6 +161,12 @@ class Chimeway:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def asgi(self) -> Starlette:
+        """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
+        (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
+        ``POST /v1/webhooks/{provider}``, ``GET /healthz``, ``GET /metrics``."""
+        return http.build(self.engine)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""

@@ -225,6 +225,32 @@ def worker(
 
 @cli.command()
 @APP_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.pass_obj
+def serve(
+    state: CliState, app_spec: str | None, host: str, port: int, log_level: str, log_json: bool
+) -> None:
+    """Serve the HTTP API: provider webhooks, /healthz and /metrics (uvicorn)."""
+    import uvicorn
+
+    logs.configure(log_level, as_json=log_json)
+    cw = load_app(app_spec, state.url)
+    providers = ", ".join(sorted(cw.engine.webhook_providers)) or "none (pass webhook_providers)"
+    note(
+        f"chimeway serve: http://{host}:{port}; database {db.redact_url(cw.database_url)}; "
+        f"webhook providers {providers}"
+    )
+    try:
+        uvicorn.run(cw.asgi(), host=host, port=port, log_config=None, server_header=False)
+    finally:
+        cw.close()
+
+
+@cli.command()
+@APP_OPTION
 @click.pass_obj
 def sweep(state: CliState, app_spec: str | None) -> None:
     """Run one maintenance sweep: due waits, due deferred and stuck deliveries."""

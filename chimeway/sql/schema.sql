@@ -1336,6 +1336,12 @@ CREATE UNIQUE INDEX chimeway_deliveries_run_step ON public.chimeway_deliveries U
 CREATE INDEX chimeway_deliveries_step_idx ON public.chimeway_deliveries USING btree (workflow_step_id) WHERE (workflow_step_id IS NOT NULL);
 
 --
+-- Name: chimeway_delivery_attempts_finished_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_delivery_attempts_finished_idx ON public.chimeway_delivery_attempts USING btree (finished_at);
+
+--
 -- Name: chimeway_delivery_attempts_provider_message_idx; Type: INDEX; Schema: public; Owner: -
 --
 

@@ -26,7 +26,10 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
+from chimeway.feedback import StandardWebhooksProvider
 
+#: The Standard Webhooks secret its receipts are signed with (`chimeway serve` tests).
+RECEIPTS_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 READ = "chimeway.notification.read"
 CLICKED = "app.clicked"
 
@@ -95,6 +98,7 @@ def build() -> Chimeway:
         os.environ["CHIMEWAY_DATABASE_URL"],
         notifiers=[Escalation],
         adapters={"in_app": BlockingAdapter(), "email": LoggerAdapter(), "sms": LoggerAdapter()},
+        webhook_providers=[StandardWebhooksProvider(RECEIPTS_SECRET, name="receipts")],
         default_retry=RetryPolicy(base_delay=dt.timedelta(0), jitter=0),
         stuck_after=dt.timedelta(seconds=float(os.environ.get("STUCK_AFTER", "300"))),
         maintenance=Maintenance(

@@ -55,16 +55,19 @@ def receipt(
             },
         }
     )
+    return body.encode(), signed(body.encode(), event_id)
+
+
+def signed(body: bytes, event_id: str | None = None) -> dict[str, str]:
+    """Standard Webhooks headers signing ``body`` (whatever it holds) now."""
     msg_id = event_id or f"msg_{uuid.uuid4().hex}"
     now = datetime.now(UTC)
-    signature = standardwebhooks.Webhook(SECRET).sign(msg_id, now, body)
-    headers = {
+    return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": standardwebhooks.Webhook(SECRET).sign(msg_id, now, body.decode()),
         "content-type": "application/json",
     }
-    return body.encode(), headers
 
 
 def bounce_flow(cw: Chimeway) -> WithWorkflow:

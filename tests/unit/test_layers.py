@@ -57,8 +57,9 @@ LAYERS: list[tuple[str, list[str]]] = [
         ["chimeway.engine", "chimeway.migrations", "chimeway.workflows", "chimeway.diagrams"],
     ),
     ("jobs", ["chimeway.jobs"]),
-    ("app", ["chimeway.app"]),
-    ("top", ["chimeway.worker", "chimeway.testing", "chimeway.http", "chimeway.cli", "chimeway"]),
+    # The HTTP app is built over the engine; the app layer offers it as ``cw.asgi()``.
+    ("app", ["chimeway.app", "chimeway.http"]),
+    ("top", ["chimeway.worker", "chimeway.testing", "chimeway.cli", "chimeway"]),
 ]
 
 

@@ -65,3 +65,6 @@ ALTER TABLE chimeway_webhook_ingress
     ADD CONSTRAINT chimeway_webhook_ingress_target
         CHECK (delivery_ref IS NOT NULL OR delivery_id IS NOT NULL
                OR provider_message_id IS NOT NULL OR ingress_state = 'ignored');
+
+-- GET /metrics reads the send latency of the attempts finished in the last minutes.
+CREATE INDEX chimeway_delivery_attempts_finished_idx ON chimeway_delivery_attempts (finished_at);
