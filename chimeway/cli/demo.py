@@ -2,8 +2,10 @@
 
 A mention notifies five people in-app; unless they read it within a few seconds, it
 escalates to email, and a bounced email stops the run. A worker runs in this process; one
-recipient reads the notice (a signal) and one email bounces. Each run's explanation and
-trace is printed, then a summary.
+recipient reads the notice (a signal). The emails go through :class:`~chimeway.SmtpAdapter`
+to a small SMTP server the demo runs on 127.0.0.1 (no network), which does not know one
+recipient's mailbox: that email bounces. The recipients' addresses travel inline with them
+into the recipient directory. Each run's explanation and trace is printed, then a summary.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from chimeway import migrations
-from chimeway.adapters import Bounced, DeliveryRequest, LoggerAdapter, Sent
+from chimeway.adapters import LoggerAdapter, SmtpAdapter
 from chimeway.app import Chimeway
 from chimeway.cli import reports
+from chimeway.cli.demo_smtp import DemoSmtpServer
 from chimeway.config import Maintenance
 from chimeway.dsl import Step, Stop, WaitUntil, Workflow
 from chimeway.notifiers import Notifier, Recipient
@@ -27,6 +30,7 @@ READ = "chimeway.notification.read"
 RECIPIENTS = ["ada", "grace", "linus", "margaret", "alan"]
 READER = "grace"  # reads the in-app notice before the escalation
 BOUNCER = "linus"  # whose mailbox does not exist
+DOMAIN = "demo.chimeway.test"
 WAIT_SECONDS = 3
 
 ESCALATION = Workflow(
@@ -51,7 +55,7 @@ class MentionEscalation(Notifier):
     category = "mentions"
 
     def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
-        return [{"id": user} for user in params["users"]]
+        return [{"id": user, "email": f"{user}@{DOMAIN}"} for user in params["users"]]
 
     def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
         return {"author": params["author"], "document": params["document"]}
@@ -70,15 +74,6 @@ class MentionEscalation(Notifier):
         return ESCALATION
 
 
-class DemoEmail:
-    """Accepts every email but one, which bounces."""
-
-    def deliver(self, request: DeliveryRequest) -> Sent:
-        if request.recipient_id == BOUNCER:
-            raise Bounced("550 5.1.1 mailbox does not exist")
-        return Sent(provider_message_id=f"demo-{request.delivery_id.hex[:8]}")
-
-
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -92,13 +87,17 @@ def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
     note("migrating the database")
     migrations.migrate(url, report=note)
     tenant = f"demo-{uuid.uuid4().hex[:6]}"
+    mail = DemoSmtpServer(unknown=[f"{BOUNCER}@{DOMAIN}"]).__enter__()
+    smtp = SmtpAdapter("127.0.0.1", mail.port, security="none", sender=f"Demo <demo@{DOMAIN}>")
     cw = Chimeway(
         url,
         notifiers=[MentionEscalation],
-        adapters={"email": DemoEmail(), "in_app": LoggerAdapter()},
+        # In-app notices are only logged here: a real app shows them in its inbox.
+        adapters={"email": smtp, "in_app": LoggerAdapter()},
         maintenance=Maintenance(sweep_cron="*/10 * * * * *"),
     )
     try:
+        note(f"a local SMTP server takes the emails on 127.0.0.1:{mail.port}")
         with BackgroundWorker(cw, WorkerOptions(concurrency=4, poll_interval=0.1)):
             note(f"triggering a mention for {len(RECIPIENTS)} recipients in tenant {tenant}")
             result = cw.trigger(
@@ -124,8 +123,11 @@ def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
                 WAIT_SECONDS + 15,
             )
         _print(cw, tenant, runs, out, time.monotonic() - started)
+        out.write(f"The SMTP server accepted {mail.received} email(s).\n")
     finally:
         cw.close()
+        smtp.close()
+        mail.__exit__(None, None, None)
     return 0
 
 

@@ -41,3 +41,6 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     assert "wait_cancelled_by_signal" in out  # grace read her notice
     assert "stopped_on_bounced" in out  # linus's email bounced
     assert "Summary: 5 runs (4 completed, 1 stopped); 9 deliveries (1 bounced, 8 sent)" in out
+    # Real SMTP on 127.0.0.1: three emails accepted, linus's refused with 550 5.1.1.
+    assert "The SMTP server accepted 3 email(s)." in out
+    assert "smtp: rcpt refused: 550 5.1.1 mailbox unavailable" in out
