@@ -1,8 +1,12 @@
 """The application the benchmark workers run: ``chimeway worker --app bench.bench_app:build``.
 
 Configured from the environment: ``CHIMEWAY_DATABASE_URL``, ``BENCH_LATENCY_MS`` (how long
-the adapter sleeps per send, simulating a provider; 0 returns at once) and
-``BENCH_DELIVERY_BATCH_SIZE`` (Chimeway's ``delivery_batch_size``; unset: its default).
+the adapter sleeps per send, simulating a provider; 0 returns at once),
+``BENCH_DELIVERY_BATCH_SIZE`` (Chimeway's ``delivery_batch_size``; unset: its default) and
+``BENCH_SMTP_PORT`` (when set, the ``smtp_email`` channel of ``bench_two_step_smtp`` sends
+through ``SmtpAdapter`` to an SMTP server on 127.0.0.1 at that port). Every channel without
+an adapter of its own uses the sleeping adapter (``default_adapter``, given explicitly).
+Webhooks signed with :data:`RECEIPTS_SECRET` are taken as provider ``receipts``.
 Besides Chimeway's tasks it registers the raw Procrastinate tasks the baselines use, on the
 same App, so the baseline runs under exactly the same worker settings:
 
@@ -19,6 +23,7 @@ import time
 from typing import Any
 
 from chimeway import (
+    Adapter,
     Chimeway,
     DeliveryRequest,
     Notifier,
@@ -30,8 +35,11 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
+from chimeway.adapters import SmtpAdapter
+from chimeway.feedback import StandardWebhooksProvider
 
 RAW_QUEUE = "bench_raw"
+RECEIPTS_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIGNAL = "bench.go"
 STAMPS_DDL = (
     "CREATE TABLE IF NOT EXISTS bench_stamps "
@@ -46,6 +54,7 @@ CONTENT = {
     },
     "email": {"subject": "Mentioned", "html_body": "<p>Hi</p>", "text_body": "Hi"},
 }
+CONTENT["smtp_email"] = CONTENT["email"]
 
 TWO_STEP = Workflow(
     "bench_two_step",
@@ -53,6 +62,14 @@ TWO_STEP = Workflow(
     [
         Step("notice", "in_app", [OnOutcome(outcome="delivered", to_step="email")]),
         Step("email", "email"),
+    ],
+)
+TWO_STEP_SMTP = Workflow(
+    "bench_two_step_smtp",
+    1,
+    [
+        Step("notice", "in_app", [OnOutcome(outcome="delivered", to_step="email")]),
+        Step("email", "smtp_email"),
     ],
 )
 SIGNAL_WAIT = Workflow(
@@ -88,6 +105,11 @@ class _Bench(Notifier):
 
     def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
         prefix = params.get("prefix", "u")
+        if params.get("with_email"):  # inline profiles: the SMTP adapter needs an address
+            return [
+                {"id": f"{prefix}-{i}", "email": f"{prefix}-{i}@bench.test"}
+                for i in range(int(params["n"]))
+            ]
         return [{"id": f"{prefix}-{i}"} for i in range(int(params["n"]))]
 
     def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
@@ -103,6 +125,16 @@ class TwoStep(_Bench):
 
     def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
         return TWO_STEP
+
+
+class TwoStepSmtp(_Bench):
+    """Like :class:`TwoStep`, its email sent over SMTP (``BENCH_SMTP_PORT``)."""
+
+    key = "bench_two_step_smtp"
+    version = 1
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return TWO_STEP_SMTP
 
 
 class Plain(_Bench):
@@ -151,10 +183,18 @@ def build_defaults() -> dict[str, Any]:
 def build(url: str | None = None) -> Chimeway:
     latency = float(os.environ.get("BENCH_LATENCY_MS", "0")) / 1000
     batch = os.environ.get("BENCH_DELIVERY_BATCH_SIZE")
+    adapters: dict[str, Adapter] = {}
+    smtp_port = os.environ.get("BENCH_SMTP_PORT")
+    if smtp_port:
+        adapters["smtp_email"] = SmtpAdapter(
+            "127.0.0.1", int(smtp_port), security="none", sender="Bench <bench@bench.test>"
+        )
     cw = Chimeway(
         url or os.environ["CHIMEWAY_DATABASE_URL"],
-        notifiers=[TwoStep, Plain, SignalWait, Timers],
+        notifiers=[TwoStep, TwoStepSmtp, Plain, SignalWait, Timers],
+        adapters=adapters,
         default_adapter=SleepAdapter(latency),
+        webhook_providers=[StandardWebhooksProvider(RECEIPTS_SECRET, name="receipts")],
         **({"delivery_batch_size": int(batch)} if batch else {}),
     )
     app = cw.procrastinate

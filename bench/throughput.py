@@ -6,12 +6,21 @@ after the Chimeway phase in the same run.
     .venv/bin/python -m bench.throughput                   # adapter returns at once
     .venv/bin/python -m bench.throughput --latency-ms 50   # adapter sleeps 50 ms per send
     .venv/bin/python -m bench.throughput --delivery-batch-size 1   # one job per delivery
+    .venv/bin/python -m bench.throughput --smtp   # also: the email step over real SMTP
+
+With ``--smtp`` a second Chimeway phase runs the same workflow with its email step sent by
+``SmtpAdapter`` to an SMTP server (aiosmtpd) on 127.0.0.1 in this process, which accepts
+every message; each send thread of the workers keeps its SMTP connection open across sends.
+It is reported beside the first phase, whose adapter answers at once like ``LoggerAdapter``.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import socket
+import threading
 import time
 from typing import Any
 
@@ -19,6 +28,7 @@ import psycopg
 
 from bench import bench_app, common
 from bench.common import CpuMeter, Workers
+from chimeway import Notifier
 
 TARGET_RATIO = 0.6
 
@@ -51,19 +61,40 @@ def raw_phase(url: str, workers: Workers, jobs: int, task: str, timeout: float) 
     }
 
 
-def chimeway_phase(url: str, workers: Workers, n: int, timeout: float) -> dict[str, Any]:
+def chimeway_phase(
+    url: str,
+    workers: Workers,
+    n: int,
+    timeout: float,
+    notifier: type[Notifier] = bench_app.TwoStep,
+    **params: Any,
+) -> dict[str, Any]:
     """Trigger the two-step workflow for ``n`` recipients in one transaction; time from its
     commit to the last delivery attempt of the last step."""
+    done_before = common.scalar(
+        url, "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
+    )
+    sent_before = common.scalar(
+        url, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'"
+    )
     with bench_app.build(url) as cw:
         trigger_started = time.time()
         with cw.pool.connection() as conn:
-            cw.trigger(bench_app.TwoStep, {"n": n}, tenant_id="t", idempotency_key="tp", conn=conn)
+            cw.trigger(
+                notifier,
+                {"n": n, "prefix": notifier.key, **params},
+                tenant_id="t",
+                idempotency_key=f"tp-{notifier.key}",
+                conn=conn,
+            )
             meter = CpuMeter(workers, url)
             conn.commit()
             start = time.time()
     common.wait_for(
         lambda: common.scalar(
-            url, "SELECT count(*) >= %s FROM chimeway_workflow_runs WHERE state = 'completed'", [n]
+            url,
+            "SELECT count(*) >= %s FROM chimeway_workflow_runs WHERE state = 'completed'",
+            [done_before + n],
         ),
         timeout,
         every=0.1,
@@ -73,8 +104,9 @@ def chimeway_phase(url: str, workers: Workers, n: int, timeout: float) -> dict[s
     end = common.scalar(
         url, "SELECT extract(epoch FROM max(finished_at))::float8 FROM chimeway_delivery_attempts"
     )
-    steps = common.scalar(
-        url, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'"
+    steps = (
+        common.scalar(url, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'")
+        - sent_before
     )
     elapsed = end - start
     return {
@@ -98,6 +130,9 @@ def main() -> None:
         default=None,
         help="Chimeway's delivery_batch_size (default: Chimeway's default)",
     )
+    p.add_argument(
+        "--smtp", action="store_true", help="also run the email step over SMTP (aiosmtpd)"
+    )
     p.add_argument("--timeout", type=float, default=600)
     common.worker_options(p, processes=2)
     args = p.parse_args()
@@ -105,7 +140,11 @@ def main() -> None:
     env = {"BENCH_LATENCY_MS": str(args.latency_ms)}
     if args.delivery_batch_size is not None:
         env["BENCH_DELIVERY_BATCH_SIZE"] = str(args.delivery_batch_size)
+    mailbox = SmtpSink() if args.smtp else None
+    if mailbox is not None:
+        env["BENCH_SMTP_PORT"] = str(mailbox.port)
     os.environ.update(env)  # the triggering process plans the same jobs as the workers
+    smtp: dict[str, Any] | None = None
     with common.fresh_database(args.database_url, "throughput", args.keep_db) as url:
         workers = Workers.from_args(url, args, "throughput", env=env)
         with workers:
@@ -113,7 +152,14 @@ def main() -> None:
             raw_before = raw_phase(url, workers, jobs, args.raw_task, args.timeout)
             common.note(f"raw: {raw_before['per_s']} jobs/s; chimeway: {args.n} runs")
             chimeway = chimeway_phase(url, workers, args.n, args.timeout)
-            common.note(f"chimeway: {chimeway['per_s']} steps/s; raw again")
+            common.note(f"chimeway: {chimeway['per_s']} steps/s")
+            if mailbox is not None:
+                smtp = chimeway_phase(
+                    url, workers, args.n, args.timeout, bench_app.TwoStepSmtp, with_email=True
+                )
+                smtp.update(mailbox.report())
+                common.note(f"chimeway, email over SMTP: {smtp['per_s']} steps/s")
+            common.note("raw again")
             raw_after = raw_phase(url, workers, jobs, args.raw_task, args.timeout)
             rss = {str(pid): round(v / 2**20, 1) for pid, v in workers.peak_rss.items()}
             peak = workers.peak_rss_mb()
@@ -134,6 +180,19 @@ def main() -> None:
                 phase.get("wal_records", math.nan) / work,
             ]
 
+        smtp_rows = (
+            []
+            if smtp is None
+            else [
+                row(
+                    f"chimeway steps, email over SMTP ({smtp['messages']} messages on "
+                    f"{smtp['connections']} connections)",
+                    smtp,
+                    smtp["steps"],
+                )
+            ]
+        )
+
         common.table(
             f"Throughput: {args.n} two-step runs, {args.processes} worker processes x "
             f"concurrency {args.concurrency}, poll {args.poll_interval:g}s",
@@ -150,6 +209,7 @@ def main() -> None:
             [
                 row(f"raw {args.raw_task} (before)", raw_before, raw_before["jobs"]),
                 row(label, chimeway, chimeway["steps"]),
+                *smtp_rows,
                 row(f"raw {args.raw_task} (after)", raw_after, raw_after["jobs"]),
             ],
         )
@@ -168,6 +228,7 @@ def main() -> None:
                 "concurrency": args.concurrency,
                 "poll_interval": args.poll_interval,
                 "chimeway": chimeway,
+                "chimeway_smtp": smtp,
                 "raw_before": raw_before,
                 "raw_after": raw_after,
                 "raw_jobs_per_s": round(raw, 1),
@@ -178,6 +239,37 @@ def main() -> None:
                 "peak_rss_mb_by_pid": rss,
             },
         )
+
+
+class SmtpSink:
+    """An aiosmtpd server on 127.0.0.1 that accepts and counts every message, and counts
+    the connections they came on (one per send thread that reuses its connection)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages = 0
+        self.sessions: set[int] = set()
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with sink._lock:
+                    sink.messages += 1
+                    sink.sessions.add(id(session))
+                return "250 OK"
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        atexit.register(self._controller.stop)
+
+    def report(self) -> dict[str, int]:
+        with self._lock:
+            return {"messages": self.messages, "connections": len(self.sessions)}
 
 
 if __name__ == "__main__":

@@ -22,11 +22,12 @@ class RecipientProfile:
     """
 
     id: str
-    email: str | None = None
-    phone: str | None = None
+    # Kept out of repr: a stray log line of a request shows no address.
+    email: str | None = field(default=None, repr=False)
+    phone: str | None = field(default=None, repr=False)
     locale: str | None = None
     timezone: str | None = None
-    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id.strip():

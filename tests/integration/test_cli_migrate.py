@@ -21,17 +21,17 @@ def run(*args: str) -> tuple[int, str, str]:
 def test_migrate_then_again_then_status(empty_db: str) -> None:
     code, out, err = run("--database-url", empty_db, "migrate")
     assert code == 0, err
-    assert "Applied 2 migration(s)" in out
-    assert "applying 1/2" in err
+    assert "Applied 3 migration(s)" in out
+    assert "applying 1/3" in err
 
     code, out, _ = run("--database-url", empty_db, "migrate")
     assert code == 0
-    assert "Nothing to migrate: all 2 migration(s) are applied." in out
+    assert "Nothing to migrate: all 3 migration(s) are applied." in out
 
     code, out, _ = run("--database-url", empty_db, "migrate", "status")
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[-1] == "2 applied, 0 pending."
+    assert lines[-1] == "3 applied, 0 pending."
     for line in lines[:-1]:
         assert " applied " in line
         assert "T" in line.split()[3]  # an ISO applied-at time
@@ -40,7 +40,7 @@ def test_migrate_then_again_then_status(empty_db: str) -> None:
 def test_status_shows_pending_before_migrate(empty_db: str) -> None:
     code, out, _ = run("--database-url", empty_db, "migrate", "status")
     assert code == 0
-    assert out.strip().splitlines()[-1] == "0 applied, 2 pending."
+    assert out.strip().splitlines()[-1] == "0 applied, 3 pending."
 
 
 def test_print_needs_no_database() -> None:

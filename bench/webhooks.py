@@ -1,0 +1,265 @@
+"""Webhook ingestion: provider events stored as ingress rows (each with its
+``process_webhook`` job), against raw INSERTs of the same rows, in the same run.
+
+    .venv/bin/python -m bench.webhooks                 # 5,000 events, 8 threads
+    .venv/bin/python -m bench.webhooks --n 1000 --threads 4
+
+Every event is one Standard Webhooks receipt (one event per request, as most providers send
+them), signed before the clock starts. No worker runs, so nothing else competes; the jobs
+wait in the queue. Three phases of ``--n`` events each, ``--threads`` threads, one event per
+transaction:
+
+1. ``raw INSERT``: the same ingress row written with a plain ``INSERT`` through a psycopg
+   pool: the floor of what one row per transaction costs on this server;
+2. ``cw.webhooks.process``: verify the signature, parse, insert the row and defer its job in
+   one transaction, in this process;
+3. ``POST /v1/webhooks/receipts``: the same over HTTP to ``chimeway serve`` (uvicorn, one
+   process, a subprocess of this script), from keep-alive ``httpx`` clients.
+
+The target is 1,000 events/s into ingress rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import standardwebhooks
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from bench import bench_app, common
+from bench.common import CpuMeter
+
+TARGET = 1000.0
+ROOT = Path(__file__).resolve().parents[1]
+RAW_INSERT = (
+    "INSERT INTO chimeway_webhook_ingress (provider, provider_event_id, kind, delivery_ref,"
+    " occurred_at, evidence) VALUES (%s, %s, 'delivered', %s, now(), %s)"
+)
+
+Event = tuple[bytes, dict[str, str]]
+
+
+def receipts(n: int) -> list[Event]:
+    """``n`` signed receipts about made-up deliveries, each with its own event id."""
+    signer = standardwebhooks.Webhook(bench_app.RECEIPTS_SECRET)
+    events = []
+    for _ in range(n):
+        body = json.dumps(
+            {
+                "type": "message.delivered",
+                "timestamp": "2025-05-01T12:00:00Z",
+                "data": {"delivery_id": str(uuid.uuid4()), "code": "250"},
+            }
+        )
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(msg_id, now, body),
+            "content-type": "application/json",
+        }
+        events.append((body.encode(), headers))
+    return events
+
+
+def timed(
+    url: str, threads: int, events: Sequence[Event], send: Callable[[Event], None]
+) -> dict[str, Any]:
+    """Send every event from ``threads`` threads; events/s from the first to the last."""
+    meter = CpuMeter(url=url)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, events))
+    elapsed = time.perf_counter() - start
+    return {
+        "events": len(events),
+        "seconds": round(elapsed, 2),
+        "per_s": round(len(events) / elapsed, 1),
+        **meter.read(),
+    }
+
+
+def raw_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]:
+    with ConnectionPool(url, min_size=threads, max_size=threads, open=True) as pool:
+
+        def insert(event: Event) -> None:
+            body, headers = event
+            data = json.loads(body)["data"]
+            with pool.connection() as conn:
+                conn.execute(
+                    RAW_INSERT,
+                    ("raw", headers["webhook-id"], data["delivery_id"], Jsonb({"code": "250"})),
+                )
+
+        return timed(url, threads, events, insert)
+
+
+def api_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]:
+    with bench_app.build(url) as cw:
+        cw.engine.resize_pool(threads)
+
+        def process(event: Event) -> None:
+            body, headers = event
+            result = cw.webhooks.process("receipts", body, headers)
+            assert len(result.ingress_ids) == 1
+
+        return timed(url, threads, events, process)
+
+
+def http_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]:
+    port = free_port()
+    log = Path(f"/tmp/chimeway-bench-serve-{port}.log")
+    env = {**os.environ, "CHIMEWAY_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chimeway.cli",
+                "serve",
+                "--app",
+                "bench.bench_app:build",
+                "--port",
+                str(port),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        common.wait_for(lambda: _up(base, server), 30, what="chimeway serve up")
+        clients = threading_local_clients(base)
+
+        def post(event: Event) -> None:
+            body, headers = event
+            answer = clients().post("/v1/webhooks/receipts", content=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+
+        return timed(url, threads, events, post)
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def _up(base: str, server: subprocess.Popen[bytes]) -> bool:
+    if server.poll() is not None:
+        raise RuntimeError(f"chimeway serve exited {server.returncode}")
+    try:
+        return httpx.get(f"{base}/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def threading_local_clients(base: str) -> Callable[[], httpx.Client]:
+    """One keep-alive client per sending thread."""
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        found: httpx.Client | None = getattr(local, "client", None)
+        if found is None:
+            found = local.client = httpx.Client(base_url=base, timeout=30)
+        return found
+
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main() -> None:
+    p = common.parser(__doc__ or "")
+    p.add_argument("--n", type=int, default=5000, help="events per phase")
+    p.add_argument("--threads", type=int, default=8, help="sending threads")
+    args = p.parse_args()
+    with common.fresh_database(args.database_url, "webhooks", args.keep_db) as url:
+        common.note(f"signing {3 * args.n} receipts")
+        batches = [receipts(args.n) for _ in range(3)]
+        common.note("raw INSERT")
+        raw = raw_phase(url, args.threads, batches[0])
+        common.note(f"raw: {raw['per_s']} rows/s; cw.webhooks.process")
+        api = api_phase(url, args.threads, batches[1])
+        common.note(f"api: {api['per_s']} events/s; POST /v1/webhooks/receipts")
+        http = http_phase(url, args.threads, batches[2])
+        common.note(f"http: {http['per_s']} events/s")
+        stored = common.scalar(
+            url, "SELECT count(*) FROM chimeway_webhook_ingress WHERE provider = 'receipts'"
+        )
+        jobs = common.scalar(
+            url,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:process_webhook'",
+        )
+        assert stored == jobs == 2 * args.n, (stored, jobs)
+
+        def row(name: str, phase: dict[str, Any]) -> list[Any]:
+            return [
+                name,
+                phase["events"],
+                phase["seconds"],
+                phase["per_s"],
+                phase["per_s"] / raw["per_s"],
+                phase["machine_busy"],
+                1000 * phase["postgres_cpu_s"] / phase["events"],
+            ]
+
+        common.table(
+            f"Webhook ingestion: {args.n} events per phase, {args.threads} threads, "
+            "one event per request and transaction",
+            [
+                "phase",
+                "events",
+                "seconds",
+                "per second",
+                "vs raw",
+                "machine busy",
+                "PG CPU ms/event",
+            ],
+            [
+                row("raw INSERT of the ingress row", raw),
+                row("cw.webhooks.process (row + job)", api),
+                row("POST /v1/webhooks/receipts (chimeway serve)", http),
+            ],
+        )
+        worst = min(api["per_s"], http["per_s"])
+        verdict = "met" if worst >= TARGET else "MISSED"
+        print(
+            f"\nslowest ingestion path {worst:,.0f} events/s (target >= {TARGET:,.0f}): {verdict}"
+        )
+        common.json_line(
+            "webhooks",
+            url,
+            {
+                "n": args.n,
+                "threads": args.threads,
+                "raw": raw,
+                "api": api,
+                "http": http,
+                "target_per_s": TARGET,
+                "met": worst >= TARGET,
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
