@@ -19,6 +19,7 @@ from chimeway.adapters import (
     Sent,
     SmtpAdapter,
     Temporary,
+    TwilioSmsAdapter,
     WebhookAdapter,
 )
 from chimeway.errors import ConfigurationError
@@ -239,3 +240,19 @@ def smtp(server: SmtpServer, name: str) -> SmtpAdapter:
     )
     OPENED.append(adapter)
     return adapter
+
+
+def test_the_address_a_fallback_needs_is_its_providers_when_they_agree() -> None:
+    def smtp(name: str) -> SmtpAdapter:
+        return SmtpAdapter("smtp.test", sender="a@b.test", name=name)
+
+    assert SmtpAdapter.address == "email"
+    assert TwilioSmsAdapter.address == "phone"
+    assert FallbackAdapter([smtp("one"), smtp("two")]).address == "email"
+    sms_or_log = FallbackAdapter(
+        [
+            TwilioSmsAdapter(account_sid="AC1", auth_token="t", from_number="+15005550006"),
+            LoggerAdapter(),
+        ]
+    )
+    assert sms_or_log.address is None  # the logger needs none: planning cannot suppress

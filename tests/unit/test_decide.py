@@ -443,3 +443,50 @@ def test_a_waiting_run_without_a_due_time_is_not_due() -> None:
     steps = steps_of()
     run = dataclasses.replace(waiting_run(steps, T0), suspended_until=None)
     assert decide.waiting(run, steps[0], steps, T0) == Noop(run.id, "wait_not_due")
+
+
+# -- provider feedback on a waiting run -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "overturned"),
+    [
+        ((OnOutcome(outcome="bounced", to_step="b"), WaitUntil(delay=60, to_step="c")), True),
+        ((Stop(outcome="bounced"), WaitUntil(delay=60, to_step="c")), True),
+        ((WaitUntil(delay=60, to_step="c"),), False),  # only the wait matches: it goes on
+        ((OnOutcome(outcome="suppressed", to_step="b"), WaitUntil(delay=60, to_step="c")), False),
+    ],
+)
+def test_a_late_bounce_overturns_a_wait_only_when_a_rule_names_it(
+    rules: tuple[Rule, ...], overturned: bool
+) -> None:
+    steps = steps_of(*rules)
+    waiting = run_on(
+        steps[0],
+        state=RunState.WAITING,
+        status_reason=decide.WAITING_REASON,
+        suspended_until=T0 + dt.timedelta(hours=1),
+    )
+    bounced = delivery(steps[0], DeliveryStatus.CANCELLED, DeliveryReason.BOUNCED)
+    assert decide.wait_overturned(waiting, steps[0], steps, bounced, SENT) is overturned
+
+
+def test_the_feedback_reactivation_explains_itself_and_clears_the_wait() -> None:
+    steps = steps_of(WaitUntil(delay=60, to_step="c", cancel_signals=["x"]))
+    waiting = run_on(
+        steps[0],
+        state=RunState.WAITING,
+        status_reason=decide.WAITING_REASON,
+        suspended_until=T0,
+        pending_signals=["x"],
+    )
+    delivery_id = uuid.uuid4()
+    move = decide.feedback_reactivation(waiting, delivery_id, {"feedback_kind": "bounced"})
+    assert (move.state, move.status_reason) == (RunState.ACTIVE, "reactivated_on_feedback")
+    assert (move.suspended_until, list(move.pending_signals)) == (None, [])
+    [record] = move.records
+    assert (record.reason, record.delivery_id, record.context) == (
+        "reactivated_on_feedback",
+        delivery_id,
+        {"feedback_kind": "bounced"},
+    )
