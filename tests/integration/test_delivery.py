@@ -252,6 +252,9 @@ def test_allowed_table_matches_design() -> None:
         ("dispatched", "cancelled"),
         ("failed", "dispatched"),
         ("failed", "cancelled"),
+        # Provider feedback after the send (design §5, §12): a late bounce or failure.
+        ("succeeded", "cancelled"),
+        ("succeeded", "failed"),
     }
 
 
