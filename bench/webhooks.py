@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import standardwebhooks
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -78,10 +79,17 @@ def receipts(n: int) -> list[Event]:
 
 
 def timed(
-    url: str, threads: int, events: Sequence[Event], send: Callable[[Event], None]
+    url: str,
+    threads: int,
+    events: Sequence[Event],
+    send: Callable[[Event], None],
+    server: psutil.Process | None = None,
 ) -> dict[str, Any]:
-    """Send every event from ``threads`` threads; events/s from the first to the last."""
+    """Send every event from ``threads`` threads; events/s from the first to the last, and
+    the CPU seconds this process (the senders) and ``server`` (if any) spent meanwhile."""
     meter = CpuMeter(url=url)
+    me = psutil.Process()
+    mine, theirs = _cpu(me), _cpu(server)
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(send, events))
@@ -90,8 +98,17 @@ def timed(
         "events": len(events),
         "seconds": round(elapsed, 2),
         "per_s": round(len(events) / elapsed, 1),
+        "sender_cpu_s": round(_cpu(me) - mine, 2),
+        "server_cpu_s": round(_cpu(server) - theirs, 2) if server else None,
         **meter.read(),
     }
+
+
+def _cpu(process: psutil.Process | None) -> float:
+    if process is None:
+        return 0.0
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def raw_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]:
@@ -154,7 +171,7 @@ def http_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any
             answer = clients().post("/v1/webhooks/receipts", content=body, headers=headers)
             assert answer.status_code == 200, answer.text
 
-        return timed(url, threads, events, post)
+        return timed(url, threads, events, post, psutil.Process(server.pid))
     finally:
         server.terminate()
         server.wait(15)
@@ -221,11 +238,15 @@ def main() -> None:
                 phase["per_s"] / raw["per_s"],
                 phase["machine_busy"],
                 1000 * phase["postgres_cpu_s"] / phase["events"],
+                1000 * phase["sender_cpu_s"] / phase["events"],
+                "-"
+                if phase["server_cpu_s"] is None
+                else 1000 * phase["server_cpu_s"] / phase["events"],
             ]
 
         common.table(
             f"Webhook ingestion: {args.n} events per phase, {args.threads} threads, "
-            "one event per request and transaction",
+            "one event per request (raw: per transaction)",
             [
                 "phase",
                 "events",
@@ -234,6 +255,8 @@ def main() -> None:
                 "vs raw",
                 "machine busy",
                 "PG CPU ms/event",
+                "this process CPU ms/event",
+                "server CPU ms/event",
             ],
             [
                 row("raw INSERT of the ingress row", raw),

@@ -23,6 +23,7 @@ from chimeway.adapters import Adapter
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
+from chimeway.engine.batching import GroupCommit
 from chimeway.engine.catalog import Catalog
 from chimeway.engine.senders import Senders
 from chimeway.errors import ConfigurationError, NotFound, translated
@@ -66,6 +67,8 @@ class Engine:
                 )
         #: Feedback providers by name: ``POST /v1/webhooks/{name}``, ``cw.webhooks.process``.
         self.webhook_providers = providers_by_name(*webhook_providers)
+        #: Concurrent webhooks' events share a transaction (engine/webhooks.py).
+        self.webhook_ingress: GroupCommit[Any, Any] = GroupCommit()
         self.content_schemas = content_schemas or ContentSchemas.default()
         self.notifiers: dict[str, Notifier] = {}
         for notifier in notifiers:

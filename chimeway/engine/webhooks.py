@@ -4,6 +4,8 @@ processed by its ``process_webhook`` job, becomes evidence and decisions.
 :func:`process` verifies the webhook on its raw body, parses it into events, and writes one
 ingress row per new event with its job, in one transaction; an event the provider sent
 before is inert, and a request that is not authentic or not understood writes nothing.
+Without a caller's connection, webhooks arriving at once share that transaction (group
+commit, :mod:`chimeway.engine.batching`): one commit for many single-event requests.
 :func:`process_ingress` then, in one transaction per row (lock order: the run, then the
 delivery), finds the delivery the event is about and acts on it:
 
@@ -22,9 +24,10 @@ delivery), finds the delivery the event is about and acts on it:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chimeway.db import Conn
@@ -32,6 +35,7 @@ from chimeway.engine import signals
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_on_feedback
 from chimeway.errors import InvalidArgument
+from chimeway.feedback import FeedbackEvent
 from chimeway.results import Delivery, FeedbackProcessed, ProgressResult, WebhookResult
 from chimeway.store import clock, deliveries, preferences, runs, webhooks
 from chimeway.store.webhooks import Ingress
@@ -64,12 +68,13 @@ def process(
         raise InvalidArgument(f"headers must be a mapping, got {type(headers).__name__}")
     raw = bytes(body)
     verifier.verify(raw, headers, url)
-    events = verifier.parse(raw, headers)
+    events = [dataclasses.replace(e, provider=verifier.name) for e in verifier.parse(raw, headers)]
     if not events:
         return WebhookResult(provider, 0)
-    with engine.transaction(conn) as tx:
-        stored = webhooks.insert(tx, verifier.name, events)
-        engine.deferrer.process_webhooks(tx, stored)
+    if conn is None:  # concurrent webhooks share a commit (group commit)
+        stored = engine.webhook_ingress.submit(events, lambda batch: _store(engine, None, batch))
+    else:
+        [stored] = _store(engine, conn, [events])
     logger.info(
         "webhook stored",
         extra={
@@ -80,6 +85,19 @@ def process(
         },
     )
     return WebhookResult(provider, len(events), stored, len(events) - len(stored))
+
+
+def _store(
+    engine: Engine, conn: Conn | None, webhooks_events: Sequence[list[FeedbackEvent]]
+) -> list[list[uuid.UUID]]:
+    """Store the events of one or more webhooks with their jobs, in one transaction; for
+    each webhook, the ids of its rows that are new."""
+    given = [[(uuid.uuid4(), e) for e in events] for events in webhooks_events]
+    with engine.transaction(conn) as tx:
+        new = webhooks.insert(tx, [pair for pairs in given for pair in pairs])
+        stored = [[i for i, _ in pairs if i in new] for pairs in given]
+        engine.deferrer.process_webhooks(tx, [i for ids in stored for i in ids])
+    return stored
 
 
 def process_ingress(engine: Engine, conn: Conn, ingress_id: uuid.UUID) -> FeedbackProcessed:

@@ -17,25 +17,27 @@ from chimeway.feedback import FeedbackEvent
 from chimeway.types import FeedbackStatus, IngressState
 
 
-def insert(conn: Conn, provider: str, events: Sequence[FeedbackEvent]) -> list[uuid.UUID]:
-    """One queued row per event, in one statement; events the provider sent before (same
-    provider event id) are skipped. The new rows' ids."""
+def insert(conn: Conn, events: Sequence[tuple[uuid.UUID, FeedbackEvent]]) -> set[uuid.UUID]:
+    """One queued row per (id, event), in one statement; events their provider sent before
+    (same provider event id), in an earlier statement or earlier in this one, are skipped.
+    The ids inserted."""
     if not events:
-        return []
+        return set()
     rows = conn.execute(
         db.query("ingress_insert_batch"),
         {
-            "provider": provider,
-            "event_ids": [e.provider_event_id for e in events],
-            "kinds": [str(e.kind) for e in events],
-            "delivery_refs": [e.delivery_id for e in events],
-            "message_ids": [e.provider_message_id for e in events],
-            "occurred_at": [e.occurred_at for e in events],
-            "permanent": [e.permanent for e in events],
-            "evidence": [Jsonb(e.evidence) for e in events],
+            "ids": [i for i, _ in events],
+            "providers": [e.provider for _, e in events],
+            "event_ids": [e.provider_event_id for _, e in events],
+            "kinds": [str(e.kind) for _, e in events],
+            "delivery_refs": [e.delivery_id for _, e in events],
+            "message_ids": [e.provider_message_id for _, e in events],
+            "occurred_at": [e.occurred_at for _, e in events],
+            "permanent": [e.permanent for _, e in events],
+            "evidence": [Jsonb(e.evidence) for _, e in events],
         },
     ).fetchall()
-    return [row[0] for row in rows]
+    return {row[0] for row in rows}
 
 
 @dataclass(frozen=True)

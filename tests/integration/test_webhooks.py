@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -323,3 +324,26 @@ def test_complaints_and_unsubscribes_turn_the_channel_off(cw: Chimeway, db: Conn
         ("unsubscribed", "processed", "opted_out"),
     ]
     assert cw.delivery("t", delivery_id, conn=db).status == DeliveryStatus.SUCCEEDED
+
+
+def test_concurrent_webhooks_share_commits_and_stay_exactly_once(
+    make_cw: Callable[..., Chimeway], committed_db: str
+) -> None:
+    cw = make_cw(webhook_providers=[PROVIDER])
+    bodies = [receipt("delivered", uuid.uuid4(), event_id=f"msg_{i}") for i in range(40)]
+    twice = bodies + bodies  # every event posted twice, concurrently
+
+    results = concurrently_map(8, lambda pair: cw.webhooks.process("receipts", *pair), twice)
+    assert sum(len(r.ingress_ids) for r in results) == 40
+    assert sum(r.duplicates for r in results) == 40
+    assert count(committed_db, "SELECT count(*) FROM chimeway_webhook_ingress") == 40
+    jobs = count(
+        committed_db,
+        "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:process_webhook'",
+    )
+    assert jobs == 40
+
+
+def concurrently_map(threads: int, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))

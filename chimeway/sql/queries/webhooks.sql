@@ -1,19 +1,21 @@
 -- Provider feedback: webhook ingress rows and what processing reads (chimeway/store/webhooks.py).
 
 -- name: ingress_insert_batch
--- The events of one verified webhook; an event the provider sent before (same provider and
--- event id) is skipped. The new rows' ids, with each one's position in the input (from 1).
+-- Verified events (of one webhook or of several sharing a commit), with the ids the caller
+-- gave them; an event its provider sent before (same provider and event id) is skipped,
+-- also within the batch. The ids of the rows inserted.
 INSERT INTO chimeway_webhook_ingress (
-    provider, provider_event_id, kind, delivery_ref, provider_message_id, occurred_at,
+    id, provider, provider_event_id, kind, delivery_ref, provider_message_id, occurred_at,
     permanent, evidence
 )
-SELECT %(provider)s, x.event_id, x.kind, x.delivery_ref, x.message_id, x.occurred_at,
+SELECT x.id, x.provider, x.event_id, x.kind, x.delivery_ref, x.message_id, x.occurred_at,
        x.permanent, x.evidence
 FROM unnest(
-    %(event_ids)s::text[], %(kinds)s::chimeway_feedback_status[], %(delivery_refs)s::uuid[],
-    %(message_ids)s::text[], %(occurred_at)s::timestamptz[], %(permanent)s::boolean[],
-    %(evidence)b::jsonb[]
-) AS x (event_id, kind, delivery_ref, message_id, occurred_at, permanent, evidence)
+    %(ids)s::uuid[], %(providers)s::text[], %(event_ids)s::text[],
+    %(kinds)s::chimeway_feedback_status[], %(delivery_refs)s::uuid[], %(message_ids)s::text[],
+    %(occurred_at)s::timestamptz[], %(permanent)s::boolean[], %(evidence)b::jsonb[]
+) AS x (id, provider, event_id, kind, delivery_ref, message_id, occurred_at, permanent,
+        evidence)
 ON CONFLICT (provider, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
 RETURNING id
 
