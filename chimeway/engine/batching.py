@@ -10,7 +10,6 @@ the write raised), so nobody flushes for others indefinitely.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,9 +57,7 @@ class GroupCommit(Generic[T, R]):
                     self._flushing = False
                     self._cond.notify_all()
         if slot.error is not None:
-            # Every thread of the batch raises its own copy: one instance raised in several
-            # threads would share (and overwrite) one traceback.
-            raise copy.copy(slot.error).with_traceback(None) from slot.error
+            raise _own(slot.error) from slot.error
         result: R = slot.result
         return result
 
@@ -76,3 +73,12 @@ class GroupCommit(Generic[T, R]):
             return
         for slot, result in zip(batch, results, strict=True):
             slot.result, slot.done = result, True
+
+
+def _own(error: BaseException) -> BaseException:
+    """A new exception like ``error`` for one thread of a failed batch: one instance raised
+    in several threads would share (and overwrite) one traceback."""
+    try:
+        return type(error)(*error.args)
+    except Exception:
+        return RuntimeError(f"the shared write failed: {error!r}")
