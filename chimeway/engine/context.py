@@ -8,6 +8,7 @@ explicit, typed interface the services used to reach through the façade for.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import weakref
@@ -22,13 +23,17 @@ from chimeway.adapters import Adapter, LoggerAdapter
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
+from chimeway.engine import logbook
 from chimeway.engine.catalog import Catalog
+from chimeway.engine.liveness import Liveness
 from chimeway.engine.senders import Senders
 from chimeway.errors import NotFound, translated
 from chimeway.notifiers import Notifier, resolve_notifier
 from chimeway.store.jobs import Deferrer
 
 IDLE = TransactionStatus.IDLE
+#: The longest interval between two beats of a process that holds deliveries.
+BEAT_MAX = dt.timedelta(seconds=10)
 
 
 class Engine:
@@ -57,7 +62,12 @@ class Engine:
             self.register_notifier(notifier)
         self.catalog = Catalog()
         self.deferrer = Deferrer(settings.delivery_batch_size)
-        self.senders = Senders(settings.send_concurrency)
+        self.senders = Senders()
+        #: This process's beat while it holds claimed deliveries.
+        self.liveness = Liveness(
+            lambda: self.pool.connection(),  # noqa: PLW0108 (the pool opens on first use)
+            interval=min(max(settings.stuck_after / 10, dt.timedelta(seconds=1)), BEAT_MAX),
+        )
         self._pool_sizes = (pool_min_size, pool_max_size)
         self._pool_timeout = pool_timeout
         self._pool: ConnectionPool[Conn] | None = None
@@ -106,7 +116,7 @@ class Engine:
     def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
         """The caller's connection inside a savepoint, or a pool connection committing at
         the end; psycopg errors Chimeway can explain come out as Chimeway errors."""
-        with translated():
+        with translated(), logbook.held():
             if conn is not None and not conn.autocommit and conn.info.transaction_status == IDLE:
                 # Our first statement opens the caller's transaction, which is theirs to
                 # commit; on error nothing of theirs is in it yet, so roll it all back.
@@ -125,6 +135,7 @@ class Engine:
                     yield own
 
     def close(self) -> None:
+        self.liveness.close()
         self.senders.close()
         if self._pool is not None:
             self._pool.close()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chimeway.db import Conn
+from chimeway.engine import logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import resume_on_signal
 from chimeway.errors import InvalidSignal
@@ -101,7 +102,7 @@ def route_signal(engine: Engine, conn: Conn, signal_id: uuid.UUID) -> Routed:
 
 def route_signal_now(engine: Engine, signal_id: uuid.UUID) -> Routed:
     """:func:`route_signal` in a transaction of its own (what the job does)."""
-    with engine.pool.connection() as conn, conn.transaction():
+    with logbook.held(), engine.pool.connection() as conn, conn.transaction():
         return route_signal(engine, conn, signal_id)
 
 

@@ -39,7 +39,8 @@ CREATE TYPE public.chimeway_delivery_reason AS ENUM (
     'delivery_cap_reached',
     'already_read',
     'superseded',
-    'manual'
+    'manual',
+    'abandoned'
 );
 
 --
@@ -687,10 +688,13 @@ CREATE TABLE public.chimeway_deliveries (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
     terminal_at timestamp with time zone,
+    claimed_by uuid,
+    takeovers integer DEFAULT 0 NOT NULL,
     CONSTRAINT chimeway_deliveries_channel_check CHECK ((btrim(channel) <> ''::text)),
     CONSTRAINT chimeway_deliveries_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT chimeway_deliveries_reason_only_when_ended CHECK (((suppression_reason IS NULL) OR (status = ANY (ARRAY['suppressed'::public.chimeway_delivery_status, 'cancelled'::public.chimeway_delivery_status])))),
-    CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL)))
+    CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
+    CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
 );
 
 --
@@ -801,6 +805,19 @@ CREATE TABLE public.chimeway_notifications (
     archived_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chimeway_notifications_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text))
+);
+
+--
+-- Name: chimeway_processes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_processes (
+    id uuid NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    beat_at timestamp with time zone DEFAULT now() NOT NULL,
+    alive_since timestamp with time zone DEFAULT now() NOT NULL
 );
 
 --
@@ -1101,6 +1118,13 @@ ALTER TABLE ONLY public.chimeway_notifications
 
 ALTER TABLE ONLY public.chimeway_notifications
     ADD CONSTRAINT chimeway_notifications_pkey PRIMARY KEY (id);
+
+--
+-- Name: chimeway_processes chimeway_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_processes
+    ADD CONSTRAINT chimeway_processes_pkey PRIMARY KEY (id);
 
 --
 -- Name: chimeway_signals chimeway_signals_pkey; Type: CONSTRAINT; Schema: public; Owner: -

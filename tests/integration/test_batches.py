@@ -207,15 +207,6 @@ def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) 
     assert [r.action for r in cw.deliver_many(ids)] == ["succeeded"] * 4
 
 
-def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
-    cw = make_cw(send_concurrency=1)
-    groups = list(cw.engine.senders.in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
-    assert groups == [[(i, threading.get_ident()) for i in (1, 2, 3)]]
-    many = make_cw(send_concurrency=3)
-    [group] = many.engine.senders.in_groups(lambda x: x * 2, [1, 2, 3], every=60)
-    assert sorted(group) == [(1, 2), (2, 4), (3, 6)]
-
-
 class OneSlow:
     """Sends at once, except to ``slow-*`` recipients, which wait for ``release``."""
 
@@ -422,7 +413,7 @@ def test_each_recorded_outcome_logs_its_action(
             "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
         )
     notices = step_deliveries(committed_db, "notice")
-    caplog.set_level(logging.INFO, logger="chimeway.engine.deliver")
+    caplog.set_level(logging.INFO, logger="chimeway.engine.recording")
     cw.deliver_many([d for d, _ in notices.values()])
     by_delivery = {d: u.split("-")[0] for u, (d, _) in notices.items()}
     logged = {

@@ -354,7 +354,7 @@ PAST, FUTURE = "now() - interval '1 hour'", "now() + interval '1 hour'"
         ("failed", True, PAST, "now()", "succeeded", ""),
         ("failed", True, FUTURE, "now()", "skipped", "retry not due yet"),
         ("dispatched", True, None, PAST, "succeeded", ""),  # its worker went silent
-        ("dispatched", True, None, "now()", "skipped", "being sent by another worker"),
+        ("dispatched", True, None, "now()", "skipped", "being sent by another process"),
         ("succeeded", True, None, "now()", "skipped", "terminal (succeeded)"),
         ("cancelled", True, None, "now()", "skipped", "terminal (cancelled)"),
     ],
@@ -399,7 +399,7 @@ def test_claim_sends_only_what_is_due_and_requeues_what_comes_later(
         assert history == []
     # A send that is not due yet leaves a job for when it is; nothing else is queued.
     assert requeued == (
-        [(True,)] if why in ("retry not due yet", "being sent by another worker") else []
+        [(True,)] if why in ("retry not due yet", "being sent by another process") else []
     )
 
 

@@ -67,7 +67,21 @@ def test_nul_characters_and_nan_from_a_provider_are_stored(
             "SELECT error, provider_response FROM chimeway_delivery_attempts "
             "ORDER BY attempt_number"
         ).fetchall()
-    assert rows == [("bad\\u0000byte", {}), (None, {"x": None, "s": "a\\u0000b"})]
+    # Stored, sanitised, and the attempt says what was changed to store it.
+    assert rows == [
+        ("bad\\u0000byte", {"chimeway_sanitized": ["NUL escaped in error"]}),
+        (
+            None,
+            {
+                "x": None,
+                "s": "a\\u0000b",
+                "chimeway_sanitized": [
+                    "NaN or infinity replaced with null in meta.x",
+                    "NUL escaped in meta.s",
+                ],
+            },
+        ),
+    ]
     assert len(adapters["in_app"].requests) == 2
 
 
