@@ -207,11 +207,11 @@ def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) 
     assert [r.action for r in cw.deliver_many(ids)] == ["succeeded"] * 4
 
 
-def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
-    cw = make_cw(send_concurrency=1)
+def test_send_concurrency_one_sends_in_the_calling_thread(make_tx_cw: Any) -> None:
+    cw = make_tx_cw(send_concurrency=1)
     groups = list(cw.engine.senders.in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
     assert groups == [[(i, threading.get_ident()) for i in (1, 2, 3)]]
-    many = make_cw(send_concurrency=3)
+    many = make_tx_cw(send_concurrency=3)
     [group] = many.engine.senders.in_groups(lambda x: x * 2, [1, 2, 3], every=60)
     assert sorted(group) == [(1, 2), (2, 4), (3, 6)]
 
@@ -356,10 +356,10 @@ def test_the_sweep_leaves_deliveries_a_queued_chunk_holds(cw: Chimeway, committe
 @pytest.mark.parametrize("option", ["delivery_batch_size", "send_concurrency"])
 @pytest.mark.parametrize("value", [0, -1, True, 2.5, "5"])
 def test_batch_options_must_be_whole_numbers_of_at_least_one(
-    committed_db: str, option: str, value: Any
+    shared_db: str, option: str, value: Any
 ) -> None:
     with pytest.raises(InvalidArgument, match=f"{option} must be a whole number of at least 1"):
-        Chimeway(committed_db, **{option: value})
+        Chimeway(shared_db, **{option: value})
 
 
 def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
