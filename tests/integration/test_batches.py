@@ -347,10 +347,10 @@ def test_the_sweep_leaves_deliveries_a_queued_chunk_holds(cw: Chimeway, committe
 @pytest.mark.parametrize("option", ["delivery_batch_size", "send_concurrency"])
 @pytest.mark.parametrize("value", [0, -1, True, 2.5, "5"])
 def test_batch_options_must_be_whole_numbers_of_at_least_one(
-    committed_db: str, option: str, value: Any
+    shared_db: str, option: str, value: Any
 ) -> None:
     with pytest.raises(InvalidArgument, match=f"{option} must be a whole number of at least 1"):
-        Chimeway(committed_db, **{option: value})
+        Chimeway(shared_db, **{option: value})
 
 
 def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
