@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 S = DeliveryStatus
 
-#: Sends that finish within this many seconds of each other are recorded together.
-GATHER = 0.02
 #: How often the caller looks for sends past their deadline.
 WATCH = 1.0
 
@@ -60,6 +58,7 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
         lambda c: _send(engine, *c),
         lambda c: _lane(engine, c[0]),
         lambda _c, lane: sending.timed_out(lane),
+        lambda _c, lane: sending.never_started(lane),
         every=WATCH,
     ):
         sent = [Sent(delivery, outcome) for (delivery, _), outcome in group]
@@ -153,7 +152,7 @@ def _not_sendable(
         if run_id is not None:
             with logbook.held(), conn.transaction():
                 drive.progress_in(engine, conn, run_id)
-        return f"abandoned after {found.abandoned.takeovers} interrupted sends"
+        return f"abandoned after {found.abandoned.takeovers + 1} interrupted sends"
     status = found.was_status
     if status in (S.SUCCEEDED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED):
         return f"terminal ({status})"

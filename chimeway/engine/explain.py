@@ -189,6 +189,13 @@ def why(head: Header, attempts: list[Attempt]) -> str:
             return f"Not sent: the provider rejected it permanently on attempt {n}{error}."
         if reason == DeliveryReason.BOUNCED:
             return f"Not delivered: it bounced on attempt {n}{error}."
+        if reason == DeliveryReason.ABANDONED:
+            lost = sum(1 for a in attempts if (a.error or "").startswith("interrupted"))
+            return (
+                f"Not sent for sure: {lost} sends were interrupted (their process stopped "
+                "before it recorded an outcome, so each may or may not have reached the "
+                f"provider); abandoned after {lost - 1} takeovers."
+            )
         return f"Not sent: cancelled ({reason or 'manual'})."
     if status == DeliveryStatus.FAILED:
         return (

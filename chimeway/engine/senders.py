@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Sends that finish within this many seconds of each other come out in one group.
+GATHER = 0.02
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -38,6 +41,7 @@ class Lane:
 class _Running(Generic[T]):
     item: T
     lane: Lane
+    queued: float  # monotonic
     started: float | None = None  # monotonic, once a lane thread picked it up
 
 
@@ -54,32 +58,41 @@ class Senders:
         send: Callable[[T], R],
         lane: Callable[[T], Lane],
         timed_out: Callable[[T, Lane], R],
+        never_started: Callable[[T, Lane], R],
         *,
         every: float,
     ) -> Iterator[list[tuple[T, R]]]:
         """``send`` applied to every item on its lane's threads. The ``(item, result)``
-        pairs come out in groups of what finished within ``every`` seconds of each other;
-        an item still running past its lane's timeout yields ``timed_out(item, lane)``."""
+        pairs come out in groups of what finished at about the same time (each group as soon
+        as it did); ``every`` seconds at the most pass between two looks at the deadlines. An
+        item still running past its lane's timeout yields ``timed_out(item, lane)`` (its
+        call goes on in its thread: its late answer is only logged); one that waited that
+        long for a thread of its lane (all busy, e.g. hung) is not sent at all and yields
+        ``never_started(item, lane)``."""
         running: dict[Future[R], _Running[T]] = {}
         for item in items:
             where = lane(item)
-            entry = _Running(item, where)
+            entry = _Running(item, where, time.monotonic())
             future = self._executor(where).submit(self._started, entry, send)
             running[future] = entry
         pending = set(running)
         while pending:
             done, pending = wait(pending, timeout=every, return_when=FIRST_COMPLETED)
             if done and pending:  # let the others that finish about now join this group
-                more, pending = wait(pending, timeout=min(every, 0.01))
+                more, pending = wait(pending, timeout=min(every, GATHER))
                 done |= more
             group = [(running[f].item, f.result()) for f in done]
             now = time.monotonic()
             for future in list(pending):
                 entry = running[future]
-                if entry.started is not None and now - entry.started > entry.lane.timeout:
+                if entry.started is not None:
+                    if now - entry.started > entry.lane.timeout:
+                        pending.discard(future)
+                        future.add_done_callback(_late(entry.lane))
+                        group.append((entry.item, timed_out(entry.item, entry.lane)))
+                elif now - entry.queued > entry.lane.timeout and future.cancel():
                     pending.discard(future)
-                    future.add_done_callback(_late(entry.lane))
-                    group.append((entry.item, timed_out(entry.item, entry.lane)))
+                    group.append((entry.item, never_started(entry.item, entry.lane)))
             if group:
                 yield group
 

@@ -129,6 +129,18 @@ def timed_out(lane: Lane) -> Outcome:
     )
 
 
+def never_started(lane: Lane) -> Outcome:
+    """Every thread of the adapter's lane stayed busy (hung calls) past its deadline: the
+    send was not made. A ``temporary`` failure, retried later."""
+    return _outcome(
+        AttemptOutcome.FAILED,
+        ErrorClass.TEMPORARY,
+        f"not sent: every thread of the {lane.name} adapter stayed busy for {lane.timeout:g} s",
+        None,
+        {},
+    )
+
+
 def lane_for(adapter: Adapter, *, capacity: int, timeout: float) -> Lane:
     """The adapter's lane: its own ``capacity`` and ``timeout`` when it declares them (the
     built-in adapters do), else the engine's defaults. The engine waits a little longer than

@@ -138,7 +138,7 @@ WITH previous AS (
         status_changed_at = now(),
         terminal_at = CASE WHEN s.abandon THEN now() END,
         claimed_by = CASE WHEN s.abandon THEN NULL ELSE %(claimant)s::uuid END,
-        takeovers = d.takeovers + s.takeover::int
+        takeovers = d.takeovers + (s.takeover AND NOT s.abandon)::int
     FROM sendable s
     WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = s.id
     RETURNING d.*
