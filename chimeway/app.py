@@ -69,8 +69,10 @@ class Chimeway:
     ``dispatched`` before another worker may take it over (well above your slowest provider
     call: see docs/production.md). ``delivery_batch_size``: deliveries planned together (a
     fan-out, runs advancing together) share ``deliver`` jobs of up to this many; 1 gives one
-    job per delivery. ``send_concurrency``: adapter calls one process makes at once for such
-    jobs.
+    job per delivery. ``send_concurrency`` and ``send_timeout``: the lane (threads, deadline)
+    of an adapter that does not declare its own ``capacity`` and ``timeout``.
+    ``max_takeovers``: how often a send whose process stopped reporting is taken over before
+    the delivery is cancelled as ``abandoned``.
     """
 
     def __init__(
@@ -88,6 +90,8 @@ class Chimeway:
         maintenance: Maintenance | None = None,
         delivery_batch_size: int = 50,
         send_concurrency: int = 32,
+        send_timeout: dt.timedelta | None = None,
+        max_takeovers: int = 3,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
@@ -99,6 +103,8 @@ class Chimeway:
             maintenance=maintenance or Maintenance(),
             delivery_batch_size=delivery_batch_size,
             send_concurrency=send_concurrency,
+            send_timeout=send_timeout,
+            max_takeovers=max_takeovers,
         )
         #: The engine the services run on (internal: its shape may change).
         self.engine = Engine(

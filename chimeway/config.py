@@ -75,15 +75,38 @@ class Settings:
     maintenance: Maintenance = field(default_factory=Maintenance)
     #: Deliveries planned together share ``deliver_many`` jobs of up to this many.
     delivery_batch_size: int = 50
-    #: Adapter calls one process makes at once for such jobs.
+    #: Calls one process makes at once to an adapter that does not say (``capacity``).
     send_concurrency: int = 32
+    #: How long to wait for an adapter that does not say (``timeout``) before giving the
+    #: call up as an ``unknown`` failure; under ``stuck_after`` (default: a minute, or a
+    #: quarter of ``stuck_after`` if that is less).
+    send_timeout: dt.timedelta | None = None
+    #: How often a send whose process stopped reporting is taken over before the delivery
+    #: is cancelled as ``abandoned`` (the dead-letter end).
+    max_takeovers: int = 3
 
     def __post_init__(self) -> None:
         _whole("delivery_batch_size", self.delivery_batch_size)
         _whole("send_concurrency", self.send_concurrency)
+        _whole("max_takeovers", self.max_takeovers)
         if self.stuck_after <= dt.timedelta(0):
             raise InvalidArgument(f"stuck_after must be positive, not {self.stuck_after}")
+        if self.send_timeout is None:
+            object.__setattr__(
+                self, "send_timeout", min(dt.timedelta(seconds=60), self.stuck_after / 4)
+            )
+        if not dt.timedelta(0) < self.deadline < self.stuck_after:
+            raise InvalidArgument(
+                f"send_timeout must be positive and under stuck_after ({self.stuck_after}), "
+                f"not {self.send_timeout}"
+            )
         object.__setattr__(self, "retry", MappingProxyType(dict(self.retry)))
+
+    @property
+    def deadline(self) -> dt.timedelta:
+        """``send_timeout``, filled in."""
+        assert self.send_timeout is not None
+        return self.send_timeout
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.retry.get(channel, self.default_retry)

@@ -17,6 +17,8 @@ _CANCELLED = {
     DeliveryReason.RETRIES_EXHAUSTED: Outcome.RETRIES_EXHAUSTED,
     DeliveryReason.PERMANENT_FAILURE: Outcome.PERMANENT_FAILURE,
     DeliveryReason.BOUNCED: Outcome.BOUNCED,
+    # Dead-lettered after sends that never reported back: every attempt was lost.
+    DeliveryReason.ABANDONED: Outcome.RETRIES_EXHAUSTED,
 }
 
 

@@ -238,14 +238,14 @@ class _Walk:
         cost = 0 if frame.first else 1
         frame.first = False
         key: str | int = raw_key
+        secret = False
         if isinstance(frame.target, dict):
             # A key takes its length + 2 bytes at least: one that cannot fit is not cleaned.
             if isinstance(raw_key, str) and not self.fits(len(raw_key) + 3 + cost):
                 self.stop(None)
             else:
                 key = self.key(raw_key)
-                if is_secret(key):
-                    child = REDACTED
+                secret = is_secret(key)
                 if self.budget is not None:
                     cost += json_size(key) + 1
         if self.cut or not self.charge(cost, key):
@@ -254,7 +254,8 @@ class _Walk:
             else:
                 frame.target.append(TRUNCATED)
             return
-        out = self.value(child, key)
+        # A redacted value is all or nothing: the marker is never cut like text.
+        out = self.leaf(REDACTED, key) if secret else self.value(child, key)
         out = TRUNCATED if out is _CUT else out
         if isinstance(frame.target, dict):
             frame.target[str(key)] = out

@@ -233,6 +233,9 @@ class Delivery:
     updated_at: dt.datetime
     status_changed_at: dt.datetime
     terminal_at: dt.datetime | None
+    #: The process holding it while ``dispatched``, and how often a send was taken over.
+    claimed_by: uuid.UUID | None = None
+    takeovers: int = 0
     previous_status: DeliveryStatus | None = None  # set only by the moves that return it
 
     @property

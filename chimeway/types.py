@@ -1,7 +1,7 @@
 """Status vocabularies shared by Python and PostgreSQL.
 
 Each ``StrEnum`` here mirrors a PostgreSQL enum type named in :data:`PG_ENUMS`;
-``tests/migrations/test_enums.py`` fails if the two disagree.
+``tests/migrations/test_migrations.py`` fails if the two disagree.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class DeliveryReason(StrEnum):
     SUPERSEDED = "superseded"  # its run moved on while it was still retrying
     MANUAL = "manual"
     NO_ADDRESS = "no_address"  # the channel's adapter needs an address the profile lacks
+    ABANDONED = "abandoned"  # taken over too often without an outcome: the dead-letter end
 
 
 class OrchestrationState(StrEnum):

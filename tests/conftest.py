@@ -210,11 +210,30 @@ def shared_db(databases: Databases) -> Iterator[str]:
     yield from databases.create()
 
 
+#: Tables a test in a rolled-back transaction must leave empty on the shared database.
+SHARED_TABLES = (
+    "chimeway_events",
+    "chimeway_deliveries",
+    "chimeway_workflow_runs",
+    "chimeway_workflow_definitions",
+    "chimeway_signals",
+    "procrastinate_jobs",
+)
+
+
 @pytest.fixture
 def db(shared_db: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to a migrated database inside a transaction that is rolled back."""
-    with psycopg.connect(shared_db) as conn:
-        try:
-            yield conn
-        finally:
-            conn.rollback()
+    """A connection to a migrated database inside a transaction that is rolled back.
+
+    The transaction is open from the start, so the engine's savepoints stay savepoints (on
+    an idle connection psycopg's ``transaction()`` would begin and commit one of its own);
+    after the test, another connection checks that nothing was committed."""
+    with psycopg.connect(shared_db) as conn, conn.transaction(force_rollback=True):
+        yield conn
+    with psycopg.connect(shared_db) as other:
+        left = {
+            table: other.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
+            for table in SHARED_TABLES
+        }
+    committed = {table: row[0] for table, row in left.items() if row and row[0]}
+    assert committed == {}, f"a rolled-back test committed rows: {committed}"

@@ -43,17 +43,30 @@ def note(message: str) -> None:
 
 
 class ChimewayGroup(click.Group):
-    """Turns every :class:`ChimewayError` into one line on stderr and exit code 1."""
+    """Turns every error into one line on stderr and exit code 1: a :class:`ChimewayError`
+    says what is wrong; anything else (a bug) says only its type, since its message may
+    hold input values. ``--verbose`` adds the traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except ChimewayError as exc:
-            state = ctx.obj if isinstance(ctx.obj, CliState) else None
-            if state is not None and state.verbose:
-                traceback.print_exc(file=sys.stderr)
-            click.echo(f"Error: {exc.message}", err=True)
-            ctx.exit(1)
+            self._fail(ctx, exc.message)
+        except Exception as exc:
+            self._fail(
+                ctx,
+                f"unexpected {type(exc).__name__}; run with --verbose to see where",
+            )
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str) -> None:
+        state = ctx.find_object(CliState)
+        if state is not None and state.verbose:
+            traceback.print_exc(file=sys.stderr)
+        click.echo(f"Error: {message}", err=True)
+        ctx.exit(1)
 
 
 @click.group(cls=ChimewayGroup)

@@ -9,6 +9,7 @@ explicit, typed interface the services used to reach through the façade for.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import weakref
@@ -19,12 +20,14 @@ from typing import Any
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chimeway.adapters import Adapter
+from chimeway.adapters import Adapter, DeliveryRequest, Sent
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
+from chimeway.engine import logbook
 from chimeway.engine.batching import GroupCommit
 from chimeway.engine.catalog import Catalog
+from chimeway.engine.liveness import Liveness
 from chimeway.engine.senders import Senders
 from chimeway.errors import ConfigurationError, NotFound, translated
 from chimeway.feedback import FeedbackProvider, providers_by_name
@@ -33,6 +36,8 @@ from chimeway.profiles import ADDRESS_FIELDS
 from chimeway.store.jobs import Deferrer
 
 IDLE = TransactionStatus.IDLE
+#: The longest interval between two beats of a process that holds deliveries.
+BEAT_MAX = dt.timedelta(seconds=10)
 
 
 class Engine:
@@ -75,7 +80,12 @@ class Engine:
             self.register_notifier(notifier)
         self.catalog = Catalog()
         self.deferrer = Deferrer(settings.delivery_batch_size)
-        self.senders = Senders(settings.send_concurrency)
+        self.senders = Senders()
+        #: This process's beat while it holds claimed deliveries.
+        self.liveness = Liveness(
+            lambda: self.pool.connection(),  # noqa: PLW0108 (the pool opens on first use)
+            interval=min(max(settings.stuck_after / 10, dt.timedelta(seconds=1)), BEAT_MAX),
+        )
         self._pool_sizes = (pool_min_size, pool_max_size)
         self._pool_timeout = pool_timeout
         self._pool: ConnectionPool[Conn] | None = None
@@ -124,7 +134,7 @@ class Engine:
     def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
         """The caller's connection inside a savepoint, or a pool connection committing at
         the end; psycopg errors Chimeway can explain come out as Chimeway errors."""
-        with translated():
+        with translated(), logbook.held():
             if conn is not None and not conn.autocommit and conn.info.transaction_status == IDLE:
                 # Our first statement opens the caller's transaction, which is theirs to
                 # commit; on error nothing of theirs is in it yet, so roll it all back.
@@ -143,6 +153,7 @@ class Engine:
                     yield own
 
     def close(self) -> None:
+        self.liveness.close()
         self.senders.close()
         if self._pool is not None:
             self._pool.close()
@@ -163,13 +174,11 @@ class Engine:
             raise NotFound(f"no notifier {key!r} is registered (registered: {known})") from None
 
     def adapter_for(self, channel: str) -> Adapter:
+        """The channel's adapter; for a channel without one, an adapter that refuses every
+        send with a :class:`ConfigurationError` naming the channel (recorded as the
+        attempt's error and retried: the right worker may have it), never a silent one."""
         adapter = self.adapters.get(channel, self.default_adapter)
-        if adapter is None:
-            raise ConfigurationError(
-                f"no adapter for channel {channel!r}: pass adapters={{{channel!r}: ...}} "
-                "to Chimeway (or a default_adapter)"
-            )
-        return adapter
+        return adapter if adapter is not None else Unconfigured(channel)
 
     def address_for(self, channel: str) -> str | None:
         """The profile field (``email``, ``phone``) the channel's adapter sends to, if any."""
@@ -186,6 +195,21 @@ class Engine:
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.settings.retry_policy(channel)
+
+
+class Unconfigured:
+    """What sends a channel that has no adapter: nothing. Every send fails, naming it."""
+
+    name = "unconfigured"
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    def deliver(self, request: DeliveryRequest) -> Sent:
+        raise ConfigurationError(
+            f"no adapter for channel {self.channel!r}: pass adapters={{{self.channel!r}: ...}} "
+            "to Chimeway (or a default_adapter)"
+        )
 
 
 class IdleCheck:

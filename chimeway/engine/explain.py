@@ -11,6 +11,7 @@ from typing import Any
 
 from chimeway.db import Conn
 from chimeway.errors import InvalidArgument, NotFound
+from chimeway.inputs import identifier, limit
 from chimeway.results import (
     Attempt,
     Delivery,
@@ -29,14 +30,16 @@ MAX_LIMIT = 10_000
 
 
 def explain_run(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> RunExplanation:
-    return runs.explain(conn, tenant_id, run_id)
+    return runs.explain(conn, _tenant(tenant_id), run_id)
 
 
 def list_traces(
     conn: Conn, tenant_id: str, run_id: uuid.UUID, limit: int | None = None
 ) -> list[Transition]:
     """The run's transitions, oldest first (at most ``limit``)."""
-    return runs.list_traces(conn, tenant_id, run_id, None if limit is None else _limit(limit))
+    return runs.list_traces(
+        conn, _tenant(tenant_id), run_id, None if limit is None else _limit(limit)
+    )
 
 
 def list_runs(
@@ -48,28 +51,32 @@ def list_runs(
     limit: int = 50,
 ) -> list[RunExplanation]:
     """A tenant's runs, newest first."""
+    if workflow_key is not None:
+        identifier("workflow_key", workflow_key, InvalidArgument)
     return runs.list_runs(
-        conn, tenant_id, state=state, workflow_key=workflow_key, limit=_limit(limit)
+        conn, _tenant(tenant_id), state=state, workflow_key=workflow_key, limit=_limit(limit)
     )
 
 
 def run_delivery_ids(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of a run's deliveries, in step order."""
-    return runs.delivery_ids(conn, tenant_id, run_id)
+    return runs.delivery_ids(conn, _tenant(tenant_id), run_id)
 
 
 def delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delivery:
-    return deliveries.get_for_tenant(conn, tenant_id, delivery_id)
+    return deliveries.get_for_tenant(conn, _tenant(tenant_id), delivery_id)
 
 
 def _limit(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
-        raise InvalidArgument(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {value!r}")
-    return value
+    return limit("limit", value, InvalidArgument, maximum=MAX_LIMIT)
+
+
+def _tenant(value: Any) -> str:
+    return identifier("tenant_id", value, InvalidArgument)
 
 
 def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DeliveryExplanation:
-    head = deliveries.explain_header(conn, tenant_id, delivery_id)
+    head = deliveries.explain_header(conn, _tenant(tenant_id), delivery_id)
     if head is None:
         raise NotFound(f"delivery {delivery_id} not found")
     attempts = deliveries.attempts(conn, delivery_id)
@@ -222,6 +229,13 @@ def why(head: Header, attempts: list[Attempt], feedback: Sequence[Received] = ()
             return f"Not sent: the provider rejected it permanently on attempt {n}{error}."
         if reason == DeliveryReason.BOUNCED:
             return f"Not delivered: it bounced on attempt {n}{error}."
+        if reason == DeliveryReason.ABANDONED:
+            lost = sum(1 for a in attempts if (a.error or "").startswith("interrupted"))
+            return (
+                f"Not sent for sure: {lost} sends were interrupted (their process stopped "
+                "before it recorded an outcome, so each may or may not have reached the "
+                f"provider); abandoned after {lost - 1} takeovers."
+            )
         return f"Not sent: cancelled ({reason or 'manual'})."
     if status == DeliveryStatus.FAILED:
         return (

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 
+from chimeway.engine import logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_due_runs
 from chimeway.results import SweepReport
@@ -36,7 +37,7 @@ def sweep(
     say(f"{armed} timer(s) armed; resuming due deferred deliveries")
     resumed = 0
     while True:
-        with engine.pool.connection() as conn, conn.transaction():
+        with logbook.held(), engine.pool.connection() as conn, conn.transaction():
             ids = deliveries.resume_deferred(conn, settings.batch_size)
             try:
                 with conn.transaction():

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from chimeway.db import Conn
+from chimeway.engine import logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import resume_on_signal
 from chimeway.errors import InvalidSignal
-from chimeway.inputs import json_object, non_blank
+from chimeway.inputs import identifier, json_object
 from chimeway.redaction import redact
 from chimeway.results import Routed, SignalTracked
 from chimeway.store import deliveries, runs, signals
@@ -31,15 +32,11 @@ def validate(
     tenant_id: Any, actor_id: Any, event_name: Any, payload: Any, idempotency_key: Any
 ) -> dict[str, Any]:
     """The signal's payload once every argument is known to be valid; else InvalidSignal."""
-    non_blank("tenant_id", tenant_id, InvalidSignal)
-    non_blank("actor_id", actor_id, InvalidSignal)
-    non_blank("event_name", event_name, InvalidSignal)
-    if len(event_name) > MAX_EVENT_NAME:
-        raise InvalidSignal(
-            f"event_name is {len(event_name)} characters long; at most {MAX_EVENT_NAME} allowed"
-        )
+    identifier("tenant_id", tenant_id, InvalidSignal)
+    identifier("actor_id", actor_id, InvalidSignal)
+    identifier("event_name", event_name, InvalidSignal, max_chars=MAX_EVENT_NAME)
     if idempotency_key is not None:
-        non_blank("idempotency_key", idempotency_key, InvalidSignal)
+        identifier("idempotency_key", idempotency_key, InvalidSignal)
     return {} if payload is None else json_object("payload", payload, InvalidSignal)
 
 
@@ -101,7 +98,7 @@ def route_signal(engine: Engine, conn: Conn, signal_id: uuid.UUID) -> Routed:
 
 def route_signal_now(engine: Engine, signal_id: uuid.UUID) -> Routed:
     """:func:`route_signal` in a transaction of its own (what the job does)."""
-    with engine.pool.connection() as conn, conn.transaction():
+    with logbook.held(), engine.pool.connection() as conn, conn.transaction():
         return route_signal(engine, conn, signal_id)
 
 

@@ -20,7 +20,7 @@ from chimeway.engine import planning, recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_planned
 from chimeway.errors import InvalidTrigger
-from chimeway.inputs import json_object, non_blank
+from chimeway.inputs import identifier, json_object
 from chimeway.notifiers import (
     Notifier,
     PlannedNotification,
@@ -44,10 +44,10 @@ def trigger(
     correlation_id: str | None = None,
     conn: Conn | None = None,
 ) -> Triggered | Duplicate:
-    tenant_id = non_blank("tenant_id", tenant_id, InvalidTrigger)
-    idempotency_key = non_blank("idempotency_key", idempotency_key, InvalidTrigger)
+    tenant_id = identifier("tenant_id", tenant_id, InvalidTrigger)
+    idempotency_key = identifier("idempotency_key", idempotency_key, InvalidTrigger)
     if correlation_id is not None:
-        non_blank("correlation_id", correlation_id, InvalidTrigger)
+        identifier("correlation_id", correlation_id, InvalidTrigger)
     payload = json_object("params", params, InvalidTrigger)
     resolved = resolve_notifier(notifier)
     plans = [

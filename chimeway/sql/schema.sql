@@ -40,7 +40,8 @@ CREATE TYPE public.chimeway_delivery_reason AS ENUM (
     'already_read',
     'superseded',
     'manual',
-    'no_address'
+    'no_address',
+    'abandoned'
 );
 
 --
@@ -692,10 +693,13 @@ CREATE TABLE public.chimeway_deliveries (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
     terminal_at timestamp with time zone,
+    claimed_by uuid,
+    takeovers integer DEFAULT 0 NOT NULL,
     CONSTRAINT chimeway_deliveries_channel_check CHECK ((btrim(channel) <> ''::text)),
     CONSTRAINT chimeway_deliveries_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT chimeway_deliveries_reason_only_when_ended CHECK (((suppression_reason IS NULL) OR (status = ANY (ARRAY['suppressed'::public.chimeway_delivery_status, 'cancelled'::public.chimeway_delivery_status])))),
-    CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL)))
+    CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
+    CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
 );
 
 --
@@ -843,6 +847,19 @@ ALTER TABLE public.chimeway_preferences ALTER COLUMN id ADD GENERATED ALWAYS AS 
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+--
+-- Name: chimeway_processes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_processes (
+    id uuid NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    beat_at timestamp with time zone DEFAULT now() NOT NULL,
+    alive_since timestamp with time zone DEFAULT now() NOT NULL
 );
 
 --
@@ -1174,6 +1191,13 @@ ALTER TABLE ONLY public.chimeway_notifications
 
 ALTER TABLE ONLY public.chimeway_preferences
     ADD CONSTRAINT chimeway_preferences_pkey PRIMARY KEY (id);
+
+--
+-- Name: chimeway_processes chimeway_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_processes
+    ADD CONSTRAINT chimeway_processes_pkey PRIMARY KEY (id);
 
 --
 -- Name: chimeway_recipients chimeway_recipients_pkey; Type: CONSTRAINT; Schema: public; Owner: -

@@ -207,8 +207,10 @@ def transition(
 
 @dataclass(frozen=True)
 class Claim:
-    """What :func:`claim` found: the delivery as it was and, if it was sendable, the
-    delivery moved to ``dispatched``."""
+    """What :func:`claim_many` found: the delivery as it was and, if it was sendable, the
+    delivery moved to ``dispatched`` (or, taken over too often, to ``cancelled(abandoned)``).
+    ``attempts`` counts the attempts recorded before this send (an interrupted send that was
+    taken over included), so this send is attempt ``attempts + 1``."""
 
     was_status: DeliveryStatus
     was_orchestration_state: OrchestrationState
@@ -217,24 +219,37 @@ class Claim:
     now: dt.datetime
     attempts: int
     dispatched: Delivery | None
+    abandoned: Delivery | None = None
 
 
 _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
 
 
 def claim_many(
-    conn: Conn, delivery_ids: Sequence[uuid.UUID], stuck_after: dt.timedelta
+    conn: Conn,
+    delivery_ids: Sequence[uuid.UUID],
+    stuck_after: dt.timedelta,
+    *,
+    claimant: uuid.UUID | None = None,
+    max_takeovers: int = 3,
 ) -> dict[uuid.UUID, Claim]:
-    """Move each delivery to ``dispatched`` if it may be sent now, in one statement: the
-    claim form of :func:`transition` (same guard, same history row), whose sendability test
-    (ready; pending, failed and due for its retry, or dispatched by a worker silent for
-    ``stuck_after``) needs the row's times on the database's clock. Missing ids are left
-    out."""
+    """Move each delivery to ``dispatched``, held by ``claimant``, if it may be sent now, in
+    one statement: the claim form of :func:`transition_many` (same guard, same history row).
+    Its sendability test (ready; pending, failed and due for its retry, or dispatched by a
+    claimant silent for ``stuck_after``) needs the rows' times on the database's clock. A
+    takeover records the lost send as an interrupted attempt; past ``max_takeovers`` the
+    delivery is cancelled as ``abandoned`` instead. Missing ids are left out."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             db.query("delivery_claim"),
-            {"ids": list(delivery_ids), "stuck_after": stuck_after, "from_statuses": origins},
+            {
+                "ids": list(delivery_ids),
+                "stuck_after": stuck_after,
+                "from_statuses": origins,
+                "claimant": claimant,
+                "max_takeovers": max_takeovers,
+            },
         ).fetchall()
     claims = {}
     for row in rows:
@@ -244,6 +259,7 @@ def claim_many(
                 **{name: row[name] for name in _DELIVERY_FIELDS if name != "previous_status"},
                 previous_status=row["was_status"],
             )
+        dispatched = moved if moved is not None and moved.status == "dispatched" else None
         claims[row["claimed_id"]] = Claim(
             was_status=DeliveryStatus(row["was_status"]),
             was_orchestration_state=OrchestrationState(row["was_orchestration_state"]),
@@ -251,7 +267,8 @@ def claim_many(
             takeover_at=row["takeover_at"],
             now=row["db_now"],
             attempts=int(row["attempts"]),
-            dispatched=moved,
+            dispatched=dispatched,
+            abandoned=moved if moved is not None and dispatched is None else None,
         )
     return claims
 
@@ -390,3 +407,8 @@ def waiting_by_channel(conn: Conn) -> dict[str, int]:
     """Channel -> deliveries a worker will still send (pending, dispatched, failed)."""
     rows = conn.execute(db.query("deliveries_waiting_by_channel")).fetchall()
     return {str(channel): int(waiting) for channel, waiting in rows}
+
+
+def release(conn: Conn, delivery_ids: Sequence[uuid.UUID], claimant: uuid.UUID) -> None:
+    """``claimant`` gives up its hold on these dispatched deliveries."""
+    conn.execute(db.query("deliveries_release"), {"ids": list(delivery_ids), "claimant": claimant})

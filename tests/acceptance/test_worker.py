@@ -150,7 +150,7 @@ def test_signals_for_another_tenant_or_actor_touch_nothing(
     cw.close()
 
 
-def test_kill_9_mid_delivery_recovers_with_one_succeeded_attempt(
+def test_kill_9_mid_delivery_recovers_with_the_lost_send_recorded(
     workers: Workers, app_env: Any, committed_db: str, tmp_path: Path
 ) -> None:
     (tmp_path / "block").write_text("")
@@ -175,14 +175,19 @@ def test_kill_9_mid_delivery_recovers_with_one_succeeded_attempt(
     )
     assert rescuer.stop() == 0
     first = result.delivery_ids[0]
+    # The killed worker's send is recorded by the takeover as an interrupted attempt (it may
+    # or may not have reached the provider); the rescuer's send is attempt 2.
     assert (
         scalar(
             committed_db,
-            "SELECT string_agg(outcome::text, ',') FROM chimeway_delivery_attempts "
-            "WHERE delivery_id = %s",
+            "SELECT string_agg(outcome || ':' || coalesce(error_class::text, '-'), ',' "
+            "ORDER BY attempt_number) FROM chimeway_delivery_attempts WHERE delivery_id = %s",
             first,
         )
-        == "succeeded"
+        == "failed:unknown,succeeded:-"
+    )
+    assert (
+        scalar(committed_db, "SELECT takeovers FROM chimeway_deliveries WHERE id = %s", first) == 1
     )
     assert (
         scalar(committed_db, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'") == 0

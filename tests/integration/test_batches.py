@@ -207,15 +207,6 @@ def test_the_sends_of_a_batch_run_side_by_side(make_cw: Any, committed_db: str) 
     assert [r.action for r in cw.deliver_many(ids)] == ["succeeded"] * 4
 
 
-def test_send_concurrency_one_sends_in_the_calling_thread(make_cw: Any) -> None:
-    cw = make_cw(send_concurrency=1)
-    groups = list(cw.engine.senders.in_groups(lambda _: threading.get_ident(), [1, 2, 3], every=60))
-    assert groups == [[(i, threading.get_ident()) for i in (1, 2, 3)]]
-    many = make_cw(send_concurrency=3)
-    [group] = many.engine.senders.in_groups(lambda x: x * 2, [1, 2, 3], every=60)
-    assert sorted(group) == [(1, 2), (2, 4), (3, 6)]
-
-
 class OneSlow:
     """Sends at once, except to ``slow-*`` recipients, which wait for ``release``."""
 
@@ -356,10 +347,10 @@ def test_the_sweep_leaves_deliveries_a_queued_chunk_holds(cw: Chimeway, committe
 @pytest.mark.parametrize("option", ["delivery_batch_size", "send_concurrency"])
 @pytest.mark.parametrize("value", [0, -1, True, 2.5, "5"])
 def test_batch_options_must_be_whole_numbers_of_at_least_one(
-    committed_db: str, option: str, value: Any
+    shared_db: str, option: str, value: Any
 ) -> None:
     with pytest.raises(InvalidArgument, match=f"{option} must be a whole number of at least 1"):
-        Chimeway(committed_db, **{option: value})
+        Chimeway(shared_db, **{option: value})
 
 
 def test_a_signal_that_came_early_cancels_only_its_own_run_in_a_batch(
@@ -422,7 +413,7 @@ def test_each_recorded_outcome_logs_its_action(
             "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
         )
     notices = step_deliveries(committed_db, "notice")
-    caplog.set_level(logging.INFO, logger="chimeway.engine.deliver")
+    caplog.set_level(logging.INFO, logger="chimeway.engine.recording")
     cw.deliver_many([d for d, _ in notices.values()])
     by_delivery = {d: u.split("-")[0] for u, (d, _) in notices.items()}
     logged = {

@@ -31,58 +31,65 @@ from tests.integration.conftest import IMMEDIATE, Recorders, concurrently
 from tests.integration.notifiers import Welcome
 
 
-def one_delivery(cw: Chimeway, tenant: str = "t", key: str = "k") -> uuid.UUID:
-    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id=tenant, idempotency_key=key)
+def one_delivery(
+    cw: Chimeway, tenant: str = "t", key: str = "k", conn: psycopg.Connection[Any] | None = None
+) -> uuid.UUID:
+    result = cw.trigger(
+        Welcome, {"users": ["u1"]}, tenant_id=tenant, idempotency_key=key, conn=conn
+    )
     assert isinstance(result, Triggered)
     return result.delivery_ids[0]
 
 
-def attempt_numbers(url: str, delivery_id: uuid.UUID) -> list[int]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT attempt_number FROM chimeway_delivery_attempts WHERE delivery_id = %s "
-            "ORDER BY attempt_number",
-            [delivery_id],
-        )
-        return [r[0] for r in rows]
+def attempt_numbers(where: str | psycopg.Connection[Any], delivery_id: uuid.UUID) -> list[int]:
+    """The delivery's attempt numbers, read through a connection (inside its transaction)
+    or on a database URL."""
+    query = (
+        "SELECT attempt_number FROM chimeway_delivery_attempts WHERE delivery_id = %s "
+        "ORDER BY attempt_number"
+    )
+    if isinstance(where, psycopg.Connection):
+        return [r[0] for r in where.execute(query, [delivery_id])]
+    with psycopg.connect(where) as conn:
+        return [r[0] for r in conn.execute(query, [delivery_id])]
 
 
 def test_drain_sends_through_the_adapter_and_succeeds(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    delivery = cw.delivery("t", delivery_id)
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    delivery = tx_cw.delivery("t", delivery_id, conn=db)
     assert delivery.status == DeliveryStatus.SUCCEEDED
     assert delivery.provider_message_id == f"recorded-{delivery_id}"
     [request] = adapters["in_app"].sent
     assert request.idempotency_key == str(delivery_id)
     assert request.content["headline"] == "Welcome u1"
-    assert attempt_numbers(committed_db, delivery_id) == [1]
+    assert attempt_numbers(db, delivery_id) == [1]
 
 
 def test_temporary_failures_retry_until_success(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
     adapters["in_app"].then(*[Temporary("timeout")] * 4)
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    assert cw.delivery("t", delivery_id).status == DeliveryStatus.SUCCEEDED
-    assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    assert tx_cw.delivery("t", delivery_id, conn=db).status == DeliveryStatus.SUCCEEDED
+    assert attempt_numbers(db, delivery_id) == [1, 2, 3, 4, 5]
     assert len(adapters["in_app"].requests) == 5
 
 
 def test_five_temporary_failures_exhaust_retries(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
     adapters["in_app"].then(*[Temporary("timeout")] * 5)
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    delivery = cw.delivery("t", delivery_id)
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    delivery = tx_cw.delivery("t", delivery_id, conn=db)
     assert delivery.status == DeliveryStatus.CANCELLED
     assert delivery.suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
-    assert attempt_numbers(committed_db, delivery_id) == [1, 2, 3, 4, 5]
-    history = [(t.from_status, t.to_status) for t in _transitions(cw, delivery_id)]
+    assert attempt_numbers(db, delivery_id) == [1, 2, 3, 4, 5]
+    history = [(t.from_status, t.to_status) for t in deliveries.transitions(db, delivery_id)]
     assert history[-2:] == [("dispatched", "failed"), ("failed", "cancelled")]
 
 
@@ -94,29 +101,32 @@ def test_five_temporary_failures_exhaust_retries(
     ],
 )
 def test_permanent_and_bounced_end_on_attempt_one(
-    cw: Chimeway, adapters: Recorders, committed_db: str, failure: Exception, reason: str
+    tx_cw: Chimeway,
+    adapters: Recorders,
+    db: psycopg.Connection[Any],
+    failure: Exception,
+    reason: str,
 ) -> None:
     adapters["in_app"].then(failure)
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    delivery = cw.delivery("t", delivery_id)
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    delivery = tx_cw.delivery("t", delivery_id, conn=db)
     assert (delivery.status, delivery.suppression_reason) == (DeliveryStatus.CANCELLED, reason)
-    assert attempt_numbers(committed_db, delivery_id) == [1]
+    assert attempt_numbers(db, delivery_id) == [1]
 
 
 def test_unexpected_adapter_exception_is_a_recorded_temporary_failure(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
     adapters["in_app"].then(ZeroDivisionError("boom"))
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    assert cw.delivery("t", delivery_id).status == DeliveryStatus.SUCCEEDED
-    with psycopg.connect(committed_db) as conn:
-        first = conn.execute(
-            "SELECT outcome, error_class, error FROM chimeway_delivery_attempts "
-            "WHERE delivery_id = %s AND attempt_number = 1",
-            [delivery_id],
-        ).fetchone()
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    assert tx_cw.delivery("t", delivery_id, conn=db).status == DeliveryStatus.SUCCEEDED
+    first = db.execute(
+        "SELECT outcome, error_class, error FROM chimeway_delivery_attempts "
+        "WHERE delivery_id = %s AND attempt_number = 1",
+        [delivery_id],
+    ).fetchone()
     assert first == ("failed", "unknown", "ZeroDivisionError: boom")
 
 
@@ -143,29 +153,29 @@ def test_retry_is_scheduled_with_backoff(
 
 
 def test_max_attempts_is_configurable_per_channel(
-    make_cw: Any, adapters: Recorders, committed_db: str
+    make_tx_cw: Any, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
-    cw = make_cw(retry={"in_app": RetryPolicy(max_attempts=2, base_delay=IMMEDIATE.base_delay)})
+    cw = make_tx_cw(retry={"in_app": RetryPolicy(max_attempts=2, base_delay=IMMEDIATE.base_delay)})
     adapters["in_app"].then(Temporary("x"), Temporary("y"))
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    assert cw.delivery("t", delivery_id).suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
-    assert attempt_numbers(committed_db, delivery_id) == [1, 2]
+    delivery_id = one_delivery(cw, conn=db)
+    drain(cw, conn=db)
+    delivery = cw.delivery("t", delivery_id, conn=db)
+    assert delivery.suppression_reason == DeliveryReason.RETRIES_EXHAUSTED
+    assert attempt_numbers(db, delivery_id) == [1, 2]
 
 
 def test_provider_responses_are_stored_redacted(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
     adapters["in_app"].then(
         Sent("m-1", meta={"status": 202, "api_key": "k", "nested": {"Auth-Token": "t", "ok": 1}})
     )
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    with psycopg.connect(committed_db) as conn:
-        [response] = conn.execute(
-            "SELECT provider_response FROM chimeway_delivery_attempts WHERE delivery_id = %s",
-            [delivery_id],
-        ).fetchone()
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    [response] = db.execute(
+        "SELECT provider_response FROM chimeway_delivery_attempts WHERE delivery_id = %s",
+        [delivery_id],
+    ).fetchone()
     assert response == {
         "status": 202,
         "api_key": REDACTED,
@@ -230,14 +240,16 @@ def test_attempt_numbers_stay_contiguous_under_concurrent_records(
     assert attempt_numbers(committed_db, delivery_id) == list(range(1, 9))
 
 
-def test_illegal_move_raises_invalid_transition(cw: Chimeway) -> None:
-    delivery_id = one_delivery(cw)
+def test_illegal_move_raises_invalid_transition(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    delivery_id = one_delivery(tx_cw, conn=db)
     with (
         pytest.raises(InvalidTransition, match="cannot move from pending to succeeded"),
-        cw.transaction() as conn,
+        tx_cw.transaction(db) as conn,  # a savepoint, rolled back by the error
     ):
         deliveries.transition(conn, delivery_id, DeliveryStatus.SUCCEEDED, reason="x")
-    assert cw.delivery("t", delivery_id).status == DeliveryStatus.PENDING
+    assert tx_cw.delivery("t", delivery_id, conn=db).status == DeliveryStatus.PENDING
 
 
 def test_allowed_table_matches_design() -> None:
@@ -258,11 +270,6 @@ def test_allowed_table_matches_design() -> None:
     }
 
 
-def _transitions(cw: Chimeway, delivery_id: uuid.UUID) -> list[deliveries.DeliveryTransition]:
-    with cw.transaction() as conn:
-        return deliveries.transitions(conn, delivery_id)
-
-
 # -- explain_delivery ---------------------------------------------------------------------
 
 
@@ -271,6 +278,8 @@ def events(explanation: Any) -> list[str]:
 
 
 def test_explain_succeeded_delivery(cw: Chimeway) -> None:
+    # Committed: the timeline is in time order, and inside one transaction every entry
+    # would carry the same now().
     delivery_id = one_delivery(cw)
     drain(cw)
     explained = cw.explain_delivery("t", delivery_id)
@@ -286,11 +295,13 @@ def test_explain_succeeded_delivery(cw: Chimeway) -> None:
     ]
 
 
-def test_explain_retried_then_exhausted_delivery(cw: Chimeway, adapters: Recorders) -> None:
+def test_explain_retried_then_exhausted_delivery(
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
+) -> None:
     adapters["in_app"].then(*[Temporary("503 from provider")] * 5)
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    explained = cw.explain_delivery("t", delivery_id)
+    delivery_id = one_delivery(tx_cw, conn=db)
+    drain(tx_cw, conn=db)
+    explained = tx_cw.explain_delivery("t", delivery_id, conn=db)
     assert not explained.sent
     assert explained.why == (
         "Not sent: all 5 attempts failed temporarily; the last error was: 503 from provider."
@@ -300,19 +311,19 @@ def test_explain_retried_then_exhausted_delivery(cw: Chimeway, adapters: Recorde
 
 
 def test_explain_retried_delivery_awaiting_its_next_attempt(
-    make_cw: Any, adapters: Recorders
+    make_tx_cw: Any, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
-    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(minutes=5), jitter=0))
+    cw = make_tx_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(minutes=5), jitter=0))
     adapters["in_app"].then(Temporary("timeout"))
-    delivery_id = one_delivery(cw)
-    drain(cw)
-    why = cw.explain_delivery("t", delivery_id).why
+    delivery_id = one_delivery(cw, conn=db)
+    drain(cw, conn=db)
+    why = cw.explain_delivery("t", delivery_id, conn=db).why
     assert why.startswith("Not sent yet: attempt 1 of 5 failed temporarily: timeout; the next")
 
 
-def test_explain_suppressed_delivery(cw: Chimeway) -> None:
-    delivery_id = one_delivery(cw)
-    with cw.transaction() as conn:
+def test_explain_suppressed_delivery(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    delivery_id = one_delivery(tx_cw, conn=db)
+    with tx_cw.transaction(db) as conn:
         deliveries.transition(
             conn,
             delivery_id,
@@ -320,25 +331,27 @@ def test_explain_suppressed_delivery(cw: Chimeway) -> None:
             reason="channel disabled by user",
             suppression_reason=DeliveryReason.CHANNEL_DISABLED,
         )
-    explained = cw.explain_delivery("t", delivery_id)
+    explained = tx_cw.explain_delivery("t", delivery_id, conn=db)
     assert explained.why == "Not sent: suppressed (channel_disabled) before any attempt."
     assert events(explained)[-1] == "delivery_suppressed"
     assert explained.timeline[-1].detail["reason"] == "channel disabled by user"
 
 
-def test_explain_pending_delivery(cw: Chimeway) -> None:
-    delivery_id = one_delivery(cw)
-    assert cw.explain_delivery("t", delivery_id).why == (
+def test_explain_pending_delivery(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    delivery_id = one_delivery(tx_cw, conn=db)
+    assert tx_cw.explain_delivery("t", delivery_id, conn=db).why == (
         "Not sent yet: its delivery job is waiting for a worker."
     )
 
 
-def test_explain_hides_other_tenants_deliveries(cw: Chimeway) -> None:
-    delivery_id = one_delivery(cw, tenant="t1")
+def test_explain_hides_other_tenants_deliveries(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    delivery_id = one_delivery(tx_cw, tenant="t1", conn=db)
     with pytest.raises(NotFound) as other:
-        cw.explain_delivery("t2", delivery_id)
+        tx_cw.explain_delivery("t2", delivery_id, conn=db)
     with pytest.raises(NotFound) as missing:
-        cw.explain_delivery("t2", uuid.uuid4())
+        tx_cw.explain_delivery("t2", uuid.uuid4(), conn=db)
     assert str(other.value).replace(str(delivery_id), "ID") == str(missing.value).replace(
         str(missing.value).split()[1], "ID"
     )
@@ -357,7 +370,7 @@ PAST, FUTURE = "now() - interval '1 hour'", "now() + interval '1 hour'"
         ("failed", True, PAST, "now()", "succeeded", ""),
         ("failed", True, FUTURE, "now()", "skipped", "retry not due yet"),
         ("dispatched", True, None, PAST, "succeeded", ""),  # its worker went silent
-        ("dispatched", True, None, "now()", "skipped", "being sent by another worker"),
+        ("dispatched", True, None, "now()", "skipped", "being sent by another process"),
         ("succeeded", True, None, "now()", "skipped", "terminal (succeeded)"),
         ("cancelled", True, None, "now()", "skipped", "terminal (cancelled)"),
     ],
@@ -402,7 +415,7 @@ def test_claim_sends_only_what_is_due_and_requeues_what_comes_later(
         assert history == []
     # A send that is not due yet leaves a job for when it is; nothing else is queued.
     assert requeued == (
-        [(True,)] if why in ("retry not due yet", "being sent by another worker") else []
+        [(True,)] if why in ("retry not due yet", "being sent by another process") else []
     )
 
 

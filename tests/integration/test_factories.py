@@ -149,11 +149,13 @@ def test_every_delivery_status_can_be_built(
 
 
 def test_bad_requests_are_refused(shared_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    before = count(db, "SELECT count(*) FROM chimeway_workflow_runs")
     with pytest.raises(InvalidArgument, match="no step 'nowhere'"):
         make_run(shared_cw, ESCALATE, step="nowhere", conn=db)
-    db.rollback()
     with pytest.raises(InvalidArgument, match="needs a WaitUntil on step 'sms'"):
         make_run(shared_cw, ESCALATE, state="waiting", step="sms", conn=db)
+    # Each refusal rolled back its savepoint: nothing of either run is left.
+    assert count(db, "SELECT count(*) FROM chimeway_workflow_runs") == before
 
 
 def test_the_run_completes_through_the_engine(

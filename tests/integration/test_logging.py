@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import psycopg
 import pytest
 
 from chimeway import Chimeway, Triggered
@@ -13,14 +15,14 @@ from tests.integration.test_progression import WAIT_30M
 
 
 def test_state_changes_log_action_tenant_and_ids(
-    cw: Chimeway, caplog: pytest.LogCaptureFixture
+    tx_cw: Chimeway, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="chimeway")
-    result = cw.trigger(
-        WithWorkflow(WAIT_30M), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
+    result = tx_cw.trigger(
+        WithWorkflow(WAIT_30M), {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db
     )
     assert isinstance(result, Triggered)
-    drain(cw)
+    drain(tx_cw, conn=db)
     records = [r for r in caplog.records if r.name.startswith("chimeway.")]
     actions = [getattr(r, "action", None) for r in records]
     assert actions[:3] == ["delivery.dispatched", "delivery.succeeded", "run.waiting"]

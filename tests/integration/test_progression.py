@@ -29,6 +29,7 @@ from chimeway import (
     WorkflowVersionConflict,
     workflows,
 )
+from chimeway.db import Conn
 from chimeway.engine.progression import progress_timer
 from chimeway.store import deliveries
 from chimeway.testing import drain
@@ -58,32 +59,46 @@ def start(
     users: list[str] | None = None,
     key: str = "k",
     tenant: str = "t",
+    conn: Conn | None = None,
 ) -> Triggered:
     result = cw.trigger(
-        WithWorkflow(workflow), {"users": users or ["u1"]}, tenant_id=tenant, idempotency_key=key
+        WithWorkflow(workflow),
+        {"users": users or ["u1"]},
+        tenant_id=tenant,
+        idempotency_key=key,
+        conn=conn,
     )
     assert isinstance(result, Triggered)
     return result
 
 
-def run_of(cw: Chimeway, run_id: uuid.UUID) -> workflows.Run:
-    with cw.transaction() as conn:
-        return workflows.get_run(conn, run_id)
+def run_of(cw: Chimeway, run_id: uuid.UUID, conn: Conn | None = None) -> workflows.Run:
+    with cw.transaction(conn) as tx:
+        return workflows.get_run(tx, run_id)
 
 
-def reasons(cw: Chimeway, run_id: uuid.UUID, tenant: str = "t") -> list[str]:
-    return [t.reason for t in cw.workflows.list_traces(tenant, run_id)]
+def reasons(
+    cw: Chimeway, run_id: uuid.UUID, tenant: str = "t", conn: Conn | None = None
+) -> list[str]:
+    return [t.reason for t in cw.workflows.list_traces(tenant, run_id, conn=conn)]
 
 
-def run_deliveries(url: str, run_id: uuid.UUID) -> list[tuple[str, str]]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT st.step_key, d.status::text FROM chimeway_deliveries d "
-            "JOIN chimeway_workflow_steps st ON st.id = d.workflow_step_id "
-            "WHERE d.workflow_run_id = %s ORDER BY st.step_order",
-            [run_id],
-        )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+RUN_DELIVERIES = (
+    "SELECT st.step_key, d.status::text FROM chimeway_deliveries d "
+    "JOIN chimeway_workflow_steps st ON st.id = d.workflow_step_id "
+    "WHERE d.workflow_run_id = %s ORDER BY st.step_order"
+)
+
+
+def run_deliveries(where: str | Conn, run_id: uuid.UUID) -> list[tuple[str, str]]:
+    """The run's deliveries as (step, status), read through a connection (inside its
+    transaction) or on a database URL."""
+    if isinstance(where, psycopg.Connection):
+        rows = where.execute(RUN_DELIVERIES, [run_id]).fetchall()
+    else:
+        with psycopg.connect(where) as conn:
+            rows = conn.execute(RUN_DELIVERIES, [run_id]).fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def converge(cw: Chimeway, delivery_id: uuid.UUID, to: DeliveryStatus, **kw: Any) -> None:
@@ -97,29 +112,27 @@ def converge(cw: Chimeway, delivery_id: uuid.UUID, to: DeliveryStatus, **kw: Any
 
 
 def test_trigger_starts_one_run_per_notification_and_plans_only_the_first_step(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: Conn
 ) -> None:
-    result = start(cw, WAIT_30M, users=["u1", "u2"])
+    result = start(tx_cw, WAIT_30M, users=["u1", "u2"], conn=db)
     assert len(result.run_ids) == 2
     assert len(result.delivery_ids) == 2
     for run_id in result.run_ids:
-        explained = cw.workflows.explain("t", run_id)
+        explained = tx_cw.workflows.explain("t", run_id, conn=db)
         assert (explained.state, explained.current_step_name) == ("active", "notice")
-        assert reasons(cw, run_id) == ["workflow_started", "step_activated"]
-        assert run_deliveries(committed_db, run_id) == [("notice", "pending")]
+        assert reasons(tx_cw, run_id, conn=db) == ["workflow_started", "step_activated"]
+        assert run_deliveries(db, run_id) == [("notice", "pending")]
 
 
-def test_same_definition_is_reused_and_a_changed_one_conflicts(
-    cw: Chimeway, committed_db: str
-) -> None:
-    start(cw, WAIT_30M, key="a")
-    start(cw, WAIT_30M, key="b")
-    assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
+def test_same_definition_is_reused_and_a_changed_one_conflicts(tx_cw: Chimeway, db: Conn) -> None:
+    start(tx_cw, WAIT_30M, key="a", conn=db)
+    start(tx_cw, WAIT_30M, key="b", conn=db)
+    assert count(db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
     changed = Workflow(key="escalate", version=1, steps=[Step("notice", channel="in_app")])
-    before = counts(committed_db)
+    before = counts(db)
     with pytest.raises(WorkflowVersionConflict, match="'escalate' version 1"):
-        start(cw, changed, key="c")
-    assert counts(committed_db) == before
+        start(tx_cw, changed, key="c", conn=db)
+    assert counts(db) == before
 
 
 def test_conflict_inside_a_caller_transaction_writes_nothing(
@@ -143,29 +156,28 @@ def test_conflict_inside_a_caller_transaction_writes_nothing(
     assert counts(committed_db) == before
 
 
-def test_runs_stay_pinned_to_their_definition(cw: Chimeway) -> None:
-    old = start(cw, WAIT_30M, key="a").run_ids[0]
+def test_runs_stay_pinned_to_their_definition(tx_cw: Chimeway, db: Conn) -> None:
+    old = start(tx_cw, WAIT_30M, key="a", conn=db).run_ids[0]
     v2 = Workflow(key="escalate", version=2, steps=[Step("only", channel="sms")])
-    new = start(cw, v2, key="b").run_ids[0]
-    assert cw.workflows.explain("t", old).current_step_name == "notice"
-    assert cw.workflows.explain("t", new).current_step_name == "only"
-    with cw.transaction() as conn:
-        assert workflows.persisted_workflow(conn, old) == WAIT_30M
-        assert workflows.persisted_workflow(conn, new) == v2
+    new = start(tx_cw, v2, key="b", conn=db).run_ids[0]
+    assert tx_cw.workflows.explain("t", old, conn=db).current_step_name == "notice"
+    assert tx_cw.workflows.explain("t", new, conn=db).current_step_name == "only"
+    assert workflows.persisted_workflow(db, old) == WAIT_30M
+    assert workflows.persisted_workflow(db, new) == v2
 
 
 # -- waits ------------------------------------------------------------------------------------
 
 
-def test_wait_then_advance_exactly_once(make_cw: Any, committed_db: str) -> None:
+def test_wait_then_advance_exactly_once(make_tx_cw: Any, db: Conn) -> None:
     from chimeway import Maintenance
 
     # A 30-minute wait is within this horizon: its timer job is deferred with the wait.
-    cw = make_cw(maintenance=Maintenance(timer_horizon=dt.timedelta(hours=1)))
-    result = start(cw, WAIT_30M)
+    cw = make_tx_cw(maintenance=Maintenance(timer_horizon=dt.timedelta(hours=1)))
+    result = start(cw, WAIT_30M, conn=db)
     run_id = result.run_ids[0]
-    drain(cw)  # the notice is delivered; recording it starts the wait
-    run = run_of(cw, run_id)
+    drain(cw, conn=db)  # the notice is delivered; recording it starts the wait
+    run = run_of(cw, run_id, conn=db)
     assert run.state == RunState.WAITING
     assert run.status_reason == "waiting_for_step_progression"
     ctx = run.status_context
@@ -186,7 +198,7 @@ def test_wait_then_advance_exactly_once(make_cw: Any, committed_db: str) -> None
     # The timer job was deferred with the wait, at due_at.
     assert (
         count(
-            committed_db,
+            db,
             "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress' "
             "AND priority = 1 "
             "AND scheduled_at = %s AND status = 'todo'",
@@ -195,20 +207,20 @@ def test_wait_then_advance_exactly_once(make_cw: Any, committed_db: str) -> None
         == 1
     )
 
-    early = cw.progression.progress_run(run_id, now=due_at - dt.timedelta(seconds=1))
+    early = cw.progression.progress_run(run_id, now=due_at - dt.timedelta(seconds=1), conn=db)
     assert early == Noop(run_id, "wait_not_due")
-    advanced = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=1))
+    advanced = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=1), conn=db)
     assert isinstance(advanced, Advanced)
     assert advanced.to_step == "email"
     assert len(advanced.delivery_ids) == 1
-    again = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=2))
+    again = cw.progression.progress_run(run_id, now=due_at + dt.timedelta(seconds=2), conn=db)
     assert isinstance(again, Noop)
 
-    trace = reasons(cw, run_id)
+    trace = reasons(cw, run_id, conn=db)
     assert trace.count("reactivated_from_wait") == 1
     assert trace.count("step_activated") == 2  # the first step, then email
-    assert run_deliveries(committed_db, run_id) == [("notice", "succeeded"), ("email", "pending")]
-    assert cw.workflows.explain("t", run_id).current_step_name == "email"
+    assert run_deliveries(db, run_id) == [("notice", "succeeded"), ("email", "pending")]
+    assert cw.workflows.explain("t", run_id, conn=db).current_step_name == "email"
 
 
 def test_ten_concurrent_progress_calls_on_a_waiting_run_not_yet_due_are_noops(
@@ -359,12 +371,12 @@ BRANCHY = Workflow(
 
 
 def test_on_outcome_bounced_advances_with_evidence(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: Conn
 ) -> None:
     adapters["email"].then(Bounced("mailbox does not exist"))
-    run_id = start(cw, BRANCHY).run_ids[0]
-    drain(cw)
-    traces = cw.workflows.list_traces("t", run_id)
+    run_id = start(tx_cw, BRANCHY, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
+    traces = tx_cw.workflows.list_traces("t", run_id, conn=db)
     [progressed] = [t for t in traces if t.reason == "progressed_on_delivery_outcome"]
     assert progressed.context == {
         "rule_kind": "on_outcome",
@@ -377,13 +389,13 @@ def test_on_outcome_bounced_advances_with_evidence(
         "attempt_outcome": "bounced",
         "attempt_error_class": "bounced",
     }
-    assert run_deliveries(committed_db, run_id) == [("email", "cancelled"), ("sms", "succeeded")]
+    assert run_deliveries(db, run_id) == [("email", "cancelled"), ("sms", "succeeded")]
     # sms is the last step and has no rules: its delivery completes the run.
-    explained = cw.workflows.explain("t", run_id)
+    explained = tx_cw.workflows.explain("t", run_id, conn=db)
     assert (explained.state, explained.terminal_reason) == ("completed", "implicit_completion")
 
 
-def test_stop_on_bounced_stops_once(cw: Chimeway, adapters: Recorders) -> None:
+def test_stop_on_bounced_stops_once(tx_cw: Chimeway, adapters: Recorders, db: Conn) -> None:
     wf = Workflow(
         key="stopper",
         version=1,
@@ -397,64 +409,65 @@ def test_stop_on_bounced_stops_once(cw: Chimeway, adapters: Recorders) -> None:
         ],
     )
     adapters["email"].then(Bounced("no such user"))
-    run_id = start(cw, wf).run_ids[0]
-    drain(cw)
-    explained = cw.workflows.explain("t", run_id)
+    run_id = start(tx_cw, wf, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
+    explained = tx_cw.workflows.explain("t", run_id, conn=db)
     assert (explained.state, explained.status_reason) == ("stopped", "workflow_stopped")
     assert explained.terminal_reason == "stopped_on_bounced"
-    assert reasons(cw, run_id).count("workflow_stopped") == 1
-    assert cw.progression.progress_run(run_id) == Noop(run_id, "run_not_active")
+    assert reasons(tx_cw, run_id, conn=db).count("workflow_stopped") == 1
+    assert tx_cw.progression.progress_run(run_id, conn=db) == Noop(run_id, "run_not_active")
 
 
-def test_final_step_without_rules_completes(cw: Chimeway) -> None:
+def test_final_step_without_rules_completes(tx_cw: Chimeway, db: Conn) -> None:
     wf = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
-    run_id = start(cw, wf).run_ids[0]
-    drain(cw)
-    assert reasons(cw, run_id)[-1] == "workflow_completed"
-    assert cw.workflows.explain("t", run_id).state == "completed"
+    run_id = start(tx_cw, wf, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
+    assert reasons(tx_cw, run_id, conn=db)[-1] == "workflow_completed"
+    assert tx_cw.workflows.explain("t", run_id, conn=db).state == "completed"
 
 
-def test_pending_delivery_is_a_noop_and_leaves_the_run_active(cw: Chimeway) -> None:
-    run_id = start(cw, WAIT_30M).run_ids[0]
-    assert cw.progression.progress_run(run_id) == Noop(run_id, "prior_delivery_not_converged")
-    assert run_of(cw, run_id).state == RunState.ACTIVE
-    assert reasons(cw, run_id) == ["workflow_started", "step_activated"]
+def test_pending_delivery_is_a_noop_and_leaves_the_run_active(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = start(tx_cw, WAIT_30M, conn=db).run_ids[0]
+    assert tx_cw.progression.progress_run(run_id, conn=db) == Noop(
+        run_id, "prior_delivery_not_converged"
+    )
+    assert run_of(tx_cw, run_id, conn=db).state == RunState.ACTIVE
+    assert reasons(tx_cw, run_id, conn=db) == ["workflow_started", "step_activated"]
 
 
 def test_retrying_failure_does_not_start_a_wait_or_complete(
-    make_cw: Any, adapters: Recorders
+    make_tx_cw: Any, adapters: Recorders, db: Conn
 ) -> None:
     from chimeway import RetryPolicy
 
-    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
+    cw = make_tx_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
     adapters["in_app"].then(Temporary("timeout"))
-    run_id = start(cw, WAIT_30M).run_ids[0]
-    drain(cw)
-    run = run_of(cw, run_id)
+    run_id = start(cw, WAIT_30M, conn=db).run_ids[0]
+    drain(cw, conn=db)
+    run = run_of(cw, run_id, conn=db)
     assert run.state == RunState.ACTIVE
-    assert cw.progression.progress_run(run_id) == Noop(run_id, "no_matching_progress_rule")
+    assert cw.progression.progress_run(run_id, conn=db) == Noop(run_id, "no_matching_progress_rule")
     single = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
     adapters["in_app"].then(Temporary("timeout"))
-    other = start(cw, single, key="b").run_ids[0]
-    drain(cw)
-    assert cw.progression.progress_run(other) == Noop(other, "no_progress_rules")
+    other = start(cw, single, key="b", conn=db).run_ids[0]
+    drain(cw, conn=db)
+    assert cw.progression.progress_run(other, conn=db) == Noop(other, "no_progress_rules")
 
 
 def test_on_outcome_temporary_failure_fires_while_retrying(
-    make_cw: Any, adapters: Recorders, committed_db: str
+    make_tx_cw: Any, adapters: Recorders, db: Conn
 ) -> None:
     from chimeway import RetryPolicy
 
-    cw = make_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
+    cw = make_tx_cw(default_retry=RetryPolicy(base_delay=dt.timedelta(hours=1)))
     adapters["email"].then(Temporary("timeout"))
-    run_id = start(cw, BRANCHY).run_ids[0]
-    drain(cw)
+    run_id = start(cw, BRANCHY, conn=db).run_ids[0]
+    drain(cw, conn=db)
     # The run moved on: the email's pending retry is cancelled, so it never sends late.
-    assert run_deliveries(committed_db, run_id) == [("email", "cancelled"), ("push", "succeeded")]
+    assert run_deliveries(db, run_id) == [("email", "cancelled"), ("push", "succeeded")]
     assert (
         count(
-            committed_db,
-            "SELECT count(*) FROM chimeway_deliveries WHERE suppression_reason = 'superseded'",
+            db, "SELECT count(*) FROM chimeway_deliveries WHERE suppression_reason = 'superseded'"
         )
         == 1
     )
@@ -518,27 +531,27 @@ def test_delivered_step_and_next_delivery_job_commit_together(
 # -- operator reads ---------------------------------------------------------------------------
 
 
-def test_explain_and_traces_are_tenant_scoped(cw: Chimeway) -> None:
-    run_id = start(cw, WAIT_30M, tenant="t1").run_ids[0]
-    assert cw.workflows.explain("t1", run_id).tenant_id == "t1"
+def test_explain_and_traces_are_tenant_scoped(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = start(tx_cw, WAIT_30M, tenant="t1", conn=db).run_ids[0]
+    assert tx_cw.workflows.explain("t1", run_id, conn=db).tenant_id == "t1"
     for tenant, execution in [("t2", run_id), ("t1", uuid.uuid4())]:
         with pytest.raises(NotFound, match="not found"):
-            cw.workflows.explain(tenant, execution)
+            tx_cw.workflows.explain(tenant, execution, conn=db)
         with pytest.raises(NotFound, match="not found"):
-            cw.workflows.list_traces(tenant, execution)
+            tx_cw.workflows.list_traces(tenant, execution, conn=db)
 
 
-def test_list_traces_limit_returns_the_oldest_first(cw: Chimeway) -> None:
-    run_id = start(cw, WAIT_30M).run_ids[0]
-    drain(cw)
-    assert [t.reason for t in cw.workflows.list_traces("t", run_id, limit=1)] == [
+def test_list_traces_limit_returns_the_oldest_first(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = start(tx_cw, WAIT_30M, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
+    assert [t.reason for t in tx_cw.workflows.list_traces("t", run_id, limit=1, conn=db)] == [
         "workflow_started"
     ]
-    all_reasons = reasons(cw, run_id)
+    all_reasons = reasons(tx_cw, run_id, conn=db)
     assert all_reasons == ["workflow_started", "step_activated", "waiting_for_step_progression"]
 
 
-def test_explain_reports_the_wait(cw: Chimeway) -> None:
+def test_explain_reports_the_wait(tx_cw: Chimeway, db: Conn) -> None:
     wf = Workflow(
         key="cancellable",
         version=1,
@@ -553,9 +566,9 @@ def test_explain_reports_the_wait(cw: Chimeway) -> None:
             Step("b", channel="email"),
         ],
     )
-    run_id = start(cw, wf).run_ids[0]
-    drain(cw)
-    explained = cw.workflows.explain("t", run_id)
+    run_id = start(tx_cw, wf, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
+    explained = tx_cw.workflows.explain("t", run_id, conn=db)
     assert explained.state == "waiting"
     assert explained.current_step_name == "a"
     assert explained.pending_signals == ["chimeway.notification.read"]
@@ -563,15 +576,15 @@ def test_explain_reports_the_wait(cw: Chimeway) -> None:
     assert explained.terminal_reason is None
 
 
-def test_update_run_refuses_moves_outside_the_table(cw: Chimeway) -> None:
+def test_update_run_refuses_moves_outside_the_table(tx_cw: Chimeway, db: Conn) -> None:
     from chimeway import InvalidTransition
 
     wf = Workflow(key="single", version=1, steps=[Step("only", channel="in_app")])
-    run_id = start(cw, wf).run_ids[0]
-    drain(cw)
+    run_id = start(tx_cw, wf, conn=db).run_ids[0]
+    drain(tx_cw, conn=db)
     with (
         pytest.raises(InvalidTransition, match="cannot move from completed to active"),
-        cw.transaction() as conn,
+        tx_cw.transaction(db) as conn,
     ):
         run = workflows.lock_run(conn, run_id)
         assert run is not None
@@ -579,6 +592,7 @@ def test_update_run_refuses_moves_outside_the_table(cw: Chimeway) -> None:
 
 
 @pytest.mark.parametrize("options", [{"limit": 0}, {"batch_size": 0}])
-def test_due_sweep_refuses_a_size_below_one(cw: Chimeway, options: dict[str, int]) -> None:
+def test_due_sweep_refuses_a_size_below_one(tx_cw: Chimeway, options: dict[str, int]) -> None:
+    # Refused before any connection is taken: no database of its own is needed.
     with pytest.raises(InvalidArgument, match="at least 1"):
-        cw.progression.progress_due_runs(**options)
+        tx_cw.progression.progress_due_runs(**options)

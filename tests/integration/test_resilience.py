@@ -54,20 +54,32 @@ def start(cw: Chimeway, key: str = "k", conn: Any = None) -> Triggered:
 
 
 def test_nul_characters_and_nan_from_a_provider_are_stored(
-    cw: Chimeway, adapters: Recorders, committed_db: str
+    tx_cw: Chimeway, adapters: Recorders, db: psycopg.Connection[Any]
 ) -> None:
     adapters["in_app"].then(
         Temporary("bad\x00byte"), Sent("m", meta={"x": float("nan"), "s": "a\x00b"})
     )
-    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    result = tx_cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db)
     assert isinstance(result, Triggered)
-    drain(cw)
-    with psycopg.connect(committed_db) as conn:
-        rows = conn.execute(
-            "SELECT error, provider_response FROM chimeway_delivery_attempts "
-            "ORDER BY attempt_number"
-        ).fetchall()
-    assert rows == [("bad\\u0000byte", {}), (None, {"x": None, "s": "a\\u0000b"})]
+    drain(tx_cw, conn=db)
+    rows = db.execute(
+        "SELECT error, provider_response FROM chimeway_delivery_attempts ORDER BY attempt_number"
+    ).fetchall()
+    # Stored, sanitised, and the attempt says what was changed to store it.
+    assert rows == [
+        ("bad\\u0000byte", {"chimeway_sanitized": ["NUL escaped in error"]}),
+        (
+            None,
+            {
+                "x": None,
+                "s": "a\\u0000b",
+                "chimeway_sanitized": [
+                    "NaN or infinity replaced with null in meta.x",
+                    "NUL escaped in meta.s",
+                ],
+            },
+        ),
+    ]
     assert len(adapters["in_app"].requests) == 2
 
 
@@ -140,12 +152,14 @@ def test_rolled_back_trigger_does_not_poison_the_definition_cache(
     assert count(committed_db, "SELECT count(*) FROM chimeway_workflow_definitions") == 1
 
 
-def test_a_cancel_signal_before_the_wait_begins_still_cancels_it(cw: Chimeway) -> None:
-    result = start(cw)
-    routed = cw.route_signal(cw.track_signal("t", "u1", READ).signal_id)
+def test_a_cancel_signal_before_the_wait_begins_still_cancels_it(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    result = start(tx_cw, conn=db)
+    routed = tx_cw.route_signal(tx_cw.track_signal("t", "u1", READ, conn=db).signal_id, conn=db)
     assert routed.resumed == []  # nothing waits yet: the notice is still being delivered
-    drain(cw)
-    explained = cw.workflows.explain("t", result.run_ids[0])
+    drain(tx_cw, conn=db)
+    explained = tx_cw.workflows.explain("t", result.run_ids[0], conn=db)
     assert (explained.state, explained.terminal_reason) == ("completed", "wait_cancelled_by_signal")
 
 
@@ -204,11 +218,12 @@ def test_drain_reports_a_task_that_raised(cw: Chimeway, monkeypatch: pytest.Monk
         drain(cw)
 
 
-def test_deleting_a_run_deletes_its_deliveries(cw: Chimeway, committed_db: str) -> None:
-    result = start(cw)
-    with psycopg.connect(committed_db) as conn:
-        conn.execute("DELETE FROM chimeway_workflow_runs WHERE id = %s", [result.run_ids[0]])
-    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 0
+def test_deleting_a_run_deletes_its_deliveries(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    result = start(tx_cw, conn=db)
+    db.execute("DELETE FROM chimeway_workflow_runs WHERE id = %s", [result.run_ids[0]])
+    assert count(db, "SELECT count(*) FROM chimeway_deliveries") == 0
 
 
 def test_unreachable_database_is_a_chimeway_error() -> None:
@@ -219,9 +234,9 @@ def test_unreachable_database_is_a_chimeway_error() -> None:
         cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
 
 
-def test_naive_now_is_rejected(cw: Chimeway) -> None:
+def test_naive_now_is_rejected(tx_cw: Chimeway) -> None:
     with pytest.raises(InvalidArgument, match="timezone-aware"):
-        cw.progression.progress_due_runs(now=dt.datetime(2026, 1, 1))
+        tx_cw.progression.progress_due_runs(now=dt.datetime(2026, 1, 1))
 
 
 def test_the_pool_pings_only_connections_that_sat_idle(

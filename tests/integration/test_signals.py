@@ -23,6 +23,7 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
+from chimeway.db import Conn
 from chimeway.testing import drain
 from tests.integration.conftest import count, counts
 from tests.integration.notifiers import WithWorkflow
@@ -48,29 +49,35 @@ WF = Workflow(
 )
 
 
-def waiting_run(cw: Chimeway, user: str = "u1", tenant: str = "t", key: str = "k") -> uuid.UUID:
-    result = cw.trigger(WithWorkflow(WF), {"users": [user]}, tenant_id=tenant, idempotency_key=key)
+def waiting_run(
+    cw: Chimeway, user: str = "u1", tenant: str = "t", key: str = "k", conn: Conn | None = None
+) -> uuid.UUID:
+    result = cw.trigger(
+        WithWorkflow(WF), {"users": [user]}, tenant_id=tenant, idempotency_key=key, conn=conn
+    )
     assert isinstance(result, Triggered)
-    drain(cw)
+    drain(cw, conn=conn)
     run_id = result.run_ids[0]
-    assert cw.workflows.explain(tenant, run_id).state == "waiting"
+    assert cw.workflows.explain(tenant, run_id, conn=conn).state == "waiting"
     return run_id
 
 
-def traces(cw: Chimeway, run_id: uuid.UUID, tenant: str = "t") -> list[Any]:
-    return cw.workflows.list_traces(tenant, run_id)
+def traces(
+    cw: Chimeway, run_id: uuid.UUID, tenant: str = "t", conn: Conn | None = None
+) -> list[Any]:
+    return cw.workflows.list_traces(tenant, run_id, conn=conn)
 
 
 # -- track_signal ---------------------------------------------------------------------------
 
 
-def test_track_signal_writes_the_signal_and_its_route_job(cw: Chimeway, committed_db: str) -> None:
-    tracked = cw.track_signal("t", "u1", READ, {"delivery_id": "x"})
+def test_track_signal_writes_the_signal_and_its_route_job(tx_cw: Chimeway, db: Conn) -> None:
+    tracked = tx_cw.track_signal("t", "u1", READ, {"delivery_id": "x"}, conn=db)
     assert not tracked.duplicate
-    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 1
+    assert count(db, "SELECT count(*) FROM chimeway_signals") == 1
     assert (
         count(
-            committed_db,
+            db,
             "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:route_signal' "
             "AND queue_name = 'chimeway_signals' AND args->>'signal_id' = %s "
             "AND priority = 1",  # ahead of a delivery backlog
@@ -89,14 +96,14 @@ def test_track_signal_joins_the_callers_transaction(cw: Chimeway, committed_db: 
     assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 0
 
 
-def test_repeated_idempotency_key_is_inert(cw: Chimeway, committed_db: str) -> None:
-    first = cw.track_signal("t", "u1", READ, idempotency_key="webhook-1")
-    again = cw.track_signal("t", "u1", READ, idempotency_key="webhook-1")
+def test_repeated_idempotency_key_is_inert(tx_cw: Chimeway, db: Conn) -> None:
+    first = tx_cw.track_signal("t", "u1", READ, idempotency_key="webhook-1", conn=db)
+    again = tx_cw.track_signal("t", "u1", READ, idempotency_key="webhook-1", conn=db)
     assert again.duplicate
     assert again.signal_id == first.signal_id
-    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 1
-    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
-    other_tenant = cw.track_signal("t2", "u1", READ, idempotency_key="webhook-1")
+    assert count(db, "SELECT count(*) FROM chimeway_signals") == 1
+    assert count(db, "SELECT count(*) FROM procrastinate_jobs") == 1
+    other_tenant = tx_cw.track_signal("t2", "u1", READ, idempotency_key="webhook-1", conn=db)
     assert not other_tenant.duplicate
 
 
@@ -112,80 +119,75 @@ def test_repeated_idempotency_key_is_inert(cw: Chimeway, committed_db: str) -> N
     ],
 )
 def test_invalid_signal_writes_nothing(
-    cw: Chimeway, committed_db: str, args: tuple[Any, ...], message: str
+    tx_cw: Chimeway, db: Conn, args: tuple[Any, ...], message: str
 ) -> None:
-    before = counts(committed_db)
+    before = counts(db)
     with pytest.raises(InvalidSignal, match=message):
-        cw.track_signal(*args)
-    assert counts(committed_db) == before
+        tx_cw.track_signal(*args, conn=db)
+    assert counts(db) == before
 
 
 # -- routing --------------------------------------------------------------------------------
 
 
-def test_cancel_signal_resumes_and_completes_the_run(cw: Chimeway, committed_db: str) -> None:
-    run_id = waiting_run(cw)
-    notice = count(committed_db, "SELECT count(*) FROM chimeway_deliveries")
-    cw.track_signal("t", "u1", READ, {"delivery_id": "not-a-uuid", "secret": "s3cr3t"})
-    drain(cw)
-    explained = cw.workflows.explain("t", run_id)
+def test_cancel_signal_resumes_and_completes_the_run(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = waiting_run(tx_cw, conn=db)
+    notice = count(db, "SELECT count(*) FROM chimeway_deliveries")
+    tx_cw.track_signal("t", "u1", READ, {"delivery_id": "not-a-uuid", "secret": "s3cr3t"}, conn=db)
+    drain(tx_cw, conn=db)
+    explained = tx_cw.workflows.explain("t", run_id, conn=db)
     assert (explained.state, explained.terminal_reason) == ("completed", "wait_cancelled_by_signal")
     assert explained.pending_signals == []
     assert explained.suspended_until is None
-    [received] = [t for t in traces(cw, run_id) if t.reason == "signal_received"]
+    [received] = [t for t in traces(tx_cw, run_id, conn=db) if t.reason == "signal_received"]
     assert received.context == {"event_name": READ}
     assert (received.from_state, received.to_state) == ("waiting", "active")
-    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == notice  # no email
+    assert count(db, "SELECT count(*) FROM chimeway_deliveries") == notice  # no email
     # The wait's timer is still queued; when it fires it does nothing.
-    assert cw.progression.progress_run(
-        run_id, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert tx_cw.progression.progress_run(
+        run_id, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), conn=db
     ) == Noop(run_id, "run_not_active")
 
 
-def test_on_signal_rule_advances(cw: Chimeway, committed_db: str) -> None:
-    run_id = waiting_run(cw)
-    cw.track_signal("t", "u1", CLICKED)
-    drain(cw)
-    reasons = [t.reason for t in traces(cw, run_id)]
+def test_on_signal_rule_advances(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = waiting_run(tx_cw, conn=db)
+    tx_cw.track_signal("t", "u1", CLICKED, conn=db)
+    drain(tx_cw, conn=db)
+    reasons = [t.reason for t in traces(tx_cw, run_id, conn=db)]
     assert reasons[-4:] == [
         "signal_received",
         "progressed_on_signal",
         "step_activated",
         "workflow_completed",
     ]
-    assert (
-        count(committed_db, "SELECT count(*) FROM chimeway_deliveries WHERE channel = 'sms'") == 1
-    )
+    assert count(db, "SELECT count(*) FROM chimeway_deliveries WHERE channel = 'sms'") == 1
 
 
 def test_payload_delivery_id_goes_in_the_column_never_in_contexts(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: Conn
 ) -> None:
-    run_id = waiting_run(cw)
-    with psycopg.connect(committed_db) as conn:
-        [(delivery_id,)] = conn.execute("SELECT id FROM chimeway_deliveries").fetchall()
-    cw.track_signal("t", "u1", READ, {"delivery_id": str(delivery_id), "token": "abc", "n": 7})
-    drain(cw)
-    [received] = [t for t in traces(cw, run_id) if t.reason == "signal_received"]
+    run_id = waiting_run(tx_cw, conn=db)
+    [(delivery_id,)] = db.execute("SELECT id FROM chimeway_deliveries").fetchall()
+    tx_cw.track_signal(
+        "t", "u1", READ, {"delivery_id": str(delivery_id), "token": "abc", "n": 7}, conn=db
+    )
+    drain(tx_cw, conn=db)
+    [received] = [t for t in traces(tx_cw, run_id, conn=db) if t.reason == "signal_received"]
     assert received.delivery_id == delivery_id
-    with psycopg.connect(committed_db) as conn:
-        contexts = [
-            r[0] for r in conn.execute("SELECT context::text FROM chimeway_workflow_transitions")
-        ]
-        statuses = [
-            r[0] for r in conn.execute("SELECT status_context::text FROM chimeway_workflow_runs")
-        ]
+    contexts = [r[0] for r in db.execute("SELECT context::text FROM chimeway_workflow_transitions")]
+    statuses = [r[0] for r in db.execute("SELECT status_context::text FROM chimeway_workflow_runs")]
     assert not any("abc" in c or "token" in c for c in contexts + statuses)
 
 
-def test_signals_never_cross_tenants_or_actors(cw: Chimeway) -> None:
-    run_id = waiting_run(cw, user="u1", tenant="t1")
-    before = traces(cw, run_id, tenant="t1")
+def test_signals_never_cross_tenants_or_actors(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = waiting_run(tx_cw, user="u1", tenant="t1", conn=db)
+    before = traces(tx_cw, run_id, tenant="t1", conn=db)
     for tenant, actor, event in [("t2", "u1", READ), ("t1", "u2", READ), ("t1", "u1", "other")]:
-        routed = cw.route_signal(cw.track_signal(tenant, actor, event).signal_id)
+        tracked = tx_cw.track_signal(tenant, actor, event, conn=db)
+        routed = tx_cw.route_signal(tracked.signal_id, conn=db)
         assert routed.resumed == []
-    assert traces(cw, run_id, tenant="t1") == before
-    assert cw.workflows.explain("t1", run_id).state == "waiting"
+    assert traces(tx_cw, run_id, tenant="t1", conn=db) == before
+    assert tx_cw.workflows.explain("t1", run_id, conn=db).state == "waiting"
 
 
 def test_routing_one_signal_concurrently_gives_one_transition_per_run(make_cw: Any) -> None:
@@ -236,44 +238,45 @@ def test_routing_one_signal_concurrently_gives_one_transition_per_run(make_cw: A
 
 
 def test_timer_defer_is_deduplicated_without_aborting_the_transaction(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: Conn
 ) -> None:
     run_id = uuid.uuid4()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
     sooner = later - dt.timedelta(hours=1)
-    with cw.transaction() as conn:
-        assert cw.engine.deferrer.progress(conn, run_id, schedule_at=later) is not None
-        assert cw.engine.deferrer.progress(conn, run_id, schedule_at=sooner) is None  # duplicate
-        conn.execute("SELECT 1")  # the transaction is still usable
-    with psycopg.connect(committed_db) as conn:
-        rows = conn.execute(
-            "SELECT scheduled_at FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
-        ).fetchall()
+    # Open db's transaction first: on an idle connection the deferrer's savepoint would be a
+    # transaction of its own, committed into the shared database.
+    db.execute("SELECT 1")
+    assert tx_cw.engine.deferrer.progress(db, run_id, schedule_at=later) is not None
+    assert tx_cw.engine.deferrer.progress(db, run_id, schedule_at=sooner) is None  # duplicate
+    db.execute("SELECT 1")  # the transaction is still usable
+    rows = db.execute(
+        "SELECT scheduled_at FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+    ).fetchall()
     assert rows == [(sooner,)]  # one timer, pulled to the earlier due time
 
 
-def test_progress_task_twice_advances_once(cw: Chimeway) -> None:
-    run_id = waiting_run(cw)
-    due = cw.workflows.explain("t", run_id).suspended_until
+def test_progress_task_twice_advances_once(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = waiting_run(tx_cw, conn=db)
+    due = tx_cw.workflows.explain("t", run_id, conn=db).suspended_until
     assert due is not None
-    first = cw.progression.progress_run(run_id, now=due)
-    second = cw.progression.progress_run(run_id, now=due)
+    first = tx_cw.progression.progress_run(run_id, now=due, conn=db)
+    second = tx_cw.progression.progress_run(run_id, now=due, conn=db)
     assert isinstance(first, Advanced)
     assert isinstance(second, Noop)
 
 
-def test_route_signal_twice_routes_once(cw: Chimeway) -> None:
-    run_id = waiting_run(cw)
-    signal_id = cw.track_signal("t", "u1", READ).signal_id
-    first = cw.route_signal(signal_id)
-    second = cw.route_signal(signal_id)
+def test_route_signal_twice_routes_once(tx_cw: Chimeway, db: Conn) -> None:
+    run_id = waiting_run(tx_cw, conn=db)
+    signal_id = tx_cw.track_signal("t", "u1", READ, conn=db).signal_id
+    first = tx_cw.route_signal(signal_id, conn=db)
+    second = tx_cw.route_signal(signal_id, conn=db)
     assert first.resumed == [run_id]
     assert isinstance(first.results[0], Completed)
     assert (second.resumed, second.skipped) == ([], "already routed")
 
 
-def test_route_signal_of_a_missing_signal_is_a_noop(cw: Chimeway) -> None:
-    assert cw.route_signal(uuid.uuid4()).skipped == "missing"
+def test_route_signal_of_a_missing_signal_is_a_noop(tx_cw: Chimeway, db: Conn) -> None:
+    assert tx_cw.route_signal(uuid.uuid4(), conn=db).skipped == "missing"
 
 
 def test_sweep_progresses_a_wait_whose_timer_was_lost(cw: Chimeway, committed_db: str) -> None:
@@ -335,12 +338,11 @@ def test_sweep_resumes_a_deferred_delivery_whose_job_is_queued(
     assert cw.delivery("t", result.delivery_ids[0]).status == "succeeded"
 
 
-def test_wait_and_signal_leave_the_run_in_a_defined_state(cw: Chimeway) -> None:
-    run_id = waiting_run(cw)
-    with cw.transaction() as conn:
-        from chimeway import workflows
+def test_wait_and_signal_leave_the_run_in_a_defined_state(tx_cw: Chimeway, db: Conn) -> None:
+    from chimeway import workflows
 
-        run = workflows.get_run(conn, run_id)
+    run_id = waiting_run(tx_cw, conn=db)
+    run = workflows.get_run(db, run_id)
     assert run.state == RunState.WAITING
     assert run.pending_signals == [READ, CLICKED]
 

@@ -11,6 +11,8 @@ CANCELLED_BRANCHABLE = {
     DeliveryReason.RETRIES_EXHAUSTED: Outcome.RETRIES_EXHAUSTED,
     DeliveryReason.PERMANENT_FAILURE: Outcome.PERMANENT_FAILURE,
     DeliveryReason.BOUNCED: Outcome.BOUNCED,
+    # Dead-lettered after interrupted sends (none recorded an outcome): every try was lost.
+    DeliveryReason.ABANDONED: Outcome.RETRIES_EXHAUSTED,
 }
 
 TABLE = [

@@ -274,3 +274,10 @@ def test_work_is_bounded_by_max_bytes_even_for_exponentially_shared_structures()
 def test_limits_too_small_are_configuration_errors(options: dict[str, int], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         sanitize_json({}, **options)
+
+
+def test_a_redacted_value_is_never_cut_like_text() -> None:
+    """Found by the property test: at the byte limit the marker itself was cut."""
+    value = {None: [None, None, -(10**17), -100000032, None], "password": None, "": {}}
+    result, _ = sanitize_json(value, max_depth=2, max_bytes=111)
+    assert result["password"] in ("[redacted]", "[truncated]")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimeway.db import Conn
-from chimeway.engine import planning
+from chimeway.engine import logbook, planning
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import decide
 from chimeway.engine.progression.decide import Advance, Decision, ElapseWait, Finish, StartWait
@@ -212,7 +212,12 @@ def _start_waits(engine: Engine, conn: Conn, starts: Sequence[StartWait]) -> lis
 
 
 def log(action: str, run: Run, **details: Any) -> None:
-    logger.info(
+    """Log a run's move once the transaction that made it commits."""
+    logbook.info(
+        logger,
         action.replace(".", " "),
-        extra={"action": action, "tenant_id": run.tenant_id, "run_id": str(run.id), **details},
+        action=action,
+        tenant_id=run.tenant_id,
+        run_id=str(run.id),
+        **details,
     )

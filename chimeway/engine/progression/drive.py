@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chimeway.db import Conn
+from chimeway.engine import logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import apply, decide
 from chimeway.engine.progression.decide import Decision
@@ -46,7 +47,7 @@ def progress_run(
     engine: Engine, run_id: uuid.UUID, now: dt.datetime | None = None
 ) -> ProgressResult:
     """Evaluate one run in its own transaction."""
-    with engine.pool.connection() as conn, conn.transaction():
+    with logbook.held(), engine.pool.connection() as conn, conn.transaction():
         return progress_in(engine, conn, run_id, now)
 
 
@@ -175,7 +176,7 @@ def progress_timer(
     if isinstance(result, Advanced):
         progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
     elif isinstance(result, Noop) and result.reason == "wait_not_due":
-        with engine.pool.connection() as conn, conn.transaction():
+        with logbook.held(), engine.pool.connection() as conn, conn.transaction():
             _rearm_timer(engine, conn, run_id)
     return result
 
@@ -214,7 +215,7 @@ def progress_due_runs(
     tried: list[uuid.UUID] = []
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
-        with engine.pool.connection() as conn, conn.transaction():
+        with logbook.held(), engine.pool.connection() as conn, conn.transaction():
             claimed = runs.claim_due(conn, now, size, tried)
             tried.extend(run.id for run in claimed)
             results.extend(_elapse_claimed(engine, conn, claimed, now or clock.now(conn)))
@@ -227,7 +228,7 @@ def _elapse_claimed(
     engine: Engine, conn: Conn, claimed: Sequence[Run], now: dt.datetime
 ) -> list[ProgressResult]:
     try:
-        with conn.transaction():
+        with logbook.held(), conn.transaction():
             return _elapse(engine, conn, claimed, now)
     except Exception:
         logger.warning(
@@ -238,7 +239,7 @@ def _elapse_claimed(
     results: list[ProgressResult] = []
     for run in claimed:
         try:
-            with conn.transaction():
+            with logbook.held(), conn.transaction():
                 results.append(progress_in(engine, conn, run.id, now))
         except Exception:
             logger.exception(

@@ -105,47 +105,82 @@ SELECT * FROM moved ORDER BY move_n
 
 -- name: delivery_claim
 -- The claim, as one statement (run in autocommit) for any number of deliveries: lock them
--- (in id order) and move each that may be sent now to `dispatched`, with its history row.
--- Sendable: ready, and pending, or failed with its retry due, or dispatched by a worker gone
--- silent for `stuck_after`. Each row as it was comes back either way (`was_*`), with the
+-- (in id order) and move each that may be sent now to `dispatched`, held by `claimant`, with
+-- its history row. Sendable: ready, and pending, or failed with its retry due, or dispatched
+-- by a claimant that has not beaten for `stuck_after` (counted from the latest of the claim,
+-- its last beat and the start of the claiming process's own unbroken run of beats, so that
+-- nobody is presumed dead because the database was away). Such a takeover first records the
+-- lost send as an `interrupted` attempt (so numbers stay contiguous and the adapter sees the
+-- real one), and after `max_takeovers` takeovers the delivery is cancelled as `abandoned`
+-- instead: the dead-letter end. Each row as it was comes back either way (`was_*`), with the
 -- moved row's columns when it moved, on the database's clock; a missing id, no row.
 WITH previous AS (
-    SELECT d.id, d.status, d.orchestration_state, d.retry_at,
-           d.status_changed_at + %(stuck_after)s::interval AS takeover_at,
+    SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
+           d.status_changed_at AS was_changed_at,
+           -- A claimant still registered must also have stopped beating; one that left
+           -- (or never registered: a claim made inside a test's transaction) needs only
+           -- the claim to be that old.
+           CASE WHEN c.id IS NULL THEN d.status_changed_at
+                ELSE greatest(d.status_changed_at, c.beat_at, me.alive_since)
+           END + %(stuck_after)s::interval AS takeover_at,
            (SELECT count(*) FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id)
                AS attempts
     FROM chimeway_deliveries d
+    LEFT JOIN chimeway_processes c ON c.id = d.claimed_by
+    LEFT JOIN chimeway_processes me ON me.id = %(claimant)s::uuid
     WHERE d.id = ANY(%(ids)s::uuid[])
     ORDER BY d.id
-    FOR UPDATE
-), moved AS (
-    UPDATE chimeway_deliveries d
-    SET status = 'dispatched',
-        suppression_reason = NULL,
-        retry_at = NULL,
-        updated_at = now(),
-        status_changed_at = now(),
-        terminal_at = NULL
+    FOR UPDATE OF d
+), sendable AS (
+    SELECT p.*, p.status = 'dispatched' AS takeover,
+           p.status = 'dispatched' AND p.takeovers >= %(max_takeovers)s AS abandon
     FROM previous p
-    WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = p.id
-      AND p.orchestration_state = 'ready'
+    WHERE p.orchestration_state = 'ready'
       AND p.status = ANY(%(from_statuses)s::chimeway_delivery_status[])
       AND (p.status = 'pending'
            OR (p.status = 'failed' AND (p.retry_at IS NULL OR p.retry_at <= now()))
            OR (p.status = 'dispatched' AND p.takeover_at <= now()))
+), moved AS (
+    UPDATE chimeway_deliveries d
+    SET status = CASE WHEN s.abandon THEN 'cancelled' ELSE 'dispatched' END
+            ::chimeway_delivery_status,
+        suppression_reason = CASE WHEN s.abandon THEN 'abandoned' END
+            ::chimeway_delivery_reason,
+        retry_at = NULL,
+        updated_at = now(),
+        status_changed_at = now(),
+        terminal_at = CASE WHEN s.abandon THEN now() END,
+        claimed_by = CASE WHEN s.abandon THEN NULL ELSE %(claimant)s::uuid END,
+        takeovers = d.takeovers + (s.takeover AND NOT s.abandon)::int
+    FROM sendable s
+    WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = s.id
     RETURNING d.*
+), interrupted AS (
+    INSERT INTO chimeway_delivery_attempts (
+        delivery_id, attempt_number, outcome, error_class, error, started_at
+    )
+    SELECT s.id, s.attempts + 1, 'failed', 'unknown',
+           'interrupted: the sending process stopped reporting before it recorded an '
+           || 'outcome; the send may or may not have reached the provider',
+           s.was_changed_at
+    FROM sendable s WHERE s.takeover
 ), history AS (
     INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
-    SELECT m.id, p.status, m.status,
-           CASE WHEN p.status = 'dispatched' THEN 'redispatched_after_interruption'
+    SELECT m.id, s.status, m.status,
+           CASE WHEN s.abandon THEN 'abandoned_after_interruptions'
+                WHEN s.takeover THEN 'redispatched_after_interruption'
                 ELSE 'dispatched' END,
-           '{}'::jsonb
-    FROM moved m JOIN previous p ON p.id = m.id
+           CASE WHEN s.takeover THEN jsonb_build_object('takeovers', m.takeovers)
+                ELSE '{}'::jsonb END
+    FROM moved m JOIN sendable s ON s.id = m.id
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
-       p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now, p.attempts,
+       p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now,
+       p.attempts + coalesce(s.takeover::int, 0) AS attempts,
        p.id AS claimed_id, m.id IS NOT NULL AS moved, m.*
-FROM previous p LEFT JOIN moved m ON m.id = p.id
+FROM previous p
+LEFT JOIN sendable s ON s.id = p.id
+LEFT JOIN moved m ON m.id = p.id
 
 -- name: delivery_transitions_list
 SELECT id, from_status, to_status, reason, context, created_at
@@ -254,3 +289,9 @@ SELECT channel, count(*) AS waiting FROM chimeway_deliveries
 WHERE status IN ('pending', 'dispatched', 'failed')
 GROUP BY channel
 ORDER BY channel
+
+-- name: deliveries_release
+-- The claimant gives up its hold on dispatched deliveries it cannot record: another process
+-- may take them over once their claim is `stuck_after` old.
+UPDATE chimeway_deliveries SET claimed_by = NULL
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(claimant)s

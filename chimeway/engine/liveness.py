@@ -1,0 +1,84 @@
+"""This process's beat: how other processes know it still holds the deliveries it claimed.
+
+A process that claims deliveries registers in ``chimeway_processes`` and beats every
+``interval`` from a daemon thread, on its own pool connection. Another process may take a
+dispatched delivery over only once its claimant has not beaten for ``stuck_after``, counted
+from the start of the taker's own unbroken run of beats (see the ``delivery_claim`` query):
+so a claimant that is alive, and retrying to record an outcome while the database was away,
+is never presumed dead because of the outage. A beat that fails (the database is away) is
+retried at the next interval; the thread never stops the process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from chimeway.db import Conn
+from chimeway.store import processes
+
+logger = logging.getLogger(__name__)
+
+
+class Liveness:
+    def __init__(
+        self,
+        connection: Callable[[], AbstractContextManager[Conn]],
+        *,
+        interval: dt.timedelta,
+    ) -> None:
+        self.id = uuid.uuid4()
+        self.interval = interval
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ensure(self) -> uuid.UUID:
+        """Register (one synchronous beat) the first time; then beat in the background."""
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self._beat()
+                    self._thread = threading.Thread(
+                        target=self._run, name="chimeway-liveness", daemon=True
+                    )
+                    self._thread.start()
+                    self._started = True
+        return self.id
+
+    def _beat(self) -> None:
+        with self._connection() as conn:
+            processes.beat(
+                conn,
+                self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                gap=self.interval * 3,
+            )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval.total_seconds()):
+            try:
+                self._beat()
+            except Exception:  # the database is away: beat again at the next interval
+                logger.debug("beat failed", exc_info=True, extra={"action": "process.beat_failed"})
+
+    def close(self) -> None:
+        """Stop beating and leave the registry (this process holds no delivery now)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval.total_seconds() + 5)
+        if self._started:
+            try:
+                with self._connection() as conn:
+                    processes.forget(conn, self.id)
+            except Exception:
+                logger.debug("could not leave the registry", exc_info=True)

@@ -1,0 +1,326 @@
+"""Recording sends: each one's attempt appended, its delivery moved (succeeded, retry
+scheduled, cancelled) and its run progressed, set-wise in one transaction (design §5, §6).
+
+Once a send happened its outcome exists only in this process until it is recorded, so the
+record is the one thing that must not be lost:
+
+* a lost connection or a database that is away is retried, with backoff, for as long as it
+  takes (the delivery stays ``dispatched`` and held by this process, which goes on beating,
+  so no other process takes it over meanwhile: see :mod:`chimeway.engine.liveness`);
+* a batch that fails for another reason is recorded send by send, and a send whose record
+  still fails is recorded with a last-resort attempt (``unknown``, no provider data), which
+  retries it like a temporary failure: never an unrecorded send, never one resent forever;
+* log lines of the moves are written after the transaction commits
+  (:mod:`chimeway.engine.logbook`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from chimeway.db import Conn
+from chimeway.engine import logbook
+from chimeway.engine.context import Engine
+from chimeway.engine.progression import drive
+from chimeway.engine.progression.drive import Held
+from chimeway.engine.sending import Outcome, unknown_failure
+from chimeway.errors import DatabaseUnavailable
+from chimeway.results import DeliverResult, Delivery
+from chimeway.store import clock, deliveries, runs
+from chimeway.store.deliveries import LatestAttempt
+from chimeway.types import AttemptOutcome, DeliveryReason, DeliveryStatus, ErrorClass
+
+logger = logging.getLogger(__name__)
+
+S = DeliveryStatus
+
+#: Backoff between tries of a record while the database is away: doubling, capped.
+RETRY_FIRST = 0.05
+RETRY_CAP = 2.0
+#: Errors that say the database (or the way to it) is away, not that the rows are wrong.
+AWAY = (psycopg.OperationalError, PoolTimeout, DatabaseUnavailable)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A send that happened: the claimed delivery and what its adapter said. The attempt
+    starts when the delivery was claimed (``status_changed_at``, the claim's transaction
+    time on the database's clock; in a chunk the adapter call may start later, when a send
+    thread is free)."""
+
+    delivery: Delivery
+    outcome: Outcome
+
+
+def record(
+    engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None] = time.sleep
+) -> list[DeliverResult]:
+    """Record the sends in one transaction if possible; one result per send, in order. If
+    even a send's last-resort record is refused, the others are still recorded, the send is
+    released (another process may try it again after ``stuck_after``) and the error raised."""
+    try:
+        return _record_while_away(engine, sent, sleep)
+    except Exception:
+        if len(sent) > 1:
+            logger.warning(
+                "recording a batch of attempts failed; recording them one by one",
+                extra={"action": "delivery.batch_record_failed", "deliveries": len(sent)},
+                exc_info=True,
+            )
+    results = []
+    refused: Exception | None = None
+    for one in sent:
+        try:
+            results.extend(_record_while_away(engine, [one], sleep))
+        except Exception:
+            try:
+                results.append(_last_resort(engine, one, sleep))
+            except Exception as exc:
+                refused = exc
+                _release(engine, one)
+    if refused is not None:
+        raise refused
+    return results
+
+
+def _release(engine: Engine, one: Sent) -> None:
+    """Give up the hold on a send that could not be recorded at all (best effort)."""
+    logger.error(
+        "a send could not be recorded at all; releasing it for a later takeover",
+        extra={"action": "delivery.record_refused", "delivery_id": str(one.delivery.id)},
+    )
+    try:
+        with engine.pool.connection() as conn, conn.transaction():
+            deliveries.release(conn, [one.delivery.id], engine.liveness.id)
+    except Exception:
+        logger.warning("releasing the send failed", exc_info=True)
+
+
+def _record_while_away(
+    engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None]
+) -> list[DeliverResult]:
+    """One transaction recording ``sent``, tried again for as long as the database is away."""
+    wait, tries = RETRY_FIRST, 0
+    while True:
+        try:
+            with logbook.held(), engine.pool.connection() as conn, conn.transaction():
+                return record_attempts(engine, conn, sent)
+        except AWAY:
+            tries += 1
+            if tries == 1 or tries % 20 == 0:
+                logger.warning(
+                    "recording attempts failed: the database is away; trying again",
+                    extra={
+                        "action": "delivery.record_retry",
+                        "delivery_ids": [str(s.delivery.id) for s in sent],
+                        "tries": tries,
+                    },
+                    exc_info=tries == 1,
+                )
+            sleep(wait)
+            wait = min(wait * 2, RETRY_CAP)
+
+
+def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> DeliverResult:
+    """The send's record failed for a reason other than the database being away (a bug, a
+    row the database refuses): record it without any provider data, as an ``unknown``
+    failure, so that it is retried like a temporary one and is never left unrecorded."""
+    logger.exception(
+        "recording an attempt failed; recording it as an unknown failure",
+        extra={"action": "delivery.record_failed", "delivery_id": str(one.delivery.id)},
+    )
+    bare = Sent(
+        one.delivery,
+        unknown_failure(RuntimeError("the provider's answer could not be recorded")),
+    )
+    return _record_while_away(engine, [bare], sleep)[0]
+
+
+def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverResult]:
+    """Append each send's attempt and move its delivery (and its run) on, in the caller's
+    transaction: a few statements for any number of sends. One result per send, in order."""
+    # Lock order: runs, then deliveries (each set in id order).
+    locked = runs.lock_runs(
+        conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
+    )
+    current = deliveries.lock_many(conn, [s.delivery.id for s in sent])
+    present = [s for s in sent if s.delivery.id in current]
+    attempts = deliveries.append_attempts(
+        conn,
+        [
+            deliveries.NewAttempt(
+                s.delivery.id,
+                s.outcome.attempt_outcome,
+                s.delivery.status_changed_at,
+                s.outcome.error_class,
+                s.outcome.error,
+                s.outcome.provider_message_id,
+                s.outcome.response,
+            )
+            for s in present
+        ],
+    )
+    results = {
+        s.delivery.id: DeliverResult(s.delivery.id, "recorded", "delivery no longer exists")
+        for s in sent
+        if s.delivery.id not in current
+    }
+    moves: list[deliveries.Move] = []
+    exhausted: list[deliveries.Move] = []
+    retries: dict[uuid.UUID, dt.datetime] = {}
+    logs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []  # once the moves are made
+    now: dt.datetime | None = None
+    for s, attempt in zip(present, attempts, strict=True):
+        delivery_id, number = s.delivery.id, attempt.attempt_number
+        context = {"attempt_number": number}
+        status = current[delivery_id].status
+        if status != S.DISPATCHED:
+            # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
+            # evidence, change nothing else.
+            results[delivery_id] = DeliverResult(delivery_id, "recorded", f"status was {status}")
+        elif s.outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
+            moves.append(
+                deliveries.Move(
+                    delivery_id,
+                    S.SUCCEEDED,
+                    "sent",
+                    context=context,
+                    provider_message_id=s.outcome.provider_message_id,
+                )
+            )
+            results[delivery_id] = DeliverResult(delivery_id, "succeeded")
+            logs.append((delivery_id, "delivery.succeeded", context))
+        elif s.outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
+            reason = (
+                DeliveryReason.BOUNCED
+                if s.outcome.error_class == ErrorClass.BOUNCED
+                else DeliveryReason.PERMANENT_FAILURE
+            )
+            moves.append(deliveries.Move(delivery_id, S.CANCELLED, reason, reason, context))
+            results[delivery_id] = DeliverResult(delivery_id, "cancelled", reason)
+            logs.append((delivery_id, "delivery.cancelled", {**context, "reason": reason}))
+        elif number >= current[delivery_id].max_attempts:
+            moves.append(deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context))
+            exhausted.append(
+                deliveries.Move(
+                    delivery_id,
+                    S.CANCELLED,
+                    DeliveryReason.RETRIES_EXHAUSTED,
+                    DeliveryReason.RETRIES_EXHAUSTED,
+                    context,
+                )
+            )
+            results[delivery_id] = DeliverResult(
+                delivery_id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED
+            )
+            logs.append(
+                (
+                    delivery_id,
+                    "delivery.retries_exhausted",
+                    {**context, "reason": DeliveryReason.RETRIES_EXHAUSTED},
+                )
+            )
+        else:
+            now = now or clock.now(conn)
+            delay = engine.retry_policy(s.delivery.channel).delay(number)
+            if s.outcome.retry_after is not None:  # the provider said when to come back
+                delay = max(delay, dt.timedelta(seconds=s.outcome.retry_after))
+            retry_at = now + delay
+            retries[delivery_id] = retry_at
+            moves.append(
+                deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context, retry_at)
+            )
+            results[delivery_id] = DeliverResult(
+                delivery_id, "retry_scheduled", f"retry at {retry_at}"
+            )
+            logs.append((delivery_id, "delivery.retry_scheduled", context))
+    moved = {d.id: d for d in deliveries.transition_many(conn, moves)}
+    moved.update({d.id: d for d in deliveries.transition_many(conn, exhausted)})
+    for delivery_id, retry_at in retries.items():
+        # A re-driven job may already be queued for this delivery: then it is pulled to the
+        # retry time instead (a savepoint keeps this transaction alive).
+        engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
+    for delivery_id, action, details in logs:
+        _log(action, moved.get(delivery_id), **details)
+    known = [
+        Held(
+            locked[s.delivery.workflow_run_id],
+            moved.get(s.delivery.id),
+            LatestAttempt(attempt.outcome, attempt.error_class),
+        )
+        for s, attempt in zip(present, attempts, strict=True)
+        if s.delivery.workflow_run_id in locked
+    ]
+    _progress_after_record(engine, conn, known)
+    return [results[s.delivery.id] for s in sent]
+
+
+def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) -> None:
+    """Progress the runs with their attempts, set-wise; if that fails, run by run, and a run
+    that still fails gets a ``progress`` job: the attempts commit either way (never lose the
+    record of a send). A run seen twice (two of its deliveries in one batch) is progressed
+    again afterwards, from the rows."""
+    first: dict[uuid.UUID, Held] = {}
+    again: list[uuid.UUID] = []
+    for k in known:
+        if k.run.id in first:
+            again.append(k.run.id)
+        else:
+            first[k.run.id] = k
+    batch = list(first.values())
+    if len(batch) > 1:
+        try:
+            with logbook.held(), conn.transaction():
+                drive.progress_recorded(engine, conn, batch)
+            batch = []
+        except Exception:
+            logger.warning(
+                "progressing a batch of runs after their attempts failed; one by one",
+                extra={"action": "runs.batch_failed", "runs": len(batch)},
+                exc_info=True,
+            )
+    for k in batch:
+        _progress_one(engine, conn, k.run.id, k)
+    for run_id in again:
+        _progress_one(engine, conn, run_id, None)
+
+
+def _progress_one(
+    engine: Engine,
+    conn: Conn,
+    run_id: uuid.UUID,
+    known: Held | None,
+) -> None:
+    try:
+        with logbook.held(), conn.transaction():
+            drive.progress_in(engine, conn, run_id, held=known)
+    except Exception:
+        logger.exception(
+            "progressing the run after an attempt failed; deferring it",
+            extra={"action": "run.progress_deferred", "run_id": str(run_id)},
+        )
+        engine.deferrer.progress(conn, run_id, schedule_at=clock.now(conn))
+
+
+def _log(action: str, delivery: Delivery | None, **details: Any) -> None:
+    if delivery is None:
+        return
+    logbook.info(
+        logger,
+        action.replace(".", " ").replace("_", " "),
+        action=action,
+        tenant_id=delivery.tenant_id,
+        delivery_id=str(delivery.id),
+        run_id=str(delivery.workflow_run_id) if delivery.workflow_run_id else None,
+        channel=delivery.channel,
+        **details,
+    )
