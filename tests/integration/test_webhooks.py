@@ -100,19 +100,19 @@ def test_the_same_event_twice_is_inert(cw: Chimeway, db: Conn) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "headers", "error"),
-    [
-        (
-            b"{}",
-            {"webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "v1,AA=="},
-            WebhookUnauthorized,
-        ),
-        (b"not json", signed(b"not json"), WebhookUnparseable),
-    ],
+    ("body", "forged", "error"),
+    [(b"{}", True, WebhookUnauthorized), (b"not json", False, WebhookUnparseable)],
 )
 def test_unauthorised_or_unparseable_requests_write_nothing(
-    cw: Chimeway, db: Conn, body: bytes, headers: dict[str, str], error: type[Exception]
+    cw: Chimeway, db: Conn, body: bytes, forged: bool, error: type[Exception]
 ) -> None:
+    # Signed when the test runs, not when it is collected: the signature's timestamp must
+    # be within the tolerance however long the suite took to get here.
+    headers = (
+        {"webhook-id": "x", "webhook-timestamp": "1", "webhook-signature": "v1,AA=="}
+        if forged
+        else signed(body)
+    )
     with pytest.raises(error):
         cw.webhooks.process("receipts", body, headers, conn=db)
     assert count(db, "SELECT count(*) FROM chimeway_webhook_ingress") == 0
