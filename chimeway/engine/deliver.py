@@ -66,7 +66,7 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
         lambda _c, lane: sending.never_started(lane),
         every=WATCH,
     ):
-        sent = [Sent(delivery, outcome) for (delivery, _), outcome in group]
+        sent = [Sent(delivery, number, outcome) for (delivery, number), outcome in group]
         try:
             recorded.update((r.delivery_id, r) for r in record(engine, sent))
         except Exception as exc:  # record the later groups, then fail the job
@@ -89,7 +89,8 @@ def deliver_in(
         profiles = _profiles(conn, claimed)
     _skipped(why_not)
     sent = [
-        Sent(delivery, _send(engine, delivery, number, profiles)) for delivery, number in claimed
+        Sent(delivery, number, _send(engine, delivery, number, profiles))
+        for delivery, number in claimed
     ]
     with logbook.held(), conn.transaction():
         recorded = {r.delivery_id: r for r in record_attempts(engine, conn, sent)}

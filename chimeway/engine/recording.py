@@ -36,7 +36,6 @@ from chimeway.engine.sending import Outcome, unknown_failure
 from chimeway.errors import DatabaseUnavailable
 from chimeway.results import DeliverResult, Delivery
 from chimeway.store import clock, deliveries, runs
-from chimeway.store.deliveries import LatestAttempt
 from chimeway.types import AttemptOutcome, DeliveryReason, DeliveryStatus, ErrorClass
 
 logger = logging.getLogger(__name__)
@@ -52,12 +51,13 @@ AWAY = (psycopg.OperationalError, PoolTimeout, DatabaseUnavailable)
 
 @dataclass(frozen=True)
 class Sent:
-    """A send that happened: the claimed delivery and what its adapter said. The attempt
-    starts when the delivery was claimed (``status_changed_at``, the claim's transaction
-    time on the database's clock; in a chunk the adapter call may start later, when a send
-    thread is free)."""
+    """A send that happened: the claimed delivery, the attempt number its claim gave, and
+    what its adapter said. The attempt starts when the delivery was claimed
+    (``status_changed_at``, the claim's transaction time on the database's clock; in a chunk
+    the adapter call may start later, when a send thread is free)."""
 
     delivery: Delivery
+    number: int
     outcome: Outcome
 
 
@@ -140,6 +140,7 @@ def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> D
     )
     bare = Sent(
         one.delivery,
+        one.number,
         unknown_failure(RuntimeError("the provider's answer could not be recorded")),
     )
     return _record_while_away(engine, [bare], sleep)[0]
@@ -148,120 +149,101 @@ def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> D
 def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
     transaction: a few statements for any number of sends. One result per send, in order."""
-    # Lock order: runs, then deliveries (each set in id order).
+    # Lock order: runs, then deliveries (each set in id order, the record locks those).
     locked = runs.lock_runs(
         conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
     )
-    current = deliveries.lock_many(conn, [s.delivery.id for s in sent])
-    present = [s for s in sent if s.delivery.id in current]
-    attempts = deliveries.append_attempts(
-        conn,
-        [
-            deliveries.NewAttempt(
-                s.delivery.id,
-                s.outcome.attempt_outcome,
-                s.delivery.status_changed_at,
-                s.outcome.error_class,
-                s.outcome.error,
-                s.outcome.provider_message_id,
-                s.outcome.response,
-            )
-            for s in present
-        ],
-    )
-    results = {
-        s.delivery.id: DeliverResult(s.delivery.id, "recorded", "delivery no longer exists")
-        for s in sent
-        if s.delivery.id not in current
-    }
-    moves: list[deliveries.Move] = []
-    exhausted: list[deliveries.Move] = []
-    retries: dict[uuid.UUID, dt.datetime] = {}
-    logs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []  # once the moves are made
-    now: dt.datetime | None = None
-    for s, attempt in zip(present, attempts, strict=True):
-        delivery_id, number = s.delivery.id, attempt.attempt_number
-        context = {"attempt_number": number}
-        status = current[delivery_id].status
-        if status != S.DISPATCHED:
-            # Moved on while the adapter ran (an operator, a takeover): keep the attempt as
-            # evidence, change nothing else.
-            results[delivery_id] = DeliverResult(delivery_id, "recorded", f"status was {status}")
-        elif s.outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
-            moves.append(
-                deliveries.Move(
-                    delivery_id,
-                    S.SUCCEEDED,
-                    "sent",
-                    context=context,
-                    provider_message_id=s.outcome.provider_message_id,
-                )
-            )
-            results[delivery_id] = DeliverResult(delivery_id, "succeeded")
-            logs.append((delivery_id, "delivery.succeeded", context))
-        elif s.outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
-            reason = (
-                DeliveryReason.BOUNCED
-                if s.outcome.error_class == ErrorClass.BOUNCED
-                else DeliveryReason.PERMANENT_FAILURE
-            )
-            moves.append(deliveries.Move(delivery_id, S.CANCELLED, reason, reason, context))
-            results[delivery_id] = DeliverResult(delivery_id, "cancelled", reason)
-            logs.append((delivery_id, "delivery.cancelled", {**context, "reason": reason}))
-        elif number >= current[delivery_id].max_attempts:
-            moves.append(deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context))
-            exhausted.append(
-                deliveries.Move(
-                    delivery_id,
-                    S.CANCELLED,
-                    DeliveryReason.RETRIES_EXHAUSTED,
-                    DeliveryReason.RETRIES_EXHAUSTED,
-                    context,
-                )
-            )
-            results[delivery_id] = DeliverResult(
-                delivery_id, "cancelled", DeliveryReason.RETRIES_EXHAUSTED
-            )
-            logs.append(
-                (
-                    delivery_id,
-                    "delivery.retries_exhausted",
-                    {**context, "reason": DeliveryReason.RETRIES_EXHAUSTED},
-                )
-            )
-        else:
-            now = now or clock.now(conn)
-            delay = engine.retry_policy(s.delivery.channel).delay(number)
-            if s.outcome.retry_after is not None:  # the provider said when to come back
-                delay = max(delay, dt.timedelta(seconds=s.outcome.retry_after))
-            retry_at = now + delay
-            retries[delivery_id] = retry_at
-            moves.append(
-                deliveries.Move(delivery_id, S.FAILED, "temporary_failure", None, context, retry_at)
-            )
-            results[delivery_id] = DeliverResult(
-                delivery_id, "retry_scheduled", f"retry at {retry_at}"
-            )
-            logs.append((delivery_id, "delivery.retry_scheduled", context))
-    moved = {d.id: d for d in deliveries.transition_many(conn, moves)}
-    moved.update({d.id: d for d in deliveries.transition_many(conn, exhausted)})
-    for delivery_id, retry_at in retries.items():
+    records = deliveries.record_many(conn, [_record_of(engine, s) for s in sent])
+    results: list[DeliverResult] = []
+    retries: list[Delivery] = []
+    held: list[Held] = []
+    for s, done in zip(sent, records, strict=True):
+        results.append(_result(s, done))
+        moved = done.moved
+        if moved is None:
+            continue
+        if moved.status == S.FAILED:
+            retries.append(moved)
+        _log_move(s, moved)
+        run = locked.get(s.delivery.workflow_run_id) if s.delivery.workflow_run_id else None
+        if run is not None:
+            held.append(Held(run, moved, done.attempt))
+    for moved in retries:
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
-        engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=retry_at)
-    for delivery_id, action, details in logs:
-        _log(action, moved.get(delivery_id), **details)
-    known = [
-        Held(
-            locked[s.delivery.workflow_run_id],
-            moved.get(s.delivery.id),
-            LatestAttempt(attempt.outcome, attempt.error_class),
+        engine.deferrer.deliver_if_not_queued(conn, moved.id, schedule_at=moved.retry_at)
+    _progress_after_record(engine, conn, held)
+    return results
+
+
+def _record_of(engine: Engine, s: Sent) -> deliveries.NewRecord:
+    """The move a send's outcome makes of its delivery (if it is still dispatched for it)."""
+    outcome, number = s.outcome, s.number
+    context = {"attempt_number": number}
+    to, reason, why, delay, exhausted = S.FAILED, "temporary_failure", None, None, False
+    if outcome.attempt_outcome == AttemptOutcome.SUCCEEDED:
+        to, reason = S.SUCCEEDED, "sent"
+    elif outcome.error_class in (ErrorClass.PERMANENT, ErrorClass.BOUNCED):
+        why = (
+            DeliveryReason.BOUNCED
+            if outcome.error_class == ErrorClass.BOUNCED
+            else DeliveryReason.PERMANENT_FAILURE
         )
-        for s, attempt in zip(present, attempts, strict=True)
-        if s.delivery.workflow_run_id in locked
-    ]
-    _progress_after_record(engine, conn, known)
-    return [results[s.delivery.id] for s in sent]
+        to, reason = S.CANCELLED, str(why)
+    elif number >= s.delivery.max_attempts:
+        why = DeliveryReason.RETRIES_EXHAUSTED
+        to, reason, exhausted = S.CANCELLED, str(why), True
+    else:
+        delay = engine.retry_policy(s.delivery.channel).delay(number)
+        if outcome.retry_after is not None:  # the provider said when to come back
+            delay = max(delay, dt.timedelta(seconds=outcome.retry_after))
+    return deliveries.NewRecord(
+        delivery_id=s.delivery.id,
+        number=number,
+        outcome=outcome.attempt_outcome,
+        started_at=s.delivery.status_changed_at,
+        error_class=outcome.error_class,
+        error=outcome.error,
+        provider_message_id=outcome.provider_message_id,
+        response=outcome.response,
+        to=to,
+        reason=reason,
+        suppression_reason=why,
+        retry_delay=delay,
+        exhausted=exhausted,
+        context=context,
+    )
+
+
+def _result(s: Sent, done: deliveries.Recorded) -> DeliverResult:
+    delivery_id = s.delivery.id
+    moved = done.moved
+    if done.was_status is None:
+        return DeliverResult(delivery_id, "recorded", "delivery no longer exists")
+    if moved is None:
+        # Moved on while the adapter ran (an operator, a takeover): the attempt is kept as
+        # evidence, nothing else changed.
+        if done.was_status == S.DISPATCHED:
+            return DeliverResult(delivery_id, "recorded", "taken over by another process")
+        return DeliverResult(delivery_id, "recorded", f"status was {done.was_status}")
+    if moved.status == S.SUCCEEDED:
+        return DeliverResult(delivery_id, "succeeded")
+    if moved.status == S.FAILED:
+        return DeliverResult(delivery_id, "retry_scheduled", f"retry at {moved.retry_at}")
+    return DeliverResult(delivery_id, "cancelled", str(moved.suppression_reason))
+
+
+def _log_move(s: Sent, moved: Delivery) -> None:
+    context = {"attempt_number": s.number}
+    reason = moved.suppression_reason
+    if moved.status == S.SUCCEEDED:
+        _log("delivery.succeeded", moved, **context)
+    elif moved.status == S.FAILED:
+        _log("delivery.retry_scheduled", moved, **context)
+    elif reason == DeliveryReason.RETRIES_EXHAUSTED:
+        _log("delivery.retries_exhausted", moved, **context, reason=reason)
+    else:
+        _log("delivery.cancelled", moved, **context, reason=reason)
 
 
 def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) -> None:

@@ -700,7 +700,8 @@ CREATE TABLE public.chimeway_deliveries (
     CONSTRAINT chimeway_deliveries_reason_only_when_ended CHECK (((suppression_reason IS NULL) OR (status = ANY (ARRAY['suppressed'::public.chimeway_delivery_status, 'cancelled'::public.chimeway_delivery_status])))),
     CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
     CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
-);
+)
+WITH (fillfactor='50');
 
 --
 -- Name: chimeway_delivery_attempts; Type: TABLE; Schema: public; Owner: -
@@ -961,7 +962,8 @@ CREATE TABLE public.chimeway_workflow_runs (
     last_transition_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chimeway_workflow_runs_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
     CONSTRAINT chimeway_workflow_runs_waiting_has_due CHECK (((state <> 'waiting'::public.chimeway_run_state) OR (suspended_until IS NOT NULL)))
-);
+)
+WITH (fillfactor='50');
 
 --
 -- Name: chimeway_workflow_steps; Type: TABLE; Schema: public; Owner: -
@@ -1312,16 +1314,10 @@ ALTER TABLE ONLY public.procrastinate_workers
     ADD CONSTRAINT procrastinate_workers_pkey PRIMARY KEY (id);
 
 --
--- Name: chimeway_deliveries_deferred_due_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: chimeway_deliveries_deferred_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX chimeway_deliveries_deferred_due_idx ON public.chimeway_deliveries USING btree (next_eligible_at) WHERE ((status = 'pending'::public.chimeway_delivery_status) AND (orchestration_state = 'deferred'::public.chimeway_orchestration_state));
-
---
--- Name: chimeway_deliveries_in_flight_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_deliveries_in_flight_idx ON public.chimeway_deliveries USING btree (status_changed_at) WHERE (status = ANY (ARRAY['pending'::public.chimeway_delivery_status, 'dispatched'::public.chimeway_delivery_status]));
+CREATE INDEX chimeway_deliveries_deferred_idx ON public.chimeway_deliveries USING btree (next_eligible_at) WHERE (orchestration_state = 'deferred'::public.chimeway_orchestration_state);
 
 --
 -- Name: chimeway_deliveries_notification_channel; Type: INDEX; Schema: public; Owner: -
@@ -1336,16 +1332,10 @@ CREATE UNIQUE INDEX chimeway_deliveries_notification_channel ON public.chimeway_
 CREATE INDEX chimeway_deliveries_notification_idx ON public.chimeway_deliveries USING btree (notification_id);
 
 --
--- Name: chimeway_deliveries_provider_message_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: chimeway_deliveries_open_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX chimeway_deliveries_provider_message_idx ON public.chimeway_deliveries USING btree (provider_message_id) WHERE (provider_message_id IS NOT NULL);
-
---
--- Name: chimeway_deliveries_retry_due_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_deliveries_retry_due_idx ON public.chimeway_deliveries USING btree (retry_at) WHERE (status = 'failed'::public.chimeway_delivery_status);
+CREATE INDEX chimeway_deliveries_open_idx ON public.chimeway_deliveries USING btree (created_at) WHERE (terminal_at IS NULL);
 
 --
 -- Name: chimeway_deliveries_run_step; Type: INDEX; Schema: public; Owner: -
@@ -1354,16 +1344,10 @@ CREATE INDEX chimeway_deliveries_retry_due_idx ON public.chimeway_deliveries USI
 CREATE UNIQUE INDEX chimeway_deliveries_run_step ON public.chimeway_deliveries USING btree (workflow_run_id, workflow_step_id) WHERE (workflow_run_id IS NOT NULL);
 
 --
--- Name: chimeway_deliveries_step_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: chimeway_delivery_attempts_finished_brin; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX chimeway_deliveries_step_idx ON public.chimeway_deliveries USING btree (workflow_step_id) WHERE (workflow_step_id IS NOT NULL);
-
---
--- Name: chimeway_delivery_attempts_finished_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_delivery_attempts_finished_idx ON public.chimeway_delivery_attempts USING btree (finished_at);
+CREATE INDEX chimeway_delivery_attempts_finished_brin ON public.chimeway_delivery_attempts USING brin (finished_at);
 
 --
 -- Name: chimeway_delivery_attempts_provider_message_idx; Type: INDEX; Schema: public; Owner: -
@@ -1426,22 +1410,10 @@ CREATE UNIQUE INDEX chimeway_webhook_ingress_provider_event ON public.chimeway_w
 CREATE INDEX chimeway_webhook_ingress_queued_idx ON public.chimeway_webhook_ingress USING btree (created_at) WHERE (ingress_state = 'queued'::public.chimeway_ingress_state);
 
 --
--- Name: chimeway_workflow_runs_definition_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_workflow_runs_definition_idx ON public.chimeway_workflow_runs USING btree (definition_id);
-
---
 -- Name: chimeway_workflow_runs_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX chimeway_workflow_runs_due_idx ON public.chimeway_workflow_runs USING btree (suspended_until) WHERE (state = 'waiting'::public.chimeway_run_state);
-
---
--- Name: chimeway_workflow_runs_step_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_workflow_runs_step_idx ON public.chimeway_workflow_runs USING btree (current_step_id);
 
 --
 -- Name: chimeway_workflow_runs_tenant_idx; Type: INDEX; Schema: public; Owner: -

@@ -337,7 +337,10 @@ def test_one_run_the_database_refuses_to_advance_gets_a_progress_job(
 def test_the_sweep_leaves_deliveries_a_queued_chunk_holds(cw: Chimeway, committed_db: str) -> None:
     start(cw, ["sent-1", "sent-2", "sent-3"])
     with psycopg.connect(committed_db) as conn:  # long ago: they look stuck
-        conn.execute("UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day'")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day', "
+            "created_at = now() - interval '1 day'"
+        )
     assert cw.sweep().deliveries_redriven == 0  # a backlog, not a lost job
     with psycopg.connect(committed_db) as conn:  # the chunk job is lost
         conn.execute("DELETE FROM procrastinate_jobs")

@@ -101,7 +101,10 @@ def test_an_answer_postgres_cannot_store_is_recorded_once_and_never_sent_again(
     assert any("NUL" in n for n in notes) and any("nesting cut" in n for n in notes)
     # Long after stuck_after, nothing makes it go out again.
     with psycopg.connect(committed_db) as conn:
-        conn.execute("UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day'")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day', "
+            "created_at = now() - interval '1 day'"
+        )
     cw.sweep()
     assert cw.deliver(delivery_id).action == "skipped"
     assert adapter.calls == 1

@@ -297,7 +297,10 @@ def test_sweep_redrives_a_delivery_whose_job_was_lost_once(cw: Chimeway, committ
     assert isinstance(result, Triggered)
     with psycopg.connect(committed_db) as conn:
         conn.execute("DELETE FROM procrastinate_jobs")
-        conn.execute("UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 hour'")
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 hour', "
+            "created_at = now() - interval '1 hour'"
+        )
     assert cw.sweep().deliveries_redriven == 1
     assert cw.sweep().deliveries_redriven == 0  # its job is queued: not twice
     drain(cw)

@@ -243,7 +243,7 @@ WHERE d.id = %(id)s AND d.tenant_id = %(tenant_id)s
 -- Deferred deliveries whose time has come become ready (history row included).
 WITH due AS (
     SELECT id FROM chimeway_deliveries
-    WHERE status = 'pending' AND orchestration_state = 'deferred' AND next_eligible_at <= now()
+    WHERE orchestration_state = 'deferred' AND next_eligible_at <= now() AND status = 'pending'
     ORDER BY next_eligible_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -261,25 +261,30 @@ SELECT id FROM resumed
 -- name: deliveries_stuck_list
 -- Ready deliveries that have waited too long for a send (and are in no queued chunk job: a
 -- backlog is not a lost job), failed ones whose retry is overdue, and dispatched ones whose
--- worker went silent: each needs a deliver job again. The queued chunks' ids are listed once
--- and hashed (a probe into every job's arguments per delivery took 18 s for 500 deliveries
--- behind 10,000 queued chunks); with no stuck delivery they are not read at all.
+-- claim is old (the claim decides whether their claimant stopped): each needs a deliver job
+-- again. Found among the open deliveries created before the shorter of the two ages (a
+-- delivery is never older in its status than since it was created), through the open
+-- index. The queued chunks' ids are listed once and hashed (a probe into every job's
+-- arguments per delivery took 18 s for 500 deliveries behind 10,000 queued chunks); with no
+-- candidate they are not read at all.
 WITH queued AS MATERIALIZED (
     SELECT x.id::uuid AS id
     FROM procrastinate_jobs j
     CROSS JOIN LATERAL jsonb_array_elements_text(j.args -> 'delivery_ids') AS x (id)
     WHERE j.task_name = 'chimeway:deliver_many' AND j.status = 'todo'
 )
-SELECT id FROM chimeway_deliveries d
-WHERE status = 'pending' AND orchestration_state = 'ready'
-  AND status_changed_at < now() - %(pending_after)s::interval
-  AND NOT EXISTS (SELECT 1 FROM queued q WHERE q.id = d.id)
-UNION ALL
-SELECT id FROM chimeway_deliveries
-WHERE status = 'dispatched' AND status_changed_at < now() - %(dispatched_after)s::interval
-UNION ALL
-SELECT id FROM chimeway_deliveries
-WHERE status = 'failed' AND retry_at < now() - %(pending_after)s::interval
+SELECT d.id FROM chimeway_deliveries d
+WHERE d.terminal_at IS NULL
+  AND d.created_at < now() - least(%(pending_after)s::interval, %(dispatched_after)s::interval)
+  AND d.orchestration_state = 'ready'
+  AND (
+      (d.status = 'pending' AND d.status_changed_at < now() - %(pending_after)s::interval
+       AND NOT EXISTS (SELECT 1 FROM queued q WHERE q.id = d.id))
+      OR (d.status = 'dispatched'
+          AND d.status_changed_at < now() - %(dispatched_after)s::interval)
+      OR (d.status = 'failed' AND d.retry_at < now() - %(pending_after)s::interval)
+  )
+ORDER BY d.created_at
 LIMIT %(limit)s
 
 -- name: deliveries_waiting_by_channel
@@ -295,3 +300,79 @@ ORDER BY channel
 -- may take them over once their claim is `stuck_after` old.
 UPDATE chimeway_deliveries SET claimed_by = NULL
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(claimant)s
+
+-- name: delivery_record
+-- The record, as one statement for any number of sends: lock the deliveries (in id order),
+-- append each send's attempt (numbered under the lock), and move each delivery that is still
+-- dispatched for this very attempt (its attempt count is the one its claim saw; a takeover
+-- since then means it is someone else's now) to the status the outcome gives, with its
+-- history: the record form of the guarded transition, along edges ALLOWED from
+-- `dispatched` (succeeded, failed, cancelled; exhausted retries write dispatched -> failed
+-- -> cancelled). A send whose delivery moved on keeps its attempt as evidence and changes
+-- nothing else. One row per send, in input order, with the delivery as it was and, when it
+-- moved, as it is now.
+WITH x AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(numbers)s::int[], %(outcomes)s::chimeway_attempt_outcome[],
+        %(error_classes)s::chimeway_error_class[], %(errors)s::text[],
+        %(provider_message_ids)s::text[], %(responses)b::jsonb[], %(started_at)s::timestamptz[],
+        %(to_statuses)s::chimeway_delivery_status[], %(reasons)s::text[],
+        %(suppression_reasons)s::chimeway_delivery_reason[], %(retry_delays)s::interval[],
+        %(exhausted)s::boolean[], %(contexts)b::jsonb[]
+    ) WITH ORDINALITY AS x (
+        id, number, outcome, error_class, error, provider_message_id, response, started_at,
+        to_status, reason, suppression_reason, retry_delay, exhausted, context, n
+    )
+), locked AS (
+    SELECT d.id, d.status,
+           (SELECT coalesce(max(a.attempt_number), 0) FROM chimeway_delivery_attempts a
+            WHERE a.delivery_id = d.id) AS attempts
+    FROM chimeway_deliveries d
+    WHERE d.id = ANY(%(ids)s::uuid[])
+    ORDER BY d.id
+    FOR UPDATE
+), appended AS (
+    INSERT INTO chimeway_delivery_attempts (
+        delivery_id, attempt_number, outcome, error_class, error, provider_message_id,
+        provider_response, started_at
+    )
+    SELECT x.id, l.attempts + 1, x.outcome, x.error_class, x.error, x.provider_message_id,
+           x.response, x.started_at
+    FROM x JOIN locked l ON l.id = x.id
+    RETURNING delivery_id, attempt_number, outcome, error_class
+), ours AS (
+    SELECT x.* FROM x JOIN locked l ON l.id = x.id
+    WHERE l.status = 'dispatched' AND l.attempts + 1 = x.number
+), moved AS (
+    UPDATE chimeway_deliveries d
+    SET status = o.to_status,
+        suppression_reason = o.suppression_reason,
+        retry_at = now() + o.retry_delay,
+        provider_message_id = CASE WHEN o.to_status = 'succeeded' THEN o.provider_message_id
+                                   ELSE d.provider_message_id END,
+        updated_at = now(),
+        status_changed_at = now(),
+        terminal_at = CASE WHEN o.to_status IN ('succeeded', 'cancelled') THEN now() END,
+        claimed_by = NULL
+    FROM ours o
+    WHERE d.id = ANY(%(ids)s::uuid[]) AND d.id = o.id
+    RETURNING d.*, o.n AS move_n, o.reason AS move_reason, o.context AS move_context,
+              o.exhausted AS move_exhausted
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
+    SELECT id, 'dispatched'::chimeway_delivery_status,
+           CASE WHEN move_exhausted THEN 'failed'::chimeway_delivery_status ELSE status END,
+           CASE WHEN move_exhausted THEN 'temporary_failure' ELSE move_reason END,
+           move_context
+    FROM moved
+    UNION ALL
+    SELECT id, 'failed', status, move_reason, move_context FROM moved WHERE move_exhausted
+)
+SELECT x.n AS input_n, x.id AS input_id, l.status AS was_status,
+       a.attempt_number AS recorded_number, a.outcome AS recorded_outcome,
+       a.error_class AS recorded_error_class, m.id IS NOT NULL AS moved, m.*
+FROM x
+LEFT JOIN locked l ON l.id = x.id
+LEFT JOIN appended a ON a.delivery_id = x.id
+LEFT JOIN moved m ON m.id = x.id
+ORDER BY x.n

@@ -30,20 +30,17 @@ WHERE id = %(id)s
 
 -- name: feedback_target
 -- The delivery feedback is about: the one the provider echoed (delivery_ref), else the one
--- whose send returned this provider message id (kept on the delivery, and on its attempts
--- in case a later attempt replaced it). Read without a lock: the caller locks its run, then it.
+-- whose latest send returned this provider message id (the attempts keep it, indexed). Read
+-- without a lock: the caller locks its run, then it.
 SELECT id, workflow_run_id FROM (
-    SELECT d.id, d.workflow_run_id, 1 AS rank FROM chimeway_deliveries d
+    SELECT d.id, d.workflow_run_id, 1 AS rank, 0 AS attempt FROM chimeway_deliveries d
     WHERE d.id = %(delivery_ref)s
     UNION ALL
-    SELECT d.id, d.workflow_run_id, 2 FROM chimeway_deliveries d
-    WHERE d.provider_message_id = %(message_id)s
-    UNION ALL
-    SELECT d.id, d.workflow_run_id, 3 FROM chimeway_delivery_attempts a
+    SELECT d.id, d.workflow_run_id, 2, a.id FROM chimeway_delivery_attempts a
     JOIN chimeway_deliveries d ON d.id = a.delivery_id
     WHERE a.provider_message_id = %(message_id)s
 ) AS found
-ORDER BY rank
+ORDER BY rank, attempt DESC
 LIMIT 1
 
 -- name: feedback_context
