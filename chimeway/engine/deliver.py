@@ -21,7 +21,7 @@ import psycopg
 
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
-from chimeway.engine import logbook, recipients, sending
+from chimeway.engine import logbook, sending
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import drive
 from chimeway.engine.recording import Sent, record, record_attempts
@@ -37,7 +37,8 @@ S = DeliveryStatus
 #: How often the caller looks for sends past their deadline.
 WATCH = 1.0
 
-_Claimed = tuple[Delivery, int]  # the delivery, moved to dispatched, and its attempt number
+#: A claimed delivery (moved to dispatched), its attempt number and its recipient's profile.
+_Claimed = tuple[Delivery, int, RecipientProfile | None]
 
 
 def deliver(engine: Engine, delivery_id: uuid.UUID) -> DeliverResult:
@@ -52,21 +53,17 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
     ids = list(dict.fromkeys(delivery_ids))
     claimed, why_not = _claim(engine, ids)
     _skipped(why_not)
-    profiles: Profiles = {}
-    if claimed:
-        with engine.pool.connection() as conn:
-            profiles = _profiles(conn, claimed)
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
     for group in engine.senders.run(
         claimed,
-        lambda c: _send(engine, *c, profiles),
+        lambda c: _send(engine, *c),
         lambda c: _lane(engine, c[0]),
         lambda _c, lane: sending.timed_out(lane),
         lambda _c, lane: sending.never_started(lane),
         every=WATCH,
     ):
-        sent = [Sent(delivery, number, outcome) for (delivery, number), outcome in group]
+        sent = [Sent(delivery, number, outcome) for (delivery, number, _), outcome in group]
         try:
             recorded.update((r.delivery_id, r) for r in record(engine, sent))
         except Exception as exc:  # record the later groups, then fail the job
@@ -86,11 +83,10 @@ def deliver_in(
     ids = list(dict.fromkeys(delivery_ids))
     with conn.transaction():
         claimed, why_not = _claim_in(engine, conn, ids, claimant=None)
-        profiles = _profiles(conn, claimed)
     _skipped(why_not)
     sent = [
-        Sent(delivery, number, _send(engine, delivery, number, profiles))
-        for delivery, number in claimed
+        Sent(delivery, number, _send(engine, delivery, number, profile))
+        for delivery, number, profile in claimed
     ]
     with logbook.held(), conn.transaction():
         recorded = {r.delivery_id: r for r in record_attempts(engine, conn, sent)}
@@ -139,7 +135,7 @@ def _claim_in(
             why_not[delivery_id] = "missing"
         elif claim.dispatched is not None:
             number = claim.attempts + 1
-            claimed.append((claim.dispatched, number))
+            claimed.append((claim.dispatched, number, claim.profile))
             _log("delivery.dispatched", claim.dispatched, attempt_number=number)
     return claimed, why_not
 
@@ -178,19 +174,10 @@ def _not_sendable(
     return f"cannot be dispatched from {status}"
 
 
-Profiles = dict[tuple[str, str], RecipientProfile]
-
-
-def _profiles(conn: Conn, claimed: Sequence[_Claimed]) -> Profiles:
-    """The recipients' profiles, as the directory holds them now: one query per chunk."""
-    return recipients.profiles_for(conn, {(d.tenant_id, d.recipient_id) for d, _ in claimed})
-
-
 def _send(
-    engine: Engine, delivery: Delivery, attempt_number: int, profiles: Profiles
+    engine: Engine, delivery: Delivery, attempt_number: int, profile: RecipientProfile | None
 ) -> sending.Outcome:
     adapter = engine.adapter_for(delivery.channel)
-    profile = profiles.get((delivery.tenant_id, delivery.recipient_id))
     return sending.call(adapter, sending.request_for(delivery, attempt_number, profile))
 
 

@@ -18,7 +18,7 @@ from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.store import deliveries
 from chimeway.store.deliveries import PlannedDelivery, PlannedRow
-from chimeway.types import DeliveryReason, DeliveryStatus
+from chimeway.types import DeliveryReason
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ def plan(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> list[Plan
             )
             for i, p in enumerate(plans)
         ],
+        # The jobs of the pending ones, in the same statement.
+        jobs=engine.deferrer.plan_spec(len(plans) - len(lacking)),
     )
-    engine.deferrer.deliver(conn, [r.id for r in rows if r.status == DeliveryStatus.PENDING])
     return rows
 
 

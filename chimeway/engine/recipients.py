@@ -10,7 +10,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from chimeway import profiles
-from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument, NotFound
@@ -115,23 +114,5 @@ def addresses(
     without a profile has none (and is left out)."""
     return {
         pair: frozenset(f for f in profiles.ADDRESS_FIELDS if getattr(record, f))
-        for pair, record in recipients.for_pairs(conn, pairs).items()
-    }
-
-
-def profiles_for(
-    conn: Conn, pairs: Collection[tuple[str, str]]
-) -> dict[tuple[str, str], RecipientProfile]:
-    """The profiles adapters get, for these (tenant, recipient) pairs, in one round trip;
-    a recipient without one is left out."""
-    return {
-        pair: RecipientProfile(
-            id=record.recipient_id,
-            email=record.email,
-            phone=record.phone,
-            locale=record.locale,
-            timezone=record.timezone,
-            data=record.data,
-        )
         for pair, record in recipients.for_pairs(conn, pairs).items()
     }

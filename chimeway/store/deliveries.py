@@ -15,13 +15,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from chimeway import db
+from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.errors import InvalidTransition, NotFound
 from chimeway.results import Attempt, Delivery, DeliveryTransition
+from chimeway.store import jobs as jobs_store
+from chimeway.store.jobs import NO_JOBS, JobSpec
 from chimeway.types import (
     TERMINAL_DELIVERY_STATUSES,
     AttemptOutcome,
@@ -75,30 +79,45 @@ class PlannedRow:
 BATCH_SIZE = 1000
 
 
-def insert_many(conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
+def insert_many(
+    conn: Conn, planned: Sequence[PlannedDelivery], *, jobs: JobSpec = NO_JOBS
+) -> list[PlannedRow]:
     """Insert deliveries (each with its ``planned`` history, and the ``pending ->
-    suppressed`` one of those planned suppressed) in batches; duplicates are skipped."""
+    suppressed`` one of those planned suppressed) in batches; duplicates are skipped. With
+    ``jobs``, the jobs that send the pending ones are deferred by the same statement."""
     rows: list[PlannedRow] = []
     with conn.cursor(row_factory=db.dataclass_row(PlannedRow)) as cur:
         for start in range(0, len(planned), BATCH_SIZE):
             chunk = planned[start : start + BATCH_SIZE]
-            cur.execute(
-                db.query("delivery_insert_batch"),
-                {
-                    "notification_ids": [p.notification_id for p in chunk],
-                    "tenant_ids": [p.tenant_id for p in chunk],
-                    "recipient_ids": [p.recipient_id for p in chunk],
-                    "channels": [p.channel for p in chunk],
-                    "render_data": [
-                        None if p.render_data is None else Jsonb(p.render_data) for p in chunk
-                    ],
-                    "max_attempts": [p.max_attempts for p in chunk],
-                    "run_ids": [p.workflow_run_id for p in chunk],
-                    "step_ids": [p.workflow_step_id for p in chunk],
-                    "suppression_reasons": [p.suppressed for p in chunk],
-                    "contexts": [None if p.context is None else Jsonb(p.context) for p in chunk],
-                },
-            )
+            spec = jobs
+            try:
+                cur.execute(
+                    db.query("delivery_insert_batch"),
+                    {
+                        "notification_ids": [p.notification_id for p in chunk],
+                        "tenant_ids": [p.tenant_id for p in chunk],
+                        "recipient_ids": [p.recipient_id for p in chunk],
+                        "channels": [p.channel for p in chunk],
+                        "render_data": [
+                            None if p.render_data is None else Jsonb(p.render_data) for p in chunk
+                        ],
+                        "max_attempts": [p.max_attempts for p in chunk],
+                        "run_ids": [p.workflow_run_id for p in chunk],
+                        "step_ids": [p.workflow_step_id for p in chunk],
+                        "suppression_reasons": [p.suppressed for p in chunk],
+                        "contexts": [
+                            None if p.context is None else Jsonb(p.context) for p in chunk
+                        ],
+                        "defer": spec.defer,
+                        "chunk": spec.chunk,
+                        "queue": spec.queue,
+                        "task_one": spec.task_one,
+                        "task_many": spec.task_many,
+                        "lock_prefix": spec.lock_prefix,
+                    },
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise jobs_store.already_enqueued(exc, "deliver") from exc
             rows.extend(cur.fetchall())
     return rows
 
@@ -220,6 +239,8 @@ class Claim:
     attempts: int
     dispatched: Delivery | None
     abandoned: Delivery | None = None
+    #: The recipient's profile, read with the claim of a dispatched delivery (if any).
+    profile: RecipientProfile | None = None
 
 
 _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
@@ -269,8 +290,20 @@ def claim_many(
             attempts=int(row["attempts"]),
             dispatched=dispatched,
             abandoned=moved if moved is not None and dispatched is None else None,
+            profile=_profile(row) if dispatched is not None and row["has_profile"] else None,
         )
     return claims
+
+
+def _profile(row: dict[str, Any]) -> RecipientProfile:
+    return RecipientProfile(
+        id=row["recipient_id"],
+        email=row["profile_email"],
+        phone=row["profile_phone"],
+        locale=row["profile_locale"],
+        timezone=row["profile_timezone"],
+        data=row["profile_data"] or {},
+    )
 
 
 def transitions(conn: Conn, delivery_id: uuid.UUID) -> list[DeliveryTransition]:

@@ -61,6 +61,23 @@ def _pull_earlier(conn: Conn, queueing_lock: str, schedule_at: dt.datetime | Non
     )
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """How a statement that plans deliveries defers their jobs itself (``delivery_plan``):
+    the queue, the tasks, the queueing-lock prefix of lone deliveries, how many deliveries
+    share a ``deliver_many`` job (1: a ``deliver`` job each), and whether to defer at all."""
+
+    queue: str
+    task_one: str
+    task_many: str
+    lock_prefix: str
+    chunk: int
+    defer: bool = True
+
+
+NO_JOBS = JobSpec("", "", "", "", 1, defer=False)
+
+
 class Deferrer:
     def __init__(self, delivery_batch_size: int = 1) -> None:
         # Never opened: with `connection=` it writes through the caller's connection only.
@@ -98,6 +115,17 @@ class Deferrer:
             lock_prefix=DELIVER_LOCK,
             ids=delivery_ids,
             scheduled_at=[schedule_at] * len(delivery_ids),
+        )
+
+    def plan_spec(self, count: int) -> JobSpec:
+        """How the plan statement defers the jobs of ``count`` deliveries planned together,
+        the way :meth:`deliver` would."""
+        return JobSpec(
+            queue=QUEUES["deliver"],
+            task_one=TASKS["deliver"],
+            task_many=TASKS["deliver_many"],
+            lock_prefix=DELIVER_LOCK,
+            chunk=self.delivery_batch_size if count > 1 else 1,
         )
 
     def deliver_if_not_queued(
@@ -205,12 +233,16 @@ def _defer_per_id(
             },
         ).fetchall()
     except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == QUEUEING_LOCK_CONSTRAINT:
-            raise AlreadyEnqueued(
-                f"a {TASKS[task]} job is already queued for one of {len(ids)} ids"
-            ) from exc
-        raise
+        raise already_enqueued(exc, task) from exc
     return [row[0] for row in rows]
+
+
+def already_enqueued(exc: psycopg.errors.UniqueViolation, task: str) -> Exception:
+    """What a unique violation raised by a defer means: ``AlreadyEnqueued`` when a queued
+    job holds the queueing lock (as Procrastinate's own defer says), else the violation."""
+    if exc.diag.constraint_name == QUEUEING_LOCK_CONSTRAINT:
+        return AlreadyEnqueued(f"a {TASKS[task]} job is already queued for one of these ids")
+    return exc
 
 
 def _defer_chunks(

@@ -41,8 +41,32 @@ WITH planned AS (
     UNION ALL
     SELECT id, 'pending', status, suppression_reason::text, planning_context
     FROM planned WHERE status <> 'pending'
+), pending AS (
+    SELECT id, row_number() OVER () AS n FROM planned WHERE status = 'pending'
+), jobs AS (
+    -- The jobs that send the pending ones, built here like store/jobs.py's defers: one
+    -- `deliver` job with its queueing lock per delivery when `chunk` is 1, else one
+    -- `deliver_many` job per `chunk` deliveries. Skipped when `defer` is false.
+    SELECT procrastinate_defer_jobs_v1(array_agg(
+        ROW(%(queue)s,
+            CASE WHEN %(chunk)s = 1 THEN %(task_one)s ELSE %(task_many)s END,
+            0, NULL,
+            CASE WHEN %(chunk)s = 1 THEN %(lock_prefix)s || g.ids[1]::text END,
+            CASE WHEN %(chunk)s = 1 THEN jsonb_build_object('delivery_id', g.ids[1]::text)
+                 ELSE jsonb_build_object('delivery_ids', to_jsonb(g.ids::text[])) END,
+            NULL::timestamptz
+        )::procrastinate_job_to_defer_v1 ORDER BY g.k
+    )) AS job_ids
+    FROM (
+        SELECT (n - 1) / %(chunk)s AS k, array_agg(id ORDER BY n) AS ids
+        FROM pending GROUP BY 1
+    ) AS g
+    WHERE %(defer)s
+    HAVING count(*) > 0
 )
-SELECT id, notification_id, channel, workflow_run_id, status FROM planned
+SELECT p.id, p.notification_id, p.channel, p.workflow_run_id, p.status,
+       (SELECT count(*) FROM jobs) AS deferred
+FROM planned p
 
 -- name: delivery_get
 SELECT * FROM chimeway_deliveries WHERE id = %(id)s
@@ -177,10 +201,16 @@ WITH previous AS (
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now,
        p.attempts + coalesce(s.takeover::int, 0) AS attempts,
-       p.id AS claimed_id, m.id IS NOT NULL AS moved, m.*
+       p.id AS claimed_id, m.id IS NOT NULL AS moved, m.*,
+       -- The recipient's profile as the directory holds it now, for the adapter.
+       r.recipient_id IS NOT NULL AS has_profile, r.email AS profile_email,
+       r.phone AS profile_phone, r.locale AS profile_locale, r.timezone AS profile_timezone,
+       r.data AS profile_data
 FROM previous p
 LEFT JOIN sendable s ON s.id = p.id
 LEFT JOIN moved m ON m.id = p.id
+LEFT JOIN chimeway_recipients r
+       ON m.status = 'dispatched' AND r.tenant_id = m.tenant_id AND r.recipient_id = m.recipient_id
 
 -- name: delivery_transitions_list
 SELECT id, from_status, to_status, reason, context, created_at
