@@ -23,6 +23,7 @@ Needs the ``bench`` extra (``pip install -e '.[bench]'``: DBOS Transact). The mo
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import statistics
@@ -69,14 +70,12 @@ LATENCY_LABELS = {
 
 
 class System(Protocol):
-    name: str
-
     def throughput(self, mode: str, variant: str, tag: str) -> dict[str, Any]: ...
     def signals(self, tag: str) -> list[float]: ...
     def timers(self, tag: str) -> list[float]: ...
 
 
-def parse_args() -> Any:
+def parse_args() -> argparse.Namespace:
     p = common.parser(__doc__ or "")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--n", type=int, default=2000, help="two-step units per throughput phase")
@@ -99,7 +98,7 @@ def parse_args() -> Any:
 
 
 @contextlib.contextmanager
-def systems(args: Any, settings: Settings) -> Iterator[dict[str, System]]:
+def systems(args: argparse.Namespace, settings: Settings) -> Iterator[dict[str, System]]:
     """One database per system for the run (dropped at the end unless ``--keep-db``)."""
     url, keep = args.database_url, args.keep_db
     with (
@@ -115,15 +114,15 @@ def systems(args: Any, settings: Settings) -> Iterator[dict[str, System]]:
         }
 
 
-def run_round(args: Any, found: dict[str, System], number: int) -> dict[str, Any]:
+def run_round(args: argparse.Namespace, found: dict[str, System], number: int) -> dict[str, Any]:
     result: dict[str, Any] = {"round": number, "load_1m": round(os.getloadavg()[0], 2)}
     if "throughput" in args.only:
         for mode in args.modes:
             for label, name, variant in CONTENDERS[mode]:
                 tag = f"{mode}-{variant}-{number}"
                 common.note(f"round {number}: {mode} {label}")
-                phase = found[name].throughput(mode, variant, tag)
-                phase["load_1m"] = round(os.getloadavg()[0], 2)
+                load = round(os.getloadavg()[0], 2)
+                phase = {**found[name].throughput(mode, variant, tag), "load_1m": load}
                 result.setdefault("throughput", {}).setdefault(mode, {})[label] = phase
                 common.note(f"  {phase['steps_per_s']:,.0f} steps/s")
     for workload in ("signals", "timers"):

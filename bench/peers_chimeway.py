@@ -27,7 +27,7 @@ SUCCEEDED = "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'
 
 
 class ChimewaySystem:
-    name = "chimeway"
+    """Chimeway on its database (migrated by ``common.fresh_database``)."""
 
     def __init__(self, settings: Settings, url: str, walinspect: bool) -> None:
         self.settings = settings

@@ -56,7 +56,8 @@ def options(workflow: str, queue: str, workflow_id: str) -> EnqueueOptions:
 
 
 class DbosSystem:
-    name = "dbos"
+    """DBOS on its database; creating it migrates the system schema and registers the
+    queues."""
 
     def __init__(self, settings: Settings, url: str, walinspect: bool, queue_poll: float):
         self.settings = settings

@@ -35,7 +35,7 @@ ALL_SUCCEEDED = (
 
 
 class RawSystem:
-    name = "raw"
+    """Raw Procrastinate on its database; creating it applies Procrastinate's schema."""
 
     def __init__(self, settings: Settings, url: str, walinspect: bool) -> None:
         self.settings = settings
