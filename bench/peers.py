@@ -38,6 +38,11 @@ from bench.peers_phase import Settings, install_walinspect
 from bench.peers_raw import RawSystem
 
 WORKLOADS = ("throughput", "signals", "timers")
+VACUUMED = {
+    "raw": frozenset({"raw"}),
+    "all": frozenset({"chimeway", "dbos", "raw"}),
+    "none": frozenset[str](),
+}
 MODES = ("single", "fanout")
 # (label, system, variant) measured in each throughput mode, in this order every round.
 CONTENDERS = {
@@ -86,6 +91,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=20, help="latency samples per second")
     p.add_argument("--dbos-queue-poll", type=float, default=0.01, help="DBOS queue polling (s)")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument(
+        "--vacuum",
+        choices=sorted(VACUUMED),
+        default="raw",
+        help="whose database is vacuumed before each phase (see peers_phase.vacuum)",
+    )
     common.worker_options(p, processes=2)
     args = p.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -238,6 +249,7 @@ def main() -> None:
         samples=args.samples,
         rate=args.rate,
         timeout=args.timeout,
+        vacuum=VACUUMED[args.vacuum],
     )
     with systems(args, settings) as found:
         rounds = [run_round(args, found, r) for r in range(1, args.rounds + 1)]
@@ -270,7 +282,8 @@ def main() -> None:
         {
             "dbos": metadata.version("dbos"),
             "settings": {
-                **{k: v for k, v in vars(settings).items() if k != "admin_url"},
+                **{k: v for k, v in vars(settings).items() if k not in ("admin_url", "vacuum")},
+                "vacuum": args.vacuum,
                 "rounds": args.rounds,
                 "modes": args.modes,
                 "dbos_queue_poll": args.dbos_queue_poll,

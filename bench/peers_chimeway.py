@@ -51,7 +51,7 @@ class ChimewaySystem:
 
     def throughput(self, mode: str, variant: str, tag: str) -> dict[str, Any]:
         s, n = self.settings, self.settings.n
-        vacuum(self.url)
+        vacuum(self.settings, "chimeway", self.url)
         done0 = common.scalar(self.url, COMPLETED)
         with Phase(s, self.url, self.walinspect) as phase:
             with bench_app.build(self.url) as cw, self._workers(tag) as workers:
@@ -111,7 +111,7 @@ class ChimewaySystem:
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "chimeway", self.url)
         done0 = common.scalar(self.url, COMPLETED)
         with bench_app.build(self.url) as cw, self._workers(tag):
             cw.trigger(
@@ -149,7 +149,7 @@ class ChimewaySystem:
 
     def timers(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "chimeway", self.url)
         done0 = common.scalar(self.url, COMPLETED)
         with bench_app.build(self.url) as cw, self._workers(tag):
             since = time.time()

@@ -110,7 +110,7 @@ class DbosSystem:
 
     def throughput(self, mode: str, variant: str, tag: str) -> dict[str, Any]:
         s, n = self.settings, self.settings.n
-        vacuum(self.url)
+        vacuum(self.settings, "dbos", self.url)
         with (
             Phase(s, self.url, self.walinspect) as phase,
             tempfile.TemporaryDirectory() as ready_dir,
@@ -166,7 +166,7 @@ class DbosSystem:
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "dbos", self.url)
         with tempfile.TemporaryDirectory() as ready_dir, self._workers(tag, WAIT_QUEUE, ready_dir):
             client = self._client()
             try:
@@ -196,7 +196,7 @@ class DbosSystem:
 
     def timers(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "dbos", self.url)
         with tempfile.TemporaryDirectory() as ready_dir, self._workers(tag, WAIT_QUEUE, ready_dir):
             client = self._client()
             try:

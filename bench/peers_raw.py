@@ -78,7 +78,7 @@ class RawSystem:
     def throughput(self, mode: str, variant: str, tag: str) -> dict[str, Any]:
         s, n = self.settings, self.settings.n
         delete = variant == "delete"
-        vacuum(self.url)
+        vacuum(self.settings, "raw", self.url)
         with Phase(s, self.url, self.walinspect) as phase:
             app = build(self.url, sync=True)
             with app.open(), self._workers(tag, "successful" if delete else "never") as workers:
@@ -122,7 +122,7 @@ class RawSystem:
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "raw", self.url)
         app = build(self.url, sync=True)
         with app.open(), self._workers(tag, "never"):
             stamp = app.tasks["bench.stamp"]
@@ -136,7 +136,7 @@ class RawSystem:
 
     def timers(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples
-        vacuum(self.url)
+        vacuum(self.settings, "raw", self.url)
         app = build(self.url, sync=True)
         with app.open(), self._workers(tag, "never"):
             stamp = app.tasks["bench.stamp"]
