@@ -151,19 +151,23 @@ def run_round(args: argparse.Namespace, found: dict[str, System], number: int) -
 # -- report ---------------------------------------------------------------------------------------
 
 
-def spread(values: list[float]) -> str:
-    """``median (min-max)``."""
+def spread(values: list[float | None]) -> str:
+    """``median (min-max)`` of the values measured (``n/a`` if none was)."""
 
     def f(v: float) -> str:
         return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
 
-    if len(values) == 1:
-        return f(values[0])
-    return f"{f(statistics.median(values))} ({f(min(values))}-{f(max(values))})"
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    if len(known) == 1:
+        return f(known[0])
+    return f"{f(statistics.median(known))} ({f(min(known))}-{f(max(known))})"
 
 
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 3)
+def median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def throughput_report(rounds: list[dict[str, Any]], mode: str) -> dict[str, Any]:
@@ -172,8 +176,9 @@ def throughput_report(rounds: list[dict[str, Any]], mode: str) -> dict[str, Any]
     costs = [
         ("transactions/step", "xacts_per_step"),
         ("tuples written/step", "tuples_per_step"),
-        ("WAL bytes/step", "wal_bytes_per_step"),
         ("WAL records/step", "wal_records_per_step"),
+        ("WAL bytes/step w/o FPI", "wal_non_fpi_bytes_per_step"),
+        ("FPI bytes/step", "wal_fpi_bytes_per_step"),
         ("PG CPU ms/step", "pg_cpu_ms_per_step"),
         ("worker CPU ms/step", "worker_cpu_ms_per_step"),
         ("worker RSS MB", "worker_rss_mb"),
@@ -263,7 +268,8 @@ def main() -> None:
             summary[f"throughput_{mode}"] = throughput_report(rounds, mode)
         print(
             "(wall time: first enqueue, or the batch's commit, to the last completion in each "
-            "system's own rows; WAL of each system's own database over the phase)"
+            "system's own rows; WAL of each system's own database over the phase, full-page "
+            "images apart: they follow checkpoints, which other databases' drops force)"
         )
     if "signals" in args.only:
         summary["signals"] = latency_report(

@@ -311,6 +311,8 @@ class Phase:
             return {
                 "wal_source": "pg_stat_wal (server-wide)",
                 "wal_bytes_per_step": round(size / steps),
+                "wal_non_fpi_bytes_per_step": None,  # pg_stat_wal counts images, not their bytes
+                "wal_fpi_bytes_per_step": None,
                 "wal_records_per_step": round(records / steps, 1),
             }
         common.wait_for(
@@ -329,6 +331,7 @@ class Phase:
         return {
             "wal_source": "pg_walinspect (own database)",
             "wal_bytes_per_step": round(size / steps),
+            "wal_non_fpi_bytes_per_step": round((size - fpi) / steps),
             "wal_fpi_bytes_per_step": round(fpi / steps),
             "wal_records_per_step": round(records / steps, 1),
             "server_wal_records_per_step": round(server_records / steps, 1),
