@@ -14,6 +14,9 @@ own database created for the run, each phase starting and stopping its own worke
 * ``signals``: signal/message commit -> the waiting workflow's next step starts.
 * ``timers``: lateness of a 1 s durable wait.
 
+Raw Procrastinate's database is vacuumed before each of its phases (``--vacuum``; why not the
+others: ``peers_phase.vacuum``).
+
     .venv/bin/python -m bench.peers                    # everything, 3 rounds, N = 2,000
     .venv/bin/python -m bench.peers --only throughput --modes single --n 200 --rounds 1
 
