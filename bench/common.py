@@ -84,6 +84,27 @@ def fresh_database(url: str, name: str, keep: bool = False) -> Iterator[str]:
                 )
 
 
+@contextlib.contextmanager
+def empty_database(url: str, name: str, keep: bool = False) -> Iterator[str]:
+    """A new empty database on ``url``'s server (for a system that installs its own schema);
+    dropped on exit (also on failure) unless ``keep``."""
+    dbname = f"chimeway_bench_{name}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        yield with_dbname(url, dbname)
+    finally:
+        if keep:
+            print(f"kept database {dbname}", file=sys.stderr)
+        else:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(dbname)
+                    )
+                )
+
+
 def scalar(url: str, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(query.encode(), params)
@@ -170,7 +191,7 @@ class Workers:
     def start(self, timeout: float = 60.0) -> None:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chimeway.cli", "worker", "--app", APP, *self.args],
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -190,6 +211,10 @@ class Workers:
             raise RuntimeError(f"worker exited with {proc.returncode}:\n{self.tail()}")
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
+
+    def command(self) -> list[str]:
+        """The command line started (``bench.peers`` starts other systems' workers)."""
+        return [sys.executable, "-m", "chimeway.cli", "worker", "--app", APP, *self.args]
 
     def registered(self) -> int:
         return int(scalar(self.url, "SELECT count(*) FROM procrastinate_workers") or 0)
