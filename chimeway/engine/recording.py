@@ -28,8 +28,9 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from chimeway.db import Conn
-from chimeway.engine import logbook
+from chimeway.engine import inbox, logbook
 from chimeway.engine.context import Engine
+from chimeway.engine.inbox import IN_APP
 from chimeway.engine.progression import drive
 from chimeway.engine.progression.drive import Held
 from chimeway.engine.sending import Outcome, unknown_failure
@@ -245,6 +246,9 @@ def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[De
             logs.append((delivery_id, "delivery.retry_scheduled", context))
     moved = {d.id: d for d in deliveries.transition_many(conn, moves)}
     moved.update({d.id: d for d in deliveries.transition_many(conn, exhausted)})
+    # An in-app delivery that was sent puts its notification in the inbox.
+    sent_in_app = [d for d in moved.values() if d.channel == IN_APP and d.status == S.SUCCEEDED]
+    inbox.enter(conn, [d.notification_id for d in sent_in_app])
     for delivery_id, retry_at in retries.items():
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
