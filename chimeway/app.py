@@ -181,11 +181,13 @@ class Chimeway:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def asgi(self) -> Starlette:
+    def asgi(self, *, cors_origins: Iterable[str] = ()) -> Starlette:
         """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
         (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
-        ``POST /v1/webhooks/{provider}``, ``GET /healthz``, ``GET /metrics``."""
-        return http.build(self.engine)
+        ``POST /v1/webhooks/{provider}``, the inbox under ``/v1/inbox`` (for pages served
+        from ``cors_origins``, like ``"https://app.example.com"``, too), ``GET /healthz``,
+        ``GET /metrics``."""
+        return http.build(self.engine, cors_origins=cors_origins)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""
