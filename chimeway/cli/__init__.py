@@ -332,13 +332,27 @@ TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record 
 
 
 @cli.command()
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds a notice may stay unread before it escalates to email (give yourself "
+    "time to click one in the printed inbox page).",
+)
+@click.option(
+    "--keep-serving",
+    is_flag=True,
+    help="Keep the inbox page and its HTTP service up after the summary, until Ctrl-C.",
+)
 @click.pass_obj
-def demo(state: CliState) -> None:
+def demo(state: CliState, wait_seconds: int, keep_serving: bool) -> None:
     """Run an escalation workflow end to end and explain every run (about 5 s)."""
     from chimeway.cli.demo import run_demo
 
     out = sys.stdout
-    run_demo(state.url, out, note)
+    run_demo(state.url, out, note, wait_seconds=wait_seconds, keep_serving=keep_serving)
 
 
 @cli.command()
