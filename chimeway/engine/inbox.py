@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+import psycopg
+
 from chimeway.db import Conn
 from chimeway.engine.context import Engine
 from chimeway.errors import ConfigurationError, InvalidArgument
@@ -118,10 +120,18 @@ def replay(
 def updates(
     engine: Engine, item_ids: Sequence[uuid.UUID], inboxes: Sequence[tuple[str, str]]
 ) -> tuple[list[Addressed], dict[tuple[str, str], InboxCounts]]:
-    """What open streams are told after changes: the new items, and the counts of the
-    inboxes that changed, in one transaction."""
+    """What open streams are told after a batch of changes, in one transaction: the new
+    items, and the counts of the inboxes that changed (those of the new items too)."""
     with engine.transaction() as tx:
-        return inbox.items(tx, item_ids), inbox.counts(tx, inboxes)
+        found = inbox.items(tx, item_ids)
+        changed = sorted({*inboxes, *((a.tenant_id, a.recipient_id) for a in found)})
+        return found, inbox.counts(tx, changed)
+
+
+async def listen(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Subscribe ``conn`` (autocommit) to the changes announced by :func:`enter` and
+    :func:`mark`."""
+    await inbox.listen(conn)
 
 
 # -- marks ----------------------------------------------------------------------------------

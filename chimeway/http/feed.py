@@ -30,7 +30,6 @@ from starlette.concurrency import run_in_threadpool
 from chimeway.engine import inbox
 from chimeway.engine.context import Engine
 from chimeway.results import InboxCounts, InboxItem
-from chimeway.store import inbox as inbox_store
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ class Hub:
                     make_conninfo(self._engine.database_url, **KEEPALIVES), autocommit=True
                 )
                 async with conn:
-                    await inbox_store.listen(conn)
+                    await inbox.listen(conn)
                     self._listening.set()
                     if lost:
                         self._broadcast(Event("reload"))
@@ -200,7 +199,9 @@ class Hub:
         inboxes = {
             (s.tenant_id, s.recipient_id) for key in marked for s in self._by_key.get(key, ())
         }
-        new, counted = await run_in_threadpool(_read, self._engine, item_ids, inboxes)
+        new, counted = await run_in_threadpool(
+            inbox.updates, self._engine, item_ids, sorted(inboxes)
+        )
         for addressed in new:
             for s in self._subscribers(addressed.tenant_id, addressed.recipient_id):
                 s.put(Event("item", item=addressed.item))
@@ -224,17 +225,6 @@ class Hub:
         for group in self._by_key.values():
             for subscriber in group:
                 subscriber.put(event)
-
-
-def _read(
-    engine: Engine, item_ids: list[uuid.UUID], inboxes: set[tuple[str, str]]
-) -> tuple[list[inbox_store.Addressed], dict[tuple[str, str], InboxCounts]]:
-    """The new items, and the counts of the inboxes that changed (those of the new items
-    among them), in one transaction."""
-    with engine.transaction() as tx:
-        found = inbox_store.items(tx, item_ids)
-        changed = sorted(inboxes | {(a.tenant_id, a.recipient_id) for a in found})
-        return found, inbox_store.counts(tx, changed)
 
 
 def encode(event: Event) -> str:
