@@ -155,7 +155,7 @@ class Hub:
                     async for notice in conn.notifies():
                         self._payloads.append(notice.payload)
                         self._wake.set()
-            except psycopg.Error:
+            except Exception:  # a lost server, a refused connection (or a bug): try again
                 logger.warning(
                     "the inbox's LISTEN connection failed; connecting again",
                     extra={"action": "inbox.listen_failed"},

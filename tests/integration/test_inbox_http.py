@@ -332,3 +332,23 @@ def test_without_a_secret_the_inbox_says_it_is_not_configured(
     response = httpx.get(f"{base}/v1/inbox/counts", headers=bearer(token))
     assert response.status_code == 503
     assert response.json() == {"error": "the inbox is not configured on this server"}
+
+
+def test_a_lost_listen_connection_comes_back_and_streams_reload(
+    icw: Chimeway, serve: Serve
+) -> None:
+    base = serve(icw)
+    stream = Stream(f"{base}/v1/inbox/stream", bearer(icw.inbox.token("t", "ana")))
+    try:
+        stream.next("counts")
+        with psycopg.connect(icw.database_url, autocommit=True) as admin:
+            [(killed,)] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = 'LISTEN chimeway_inbox'"
+            ).fetchall()
+        assert killed == 1
+        assert stream.next("reload", timeout=10).data == {}  # changes may have been missed
+        notification = send(icw, "ana")
+        assert stream.next("item").data["id"] == str(notification)
+    finally:
+        stream.close()
