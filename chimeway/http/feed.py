@@ -87,14 +87,6 @@ class Hub:
         self._listening = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    @property
-    def streams(self) -> int:
-        return sum(len(s) for s in self._by_key.values())
-
-    @property
-    def running(self) -> bool:
-        return bool(self._tasks)
-
     async def subscribe(self, tenant_id: str, recipient_id: str) -> Subscriber:
         """Register a stream; returns once the process listens, so every change committed
         from then on reaches it."""
