@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import procrastinate
 from psycopg_pool import ConnectionPool
@@ -17,12 +18,13 @@ from starlette.applications import Starlette
 
 from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
-from chimeway.config import Maintenance, RetryPolicy, Settings
+from chimeway.config import ENV_SECRET, Maintenance, RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
 from chimeway.engine import (
     deliver,
     explain,
+    inbox,
     maintenance,
     recipients,
     signals,
@@ -41,6 +43,11 @@ from chimeway.results import (
     Duplicate,
     FeedbackProcessed,
     Forgotten,
+    InboxAction,
+    InboxCounts,
+    InboxMarked,
+    InboxPage,
+    InboxStatus,
     ProgressResult,
     RecipientRecord,
     Routed,
@@ -72,7 +79,9 @@ class Chimeway:
     job per delivery. ``send_concurrency`` and ``send_timeout``: the lane (threads, deadline)
     of an adapter that does not declare its own ``capacity`` and ``timeout``.
     ``max_takeovers``: how often a send whose process stopped reporting is taken over before
-    the delivery is cancelled as ``abandoned``.
+    the delivery is cancelled as ``abandoned``. ``secret``: signs the tokens that let a
+    browser read one recipient's inbox (``cw.inbox.token``): at least 32 bytes, else
+    ``$CHIMEWAY_SECRET``; a list rotates keys (the first signs, every one verifies).
     """
 
     def __init__(
@@ -92,6 +101,7 @@ class Chimeway:
         send_concurrency: int = 32,
         send_timeout: dt.timedelta | None = None,
         max_takeovers: int = 3,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
@@ -115,6 +125,7 @@ class Chimeway:
             content_schemas=content_schemas,
             notifiers=notifiers,
             webhook_providers=webhook_providers,
+            secrets=_secrets(secret),
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
             pool_timeout=pool_timeout,
@@ -136,6 +147,8 @@ class Chimeway:
         self.recipients = Recipients(self.engine)
         #: Provider feedback: ``cw.webhooks.process(provider, body, headers)``.
         self.webhooks = Webhooks(self.engine)
+        #: The in-app inbox: ``cw.inbox.list/counts/mark/token``.
+        self.inbox = Inbox(self.engine)
 
     # -- resources ---------------------------------------------------------------------
 
@@ -168,11 +181,13 @@ class Chimeway:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def asgi(self) -> Starlette:
+    def asgi(self, *, cors_origins: Iterable[str] = ()) -> Starlette:
         """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
         (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
-        ``POST /v1/webhooks/{provider}``, ``GET /healthz``, ``GET /metrics``."""
-        return http.build(self.engine)
+        ``POST /v1/webhooks/{provider}``, the inbox under ``/v1/inbox`` (for pages served
+        from ``cors_origins``, like ``"https://app.example.com"``, too), ``GET /healthz``,
+        ``GET /metrics``."""
+        return http.build(self.engine, cors_origins=cors_origins)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""
@@ -346,6 +361,74 @@ class Webhooks:
             return webhooks.process_ingress(self._engine, tx, _uuid(ingress_id, "ingress row"))
 
 
+class Inbox:
+    """``cw.inbox``: each recipient's in-app inbox (design §14). An item is a notification
+    whose ``in_app`` delivery was sent; the feed is newest first. Browsers reach it through
+    the HTTP service (``/v1/inbox``) with a token your app issues (:meth:`token`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def list(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        *,
+        status: InboxStatus = "all",
+        archived: bool = False,
+        limit: int = 50,
+        cursor: str | None = None,
+        conn: Conn | None = None,
+    ) -> InboxPage:
+        """A page of up to ``limit`` (at most 100) items, newest first, after ``cursor``
+        (a page's ``next_cursor``): all, ``"unread"`` or ``"unseen"`` ones; the archived
+        ones instead with ``archived=True``. Items arriving meanwhile go to the top: the
+        next pages neither repeat nor skip one."""
+        return inbox.list_items(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            status=status,
+            archived=archived,
+            limit_to=limit,
+            cursor=cursor,
+            conn=conn,
+        )
+
+    def counts(self, tenant_id: str, recipient_id: str, conn: Conn | None = None) -> InboxCounts:
+        """How many unarchived items are unseen, unread, and in all (the bell's badge)."""
+        return inbox.counts(self._engine, tenant_id, recipient_id, conn)
+
+    def mark(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        notification_ids: Sequence[uuid.UUID | str] | Literal["all"],
+        action: InboxAction,
+        conn: Conn | None = None,
+    ) -> InboxMarked:
+        """Mark items (these ids, or ``"all"``) ``"seen"``, ``"read"`` (which also sees),
+        ``"archived"``, ``"unarchived"`` or ``"unread"``, in one transaction (the caller's,
+        with ``conn``). Ids that are not this recipient's items are left alone; a repeated
+        mark changes nothing. The first time an item is seen or read, the signal
+        ``chimeway.notification.seen`` or ``chimeway.notification.read`` is tracked for the
+        recipient in the same transaction: an escalation waiting for it is cancelled."""
+        return inbox.mark(self._engine, tenant_id, recipient_id, notification_ids, action, conn)
+
+    def token(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        ttl: dt.timedelta = dt.timedelta(hours=1),
+        *,
+        now: dt.datetime | None = None,
+    ) -> str:
+        """A signed token that lets its bearer (the recipient's browser) read and mark this
+        recipient's inbox over HTTP until ``ttl`` (at most 30 days) has passed. Issue it
+        from your app once the user is authenticated; needs ``Chimeway(secret=...)``."""
+        return inbox.token(self._engine, tenant_id, recipient_id, ttl, _aware(now))
+
+
 class Workflows:
     """``cw.workflows``: tenant-scoped operator reads of workflow runs, over the pool (the
     same reads as :mod:`chimeway.workflows`, which take a connection)."""
@@ -420,6 +503,16 @@ class Progression:
             return engine_progression.progress_due_runs(
                 self._engine, _aware(now), limit, batch_size
             )
+
+
+def _secrets(
+    secret: str | bytes | Sequence[str | bytes] | None,
+) -> Sequence[str | bytes]:
+    if secret is None:
+        secret = os.environ.get(ENV_SECRET) or None
+    if secret is None:
+        return ()
+    return [secret] if isinstance(secret, str | bytes) else list(secret)
 
 
 def _embedded_warning(message: str) -> None:

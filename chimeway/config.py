@@ -16,6 +16,8 @@ from chimeway.errors import InvalidArgument
 
 #: Where every command and ``Chimeway()`` look for the database URL when none is given.
 ENV_DATABASE_URL = "CHIMEWAY_DATABASE_URL"
+#: Where ``Chimeway()`` looks for the secret that signs tokens when none is given.
+ENV_SECRET = "CHIMEWAY_SECRET"
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,64 @@ class FeedbackProcessed:
     run_result: ProgressResult | None = None
 
 
+# -- the in-app inbox (design §14) --------------------------------------------------------
+
+InboxStatus: TypeAlias = Literal["all", "unread", "unseen"]
+InboxAction: TypeAlias = Literal["seen", "read", "archived", "unarchived", "unread"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A notification in its recipient's in-app inbox: the ``in_app`` content it rendered and
+    its marks. ``delivered_at`` is when it reached the inbox (its in-app delivery was sent);
+    the feed is ordered by it, newest first."""
+
+    id: uuid.UUID
+    category: str | None
+    content: dict[str, Any]
+    created_at: dt.datetime
+    delivered_at: dt.datetime
+    seen_at: dt.datetime | None
+    read_at: dt.datetime | None
+    archived_at: dt.datetime | None
+
+    @property
+    def cursor(self) -> str:
+        """The item's place in the feed (opaque): ``cursor=`` lists the items after it."""
+        return f"{(self.delivered_at - _EPOCH) // _MICROSECOND}.{self.id.hex}"
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    """One page of a feed, newest first; ``next_cursor`` fetches the next (older) page, and
+    is ``None`` on the last one."""
+
+    items: list[InboxItem]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class InboxCounts:
+    """A recipient's unarchived items: how many are unseen, unread, and in all."""
+
+    unseen: int
+    unread: int
+    total: int
+
+
+@dataclass(frozen=True)
+class InboxMarked:
+    """What ``cw.inbox.mark`` changed: the items whose marks moved (a repeated mark changes
+    none) and how many ``chimeway.notification.seen``/``read`` signals it emitted."""
+
+    action: InboxAction
+    changed: list[uuid.UUID] = field(default_factory=list)
+    signals: int = 0
+
+
 # -- maintenance -------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from chimeway.adapters.fallback import FallbackAdapter
+from chimeway.adapters.inbox import InboxAdapter
 from chimeway.adapters.logger import LoggerAdapter
 from chimeway.adapters.slack import SlackAdapter
 from chimeway.adapters.smtp import SmtpAdapter
@@ -42,6 +43,7 @@ __all__ = [
     "DeliveryFailure",
     "DeliveryRequest",
     "FallbackAdapter",
+    "InboxAdapter",
     "LoggerAdapter",
     "Permanent",
     "ProviderAdapter",

@@ -240,24 +240,52 @@ def worker(
 @APP_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    envvar="CHIMEWAY_CORS_ORIGINS",
+    help="An origin whose pages may call the inbox routes, like https://app.example.com "
+    "(repeat it; env CHIMEWAY_CORS_ORIGINS, space-separated).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @click.pass_obj
 def serve(
-    state: CliState, app_spec: str | None, host: str, port: int, log_level: str, log_json: bool
+    state: CliState,
+    app_spec: str | None,
+    host: str,
+    port: int,
+    cors_origins: tuple[str, ...],
+    log_level: str,
+    log_json: bool,
 ) -> None:
-    """Serve the HTTP API: provider webhooks, /healthz and /metrics (uvicorn)."""
+    """Serve the HTTP API: provider webhooks, the in-app inbox, /healthz and /metrics."""
+    import logging
+
     import uvicorn
 
+    from chimeway.http.inbox import RedactAccessTokens
+
     logs.configure(log_level, as_json=log_json)
+    logging.getLogger("uvicorn.access").addFilter(RedactAccessTokens())
     cw = load_app(app_spec, state.url)
     providers = ", ".join(sorted(cw.engine.webhook_providers)) or "none (pass webhook_providers)"
+    inbox = "tokens signed" if cw.engine.signer else "no secret: inbox tokens refused"
     note(
         f"chimeway serve: http://{host}:{port}; database {db.redact_url(cw.database_url)}; "
-        f"webhook providers {providers}"
+        f"webhook providers {providers}; inbox {inbox}"
     )
     try:
-        uvicorn.run(cw.asgi(), host=host, port=port, log_config=None, server_header=False)
+        uvicorn.run(
+            cw.asgi(cors_origins=cors_origins),
+            host=host,
+            port=port,
+            log_config=None,
+            server_header=False,
+            # Inbox streams stay open: on shutdown they get this long to end.
+            timeout_graceful_shutdown=5,
+        )
     finally:
         cw.close()
 
@@ -304,13 +332,27 @@ TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record 
 
 
 @cli.command()
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds a notice may stay unread before it escalates to email (give yourself "
+    "time to click one in the printed inbox page).",
+)
+@click.option(
+    "--keep-serving",
+    is_flag=True,
+    help="Keep the inbox page and its HTTP service up after the summary, until Ctrl-C.",
+)
 @click.pass_obj
-def demo(state: CliState) -> None:
+def demo(state: CliState, wait_seconds: int, keep_serving: bool) -> None:
     """Run an escalation workflow end to end and explain every run (about 5 s)."""
     from chimeway.cli.demo import run_demo
 
     out = sys.stdout
-    run_demo(state.url, out, note)
+    run_demo(state.url, out, note, wait_seconds=wait_seconds, keep_serving=keep_serving)
 
 
 @cli.command()

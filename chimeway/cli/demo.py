@@ -2,21 +2,26 @@
 
 A mention notifies five people in-app; unless they read it within a few seconds, it
 escalates to email, and a bounced email stops the run. A worker runs in this process; one
-recipient reads the notice (a signal). The emails go through :class:`~chimeway.SmtpAdapter`
-to a small SMTP server the demo runs on 127.0.0.1 (no network), which does not know one
-recipient's mailbox: that email bounces. The recipients' addresses travel inline with them
-into the recipient directory. Each run's explanation and trace is printed, then a summary.
+recipient reads the notice in her inbox (``cw.inbox.mark``, which tracks the read signal).
+The emails go through :class:`~chimeway.SmtpAdapter` to a small SMTP server the demo runs on
+127.0.0.1 (no network), which does not know one recipient's mailbox: that email bounces.
+The recipients' addresses travel inline with them into the recipient directory. The HTTP
+service runs on 127.0.0.1 too, and the demo prints the address of a page showing one
+recipient's inbox bell (open it, or don't: the demo does not wait for a browser). Each
+run's explanation and trace is printed, then a summary.
 """
 
 from __future__ import annotations
 
+import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from chimeway import migrations
-from chimeway.adapters import LoggerAdapter, SmtpAdapter
+from chimeway.adapters import SmtpAdapter
 from chimeway.app import Chimeway
 from chimeway.cli import reports
 from chimeway.cli.demo_smtp import DemoSmtpServer
@@ -30,29 +35,38 @@ READ = "chimeway.notification.read"
 RECIPIENTS = ["ada", "grace", "linus", "margaret", "alan"]
 READER = "grace"  # reads the in-app notice before the escalation
 BOUNCER = "linus"  # whose mailbox does not exist
+SHOWN = "ada"  # whose inbox the printed page shows
 DOMAIN = "demo.chimeway.test"
 WAIT_SECONDS = 3
 
-ESCALATION = Workflow(
-    key="demo.mention_escalation",
-    version=1,
-    steps=[
-        Step(
-            "notice",
-            channel="in_app",
-            progress=[
-                WaitUntil(delay=WAIT_SECONDS, to_step="email", cancel_signals=[READ]),
-            ],
-        ),
-        Step("email", channel="email", progress=[Stop(outcome="bounced")]),
-    ],
-)
+
+def escalation(wait_seconds: int) -> Workflow:
+    """The notice, then an email unless it was read within ``wait_seconds`` (a workflow of
+    its own per wait: a definition never changes under its key and version)."""
+    suffix = "" if wait_seconds == WAIT_SECONDS else f"_{wait_seconds}s"
+    return Workflow(
+        key=f"demo.mention_escalation{suffix}",
+        version=1,
+        steps=[
+            Step(
+                "notice",
+                channel="in_app",
+                progress=[
+                    WaitUntil(delay=wait_seconds, to_step="email", cancel_signals=[READ]),
+                ],
+            ),
+            Step("email", channel="email", progress=[Stop(outcome="bounced")]),
+        ],
+    )
 
 
 class MentionEscalation(Notifier):
     key = "demo.mention"
     version = 1
     category = "mentions"
+
+    def __init__(self, wait_seconds: int = WAIT_SECONDS) -> None:
+        self.escalation = escalation(wait_seconds)
 
     def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
         return [{"id": user, "email": f"{user}@{DOMAIN}"} for user in params["users"]]
@@ -71,7 +85,7 @@ class MentionEscalation(Notifier):
         }
 
     def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
-        return ESCALATION
+        return self.escalation
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -82,7 +96,14 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
-def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
+def run_demo(
+    url: str,
+    out: TextIO,
+    note: Callable[[str], None],
+    *,
+    wait_seconds: int = WAIT_SECONDS,
+    keep_serving: bool = False,
+) -> int:
     started = time.monotonic()
     note("migrating the database")
     migrations.migrate(url, report=note)
@@ -91,13 +112,18 @@ def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
     smtp = SmtpAdapter("127.0.0.1", mail.port, security="none", sender=f"Demo <demo@{DOMAIN}>")
     cw = Chimeway(
         url,
-        notifiers=[MentionEscalation],
-        # In-app notices are only logged here: a real app shows them in its inbox.
-        adapters={"email": smtp, "in_app": LoggerAdapter()},
+        notifiers=[MentionEscalation(wait_seconds)],
+        # in_app needs no adapter: the notices go to each recipient's inbox.
+        adapters={"email": smtp},
         maintenance=Maintenance(sweep_cron="*/10 * * * * *"),
+        secret=secrets.token_urlsafe(32),
     )
+    web = BackgroundServer(cw.asgi())
     try:
         note(f"a local SMTP server takes the emails on 127.0.0.1:{mail.port}")
+        web.start()
+        page = f"{web.url}/v1/inbox/example#token={cw.inbox.token(tenant, SHOWN)}"
+        note(f"{SHOWN}'s inbox, live while the demo runs: {page}")
         with BackgroundWorker(cw, WorkerOptions(concurrency=4, poll_interval=0.1)):
             note(f"triggering a mention for {len(RECIPIENTS)} recipients in tenant {tenant}")
             result = cw.trigger(
@@ -108,27 +134,69 @@ def run_demo(url: str, out: TextIO, note: Callable[[str], None]) -> int:
             )
             assert isinstance(result, Triggered)
             runs = dict(zip(RECIPIENTS, result.run_ids, strict=True))
+            notices = dict(zip(RECIPIENTS, result.notification_ids, strict=True))
 
             def state(name: str) -> str:
                 return str(cw.workflows.explain(tenant, runs[name]).state)
 
             note("delivering the in-app notices")
             _wait_for("the notices", lambda: state(READER) == "waiting", 15)
-            note(f"{READER} reads her notice: signal {READ}")
-            cw.track_signal(tenant, READER, READ)
-            note(f"waiting {WAIT_SECONDS} s for the others to escalate to email")
+            note(f"{READER} reads her notice in her inbox (the signal {READ} follows)")
+            cw.inbox.mark(tenant, READER, [notices[READER]], "read")
+            note(f"waiting {wait_seconds} s for the others to escalate to email")
             _wait_for(
                 "every run to finish",
                 lambda: all(state(n) in ("completed", "stopped") for n in RECIPIENTS),
-                WAIT_SECONDS + 15,
+                wait_seconds + 15,
             )
         _print(cw, tenant, runs, out, time.monotonic() - started)
         out.write(f"The SMTP server accepted {mail.received} email(s).\n")
+        out.flush()
+        if keep_serving:
+            note(f"{SHOWN}'s inbox stays up at {page} ; press Ctrl-C to stop")
+            web.wait()
     finally:
+        web.stop()
         cw.close()
         smtp.close()
         mail.__exit__(None, None, None)
     return 0
+
+
+class BackgroundServer:
+    """``chimeway serve``'s HTTP service on a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="demo-http", daemon=True)
+        self.url = ""
+
+    def start(self) -> None:
+        self._thread.start()
+        _wait_for("the HTTP service", lambda: self._server.started, 15)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def wait(self) -> None:
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
 
 
 def _print(

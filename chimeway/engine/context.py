@@ -13,14 +13,14 @@ import datetime as dt
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chimeway.adapters import Adapter, DeliveryRequest, Sent
+from chimeway.adapters import Adapter, DeliveryRequest, InboxAdapter, Sent
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
@@ -32,6 +32,7 @@ from chimeway.engine.senders import Senders
 from chimeway.errors import ConfigurationError, NotFound, translated
 from chimeway.feedback import FeedbackProvider, providers_by_name
 from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.policy.tokens import TokenSigner
 from chimeway.profiles import ADDRESS_FIELDS
 from chimeway.store.jobs import Deferrer
 
@@ -53,6 +54,7 @@ class Engine:
         content_schemas: ContentSchemas | None = None,
         notifiers: Iterable[type[Notifier] | Notifier] = (),
         webhook_providers: Iterable[FeedbackProvider] = (),
+        secrets: Sequence[str | bytes] = (),
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
@@ -60,6 +62,8 @@ class Engine:
         self.database_url = database_url
         self.settings = settings
         self.adapters: dict[str, Adapter] = dict(adapters or {})
+        # An in-app delivery is sent by putting it in the inbox (chimeway.engine.inbox).
+        self.adapters.setdefault("in_app", InboxAdapter())
         #: Sends the channels without an adapter of their own; ``None``: such a channel is
         #: refused (at worker start, and by each send), never silently "delivered".
         self.default_adapter: Adapter | None = default_adapter
@@ -70,6 +74,8 @@ class Engine:
                     f"the adapter for {channel!r} has address {address!r}; "
                     f"expected one of {sorted(ADDRESS_FIELDS)} or None"
                 )
+        #: Signs and verifies inbox tokens; ``None`` without a secret.
+        self.signer = TokenSigner(secrets) if secrets else None
         #: Feedback providers by name: ``POST /v1/webhooks/{name}``, ``cw.webhooks.process``.
         self.webhook_providers = providers_by_name(*webhook_providers)
         #: Concurrent webhooks' events share a transaction (engine/webhooks.py).

@@ -5,6 +5,8 @@
   when the request is not authentic and ``400`` when it is not in the provider's format,
   both having written nothing; ``404`` for a provider nobody registered; ``503`` only when
   the database cannot take the events, so that the provider retries later.
+* ``/v1/inbox``: each recipient's in-app inbox, its live stream and the reference bell
+  (:mod:`chimeway.http.inbox`).
 * ``GET /healthz``: ``200`` when the database answers, ``503`` otherwise.
 * ``GET /metrics``: Prometheus text, read from the tables at each scrape.
 
@@ -15,8 +17,9 @@ that name the problem and never repeat what was posted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -24,7 +27,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chimeway.engine import metrics, webhooks
 from chimeway.engine.context import Engine
@@ -36,6 +40,8 @@ from chimeway.errors import (
     WebhookUnauthorized,
     WebhookUnparseable,
 )
+from chimeway.http import inbox as inbox_routes
+from chimeway.http.feed import Hub
 from chimeway.http.prometheus import SnapshotCollector
 
 logger = logging.getLogger(__name__)
@@ -46,8 +52,9 @@ MAX_BODY_BYTES = 5_000_000
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def build(engine: Engine) -> Starlette:
-    """The ASGI app for ``engine``; mount it in your own ASGI app or serve it with uvicorn."""
+def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
+    """The ASGI app for ``engine``; mount it in your own ASGI app or serve it with uvicorn.
+    Pages served from ``cors_origins`` may call the inbox routes."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: metrics.snapshot(engine)))
 
@@ -93,13 +100,44 @@ def build(engine: Engine) -> Starlette:
             return _unavailable(exc)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    hub = Hub(engine)
+    inbox_app = inbox_routes.build(engine, hub, list(cors_origins))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await hub.close()
+
+    app = Starlette(
         routes=[
             Route("/v1/webhooks/{provider}", receive_webhook, methods=["POST"]),
+            # The feed itself answers at /v1/inbox, without a redirect to /v1/inbox/.
+            Route("/v1/inbox", AtMountRoot(inbox_app, "/v1/inbox")),
+            Mount("/v1/inbox", inbox_app),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
+    app.state.inbox_hub = hub
+    return app
+
+
+class AtMountRoot:
+    """Serves a mounted app's ``/`` at the mount's own path (``Mount`` only matches the
+    path with a slash after it, and redirects without)."""
+
+    def __init__(self, app: ASGIApp, mount: str) -> None:
+        self.app = app
+        self.mount = mount
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = {
+            **scope,
+            "path": scope["path"] + "/",
+            "root_path": scope.get("root_path", "") + self.mount,
+        }
+        await self.app(inner, receive, send)
 
 
 def _problem(status: int, message: str) -> JSONResponse:

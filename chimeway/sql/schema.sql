@@ -810,6 +810,7 @@ CREATE TABLE public.chimeway_notifications (
     read_at timestamp with time zone,
     archived_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    inbox_at timestamp with time zone,
     CONSTRAINT chimeway_notifications_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text))
 );
 
@@ -1366,6 +1367,12 @@ CREATE INDEX chimeway_delivery_transitions_delivery_idx ON public.chimeway_deliv
 --
 
 CREATE INDEX chimeway_events_correlation_idx ON public.chimeway_events USING btree (tenant_id, correlation_id) WHERE (correlation_id IS NOT NULL);
+
+--
+-- Name: chimeway_notifications_feed_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_notifications_feed_idx ON public.chimeway_notifications USING btree (tenant_id, recipient_id, inbox_at DESC, id DESC) INCLUDE (seen_at, read_at, archived_at) WHERE (inbox_at IS NOT NULL);
 
 --
 -- Name: chimeway_notifications_inbox_idx; Type: INDEX; Schema: public; Owner: -

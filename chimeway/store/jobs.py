@@ -44,6 +44,7 @@ AHEAD = 1
 DELIVER_LOCK = "chimeway:deliver:"
 PROGRESS_LOCK = "chimeway:progress:"
 WEBHOOK_LOCK = "chimeway:webhook:"
+SIGNAL_LOCK = "chimeway:signal:"
 
 
 def deliver_lock(delivery_id: uuid.UUID) -> str:
@@ -194,6 +195,18 @@ class Deferrer:
             lock_prefix=WEBHOOK_LOCK,
             ids=ingress_ids,
             scheduled_at=[None] * len(ingress_ids),
+        )
+
+    def route_signals(self, conn: Conn, signal_ids: Sequence[uuid.UUID]) -> list[int]:
+        """A ``route_signal`` job per new signal, in one round trip."""
+        return _defer_per_id(
+            conn,
+            "route_signal",
+            arg="signal_id",
+            lock_prefix=SIGNAL_LOCK,
+            ids=signal_ids,
+            scheduled_at=[None] * len(signal_ids),
+            priority=AHEAD,
         )
 
     def route_signal(self, conn: Conn, signal_id: uuid.UUID) -> int:

@@ -47,6 +47,32 @@ def insert(
     return None if row is None else row[0]
 
 
+@dataclass(frozen=True)
+class NewSignal:
+    event_name: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+def insert_many(
+    conn: Conn, tenant_id: str, actor_id: str, new: Sequence[NewSignal]
+) -> list[uuid.UUID]:
+    """The ids of the signals written; those whose idempotency key was seen are left out."""
+    if not new:
+        return []
+    rows = conn.execute(
+        db.query("signals_insert_many"),
+        {
+            "tenant_id": tenant_id,
+            "actor_id": actor_id,
+            "event_names": [s.event_name for s in new],
+            "payloads": [Jsonb(s.payload) for s in new],
+            "idempotency_keys": [s.idempotency_key for s in new],
+        },
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def find_by_key(conn: Conn, tenant_id: str, idempotency_key: str) -> uuid.UUID | None:
     row = conn.execute(
         db.query("signal_find_by_key"),

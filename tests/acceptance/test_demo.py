@@ -4,11 +4,14 @@ the real console script."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -35,6 +38,12 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "using the embedded PostgreSQL server" in proc.stderr
+    # The inbox page of one recipient, served while the demo runs (no browser needed).
+    assert re.search(
+        r"ada's inbox, live while the demo runs: "
+        r"http://127\.0\.0\.1:\d+/v1/inbox/example#token=v1\.\S+",
+        proc.stderr,
+    )
     out = proc.stdout
     for name in ("ada", "grace", "linus", "margaret", "alan"):
         assert f"== {name} ==" in out
@@ -44,3 +53,33 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     # Real SMTP on 127.0.0.1: three emails accepted, linus's refused with 550 5.1.1.
     assert "The SMTP server accepted 3 email(s)." in out
     assert "smtp: rcpt refused: 550 5.1.1 mailbox unavailable" in out
+
+
+def test_the_demo_can_keep_its_inbox_page_up(committed_db: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    with subprocess.Popen(
+        [chimeway_script(), "--database-url", committed_db, "demo", "--keep-serving"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            lines = []
+            for line in proc.stderr:  # ends if the demo exits early
+                lines.append(line)
+                if "stays up at" in line:
+                    break
+            found = re.search(r"stays up at (http://\S+)/v1/inbox/example#token=(\S+)", lines[-1])
+            assert found, "".join(lines)
+            base, token = found[1], found[2]
+            assert httpx.get(f"{base}/v1/inbox/example").status_code == 200
+            page = httpx.get(f"{base}/v1/inbox", headers={"Authorization": f"Bearer {token}"})
+            [item] = page.json()["items"]
+            assert item["content"]["body"] == "Barbara mentioned you in Q3 plan"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

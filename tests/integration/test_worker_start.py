@@ -76,7 +76,7 @@ def test_the_cli_worker_prints_one_line_and_exits_1(
     result = CliRunner().invoke(cli, ["--database-url", committed_db, "worker"])
     assert result.exit_code == 1
     assert "chimeway worker: database postgresql://" in result.stderr
-    assert "adapters none; other channels none" in result.stderr
+    assert "adapters in_app=InboxAdapter(inbox); other channels none" in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1
     assert "no adapter for channel 'email' (2 waiting)" in errors[0]

@@ -35,3 +35,13 @@ CROSS JOIN LATERAL (
     ORDER BY g.created_at
     LIMIT 1
 ) AS s
+
+-- name: signals_insert_many
+-- Several signals of one actor in one statement; those whose idempotency key (per tenant)
+-- was seen before are inert and left out. The new ids come back.
+INSERT INTO chimeway_signals (tenant_id, actor_id, event_name, payload, idempotency_key)
+SELECT %(tenant_id)s, %(actor_id)s, x.event_name, x.payload, x.idempotency_key
+FROM unnest(%(event_names)s::text[], %(payloads)b::jsonb[], %(idempotency_keys)s::text[])
+    AS x (event_name, payload, idempotency_key)
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
