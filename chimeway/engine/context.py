@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +22,7 @@ from chimeway.adapters import Adapter, DeliveryRequest, InboxAdapter, Sent
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
-from chimeway.engine import logbook
+from chimeway.engine import connections, logbook
 from chimeway.engine.batching import GroupCommit
 from chimeway.engine.catalog import Catalog
 from chimeway.engine.liveness import Liveness
@@ -95,6 +93,7 @@ class Engine:
         self._pool_sizes = (pool_min_size, pool_max_size)
         self._pool_timeout = pool_timeout
         self._pool: ConnectionPool[Conn] | None = None
+        self._deliver_pool: ConnectionPool[Conn] | None = None
         self._pool_lock = threading.Lock()
 
     # -- connections -------------------------------------------------------------------
@@ -104,28 +103,51 @@ class Engine:
         pool = self._pool
         return pool if pool is not None else self._open_pool()
 
-    def _open_pool(self) -> ConnectionPool[Conn]:
+    @property
+    def deliver_pool(self) -> ConnectionPool[Conn]:
+        """The delivery path's pool: claims and records (with the progression they carry)
+        run on connections set for them (:func:`~chimeway.engine.connections.tune_for_delivery`).
+        Nothing else runs on it."""
+        pool = self._deliver_pool
+        return pool if pool is not None else self._open_pool(deliver=True)
+
+    def _open_pool(self, *, deliver: bool = False) -> ConnectionPool[Conn]:
         with self._pool_lock:  # worker threads may ask for it at the same time
-            if self._pool is not None:
-                return self._pool
+            pool = self._deliver_pool if deliver else self._pool
+            if pool is not None:
+                return pool
             low, high = self._pool_sizes
-            self._pool = ConnectionPool(
+            pool = ConnectionPool(
                 self.database_url,
                 min_size=low,
                 max_size=high,
                 open=True,
-                name="chimeway",
+                name="chimeway-deliver" if deliver else "chimeway",
                 timeout=self._pool_timeout,
                 # Connections broken by a server restart are replaced, not handed out.
-                check=IdleCheck(),
+                check=connections.IdleCheck(),
+                configure=connections.tune_for_delivery if deliver else None,
+                kwargs={"prepare_threshold": 0} if deliver else None,
             )
-        return self._pool
+            if deliver:
+                self._deliver_pool = pool
+            else:
+                self._pool = pool
+        return pool
 
     def job_pool(self, **options: Any) -> AsyncConnectionPool[Any]:
         """The pool Procrastinate opens for a worker, sized like ours."""
         low, high = self._pool_sizes
         return AsyncConnectionPool(
-            **{**options, "min_size": low, "max_size": high, "name": "chimeway-jobs"}
+            **{
+                **options,
+                "min_size": low,
+                "max_size": high,
+                "name": "chimeway-jobs",
+                # Procrastinate pings every connection it takes (two extra round trips per
+                # job: its fetch and its finish); ping only the ones that sat idle.
+                "check": connections.AsyncIdleCheck(),
+            }
         )
 
     def resize_pool(self, max_size: int) -> None:
@@ -133,8 +155,9 @@ class Engine:
         low, high = self._pool_sizes
         if max_size > high:
             self._pool_sizes = (low, max_size)
-            if self._pool is not None:
-                self._pool.resize(low, max_size)
+            for pool in (self._pool, self._deliver_pool):
+                if pool is not None:
+                    pool.resize(low, max_size)
 
     @contextmanager
     def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
@@ -161,9 +184,10 @@ class Engine:
     def close(self) -> None:
         self.liveness.close()
         self.senders.close()
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._deliver_pool):
+            if pool is not None:
+                pool.close()
+        self._pool = self._deliver_pool = None
 
     # -- registries --------------------------------------------------------------------
 
@@ -216,23 +240,3 @@ class Unconfigured:
             f"no adapter for channel {self.channel!r}: pass adapters={{{self.channel!r}: ...}} "
             "to Chimeway (or a default_adapter)"
         )
-
-
-class IdleCheck:
-    """The pool's check on checkout: ping a connection only if it may have sat idle long
-    enough for a server restart or a dropped network to go unnoticed. A busy worker's
-    connections come back within milliseconds and skip the round trip (a few percent of a
-    step); an error on one of those is retried where it matters (a send's record)."""
-
-    def __init__(self, after: float = 2.0) -> None:
-        self.after = after
-        self._lock = threading.Lock()
-        self._checked: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-
-    def __call__(self, conn: Conn) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._checked.get(conn)
-            self._checked[conn] = now
-        if last is None or now - last > self.after:  # idle for at most now - last
-            ConnectionPool.check_connection(conn)

@@ -100,7 +100,7 @@ def _claim(
     numbers), and say why each other one may not. One statement in autocommit: no
     transaction is left open around the sends."""
     claimant = engine.liveness.ensure()
-    with engine.pool.connection() as conn:
+    with engine.deliver_pool.connection() as conn:
         conn.autocommit = True
         try:
             return _claim_in(engine, conn, delivery_ids, claimant=claimant)

@@ -113,7 +113,7 @@ def _record_while_away(
     wait, tries = RETRY_FIRST, 0
     while True:
         try:
-            with logbook.held(), engine.pool.connection() as conn, conn.transaction():
+            with logbook.held(), engine.deliver_pool.connection() as conn, conn.transaction():
                 return record_attempts(engine, conn, sent)
         except AWAY:
             tries += 1

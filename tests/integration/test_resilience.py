@@ -244,7 +244,7 @@ def test_the_pool_pings_only_connections_that_sat_idle(
 ) -> None:
     from psycopg_pool import ConnectionPool
 
-    from chimeway.engine.context import IdleCheck
+    from chimeway.engine.connections import IdleCheck
 
     pings: list[object] = []
     real = ConnectionPool.check_connection

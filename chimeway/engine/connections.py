@@ -1,0 +1,77 @@
+"""How the engine's pools treat their connections: the check on checkout, and the settings
+of the delivery path's connections.
+
+The delivery path (a claim; a record with the progression it carries) runs the same few
+statements over and over. Planned afresh on each call, each of them cost 0.4-0.6 ms of
+planning (``pg_stat_statements``, a two-step workflow on two workers) beside 0.4-0.5 ms of
+execution: PostgreSQL keeps choosing custom plans for them because a generic plan of
+``id = ANY($1)`` looks ten rows dear. Their connections therefore keep one generic plan per
+statement; and as a generic plan made while a table was tiny would read it whole for as
+long as the connection lives, they also never plan a sequential scan (every statement of
+the path has its index: ``tests/integration/test_delivery_plans.py`` holds it to that on
+tables analysed while empty).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from chimeway.db import Conn
+from chimeway.store import sessions
+
+
+def tune_for_delivery(conn: Conn) -> None:
+    """The pool's ``configure`` for the delivery path's connections (once per connection)."""
+    sessions.tune_for_delivery(conn)
+    conn.commit()
+
+
+class _Idle:
+    """When each connection was last checked or handed out."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._lock = threading.Lock()
+        self._checked: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def due(self, conn: Any) -> bool:
+        """Whether ``conn`` may have sat idle long enough for a server restart or a dropped
+        network to go unnoticed (and notes that it is being handed out now)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._checked.get(conn)
+            self._checked[conn] = now
+        return last is None or now - last > self.after  # idle for at most now - last
+
+
+class IdleCheck(_Idle):
+    """The pool's check on checkout: ping a connection only if it may have sat idle long
+    enough for a server restart or a dropped network to go unnoticed. A busy worker's
+    connections come back within milliseconds and skip the round trip (a few percent of a
+    step); an error on one of those is retried where it matters (a send's record)."""
+
+    def __init__(self, after: float = 2.0) -> None:
+        super().__init__(after)
+
+    def __call__(self, conn: Conn) -> None:
+        if self.due(conn):
+            ConnectionPool.check_connection(conn)
+
+
+class AsyncIdleCheck(_Idle):
+    """:class:`IdleCheck` for the pool Procrastinate's worker uses (its job fetches and
+    finishes). A fetch that fails on a connection broken since stops the worker, which
+    starts again (``chimeway.worker``); a finish that fails leaves the job to stalled-job
+    recovery, and Chimeway's jobs are safe to run twice."""
+
+    def __init__(self, after: float = 2.0) -> None:
+        super().__init__(after)
+
+    async def __call__(self, conn: Any) -> None:
+        if self.due(conn):
+            await AsyncConnectionPool.check_connection(conn)
