@@ -178,15 +178,6 @@ def mark(
     return InboxMarked(action, [row.id for row in changed], len(emitted))
 
 
-def enter(conn: Conn, notification_ids: Sequence[uuid.UUID]) -> None:
-    """Put the notifications whose in-app delivery was just sent in their recipients'
-    inboxes and announce them, in the caller's transaction (the one recording the sends)."""
-    joined = inbox.enter(conn, sorted(set(notification_ids)))
-    inbox.notify(
-        conn, [item_payload(routing_key(e.tenant_id, e.recipient_id), e.id) for e in joined]
-    )
-
-
 # -- tokens ---------------------------------------------------------------------------------
 
 
@@ -243,13 +234,11 @@ def parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 
 
 def routing_key(tenant_id: str, recipient_id: str) -> str:
-    """A short key for an inbox, the same in every process (the payloads' address)."""
-    data = f"{tenant_id}\x00{recipient_id}".encode()
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-def item_payload(key: str, notification_id: uuid.UUID) -> str:
-    return f"item {key} {notification_id}"
+    """A short key for an inbox, the same in every process (the payloads' address). The
+    record of a send computes it too, in SQL (``delivery_record``): the first 16 hex digits
+    of the MD5 of the tenant and the recipient joined by U+001F, which no identifier holds."""
+    data = f"{tenant_id}\x1f{recipient_id}".encode()
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()[:16]
 
 
 def mark_payload(key: str, action: InboxAction) -> str:

@@ -28,9 +28,8 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from chimeway.db import Conn
-from chimeway.engine import inbox, logbook
+from chimeway.engine import logbook
 from chimeway.engine.context import Engine
-from chimeway.engine.inbox import IN_APP
 from chimeway.engine.progression import drive
 from chimeway.engine.progression.drive import Held
 from chimeway.engine.sending import Outcome, unknown_failure
@@ -169,17 +168,6 @@ def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[De
         run = locked.get(s.delivery.workflow_run_id) if s.delivery.workflow_run_id else None
         if run is not None:
             held.append(Held(run, moved, done.attempt))
-    # An in-app delivery that was sent puts its notification in the inbox.
-    inbox.enter(
-        conn,
-        [
-            done.moved.notification_id
-            for done in records
-            if done.moved is not None
-            and done.moved.channel == IN_APP
-            and done.moved.status == S.SUCCEEDED
-        ],
-    )
     for moved in retries:
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).

@@ -19,24 +19,6 @@ from chimeway.results import InboxAction, InboxCounts, InboxItem
 CHANNEL = "chimeway_inbox"
 
 
-@dataclass(frozen=True)
-class Entered:
-    """A notification that just joined its recipient's inbox."""
-
-    id: uuid.UUID
-    tenant_id: str
-    recipient_id: str
-
-
-def enter(conn: Conn, notification_ids: Sequence[uuid.UUID]) -> list[Entered]:
-    """Put these notifications in their recipients' inboxes (now), unless they are there
-    already; the ones that joined."""
-    if not notification_ids:
-        return []
-    with conn.cursor(row_factory=db.dataclass_row(Entered)) as cur:
-        return cur.execute(db.query("inbox_enter"), {"ids": list(notification_ids)}).fetchall()
-
-
 def notify(conn: Conn, payloads: Sequence[str]) -> None:
     """Notify the inbox channel once per payload, at the caller's commit."""
     if payloads:

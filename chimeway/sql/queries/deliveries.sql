@@ -339,8 +339,8 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(cla
 -- history: the record form of the guarded transition, along edges ALLOWED from
 -- `dispatched` (succeeded, failed, cancelled; exhausted retries write dispatched -> failed
 -- -> cancelled). A send whose delivery moved on keeps its attempt as evidence and changes
--- nothing else. One row per send, in input order, with the delivery as it was and, when it
--- moved, as it is now.
+-- nothing else. A sent in-app delivery also puts its notification in the inbox. One row per
+-- send, in input order, with the delivery as it was and, when it moved, as it is now.
 WITH x AS (
     SELECT * FROM unnest(
         %(ids)s::uuid[], %(numbers)s::int[], %(outcomes)s::chimeway_attempt_outcome[],
@@ -397,10 +397,28 @@ WITH x AS (
     FROM moved
     UNION ALL
     SELECT id, 'failed', status, move_reason, move_context FROM moved WHERE move_exhausted
+), entered AS (
+    -- An in-app delivery that was sent puts its notification in its recipient's inbox (the
+    -- first time only) ...
+    UPDATE chimeway_notifications n
+    SET inbox_at = now()
+    FROM moved m
+    WHERE m.channel = 'in_app' AND m.status = 'succeeded'
+      AND n.id = m.notification_id AND n.inbox_at IS NULL
+    RETURNING n.id, n.tenant_id, n.recipient_id
+), announced AS (
+    -- ... and wakes the open inbox streams at commit: an `item` payload with the inbox's
+    -- routing key, as chimeway/engine/inbox.py makes them (ids only, never content).
+    SELECT count(pg_notify(
+        'chimeway_inbox',
+        'item ' || left(md5(e.tenant_id || chr(31) || e.recipient_id), 16) || ' ' || e.id
+    )) AS n
+    FROM entered e
 )
 SELECT x.n AS input_n, x.id AS input_id, l.status AS was_status,
        a.attempt_number AS recorded_number, a.outcome AS recorded_outcome,
-       a.error_class AS recorded_error_class, m.id IS NOT NULL AS moved, m.*
+       a.error_class AS recorded_error_class, (SELECT n FROM announced) AS announced,
+       m.id IS NOT NULL AS moved, m.*
 FROM x
 LEFT JOIN locked l ON l.id = x.id
 LEFT JOIN appended a ON a.delivery_id = x.id

@@ -2,14 +2,6 @@
 -- delivery was sent (`inbox_at` is set); the feed is ordered by (inbox_at, id), newest first,
 -- through chimeway_notifications_feed_idx.
 
--- name: inbox_enter
--- Notifications whose in_app delivery was just sent join their recipient's inbox (the first
--- time only); the ones that joined come back.
-UPDATE chimeway_notifications
-SET inbox_at = now()
-WHERE id = ANY(%(ids)s::uuid[]) AND inbox_at IS NULL
-RETURNING id, tenant_id, recipient_id
-
 -- name: inbox_notify
 -- Wake the open inbox streams (at commit): payloads carry ids and a routing key, never content.
 SELECT count(pg_notify('chimeway_inbox', p)) FROM unnest(%(payloads)s::text[]) AS p
