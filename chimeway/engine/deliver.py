@@ -24,7 +24,7 @@ from chimeway.db import Conn
 from chimeway.engine import logbook, sending
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import drive
-from chimeway.engine.recording import Sent, record, record_attempts
+from chimeway.engine.recording import Sent, record, record_in
 from chimeway.engine.senders import Lane
 from chimeway.results import DeliverResult, Delivery
 from chimeway.store import deliveries
@@ -88,8 +88,7 @@ def deliver_in(
         Sent(delivery, number, _send(engine, delivery, number, profile))
         for delivery, number, profile in claimed
     ]
-    with logbook.held(), conn.transaction():
-        recorded = {r.delivery_id: r for r in record_attempts(engine, conn, sent)}
+    recorded = {r.delivery_id: r for r in record_in(engine, conn, sent)}
     return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 

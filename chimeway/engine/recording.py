@@ -108,12 +108,16 @@ def _release(engine: Engine, one: Sent) -> None:
 def _record_while_away(
     engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None]
 ) -> list[DeliverResult]:
-    """One transaction recording ``sent``, tried again for as long as the database is away."""
+    """One transaction recording ``sent`` and progressing their runs, tried again for as
+    long as the database is away. If progressing fails otherwise, the sends are recorded
+    again without it, each run getting a ``progress`` job instead: the record is never
+    lost to a run that cannot be moved now (no savepoint is paid for that on every send)."""
     wait, tries = RETRY_FIRST, 0
+    progress = True
     while True:
         try:
             with logbook.held(), engine.deliver_pool.connection() as conn, conn.transaction():
-                return record_attempts(engine, conn, sent)
+                return record_attempts(engine, conn, sent, progress=progress)
         except AWAY:
             tries += 1
             if tries == 1 or tries % 20 == 0:
@@ -128,6 +132,35 @@ def _record_while_away(
                 )
             sleep(wait)
             wait = min(wait * 2, RETRY_CAP)
+        except _ProgressFailed as failed:
+            if not progress:
+                raise
+            _log_deferred(failed)
+            progress = False
+
+
+def record_in(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverResult]:
+    """:func:`record_attempts` in a savepoint of the caller's transaction, falling back as
+    a send's own record does (``chimeway.testing.drain(cw, conn=...)``)."""
+    try:
+        with logbook.held(), conn.transaction():
+            return record_attempts(engine, conn, sent)
+    except _ProgressFailed as failed:
+        _log_deferred(failed)
+    with logbook.held(), conn.transaction():
+        return record_attempts(engine, conn, sent, progress=False)
+
+
+def _log_deferred(failed: _ProgressFailed) -> None:
+    logger.error(
+        "progressing runs after their attempts failed; recording the attempts alone and "
+        "deferring the runs",
+        extra={
+            "action": "runs.progress_deferred",
+            "run_ids": [str(run_id) for run_id in failed.run_ids],
+        },
+        exc_info=failed.__cause__,
+    )
 
 
 def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> DeliverResult:
@@ -146,9 +179,13 @@ def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> D
     return _record_while_away(engine, [bare], sleep)[0]
 
 
-def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverResult]:
+def record_attempts(
+    engine: Engine, conn: Conn, sent: Sequence[Sent], *, progress: bool = True
+) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
-    transaction: a few statements for any number of sends. One result per send, in order."""
+    transaction: a few statements for any number of sends. One result per send, in order.
+    Progressing the runs fails as :class:`_ProgressFailed` (the transaction is then lost:
+    record again with ``progress=False``, which gives each run a ``progress`` job)."""
     # Lock order: runs, then deliveries (each set in id order, the record locks those).
     locked = runs.lock_runs(
         conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
@@ -172,7 +209,11 @@ def record_attempts(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[De
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
         engine.deferrer.deliver_if_not_queued(conn, moved.id, schedule_at=moved.retry_at)
-    _progress_after_record(engine, conn, held)
+    if progress:
+        _progress_after_record(engine, conn, held)
+    elif held:
+        now = clock.now(conn)
+        engine.deferrer.timers(conn, [(run_id, now) for run_id in _run_ids(held)])
     return results
 
 
@@ -246,11 +287,25 @@ def _log_move(s: Sent, moved: Delivery) -> None:
         _log("delivery.cancelled", moved, **context, reason=reason)
 
 
+class _ProgressFailed(Exception):
+    """Progressing the runs of recorded sends failed (the cause is chained)."""
+
+    def __init__(self, run_ids: Sequence[uuid.UUID]) -> None:
+        super().__init__(f"progressing {len(run_ids)} run(s) failed")
+        self.run_ids = list(run_ids)
+
+
+def _run_ids(held: Sequence[Held]) -> list[uuid.UUID]:
+    return list(dict.fromkeys(h.run.id for h in held))
+
+
 def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) -> None:
-    """Progress the runs with their attempts, set-wise; if that fails, run by run, and a run
-    that still fails gets a ``progress`` job: the attempts commit either way (never lose the
-    record of a send). A run seen twice (two of its deliveries in one batch) is progressed
-    again afterwards, from the rows."""
+    """Progress the runs with their attempts. One run (the common case: a lone delivery)
+    is progressed with no savepoint: if that fails for another reason than the database
+    being away, :class:`_ProgressFailed` says the record must be made again without it.
+    Several runs are progressed set-wise in a savepoint; if that fails, run by run, and a
+    run that still fails gets a ``progress`` job while the others move on. A run seen twice
+    (two of its deliveries in one batch) is progressed again afterwards, from the rows."""
     first: dict[uuid.UUID, Held] = {}
     again: list[uuid.UUID] = []
     for k in known:
@@ -259,6 +314,14 @@ def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) ->
         else:
             first[k.run.id] = k
     batch = list(first.values())
+    if len(batch) == 1 and not again:
+        try:
+            drive.progress_recorded(engine, conn, batch)
+        except AWAY:
+            raise
+        except Exception as exc:
+            raise _ProgressFailed(_run_ids(batch)) from exc
+        return
     if len(batch) > 1:
         try:
             with logbook.held(), conn.transaction():
@@ -276,12 +339,7 @@ def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) ->
         _progress_one(engine, conn, run_id, None)
 
 
-def _progress_one(
-    engine: Engine,
-    conn: Conn,
-    run_id: uuid.UUID,
-    known: Held | None,
-) -> None:
+def _progress_one(engine: Engine, conn: Conn, run_id: uuid.UUID, known: Held | None) -> None:
     try:
         with logbook.held(), conn.transaction():
             drive.progress_in(engine, conn, run_id, held=known)

@@ -29,7 +29,8 @@ from chimeway import (
     Triggered,
     Workflow,
 )
-from chimeway.testing import RecordingAdapter
+from chimeway.engine.deliver import deliver_in
+from chimeway.testing import RecordingAdapter, drain
 from tests.integration.conftest import count, counts
 from tests.integration.notifiers import Welcome, WithWorkflow
 
@@ -422,6 +423,94 @@ def test_a_record_retried_one_by_one_logs_each_state_change_once(
     cw.deliver_many(result.delivery_ids)
     succeeded = [r.delivery_id for r in caplog.records if r.action == "delivery.succeeded"]
     assert sorted(succeeded) == sorted(str(d) for d in result.delivery_ids)
+
+
+# -- a run that cannot be moved now -------------------------------------------------------------
+
+TWO_STEPS = Workflow(
+    "two_steps",
+    1,
+    [
+        Step("notice", "in_app", [OnOutcome(outcome="delivered", to_step="email")]),
+        Step("email", "email"),
+    ],
+)
+
+
+def refuse_run_updates(conn: psycopg.Connection[Any]) -> None:
+    """Every update of a run fails in the database (the record's transaction is lost)."""
+    conn.execute(
+        "CREATE FUNCTION refuse_run() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'run refused'; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse_run BEFORE UPDATE ON chimeway_workflow_runs"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_run()"
+    )
+
+
+def test_a_run_that_cannot_be_progressed_keeps_its_send_and_gets_a_progress_job(
+    make_cw: Any, committed_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cw = make_cw(notifiers=[WithWorkflow(TWO_STEPS)])
+    result = cw.trigger("with_workflow", {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    [notice] = result.delivery_ids
+    with psycopg.connect(committed_db) as conn:
+        refuse_run_updates(conn)
+    caplog.set_level(logging.INFO, logger="chimeway.engine")
+
+    assert cw.deliver(notice).action == "succeeded"
+
+    assert attempts(committed_db, notice) == [("succeeded", None, None)]
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 1
+    assert (
+        count(
+            committed_db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+            " AND args ->> 'run_id' = %s",
+            str(result.run_ids[0]),
+        )
+        == 1
+    )
+    [deferred] = [r for r in caplog.records if getattr(r, "action", "") == "runs.progress_deferred"]
+    assert deferred.run_ids == [str(result.run_ids[0])]
+    assert [r.delivery_id for r in caplog.records if r.action == "delivery.succeeded"] == [
+        str(notice)
+    ]
+
+    with psycopg.connect(committed_db) as conn:  # the fault is gone: the job moves the run
+        conn.execute("DROP TRIGGER refuse_run ON chimeway_workflow_runs")
+    drain(cw)
+    with psycopg.connect(committed_db) as conn:
+        state = conn.execute("SELECT state::text FROM chimeway_workflow_runs").fetchone()
+    assert state == ("completed",)
+    assert count(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 2
+
+
+def test_drained_in_a_transaction_a_run_that_cannot_be_progressed_keeps_its_send(
+    make_tx_cw: Any, db: psycopg.Connection[Any]
+) -> None:
+    cw = make_tx_cw(notifiers=[WithWorkflow(TWO_STEPS)])
+    result = cw.trigger(
+        "with_workflow", {"users": ["u1"]}, tenant_id="t", idempotency_key="k", conn=db
+    )
+    refuse_run_updates(db)
+    [notice] = result.delivery_ids
+
+    [done] = deliver_in(cw.engine, db, [notice])
+
+    assert done.action == "succeeded"
+    assert count(db, "SELECT count(*) FROM chimeway_delivery_attempts") == 1
+    assert (
+        count(
+            db,
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'",
+        )
+        == 1
+    )
+    db.execute("DROP TRIGGER refuse_run ON chimeway_workflow_runs")
+    drain(cw, conn=db)
+    assert count(db, "SELECT count(*) FROM chimeway_delivery_attempts") == 2
 
 
 # -- typed errors and nothing written ----------------------------------------------------------
