@@ -1,15 +1,19 @@
 -- Deliveries, their status history and their attempts (chimeway/store/deliveries.py).
 
 -- name: delivery_insert_batch
--- One row per (notification, channel) or per workflow step; each gets its `planned` history.
--- A NULL render_data takes the content the notification rendered for the channel at trigger
--- time (a workflow's later steps). A row planning suppressed (a NULL suppression reason
--- plans it pending) gets a second history row, pending -> suppressed, naming the reason.
+-- One row per (notification, channel) or per workflow step; each gets its `planned` history
+-- (with the evidence of a decision that let it through, such as a critical notifier's
+-- bypass of an opt-out). A NULL render_data takes the content the notification rendered for
+-- the channel at trigger time (a workflow's later steps). Planning decided each row: a row
+-- planning suppressed (a NULL suppression reason plans it pending) gets a second history
+-- row, pending -> suppressed, naming the reason; a row it deferred (a next_eligible_at) is
+-- pending/deferred until then, with a `deferred` history row. Both keep their evidence.
 WITH planned AS (
     INSERT INTO chimeway_deliveries (
         notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-        workflow_run_id, workflow_step_id, status, suppression_reason, planning_reason,
-        planning_context, terminal_at
+        workflow_run_id, workflow_step_id, status, suppression_reason, orchestration_state,
+        next_eligible_at, planning_reason, planning_context, terminal_at, category,
+        workflow_key, critical, bypass_quiet_hours
     )
     SELECT x.notification_id, x.tenant_id, x.recipient_id, x.channel,
            coalesce(
@@ -21,28 +25,44 @@ WITH planned AS (
            x.max_attempts, x.run_id, x.step_id,
            CASE WHEN x.suppressed IS NULL THEN 'pending' ELSE 'suppressed' END
                ::chimeway_delivery_status,
-           x.suppressed, x.suppressed::text, coalesce(x.context, '{}'::jsonb),
-           CASE WHEN x.suppressed IS NOT NULL THEN now() END
+           x.suppressed,
+           CASE WHEN x.deferred_until IS NULL THEN 'ready' ELSE 'deferred' END
+               ::chimeway_orchestration_state,
+           x.deferred_until,
+           coalesce(x.suppressed::text, x.planning_reason),
+           coalesce(x.context, '{}'::jsonb),
+           CASE WHEN x.suppressed IS NOT NULL THEN now() END,
+           x.category, x.workflow_key, x.critical, x.bypass_quiet_hours
     FROM unnest(
         %(notification_ids)s::uuid[], %(tenant_ids)s::text[], %(recipient_ids)s::text[],
         %(channels)s::text[], %(render_data)b::jsonb[], %(max_attempts)s::int[],
         %(run_ids)s::uuid[], %(step_ids)s::uuid[],
-        %(suppression_reasons)s::chimeway_delivery_reason[], %(contexts)b::jsonb[]
+        %(suppression_reasons)s::chimeway_delivery_reason[], %(contexts)b::jsonb[],
+        %(deferred_until)s::timestamptz[], %(planning_reasons)s::text[],
+        %(categories)s::text[], %(workflow_keys)s::text[], %(criticals)s::boolean[],
+        %(bypass_quiet_hours)s::boolean[]
     ) AS x (notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-            run_id, step_id, suppressed, context)
+            run_id, step_id, suppressed, context, deferred_until, planning_reason, category,
+            workflow_key, critical, bypass_quiet_hours)
     ON CONFLICT DO NOTHING
     RETURNING id, notification_id, channel, workflow_run_id, status, suppression_reason,
-              planning_context
+              orchestration_state, next_eligible_at, planning_context
 ), history AS (
     INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
     SELECT id, NULL::chimeway_delivery_status, 'pending'::chimeway_delivery_status, 'planned',
-           '{}'::jsonb
+           CASE WHEN status = 'pending' AND orchestration_state = 'ready'
+                THEN planning_context ELSE '{}'::jsonb END
     FROM planned
     UNION ALL
     SELECT id, 'pending', status, suppression_reason::text, planning_context
     FROM planned WHERE status <> 'pending'
+    UNION ALL
+    SELECT id, 'pending', 'pending', 'deferred', planning_context
+    FROM planned WHERE status = 'pending' AND orchestration_state = 'deferred'
 )
-SELECT id, notification_id, channel, workflow_run_id, status FROM planned
+SELECT id, notification_id, channel, workflow_run_id, status, orchestration_state,
+       next_eligible_at
+FROM planned
 
 -- name: delivery_get
 SELECT * FROM chimeway_deliveries WHERE id = %(id)s
@@ -227,7 +247,8 @@ LIMIT 1
 -- name: delivery_explain_header
 -- Tenant-scoped: another tenant's delivery yields no row, exactly like a missing one.
 SELECT d.id, d.tenant_id, d.recipient_id, d.channel, d.status, d.suppression_reason,
-       d.orchestration_state, d.next_eligible_at, d.planning_reason, d.retry_at,
+       d.orchestration_state, d.next_eligible_at, d.planning_reason, d.planning_context,
+       d.category, d.workflow_key, d.critical, d.retry_at,
        d.provider_message_id, d.max_attempts, d.workflow_run_id, d.created_at,
        d.status_changed_at, d.terminal_at,
        n.id AS notification_id, n.created_at AS notification_created_at,
@@ -295,3 +316,44 @@ ORDER BY channel
 -- may take them over once their claim is `stuck_after` old.
 UPDATE chimeway_deliveries SET claimed_by = NULL
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(claimant)s
+
+-- name: deliveries_hold
+-- Policy holds deliveries until an instant (quiet hours, a throttle): a pending one becomes
+-- deferred until then, a failed one has its retry moved there; each with a `deferred`
+-- history row keeping the evidence. Rows in another status are left alone; the held ids
+-- come back.
+WITH h AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(until)s::timestamptz[], %(reasons)s::text[], %(contexts)b::jsonb[]
+    ) AS h (id, until, reason, context)
+), held AS (
+    UPDATE chimeway_deliveries d
+    SET orchestration_state = CASE WHEN d.status = 'pending' THEN 'deferred'
+                                   ELSE d.orchestration_state END,
+        next_eligible_at = CASE WHEN d.status = 'pending' THEN h.until
+                                ELSE d.next_eligible_at END,
+        retry_at = CASE WHEN d.status = 'failed' THEN h.until ELSE d.retry_at END,
+        planning_reason = h.reason,
+        planning_context = h.context,
+        updated_at = now()
+    FROM h
+    WHERE d.id = h.id AND d.status IN ('pending', 'failed')
+    RETURNING d.id, d.status, h.context
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
+    SELECT id, status, status, 'deferred', context FROM held
+)
+SELECT id FROM held
+
+-- name: deliveries_resume
+-- Deferred deliveries policy lets go now become ready (history row included); the resumed ids.
+WITH resumed AS (
+    UPDATE chimeway_deliveries
+    SET orchestration_state = 'ready', updated_at = now()
+    WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending' AND orchestration_state = 'deferred'
+    RETURNING id
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason)
+    SELECT id, 'pending', 'pending', 'resumed_from_deferral' FROM resumed
+)
+SELECT id FROM resumed
