@@ -22,7 +22,7 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, RetryPolicy, Settings
+from chimeway.config import Maintenance, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -49,9 +49,11 @@ from chimeway.errors import (
     WorkflowVersionConflict,
 )
 from chimeway.notifiers import Notifier, Recipient
+from chimeway.policy import PreferenceScope, PreferenceUpdate
 from chimeway.results import (
     Advanced,
     Attempt,
+    CapSetting,
     Completed,
     DeliverAction,
     DeliverResult,
@@ -62,7 +64,10 @@ from chimeway.results import (
     FeedbackProcessed,
     Forgotten,
     Noop,
+    PreferenceRecord,
     ProgressResult,
+    QuietHoursSetting,
+    RecipientPreferences,
     RecipientRecord,
     Routed,
     RunExplanation,
@@ -91,6 +96,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Bounced",
+    "CapSetting",
     "Chimeway",
     "ChimewayError",
     "Completed",
@@ -133,8 +139,13 @@ __all__ = [
     "OrchestrationState",
     "Outcome",
     "Permanent",
+    "PreferenceRecord",
+    "PreferenceScope",
+    "PreferenceUpdate",
     "ProgressResult",
+    "QuietHoursSetting",
     "Recipient",
+    "RecipientPreferences",
     "RecipientProfile",
     "RecipientRecord",
     "RetryPolicy",
@@ -152,6 +163,7 @@ __all__ = [
     "Stopped",
     "SweepReport",
     "Temporary",
+    "Throttle",
     "TimelineEntry",
     "TokenExpired",
     "Transition",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,13 +17,14 @@ from starlette.applications import Starlette
 
 from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
-from chimeway.config import Maintenance, RetryPolicy, Settings
+from chimeway.config import Maintenance, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
 from chimeway.engine import (
     deliver,
     explain,
     maintenance,
+    preferences,
     recipients,
     signals,
     trigger,
@@ -34,14 +35,19 @@ from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument, NotFound, translated
 from chimeway.feedback import FeedbackProvider
 from chimeway.notifiers import Notifier
+from chimeway.policy import PreferenceUpdate
 from chimeway.results import (
+    CapSetting,
     DeliverResult,
     Delivery,
     DeliveryExplanation,
     Duplicate,
     FeedbackProcessed,
     Forgotten,
+    PreferenceRecord,
     ProgressResult,
+    QuietHoursSetting,
+    RecipientPreferences,
     RecipientRecord,
     Routed,
     RunExplanation,
@@ -73,6 +79,12 @@ class Chimeway:
     of an adapter that does not declare its own ``capacity`` and ``timeout``.
     ``max_takeovers``: how often a send whose process stopped reporting is taken over before
     the delivery is cancelled as ``abandoned``.
+    ``secret``: signs unsubscribe links (at least 32 bytes; a list, newest first, rotates
+    them: the first signs, all verify). ``public_url``: where recipients reach ``chimeway
+    serve`` (``https://notify.example.com/chimeway``); with both, every send that is not of
+    a critical notifier gets a one-click unsubscribe link (SMTP's ``List-Unsubscribe``),
+    valid for ``unsubscribe_ttl``. ``throttles``: channel -> :class:`~chimeway.Throttle`,
+    a send rate shared by every worker.
     """
 
     def __init__(
@@ -95,6 +107,10 @@ class Chimeway:
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        public_url: str | None = None,
+        throttles: Mapping[str, Throttle] | None = None,
+        unsubscribe_ttl: dt.timedelta = dt.timedelta(days=90),
     ) -> None:
         settings = Settings(
             retry=dict(retry or {}),
@@ -105,6 +121,8 @@ class Chimeway:
             send_concurrency=send_concurrency,
             send_timeout=send_timeout,
             max_takeovers=max_takeovers,
+            throttles=dict(throttles or {}),
+            unsubscribe_ttl=unsubscribe_ttl,
         )
         #: The engine the services run on (internal: its shape may change).
         self.engine = Engine(
@@ -118,6 +136,8 @@ class Chimeway:
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
             pool_timeout=pool_timeout,
+            secrets=_secrets(secret),
+            public_url=public_url,
         )
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
         self.procrastinate = procrastinate.App(
@@ -136,6 +156,8 @@ class Chimeway:
         self.recipients = Recipients(self.engine)
         #: Provider feedback: ``cw.webhooks.process(provider, body, headers)``.
         self.webhooks = Webhooks(self.engine)
+        #: Opt-outs, quiet hours, caps, unsubscribe links: ``cw.preferences.set/get`` ...
+        self.preferences = Preferences(self.engine)
 
     # -- resources ---------------------------------------------------------------------
 
@@ -171,7 +193,8 @@ class Chimeway:
     def asgi(self) -> Starlette:
         """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
         (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
-        ``POST /v1/webhooks/{provider}``, ``GET /healthz``, ``GET /metrics``."""
+        ``POST /v1/webhooks/{provider}``, ``GET|POST /v1/unsubscribe/{token}``,
+        ``GET /healthz``, ``GET /metrics``."""
         return http.build(self.engine)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
@@ -314,6 +337,165 @@ class Recipients:
         return recipients.forget(self._engine, tenant_id, recipient_id, conn)
 
 
+class Preferences:
+    """``cw.preferences``: what a recipient gets, and when (design §13). Everything is per
+    tenant; ``recipient_id`` ``None`` sets the tenant's default, which applies to each of its
+    recipients who has not set the same thing. Planning reads these when a delivery is
+    planned and again when it is claimed for sending, so a change applies to deliveries not
+    sent yet. See docs/policy.md."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def set(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        enabled: bool,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        conn: Conn | None = None,
+    ) -> PreferenceRecord:
+        """Turn a scope on or off: a channel (``channel="email"``), a category or a workflow
+        (the workflow key, or the notifier key outside a workflow) on every channel or on
+        one (``category="marketing", channel="sms"``). The rule as stored."""
+        return preferences.set_rule(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            enabled=enabled,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            conn=conn,
+        )
+
+    def set_many(
+        self, tenant_id: str, updates: Iterable[PreferenceUpdate], conn: Conn | None = None
+    ) -> list[PreferenceRecord]:
+        """Set many rules (of one recipient's settings page, or of many recipients) in one
+        statement; each recipient and scope at most once. The rules as stored."""
+        return preferences.set_many(self._engine, tenant_id, updates, conn)
+
+    def reset(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        conn: Conn | None = None,
+    ) -> bool:
+        """Remove the rule of one scope (the recipient follows the tenant's default again);
+        whether there was one."""
+        return preferences.reset_rule(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            conn=conn,
+        )
+
+    def get(
+        self, tenant_id: str, recipient_id: str | None, conn: Conn | None = None
+    ) -> RecipientPreferences:
+        """The recipient's rules, quiet hours and caps, and the tenant's defaults."""
+        return preferences.get(self._engine, tenant_id, recipient_id, conn)
+
+    def set_quiet_hours(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        start: dt.time | None,
+        end: dt.time | None,
+        *,
+        timezone: str | None = None,
+        conn: Conn | None = None,
+    ) -> QuietHoursSetting:
+        """Hold deliveries from ``start`` to ``end`` (local wall times; the window wraps
+        midnight when ``start > end``) until the window's end. ``timezone`` ``None``: each
+        recipient's profile zone (else UTC). ``start`` and ``end`` ``None``: no quiet hours
+        for this recipient, whatever the tenant's default."""
+        return preferences.set_quiet_hours(
+            self._engine, tenant_id, recipient_id, start, end, timezone=timezone, conn=conn
+        )
+
+    def reset_quiet_hours(
+        self, tenant_id: str, recipient_id: str | None, conn: Conn | None = None
+    ) -> bool:
+        """Remove the recipient's quiet hours (they follow the tenant's default again)."""
+        return preferences.reset_quiet_hours(self._engine, tenant_id, recipient_id, conn)
+
+    def set_cap(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        max_count: int | None,
+        per: dt.timedelta | None,
+        *,
+        channel: str | None = None,
+        conn: Conn | None = None,
+    ) -> CapSetting:
+        """At most ``max_count`` deliveries per ``per`` to the recipient, on ``channel`` or
+        on every channel; more are suppressed (``delivery_cap_reached``). ``max_count``
+        ``None`` (and ``per`` ``None``): no cap of this scope, whatever the default."""
+        return preferences.set_cap(
+            self._engine, tenant_id, recipient_id, max_count, per, channel=channel, conn=conn
+        )
+
+    def reset_cap(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        channel: str | None = None,
+        conn: Conn | None = None,
+    ) -> bool:
+        """Remove the recipient's cap of this scope (the tenant's default applies again)."""
+        return preferences.reset_cap(
+            self._engine, tenant_id, recipient_id, channel=channel, conn=conn
+        )
+
+    def unsubscribe_token(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        *,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        ttl: dt.timedelta | None = None,
+        conn: Conn | None = None,
+    ) -> str:
+        """A signed token that turns this scope off for the recipient when it is posted to
+        ``/v1/unsubscribe/{token}`` (valid ``ttl``, default ``unsubscribe_ttl``): for a
+        footer link or a preference centre of your own."""
+        return preferences.unsubscribe_token(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            ttl=ttl,
+            conn=conn,
+        )
+
+    def unsubscribe_url(self, token: str) -> str:
+        """The link for a token, under the app's ``public_url``."""
+        return preferences.unsubscribe_url_for(self._engine, token)
+
+    def unsubscribe(self, token: str, conn: Conn | None = None) -> PreferenceRecord:
+        """What ``POST /v1/unsubscribe/{token}`` does: turn the token's scope off for its
+        recipient now. ``InvalidToken`` (``TokenExpired``) when it is not valid."""
+        return preferences.unsubscribe(self._engine, token, conn)
+
+
 class Webhooks:
     """``cw.webhooks``: provider feedback (design §12). Hand over each provider webhook as
     received, raw body first; processing happens in a ``process_webhook`` job."""
@@ -428,6 +610,15 @@ def _embedded_warning(message: str) -> None:
         message,
         extra={"action": "chimeway.embedded_database"},
     )
+
+
+def _secrets(secret: str | bytes | Sequence[str | bytes] | None) -> list[str | bytes]:
+    """``secret=``: one secret, or several, newest first (rotation)."""
+    if secret is None:
+        return []
+    if isinstance(secret, str | bytes):
+        return [secret]
+    return list(secret)
 
 
 def _aware(now: dt.datetime | None) -> dt.datetime | None:

@@ -13,9 +13,10 @@ import datetime as dt
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -32,6 +33,7 @@ from chimeway.engine.senders import Senders
 from chimeway.errors import ConfigurationError, NotFound, translated
 from chimeway.feedback import FeedbackProvider, providers_by_name
 from chimeway.notifiers import Notifier, resolve_notifier
+from chimeway.policy import TokenSigner
 from chimeway.profiles import ADDRESS_FIELDS
 from chimeway.store.jobs import Deferrer
 
@@ -56,9 +58,16 @@ class Engine:
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        secrets: Sequence[str | bytes] = (),
+        public_url: str | None = None,
     ) -> None:
         self.database_url = database_url
         self.settings = settings
+        #: Signs unsubscribe links (newest secret first; ``None``: no secret configured).
+        self.signer: TokenSigner | None = TokenSigner(secrets) if secrets else None
+        #: Where ``chimeway serve`` (or ``cw.asgi()``) is reachable from recipients: the base
+        #: of unsubscribe links, e.g. ``https://notify.example.com/chimeway``.
+        self.public_url = _public_url(public_url)
         self.adapters: dict[str, Adapter] = dict(adapters or {})
         #: Sends the channels without an adapter of their own; ``None``: such a channel is
         #: refused (at worker start, and by each send), never silently "delivered".
@@ -195,6 +204,17 @@ class Engine:
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.settings.retry_policy(channel)
+
+
+def _public_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"public_url must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("public_url must not have a query or a fragment")
+    return value.rstrip("/")
 
 
 class Unconfigured:
