@@ -128,10 +128,10 @@ def _claim_in(
         # grants' instant is the claim's, which is the attempts' start.
         with conn.transaction():
             enacted = planning.enact(engine, conn, delivery_ids, admission)
-            found = _claim_rows(engine, conn, enacted.claimable, claimant)
+            found = _claim_rows(engine, conn, enacted.claimable, claimant, admission.notes)
         suppressed = enacted.suppressed
     else:
-        found = _claim_rows(engine, conn, admission.claimable, claimant)
+        found = _claim_rows(engine, conn, admission.claimable, claimant, admission.notes)
     _settle_suppressed(engine, conn, suppressed)
     why_not = {
         delivery_id: _not_sendable(engine, conn, delivery_id, claim)
@@ -152,7 +152,11 @@ def _claim_in(
 
 
 def _claim_rows(
-    engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], claimant: uuid.UUID | None
+    engine: Engine,
+    conn: Conn,
+    delivery_ids: Sequence[uuid.UUID],
+    claimant: uuid.UUID | None,
+    notes: dict[uuid.UUID, dict[str, Any]],
 ) -> dict[uuid.UUID, deliveries.Claim]:
     return deliveries.claim_many(
         conn,
@@ -160,6 +164,7 @@ def _claim_rows(
         engine.settings.stuck_after,
         claimant=claimant,
         max_takeovers=engine.settings.max_takeovers,
+        notes=notes,
     )
 
 

@@ -120,7 +120,9 @@ def policy_decisions(head: Header, moves: Sequence[DeliveryTransition]) -> list[
     said = []
     for move in moves:
         context = move.context
-        if move.reason in POLICY_REASONS and move.to_status == DeliveryStatus.SUPPRESSED:
+        if (
+            move.reason in POLICY_REASONS or move.reason == DeliveryReason.NO_ADDRESS
+        ) and move.to_status == DeliveryStatus.SUPPRESSED:
             said.append(_describe(head, move.reason, context))
         elif move.reason == "deferred" and isinstance(context.get("rule"), str):
             said.append(_describe(head, context["rule"], context))

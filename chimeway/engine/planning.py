@@ -234,6 +234,8 @@ class Admission:
     throttled: dict[str, list[store.ClaimPolicy]] = field(default_factory=dict)
     #: Why each delivery policy kept from the claim was kept.
     why_not: dict[uuid.UUID, str] = field(default_factory=dict)
+    #: Evidence for the claim's history row of a delivery let through (a critical bypass).
+    notes: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def writes(self) -> bool:
@@ -298,6 +300,8 @@ def admit(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> Admi
             admission.holds.append(Hold(row.id, verdict.until, verdict.reason, verdict.context))
             admission.why_not[row.id] = f"held until {verdict.until.isoformat()} ({verdict.reason})"
         else:
+            if verdict.context:
+                admission.notes[row.id] = verdict.context
             if due_deferred:
                 admission.resume.append(row.id)
             key = engine.settings.throttle_key(row.channel)

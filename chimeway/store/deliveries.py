@@ -250,13 +250,15 @@ def claim_many(
     *,
     claimant: uuid.UUID | None = None,
     max_takeovers: int = 3,
+    notes: dict[uuid.UUID, dict[str, Any]] | None = None,
 ) -> dict[uuid.UUID, Claim]:
     """Move each delivery to ``dispatched``, held by ``claimant``, if it may be sent now, in
     one statement: the claim form of :func:`transition_many` (same guard, same history row).
     Its sendability test (ready; pending, failed and due for its retry, or dispatched by a
     claimant silent for ``stuck_after``) needs the rows' times on the database's clock. A
     takeover records the lost send as an interrupted attempt; past ``max_takeovers`` the
-    delivery is cancelled as ``abandoned`` instead. Missing ids are left out."""
+    delivery is cancelled as ``abandoned`` instead. ``notes`` adds evidence to a claimed
+    delivery's history row. Missing ids are left out."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -267,6 +269,7 @@ def claim_many(
                 "from_statuses": origins,
                 "claimant": claimant,
                 "max_takeovers": max_takeovers,
+                "notes": Jsonb({str(k): v for k, v in (notes or {}).items()}),
             },
         ).fetchall()
     claims = {}

@@ -134,6 +134,8 @@ SELECT * FROM moved ORDER BY move_n
 -- real one), and after `max_takeovers` takeovers the delivery is cancelled as `abandoned`
 -- instead: the dead-letter end. Each row as it was comes back either way (`was_*`), with the
 -- moved row's columns when it moved, on the database's clock; a missing id, no row.
+-- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
+-- evidence for letting it through (a critical notifier's bypass of an opt-out).
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
            d.status_changed_at AS was_changed_at,
@@ -192,6 +194,7 @@ WITH previous AS (
                 ELSE 'dispatched' END,
            CASE WHEN s.takeover THEN jsonb_build_object('takeovers', m.takeovers)
                 ELSE '{}'::jsonb END
+               || coalesce(%(notes)b::jsonb -> m.id::text, '{}'::jsonb)
     FROM moved m JOIN sendable s ON s.id = m.id
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,

@@ -87,7 +87,8 @@ ORDER BY x.n
 -- name: policy_for_deliveries
 -- One row per delivery about to be claimed, with its facts, its state, and, when it is still
 -- to be sent (pending, or failed and retrying), its recipient's policy; each cap with the
--- deliveries planned in its window before this one and not suppressed.
+-- other deliveries planned in its window that were sent or are being sent (planning counted
+-- the pending ones already: at the claim, of those planned together, the first claimed go).
 WITH x AS (
     SELECT d.id, d.tenant_id, d.recipient_id, d.channel, d.status, d.orchestration_state,
            d.next_eligible_at, d.retry_at, d.status_changed_at, d.created_at, d.category,
@@ -135,8 +136,8 @@ SELECT x.*, pol.rules, pol.quiet, pol.profile_timezone,
                               WHERE o.tenant_id = x.tenant_id
                                 AND o.recipient_id = x.recipient_id
                                 AND o.created_at >= now() - c.per
-                                AND (o.created_at, o.id) < (x.created_at, x.id)
-                                AND o.status <> 'suppressed'
+                                AND o.id <> x.id
+                                AND o.status NOT IN ('pending', 'suppressed')
                                 AND (c.channel IS NULL OR o.channel = c.channel)))),
                '[]'::jsonb)
         FROM jsonb_to_recordset(pol.caps)
