@@ -28,10 +28,10 @@ from chimeway import (
     Triggered,
     Workflow,
 )
-from chimeway.engine import deliver
+from chimeway.engine import deliver, planning
 from chimeway.testing import RecordingAdapter, drain
 from tests.integration.conftest import Recorders
-from tests.integration.notifiers import Welcome, WithWorkflow
+from tests.integration.notifiers import EMAIL, Welcome, WithWorkflow
 
 Conn = Any
 UTC = dt.UTC
@@ -557,3 +557,150 @@ def test_bad_input_is_refused_naming_the_field(
     with pytest.raises(InvalidArgument) as raised:
         call(cw, db)
     assert message in raised.value.message
+
+
+# -- quiet hours across real DST transitions, through planning -------------------------------
+
+Z = UTC
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "end", "planned_at", "held_until", "local_end"),
+    [
+        # New York springs forward on 8 March 2026 (02:00 EST -> 03:00 EDT): a 23-hour day.
+        (
+            "America/New_York",
+            "22:00",
+            "07:00",
+            dt.datetime(2026, 3, 8, 6, 30, tzinfo=Z),
+            dt.datetime(2026, 3, 8, 11, 0, tzinfo=Z),
+            "2026-03-08 07:00",
+        ),
+        # ... and 02:30 does not exist that night: the first valid instant after the gap.
+        (
+            "America/New_York",
+            "01:00",
+            "02:30",
+            dt.datetime(2026, 3, 8, 6, 45, tzinfo=Z),
+            dt.datetime(2026, 3, 8, 7, 0, tzinfo=Z),
+            "2026-03-08 03:00",
+        ),
+        # New York falls back on 1 November 2026: 01:30 occurs twice; the end takes the later.
+        (
+            "America/New_York",
+            "22:00",
+            "01:30",
+            dt.datetime(2026, 11, 1, 5, 45, tzinfo=Z),
+            dt.datetime(2026, 11, 1, 6, 30, tzinfo=Z),
+            "2026-11-01 01:30",
+        ),
+        # ... and a window that began at the first 01:30 (EDT) holds at 01:15 EST.
+        (
+            "America/New_York",
+            "01:30",
+            "05:00",
+            dt.datetime(2026, 11, 1, 6, 15, tzinfo=Z),
+            dt.datetime(2026, 11, 1, 10, 0, tzinfo=Z),
+            "2026-11-01 05:00",
+        ),
+        # London springs forward on 29 March 2026 (01:00 GMT -> 02:00 BST): 01:30 is skipped.
+        (
+            "Europe/London",
+            "23:00",
+            "01:30",
+            dt.datetime(2026, 3, 29, 0, 30, tzinfo=Z),
+            dt.datetime(2026, 3, 29, 1, 0, tzinfo=Z),
+            "2026-03-29 02:00",
+        ),
+        # London falls back on 25 October 2026: the later 01:30, in GMT.
+        (
+            "Europe/London",
+            "00:00",
+            "01:30",
+            dt.datetime(2026, 10, 24, 23, 45, tzinfo=Z),
+            dt.datetime(2026, 10, 25, 1, 30, tzinfo=Z),
+            "2026-10-25 01:30",
+        ),
+        # Lord Howe Island moves by 30 minutes: back on 5 April 2026 (02:00 -> 01:30) ...
+        (
+            "Australia/Lord_Howe",
+            "22:00",
+            "07:00",
+            dt.datetime(2026, 4, 4, 20, 15, tzinfo=Z),
+            dt.datetime(2026, 4, 4, 20, 30, tzinfo=Z),
+            "2026-04-05 07:00",
+        ),
+        # ... and forward on 4 October 2026 (02:00 -> 02:30): 02:15 does not exist.
+        (
+            "Australia/Lord_Howe",
+            "01:00",
+            "02:15",
+            dt.datetime(2026, 10, 3, 15, 0, tzinfo=Z),
+            dt.datetime(2026, 10, 3, 15, 30, tzinfo=Z),
+            "2026-10-04 02:30",
+        ),
+        # A zone without DST, overnight, planned exactly at the window's start (inclusive).
+        (
+            "Asia/Kolkata",
+            "22:00",
+            "07:00",
+            dt.datetime(2026, 3, 7, 16, 30, tzinfo=Z),
+            dt.datetime(2026, 3, 8, 1, 30, tzinfo=Z),
+            "2026-03-08 07:00",
+        ),
+        # Overnight in summer; outside the window; exactly at its (exclusive) end.
+        (
+            "Europe/Paris",
+            "22:00",
+            "07:00",
+            dt.datetime(2026, 6, 1, 21, 10, tzinfo=Z),
+            dt.datetime(2026, 6, 2, 5, 0, tzinfo=Z),
+            "2026-06-02 07:00",
+        ),
+        ("Europe/Paris", "22:00", "07:00", dt.datetime(2026, 6, 1, 19, 59, tzinfo=Z), None, None),
+        ("Europe/Paris", "22:00", "07:00", dt.datetime(2026, 6, 2, 5, 0, tzinfo=Z), None, None),
+    ],
+)
+def test_quiet_hours_across_dst_through_planning(
+    cw: Chimeway,
+    db: Conn,
+    zone: str,
+    start: str,
+    end: str,
+    planned_at: dt.datetime,
+    held_until: dt.datetime | None,
+    local_end: str | None,
+) -> None:
+    """The window is read in the recipient's profile zone; planning runs at ``planned_at``
+    (standing for the database's clock) and holds the delivery, with a job, until the end."""
+    cw.recipients.upsert("t", "ana", email="a@example.test", timezone=zone, conn=db)
+    cw.preferences.set_quiet_hours(
+        "t", "ana", dt.time.fromisoformat(start), dt.time.fromisoformat(end), conn=db
+    )
+    [notification_id] = trigger(cw, db, "k", channels=["in_app"]).notification_ids
+    [row] = planning.plan(
+        cw.engine,
+        db,
+        [
+            planning.DeliveryPlan(
+                notification_id, "t", "ana", "email", EMAIL, workflow_key="welcome"
+            )
+        ],
+        now=planned_at,
+    )
+    assert row.next_eligible_at == held_until
+    jobs = db.execute(
+        "SELECT scheduled_at FROM procrastinate_jobs WHERE args->>'delivery_id' = %s",
+        [str(row.id)],
+    ).fetchall()
+    if held_until is None:
+        assert row.orchestration_state == OrchestrationState.READY
+        assert jobs == [(None,)]
+        return
+    assert row.orchestration_state == OrchestrationState.DEFERRED
+    assert jobs == [(held_until,)]
+    why = cw.explain_delivery("t", row.id, conn=db).why
+    assert why == (
+        f"Not sent yet: Held by quiet hours {start}\N{EN DASH}{end} {zone} until "
+        f"{local_end} local ({held_until:%H:%M}Z)."
+    )
