@@ -87,9 +87,7 @@ def test_deliveries_explain_lists_the_policy_decisions(committed_db: str, cw: Ch
         Welcome, {"users": ["ana"], "channels": ["email"]}, tenant_id="t", idempotency_key="k"
     )
     assert isinstance(result, Triggered)
-    shown = run(
-        committed_db, "deliveries", "explain", "--tenant", "t", str(result.delivery_ids[0])
-    )
+    shown = run(committed_db, "deliveries", "explain", "--tenant", "t", str(result.delivery_ids[0]))
     assert shown.exit_code == 0, shown.stderr
     assert "Why: Not sent: ana turned email off at " in shown.stdout
     assert "Policy:\n  - Not sent: ana turned email off at " in shown.stdout

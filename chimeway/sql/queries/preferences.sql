@@ -49,4 +49,4 @@ WHERE tenant_id = %(tenant_id)s AND coalesce(recipient_id, '') = coalesce(%(reci
 SELECT * FROM chimeway_preferences
 WHERE tenant_id = %(tenant_id)s
   AND coalesce(recipient_id, '') IN (coalesce(%(recipient_id)s, ''), '')
-ORDER BY recipient_id IS NULL, channel NULLS FIRST, category NULLS FIRST, workflow NULLS FIRST
+ORDER BY recipient_id IS NULL, channel NULLS LAST, category NULLS FIRST, workflow NULLS FIRST
