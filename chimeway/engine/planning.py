@@ -15,6 +15,7 @@ happens. Each checkpoint reads what it decides on in one statement per batch.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -155,7 +156,15 @@ def _decide_plans(
     read = store.for_plans(
         conn,
         [
-            store.PlanInput(p.tenant_id, p.recipient_id, p.notification_id, p.workflow_key is None)
+            store.PlanInput(
+                p.tenant_id,
+                p.recipient_id,
+                p.notification_id,
+                p.channel,
+                p.category,
+                p.workflow_key,
+                p.workflow_key is None,
+            )
             for p in plans
         ],
         at=now,
@@ -182,6 +191,7 @@ def _decide_plans(
         )
         pair = (p.tenant_id, p.recipient_id)
         policy = recipient_policy(
+            facts,
             found.rules,
             found.quiet,
             found.profile_timezone,
@@ -268,7 +278,7 @@ def admit(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> Admi
             row.status == S.PENDING and row.orchestration_state == OrchestrationState.READY
         ) or due_deferred
         retry = row.status == S.FAILED and (row.retry_at is None or row.retry_at <= now)
-        if not (to_send or retry) or row.rules is None:
+        if not (to_send or retry):
             stale = row.status == S.DISPATCHED and (
                 row.status_changed_at + engine.settings.stuck_after <= now
             )
@@ -278,15 +288,16 @@ def admit(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> Admi
             else:
                 admission.claimable.append(row.id)
             continue
+        facts = DeliveryFacts(
+            channel=row.channel,
+            workflow=row.workflow_key or row.channel,
+            category=row.category,
+            critical=row.critical,
+            bypass_quiet_hours=row.bypass_quiet_hours,
+        )
         verdict = decide(
-            DeliveryFacts(
-                channel=row.channel,
-                workflow=row.workflow_key or row.channel,
-                category=row.category,
-                critical=row.critical,
-                bypass_quiet_hours=row.bypass_quiet_hours,
-            ),
-            recipient_policy(row.rules, row.quiet, row.profile_timezone, row.caps or []),
+            facts,
+            recipient_policy(facts, row.rules, row.quiet, row.profile_timezone, row.caps),
             now=now,
             checkpoint="claim",
         )
@@ -385,55 +396,76 @@ def schedule(engine: Engine, conn: Conn, later: dict[dt.datetime, list[uuid.UUID
 
 
 def recipient_policy(
+    facts: DeliveryFacts,
     rules: Iterable[dict[str, Any]],
     quiet: dict[str, Any] | None,
     profile_timezone: str | None,
     caps: Iterable[dict[str, Any]],
 ) -> RecipientPolicy:
-    """A recipient's policy from the JSON a policy read returns (see
-    :class:`chimeway.store.policy.PlanPolicy`)."""
+    """A recipient's policy for one delivery, from the JSON a policy read returns (see
+    :class:`chimeway.store.policy.PlanPolicy`). Only the rules that can apply to the
+    delivery (by channel, category and workflow) are kept: most rules of a recipient are
+    about other things, and the claim of every delivery builds this."""
     own: list[PreferenceRule] = []
     defaults: list[PreferenceRule] = []
     for rule in rules:
-        (own if rule["recipient"] else defaults).append(
-            PreferenceRule(
-                PreferenceScope(rule["channel"], rule["category"], rule["workflow"]),
-                enabled=bool(rule["enabled"]),
-                set_at=dt.datetime.fromisoformat(rule["set_at"]),
-                source=rule["source"],
+        if (
+            (rule["channel"] is None or rule["channel"] == facts.channel)
+            and (rule["category"] is None or rule["category"] == facts.category)
+            and (rule["workflow"] is None or rule["workflow"] == facts.workflow)
+        ):
+            (own if rule["recipient"] else defaults).append(
+                PreferenceRule(
+                    _scope(rule["channel"], rule["category"], rule["workflow"]),
+                    enabled=bool(rule["enabled"]),
+                    set_at=dt.datetime.fromisoformat(rule["set_at"]),
+                    source=rule["source"],
+                )
             )
-        )
     quiet_hours = None
     if quiet is not None and quiet["start"] is not None:
-        quiet_hours = _quiet_hours(quiet, profile_timezone)
+        quiet_hours = _quiet_hours(
+            quiet["start"], quiet["end"], quiet["timezone"] or profile_timezone
+        )
     return RecipientPolicy(
         recipient_rules=tuple(own),
         tenant_rules=tuple(defaults),
         caps=tuple(
             CapCount(
-                CapRule(
-                    int(cap["max_count"]),
-                    dt.timedelta(seconds=float(cap["per_seconds"])),
-                    cap["channel"],
-                ),
+                _cap(int(cap["max_count"]), float(cap["per_seconds"]), cap["channel"]),
                 int(cap["recent"]),
                 "recipient" if cap["recipient"] else "tenant",
             )
             for cap in caps
+            if cap["channel"] is None or cap["channel"] == facts.channel
         ),
         quiet_hours=quiet_hours,
         quiet_hours_owner="recipient" if quiet and quiet["recipient"] else "tenant",
     )
 
 
-def _quiet_hours(quiet: dict[str, Any], profile_timezone: str | None) -> QuietHours:
+# The same few scopes, caps and windows come back for every delivery of a batch: they are
+# immutable, so each is built (and checked) once.
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope(channel: str | None, category: str | None, workflow: str | None) -> PreferenceScope:
+    return PreferenceScope(channel, category, workflow)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cap(max_count: int, per_seconds: float, channel: str | None) -> CapRule:
+    return CapRule(max_count, dt.timedelta(seconds=per_seconds), channel)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quiet_hours(start: str, end: str, zone: str | None) -> QuietHours:
     """The window in its own zone, else the recipient's, else UTC (a zone the server does
     not know, written before its tzdata lost it, counts as UTC rather than stop planning)."""
-    start, end = dt.time.fromisoformat(quiet["start"]), dt.time.fromisoformat(quiet["end"])
-    for zone in (quiet["timezone"], profile_timezone):
-        if zone:
-            try:
-                return QuietHours(start, end, zone)
-            except InvalidArgument:
-                continue
-    return QuietHours(start, end, "UTC")
+    begins, ends = dt.time.fromisoformat(start), dt.time.fromisoformat(end)
+    if zone:
+        try:
+            return QuietHours(begins, ends, zone)
+        except InvalidArgument:
+            pass
+    return QuietHours(begins, ends, "UTC")

@@ -16,21 +16,25 @@ from chimeway.types import DeliveryStatus, OrchestrationState
 
 @dataclass(frozen=True)
 class PlanInput:
-    """A delivery about to be planned; ``inherit``: take its facts from its notification's
-    first delivery (a workflow's later steps)."""
+    """A delivery about to be planned, with its facts; ``inherit``: take them from its
+    notification's first delivery instead (a workflow's later steps)."""
 
     tenant_id: str
     recipient_id: str
     notification_id: uuid.UUID
+    channel: str
+    category: str | None
+    workflow_key: str | None
     inherit: bool
 
 
 @dataclass(frozen=True)
 class PlanPolicy:
-    """One :class:`PlanInput`'s facts (when inherited) and its recipient's policy, as JSON:
-    ``rules`` (``recipient``, ``channel``, ``category``, ``workflow``, ``enabled``,
-    ``set_at``, ``source``), ``quiet`` (``recipient``, ``start``, ``end``, ``timezone``) and
-    ``caps`` (``recipient``, ``channel``, ``max_count``, ``per_seconds``, ``recent``)."""
+    """One :class:`PlanInput`'s facts (its own, or inherited) and its recipient's policy, as
+    JSON: ``rules`` that can apply to it (``recipient``, ``channel``, ``category``,
+    ``workflow``, ``enabled``, ``set_at``, ``source``), ``quiet`` (``recipient``, ``start``,
+    ``end``, ``timezone``) and ``caps`` (``recipient``, ``channel``, ``max_count``,
+    ``per_seconds``, ``recent``)."""
 
     n: int
     rules: list[dict[str, Any]]
@@ -58,6 +62,9 @@ def for_plans(
                 "tenant_ids": [p.tenant_id for p in plans],
                 "recipient_ids": [p.recipient_id for p in plans],
                 "notification_ids": [p.notification_id for p in plans],
+                "channels": [p.channel for p in plans],
+                "categories": [p.category for p in plans],
+                "workflow_keys": [p.workflow_key for p in plans],
                 "inherit": [p.inherit for p in plans],
                 "at": at,
             },
@@ -66,8 +73,9 @@ def for_plans(
 
 @dataclass(frozen=True)
 class ClaimPolicy:
-    """A delivery about to be claimed: its state and facts and, when it is still to be sent,
-    its recipient's policy (JSON, as :class:`PlanPolicy`'s; ``rules`` ``None`` otherwise)."""
+    """A delivery about to be claimed: its state and facts and, when it is still to be sent
+    (``open``), its recipient's policy (JSON, as :class:`PlanPolicy`'s; only the rules that
+    can apply to it)."""
 
     id: uuid.UUID
     tenant_id: str
@@ -84,10 +92,11 @@ class ClaimPolicy:
     critical: bool
     bypass_quiet_hours: bool
     workflow_run_id: uuid.UUID | None
-    rules: list[dict[str, Any]] | None
+    open: bool
+    rules: list[dict[str, Any]]
     quiet: dict[str, Any] | None
     profile_timezone: str | None
-    caps: list[dict[str, Any]] | None
+    caps: list[dict[str, Any]]
     db_now: dt.datetime
 
 

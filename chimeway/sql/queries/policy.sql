@@ -8,30 +8,26 @@
 -- row, else the tenant's; a NULL max_count is "none"); and the zone of their profile.
 
 -- name: policy_for_plans
--- One row per delivery about to be planned, in input order, with its recipient's policy and,
--- for each cap, the deliveries already planned in its window and not suppressed. A row with
--- `inherit` takes its facts (category, workflow key, critical, bypass_quiet_hours) from the
--- first delivery of its notification (a workflow's later steps), else from the notification
--- and its event.
+-- One row per delivery about to be planned, in input order, with its facts and its
+-- recipient's policy: the preference rules that can apply to it (its channel, category and
+-- workflow, or none of them), the quiet hours, and each cap with the deliveries already
+-- planned in its window and not suppressed. A row with `inherit` takes its facts (category,
+-- workflow key, critical, bypass_quiet_hours) from the first delivery of its notification
+-- (a workflow's later steps), else from the notification and its event.
 WITH clock AS (
     SELECT coalesce(%(at)s::timestamptz, now()) AS at
 ), x AS (
     SELECT * FROM unnest(
         %(tenant_ids)s::text[], %(recipient_ids)s::text[], %(notification_ids)s::uuid[],
+        %(channels)s::text[], %(categories)s::text[], %(workflow_keys)s::text[],
         %(inherit)s::boolean[]
-    ) WITH ORDINALITY AS x (tenant_id, recipient_id, notification_id, inherit, n)
+    ) WITH ORDINALITY AS x (tenant_id, recipient_id, notification_id, channel, category,
+                            workflow_key, inherit, n)
 ), pairs AS (
     SELECT DISTINCT tenant_id, recipient_id FROM x
 ), policy AS (
-    -- recipient policy
+    -- recipient policy (the rules are per delivery below)
     SELECT p.tenant_id, p.recipient_id, rc.timezone AS profile_timezone,
-           (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'recipient', r.recipient_id IS NOT NULL, 'channel', r.channel,
-                       'category', r.category, 'workflow', r.workflow, 'enabled', r.enabled,
-                       'set_at', r.set_at, 'source', r.source)), '[]'::jsonb)
-            FROM chimeway_preferences r
-            WHERE r.tenant_id = p.tenant_id
-              AND coalesce(r.recipient_id, '') IN (p.recipient_id, '')) AS rules,
            (SELECT jsonb_build_object(
                        'recipient', q.recipient_id IS NOT NULL, 'start', q.start_time,
                        'end', q.end_time, 'timezone', q.timezone)
@@ -59,54 +55,69 @@ WITH clock AS (
     FROM pairs p
     LEFT JOIN chimeway_recipients rc
            ON rc.tenant_id = p.tenant_id AND rc.recipient_id = p.recipient_id
+), facts AS (
+    SELECT x.*,
+           CASE WHEN x.inherit THEN coalesce(f.category, nf.category) ELSE x.category END
+               AS fact_category,
+           CASE WHEN x.inherit THEN coalesce(f.workflow_key, nf.notification_key)
+                ELSE x.workflow_key END AS fact_workflow_key,
+           coalesce(f.critical, false) AS critical,
+           coalesce(f.bypass_quiet_hours, false) AS bypass_quiet_hours
+    FROM x
+    LEFT JOIN LATERAL (
+        SELECT d.category, d.workflow_key, d.critical, d.bypass_quiet_hours
+        FROM chimeway_deliveries d
+        WHERE x.inherit AND d.notification_id = x.notification_id
+          AND d.workflow_key IS NOT NULL
+        ORDER BY d.created_at, d.id
+        LIMIT 1
+    ) f ON true
+    LEFT JOIN LATERAL (
+        SELECT n.category, e.notification_key
+        FROM chimeway_notifications n
+        JOIN chimeway_events e ON e.id = n.event_id
+        WHERE x.inherit AND n.id = x.notification_id
+    ) nf ON true
 )
-SELECT x.n, pol.rules, pol.quiet, pol.caps, pol.profile_timezone,
-       coalesce(f.category, nf.category) AS category,
-       coalesce(f.workflow_key, nf.notification_key) AS workflow_key,
-       coalesce(f.critical, false) AS critical,
-       coalesce(f.bypass_quiet_hours, false) AS bypass_quiet_hours,
-       clock.at AS db_now
-FROM x
+SELECT y.n,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'recipient', r.recipient_id IS NOT NULL, 'channel', r.channel,
+                   'category', r.category, 'workflow', r.workflow, 'enabled', r.enabled,
+                   'set_at', r.set_at, 'source', r.source)), '[]'::jsonb)
+        FROM chimeway_preferences r
+        WHERE r.tenant_id = y.tenant_id
+          AND coalesce(r.recipient_id, '') IN (y.recipient_id, '')
+          AND (r.channel IS NULL OR r.channel = y.channel)
+          AND (r.category IS NULL OR r.category = y.fact_category)
+          AND (r.workflow IS NULL OR r.workflow = y.fact_workflow_key)) AS rules,
+       pol.quiet, pol.caps, pol.profile_timezone,
+       y.fact_category AS category, y.fact_workflow_key AS workflow_key, y.critical,
+       y.bypass_quiet_hours, clock.at AS db_now
+FROM facts y
 CROSS JOIN clock
-JOIN policy pol ON pol.tenant_id = x.tenant_id AND pol.recipient_id = x.recipient_id
-LEFT JOIN LATERAL (
-    SELECT d.category, d.workflow_key, d.critical, d.bypass_quiet_hours
-    FROM chimeway_deliveries d
-    WHERE x.inherit AND d.notification_id = x.notification_id AND d.workflow_key IS NOT NULL
-    ORDER BY d.created_at, d.id
-    LIMIT 1
-) f ON true
-LEFT JOIN LATERAL (
-    SELECT n.category, e.notification_key
-    FROM chimeway_notifications n
-    JOIN chimeway_events e ON e.id = n.event_id
-    WHERE x.inherit AND n.id = x.notification_id
-) nf ON true
-ORDER BY x.n
+JOIN policy pol ON pol.tenant_id = y.tenant_id AND pol.recipient_id = y.recipient_id
+ORDER BY y.n
 
 -- name: policy_for_deliveries
 -- One row per delivery about to be claimed, with its facts, its state, and, when it is still
--- to be sent (pending, or failed and retrying), its recipient's policy; each cap with the
--- other deliveries planned in its window that were sent or are being sent (planning counted
--- the pending ones already: at the claim, of those planned together, the first claimed go).
+-- to be sent (pending, or failed and retrying), its recipient's policy: the preference rules
+-- that can apply to it (its channel, category and workflow, or none of them), the quiet hours
+-- and each cap with the other deliveries planned in its window that were sent or are being
+-- sent (planning counted the pending ones already: at the claim, of those planned together,
+-- the first claimed go).
 WITH x AS (
     SELECT d.id, d.tenant_id, d.recipient_id, d.channel, d.status, d.orchestration_state,
            d.next_eligible_at, d.retry_at, d.status_changed_at, d.created_at, d.category,
-           d.workflow_key, d.critical, d.bypass_quiet_hours, d.workflow_run_id
+           d.workflow_key, d.critical, d.bypass_quiet_hours, d.workflow_run_id,
+           d.status IN ('pending', 'failed') AS open
     FROM chimeway_deliveries d
     WHERE d.id = ANY(%(ids)s::uuid[])
 ), pairs AS (
-    SELECT DISTINCT tenant_id, recipient_id FROM x WHERE status IN ('pending', 'failed')
+    SELECT DISTINCT tenant_id, recipient_id FROM x WHERE open
 ), policy AS (
-    -- recipient policy (as in policy_for_plans; the caps' counts are per delivery below)
+    -- recipient policy (as in policy_for_plans; the rules and the caps' counts are per
+    -- delivery below)
     SELECT p.tenant_id, p.recipient_id, rc.timezone AS profile_timezone,
-           (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'recipient', r.recipient_id IS NOT NULL, 'channel', r.channel,
-                       'category', r.category, 'workflow', r.workflow, 'enabled', r.enabled,
-                       'set_at', r.set_at, 'source', r.source)), '[]'::jsonb)
-            FROM chimeway_preferences r
-            WHERE r.tenant_id = p.tenant_id
-              AND coalesce(r.recipient_id, '') IN (p.recipient_id, '')) AS rules,
            (SELECT jsonb_build_object(
                        'recipient', q.recipient_id IS NOT NULL, 'start', q.start_time,
                        'end', q.end_time, 'timezone', q.timezone)
@@ -128,7 +139,18 @@ WITH x AS (
     LEFT JOIN chimeway_recipients rc
            ON rc.tenant_id = p.tenant_id AND rc.recipient_id = p.recipient_id
 )
-SELECT x.*, pol.rules, pol.quiet, pol.profile_timezone,
+SELECT x.*,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'recipient', r.recipient_id IS NOT NULL, 'channel', r.channel,
+                   'category', r.category, 'workflow', r.workflow, 'enabled', r.enabled,
+                   'set_at', r.set_at, 'source', r.source)), '[]'::jsonb)
+        FROM chimeway_preferences r
+        WHERE x.open AND r.tenant_id = x.tenant_id
+          AND coalesce(r.recipient_id, '') IN (x.recipient_id, '')
+          AND (r.channel IS NULL OR r.channel = x.channel)
+          AND (r.category IS NULL OR r.category = x.category)
+          AND (r.workflow IS NULL OR r.workflow = x.workflow_key)) AS rules,
+       pol.quiet, pol.profile_timezone,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'recipient', c.recipient, 'channel', c.channel, 'max_count', c.max_count,
                    'per_seconds', extract(epoch FROM c.per),
@@ -141,7 +163,8 @@ SELECT x.*, pol.rules, pol.quiet, pol.profile_timezone,
                                 AND (c.channel IS NULL OR o.channel = c.channel)))),
                '[]'::jsonb)
         FROM jsonb_to_recordset(pol.caps)
-             AS c (recipient boolean, channel text, max_count integer, per interval)) AS caps,
+             AS c (recipient boolean, channel text, max_count integer, per interval)
+        WHERE c.channel IS NULL OR c.channel = x.channel) AS caps,
        now() AS db_now
 FROM x
 LEFT JOIN policy pol ON pol.tenant_id = x.tenant_id AND pol.recipient_id = x.recipient_id
