@@ -120,9 +120,7 @@ def policy_decisions(head: Header, moves: Sequence[DeliveryTransition]) -> list[
     said = []
     for move in moves:
         context = move.context
-        if (
-            move.reason in POLICY_REASONS or move.reason == DeliveryReason.NO_ADDRESS
-        ) and move.to_status == DeliveryStatus.SUPPRESSED:
+        if move.to_status == DeliveryStatus.SUPPRESSED and _evidence(move.reason, context):
             said.append(_describe(head, move.reason, context))
         elif move.reason == "deferred" and isinstance(context.get("rule"), str):
             said.append(_describe(head, context["rule"], context))
@@ -131,6 +129,14 @@ def policy_decisions(head: Header, moves: Sequence[DeliveryTransition]) -> list[
                 sentences.bypassed(context["critical_bypass"], recipient_id=head.recipient_id)
             )
     return said
+
+
+def _evidence(reason: str, context: dict[str, Any]) -> bool:
+    """Whether a suppression was policy's, with the evidence a sentence needs (an operator's
+    own move with a policy reason has none)."""
+    if reason == DeliveryReason.NO_ADDRESS:
+        return "needs" in context
+    return reason in POLICY_REASONS and context.get("rule") == reason
 
 
 def _describe(head: Header, reason: str, context: dict[str, Any]) -> str:
@@ -265,9 +271,9 @@ def why(
             f"Not sent: suppressed (no_address): the {head.channel} adapter needs the "
             "recipient's address, which their profile lacks."
         )
-    if status == DeliveryStatus.SUPPRESSED and reason in POLICY_REASONS:
-        move = next((m for m in reversed(moves) if m.to_status == status), None)
-        return _describe(head, str(reason), move.context if move else head.planning_context)
+    move = next((m for m in reversed(moves) if m.to_status == status), None)
+    if status == DeliveryStatus.SUPPRESSED and move and _evidence(move.reason, move.context):
+        return _describe(head, move.reason, move.context)
     if status == DeliveryStatus.SUPPRESSED:
         return f"Not sent: suppressed ({reason}) before any attempt."
     if status == DeliveryStatus.CANCELLED:
