@@ -106,3 +106,26 @@ def test_a_throttle_is_checked_when_built() -> None:
             "postgresql://unused@127.0.0.1:1/x",
             throttles={"email": Throttle(2, key="a"), "sms": Throttle(3, key="a")},
         )
+
+
+def test_a_held_delivery_goes_once_its_time_has_come(
+    make_cw: Callable[..., Chimeway], committed_db: str
+) -> None:
+    """Its job at the hold's end claims it: decided again (nothing stops it) and sent."""
+    cw = make_cw()
+    [delivery_id] = fan_out(cw, 1)
+    with psycopg.connect(committed_db) as conn:
+        conn.execute(
+            "UPDATE chimeway_deliveries SET orchestration_state = 'deferred',"
+            " planning_reason = 'quiet_hours', next_eligible_at = now() + interval '1 hour'"
+        )
+    assert cw.deliver(delivery_id).action == "skipped"  # early: not its time
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("UPDATE chimeway_deliveries SET next_eligible_at = now()")
+    assert cw.deliver(delivery_id).action == "succeeded"
+    moves = [
+        m.detail["reason"]
+        for m in cw.explain_delivery("t", delivery_id).timeline
+        if m.event.startswith("delivery_")
+    ]
+    assert moves == ["planned", "resumed_from_deferral", "dispatched", "sent"]
