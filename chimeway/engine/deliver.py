@@ -123,13 +123,14 @@ def _claim_in(
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
     admission = planning.admit(engine, conn, delivery_ids)
     suppressed: list[Delivery] = []
+    kept = admission.why_not
     if admission.writes:
         # Policy's writes, the throttles' grants and the claim share one transaction: the
         # grants' instant is the claim's, which is the attempts' start.
         with conn.transaction():
             enacted = planning.enact(engine, conn, delivery_ids, admission)
             found = _claim_rows(engine, conn, enacted.claimable, claimant, admission.notes)
-        suppressed = enacted.suppressed
+        suppressed, kept = enacted.suppressed, enacted.why_not
     else:
         found = _claim_rows(engine, conn, admission.claimable, claimant, admission.notes)
     _settle_suppressed(engine, conn, suppressed)
@@ -138,12 +139,12 @@ def _claim_in(
         for delivery_id, claim in found.items()
         if claim.dispatched is None
     }
-    why_not.update(admission.why_not)
+    why_not.update(kept)
     claimed = []
     for delivery_id in delivery_ids:
         claim = found.get(delivery_id)
         if claim is None:
-            why_not[delivery_id] = "missing"
+            why_not.setdefault(delivery_id, "missing")  # unless policy kept it from the claim
         elif claim.dispatched is not None:
             number = claim.attempts + 1
             claimed.append((claim.dispatched, number))

@@ -254,10 +254,12 @@ class Admission:
 
 @dataclass(frozen=True)
 class Enacted:
-    """What :func:`enact` did: the ids to claim now, and the deliveries it suppressed."""
+    """What :func:`enact` did: the ids to claim now, the deliveries it suppressed, and why
+    each delivery it kept from the claim was kept."""
 
     claimable: list[uuid.UUID]
     suppressed: list[Delivery]
+    why_not: dict[uuid.UUID, str]
 
 
 def admit(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> Admission:
@@ -337,6 +339,7 @@ def enact(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], a: Admi
     suppressed = deliveries.transition_many(conn, a.suppress, only_from=[S.PENDING, S.FAILED])
     holds = list(a.holds)
     claimable = list(a.claimable)
+    why_not = dict(a.why_not)
     takeovers: dict[uuid.UUID, dt.datetime] = {}
     for key in keys:
         waiting = a.throttled[key]
@@ -366,8 +369,9 @@ def enact(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], a: Admi
                 takeovers[row.id] = until
             else:
                 holds.append(Hold(row.id, until, THROTTLED, context))
-            a.why_not[row.id] = f"throttled until {until.isoformat()}"
-    deliveries.resume_many(conn, [d for d in a.resume if d in set(claimable)])
+            why_not[row.id] = f"throttled until {until.isoformat()}"
+    granted = set(claimable)
+    deliveries.resume_many(conn, [d for d in a.resume if d in granted])
     held = set(deliveries.hold_many(conn, holds))
     later: defaultdict[dt.datetime, list[uuid.UUID]] = defaultdict(list)
     for hold in holds:
@@ -376,7 +380,7 @@ def enact(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], a: Admi
     for delivery_id, until in takeovers.items():
         engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=until)
     schedule(engine, conn, later)
-    return Enacted(claimable, suppressed)
+    return Enacted(claimable, suppressed, why_not)
 
 
 def schedule(engine: Engine, conn: Conn, later: dict[dt.datetime, list[uuid.UUID]]) -> None:

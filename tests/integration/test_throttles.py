@@ -6,6 +6,7 @@ Eight worker processes against one throttle: tests/acceptance/test_policy_worker
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -129,3 +130,22 @@ def test_a_held_delivery_goes_once_its_time_has_come(
         if m.event.startswith("delivery_")
     ]
     assert moves == ["planned", "resumed_from_deferral", "dispatched", "sent"]
+
+
+def test_each_delivery_kept_from_the_claim_says_why(
+    make_cw: Callable[..., Chimeway], committed_db: str
+) -> None:
+    cw = make_cw(throttles={"email": Throttle(1, per=dt.timedelta(minutes=1))})
+    first, second = fan_out(cw, 2)
+    cw.preferences.set("t", "u01", enabled=False, channel="email")
+    results = {r.delivery_id: r for r in cw.deliver_many([first, second, first])}
+    assert results[first].action == "succeeded"
+    assert (results[second].action, results[second].detail) == (
+        "skipped",
+        "suppressed (channel_disabled)",
+    )
+    missing = uuid.uuid4()
+    assert cw.deliver(missing).detail == "missing"
+    [third] = fan_out(cw, 1, key="k2")
+    held = cw.deliver(third)
+    assert held.action == "skipped" and held.detail.startswith("throttled until ")
