@@ -23,7 +23,7 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, RetryPolicy, Settings
+from chimeway.config import Maintenance, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -50,9 +50,11 @@ from chimeway.errors import (
     WorkflowVersionConflict,
 )
 from chimeway.notifiers import Notifier, Recipient
+from chimeway.policy import PreferenceScope, PreferenceUpdate
 from chimeway.results import (
     Advanced,
     Attempt,
+    CapSetting,
     Completed,
     DeliverAction,
     DeliverResult,
@@ -69,7 +71,10 @@ from chimeway.results import (
     InboxPage,
     InboxStatus,
     Noop,
+    PreferenceRecord,
     ProgressResult,
+    QuietHoursSetting,
+    RecipientPreferences,
     RecipientRecord,
     Routed,
     RunExplanation,
@@ -98,6 +103,7 @@ __all__ = [
     "Attempt",
     "AttemptOutcome",
     "Bounced",
+    "CapSetting",
     "Chimeway",
     "ChimewayError",
     "Completed",
@@ -147,8 +153,13 @@ __all__ = [
     "OrchestrationState",
     "Outcome",
     "Permanent",
+    "PreferenceRecord",
+    "PreferenceScope",
+    "PreferenceUpdate",
     "ProgressResult",
+    "QuietHoursSetting",
     "Recipient",
+    "RecipientPreferences",
     "RecipientProfile",
     "RecipientRecord",
     "RetryPolicy",
@@ -166,6 +177,7 @@ __all__ = [
     "Stopped",
     "SweepReport",
     "Temporary",
+    "Throttle",
     "TimelineEntry",
     "TokenExpired",
     "Transition",

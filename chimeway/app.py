@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
-from chimeway.config import ENV_SECRET, Maintenance, RetryPolicy, Settings
+from chimeway.config import ENV_SECRET, Maintenance, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
 from chimeway.engine import (
@@ -26,6 +26,7 @@ from chimeway.engine import (
     explain,
     inbox,
     maintenance,
+    preferences,
     recipients,
     signals,
     trigger,
@@ -36,7 +37,9 @@ from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument, NotFound, translated
 from chimeway.feedback import FeedbackProvider
 from chimeway.notifiers import Notifier
+from chimeway.policy import PreferenceUpdate
 from chimeway.results import (
+    CapSetting,
     DeliverResult,
     Delivery,
     DeliveryExplanation,
@@ -48,7 +51,10 @@ from chimeway.results import (
     InboxMarked,
     InboxPage,
     InboxStatus,
+    PreferenceRecord,
     ProgressResult,
+    QuietHoursSetting,
+    RecipientPreferences,
     RecipientRecord,
     Routed,
     RunExplanation,
@@ -80,8 +86,13 @@ class Chimeway:
     of an adapter that does not declare its own ``capacity`` and ``timeout``.
     ``max_takeovers``: how often a send whose process stopped reporting is taken over before
     the delivery is cancelled as ``abandoned``. ``secret``: signs the tokens that let a
-    browser read one recipient's inbox (``cw.inbox.token``): at least 32 bytes, else
-    ``$CHIMEWAY_SECRET``; a list rotates keys (the first signs, every one verifies).
+    browser read one recipient's inbox (``cw.inbox.token``) and the unsubscribe links: at
+    least 32 bytes, else ``$CHIMEWAY_SECRET``; a list, newest first, rotates keys (the first
+    signs, every one verifies). ``public_url``: where recipients reach ``chimeway serve``
+    (``https://notify.example.com/chimeway``); with a secret too, every send that is not of
+    a critical notifier gets a one-click unsubscribe link (SMTP's ``List-Unsubscribe``),
+    valid for ``unsubscribe_ttl``. ``throttles``: channel -> :class:`~chimeway.Throttle`,
+    a send rate shared by every worker.
     """
 
     def __init__(
@@ -101,10 +112,13 @@ class Chimeway:
         send_concurrency: int = 32,
         send_timeout: dt.timedelta | None = None,
         max_takeovers: int = 3,
-        secret: str | bytes | Sequence[str | bytes] | None = None,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        public_url: str | None = None,
+        throttles: Mapping[str, Throttle] | None = None,
+        unsubscribe_ttl: dt.timedelta = dt.timedelta(days=90),
     ) -> None:
         settings = Settings(
             retry=dict(retry or {}),
@@ -115,6 +129,8 @@ class Chimeway:
             send_concurrency=send_concurrency,
             send_timeout=send_timeout,
             max_takeovers=max_takeovers,
+            throttles=dict(throttles or {}),
+            unsubscribe_ttl=unsubscribe_ttl,
         )
         #: The engine the services run on (internal: its shape may change).
         self.engine = Engine(
@@ -125,10 +141,11 @@ class Chimeway:
             content_schemas=content_schemas,
             notifiers=notifiers,
             webhook_providers=webhook_providers,
-            secrets=_secrets(secret),
             pool_min_size=pool_min_size,
             pool_max_size=pool_max_size,
             pool_timeout=pool_timeout,
+            secrets=_secrets(secret),
+            public_url=public_url,
         )
         #: The Procrastinate App: add your own tasks to it; ``chimeway worker`` runs them too.
         self.procrastinate = procrastinate.App(
@@ -149,6 +166,8 @@ class Chimeway:
         self.webhooks = Webhooks(self.engine)
         #: The in-app inbox: ``cw.inbox.list/counts/mark/token``.
         self.inbox = Inbox(self.engine)
+        #: Opt-outs, quiet hours, caps, unsubscribe links: ``cw.preferences.set/get`` ...
+        self.preferences = Preferences(self.engine)
 
     # -- resources ---------------------------------------------------------------------
 
@@ -185,8 +204,8 @@ class Chimeway:
         """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
         (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
         ``POST /v1/webhooks/{provider}``, the inbox under ``/v1/inbox`` (for pages served
-        from ``cors_origins``, like ``"https://app.example.com"``, too), ``GET /healthz``,
-        ``GET /metrics``."""
+        from ``cors_origins``, like ``"https://app.example.com"``, too),
+        ``GET|POST /v1/unsubscribe/{token}``, ``GET /healthz``, ``GET /metrics``."""
         return http.build(self.engine, cors_origins=cors_origins)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
@@ -327,6 +346,165 @@ class Recipients:
         recipient's notifications and deliveries. Their ids, statuses and histories stay, so
         what was decided can still be explained; opt-outs stay too."""
         return recipients.forget(self._engine, tenant_id, recipient_id, conn)
+
+
+class Preferences:
+    """``cw.preferences``: what a recipient gets, and when (design §13). Everything is per
+    tenant; ``recipient_id`` ``None`` sets the tenant's default, which applies to each of its
+    recipients who has not set the same thing. Planning reads these when a delivery is
+    planned and again when it is claimed for sending, so a change applies to deliveries not
+    sent yet. See docs/policy.md."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def set(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        enabled: bool,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        conn: Conn | None = None,
+    ) -> PreferenceRecord:
+        """Turn a scope on or off: a channel (``channel="email"``), a category or a workflow
+        (the workflow key, or the notifier key outside a workflow) on every channel or on
+        one (``category="marketing", channel="sms"``). The rule as stored."""
+        return preferences.set_rule(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            enabled=enabled,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            conn=conn,
+        )
+
+    def set_many(
+        self, tenant_id: str, updates: Iterable[PreferenceUpdate], conn: Conn | None = None
+    ) -> list[PreferenceRecord]:
+        """Set many rules (of one recipient's settings page, or of many recipients) in one
+        statement; each recipient and scope at most once. The rules as stored."""
+        return preferences.set_many(self._engine, tenant_id, updates, conn)
+
+    def reset(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        conn: Conn | None = None,
+    ) -> bool:
+        """Remove the rule of one scope (the recipient follows the tenant's default again);
+        whether there was one."""
+        return preferences.reset_rule(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            conn=conn,
+        )
+
+    def get(
+        self, tenant_id: str, recipient_id: str | None, conn: Conn | None = None
+    ) -> RecipientPreferences:
+        """The recipient's rules, quiet hours and caps, and the tenant's defaults."""
+        return preferences.get(self._engine, tenant_id, recipient_id, conn)
+
+    def set_quiet_hours(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        start: dt.time | None,
+        end: dt.time | None,
+        *,
+        timezone: str | None = None,
+        conn: Conn | None = None,
+    ) -> QuietHoursSetting:
+        """Hold deliveries from ``start`` to ``end`` (local wall times; the window wraps
+        midnight when ``start > end``) until the window's end. ``timezone`` ``None``: each
+        recipient's profile zone (else UTC). ``start`` and ``end`` ``None``: no quiet hours
+        for this recipient, whatever the tenant's default."""
+        return preferences.set_quiet_hours(
+            self._engine, tenant_id, recipient_id, start, end, timezone=timezone, conn=conn
+        )
+
+    def reset_quiet_hours(
+        self, tenant_id: str, recipient_id: str | None, conn: Conn | None = None
+    ) -> bool:
+        """Remove the recipient's quiet hours (they follow the tenant's default again)."""
+        return preferences.reset_quiet_hours(self._engine, tenant_id, recipient_id, conn)
+
+    def set_cap(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        max_count: int | None,
+        per: dt.timedelta | None,
+        *,
+        channel: str | None = None,
+        conn: Conn | None = None,
+    ) -> CapSetting:
+        """At most ``max_count`` deliveries per ``per`` to the recipient, on ``channel`` or
+        on every channel; more are suppressed (``delivery_cap_reached``). ``max_count``
+        ``None`` (and ``per`` ``None``): no cap of this scope, whatever the default."""
+        return preferences.set_cap(
+            self._engine, tenant_id, recipient_id, max_count, per, channel=channel, conn=conn
+        )
+
+    def reset_cap(
+        self,
+        tenant_id: str,
+        recipient_id: str | None,
+        *,
+        channel: str | None = None,
+        conn: Conn | None = None,
+    ) -> bool:
+        """Remove the recipient's cap of this scope (the tenant's default applies again)."""
+        return preferences.reset_cap(
+            self._engine, tenant_id, recipient_id, channel=channel, conn=conn
+        )
+
+    def unsubscribe_token(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        *,
+        channel: str | None = None,
+        category: str | None = None,
+        workflow: str | None = None,
+        ttl: dt.timedelta | None = None,
+        conn: Conn | None = None,
+    ) -> str:
+        """A signed token that turns this scope off for the recipient when it is posted to
+        ``/v1/unsubscribe/{token}`` (valid ``ttl``, default ``unsubscribe_ttl``): for a
+        footer link or a preference centre of your own."""
+        return preferences.unsubscribe_token(
+            self._engine,
+            tenant_id,
+            recipient_id,
+            channel=channel,
+            category=category,
+            workflow=workflow,
+            ttl=ttl,
+            conn=conn,
+        )
+
+    def unsubscribe_url(self, token: str) -> str:
+        """The link for a token, under the app's ``public_url``."""
+        return preferences.unsubscribe_url_for(self._engine, token)
+
+    def unsubscribe(self, token: str, conn: Conn | None = None) -> PreferenceRecord:
+        """What ``POST /v1/unsubscribe/{token}`` does: turn the token's scope off for its
+        recipient now. ``InvalidToken`` (``TokenExpired``) when it is not valid."""
+        return preferences.unsubscribe(self._engine, token, conn)
 
 
 class Webhooks:
@@ -508,6 +686,7 @@ class Progression:
 def _secrets(
     secret: str | bytes | Sequence[str | bytes] | None,
 ) -> Sequence[str | bytes]:
+    """``secret=`` (else ``$CHIMEWAY_SECRET``): one secret, or several, newest first."""
     if secret is None:
         secret = os.environ.get(ENV_SECRET) or None
     if secret is None:

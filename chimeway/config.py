@@ -60,6 +60,25 @@ class Maintenance:
     batch_size: int = 500
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """At most ``limit`` sends per ``per`` on a channel, shared by every worker through
+    PostgreSQL (a provider's rate limit). Channels whose throttles name the same ``key``
+    share one budget (one provider account); by default the key is the channel's name.
+    A delivery over the limit waits for the next free instant; it is never dropped."""
+
+    limit: int
+    per: dt.timedelta = dt.timedelta(seconds=1)
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _whole("Throttle.limit", self.limit)
+        if not isinstance(self.per, dt.timedelta) or self.per <= dt.timedelta(0):
+            raise InvalidArgument(f"Throttle.per must be a positive timedelta, not {self.per!r}")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key.strip()):
+            raise InvalidArgument(f"Throttle.key must be a non-blank string, not {self.key!r}")
+
+
 def _whole(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgument(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -86,6 +105,10 @@ class Settings:
     #: How often a send whose process stopped reporting is taken over before the delivery
     #: is cancelled as ``abandoned`` (the dead-letter end).
     max_takeovers: int = 3
+    #: Channel -> its :class:`Throttle`.
+    throttles: Mapping[str, Throttle] = field(default_factory=dict)
+    #: How long an unsubscribe link stays valid (CAN-SPAM expects 30 days at least).
+    unsubscribe_ttl: dt.timedelta = dt.timedelta(days=90)
 
     def __post_init__(self) -> None:
         _whole("delivery_batch_size", self.delivery_batch_size)
@@ -103,6 +126,25 @@ class Settings:
                 f"not {self.send_timeout}"
             )
         object.__setattr__(self, "retry", MappingProxyType(dict(self.retry)))
+        for channel, throttle in self.throttles.items():
+            if not isinstance(throttle, Throttle):
+                raise InvalidArgument(
+                    f"throttles[{channel!r}] must be a Throttle, not {type(throttle).__name__}"
+                )
+        budgets: dict[str, Throttle] = {}
+        for channel, throttle in self.throttles.items():
+            key = throttle.key or channel
+            other = budgets.setdefault(key, throttle)
+            if (other.limit, other.per) != (throttle.limit, throttle.per):
+                raise InvalidArgument(
+                    f"throttles sharing the key {key!r} must have the same limit and per"
+                )
+        object.__setattr__(self, "throttles", MappingProxyType(dict(self.throttles)))
+        if self.unsubscribe_ttl < dt.timedelta(days=1):
+            raise InvalidArgument(
+                f"unsubscribe_ttl must be at least a day (links are read late), "
+                f"not {self.unsubscribe_ttl}"
+            )
 
     @property
     def deadline(self) -> dt.timedelta:
@@ -112,3 +154,8 @@ class Settings:
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.retry.get(channel, self.default_retry)
+
+    def throttle_key(self, channel: str) -> str | None:
+        """The key of the channel's throttle's budget, or ``None`` when it has none."""
+        throttle = self.throttles.get(channel)
+        return None if throttle is None else throttle.key or channel

@@ -47,6 +47,10 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ("dispatched", "cancelled"): "The adapter reported `Permanent` (`permanent_failure`) "
     "or `Bounced` (`bounced`).",
     ("failed", "dispatched"): "Its retry is due and a worker claims it.",
+    ("failed", "suppressed"): (
+        "Policy stops its retry at the claim: the recipient opted out after the first "
+        "attempt, or a cap was lowered; `suppression_reason` says which."
+    ),
     ("succeeded", "cancelled"): (
         "Provider feedback after the send: a bounce (`bounced`) or a permanent failure "
         "(`permanent_failure`) reported by the provider's webhook."

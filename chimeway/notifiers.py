@@ -93,6 +93,11 @@ class Notifier:
     key: ClassVar[str]
     version: ClassVar[int]
     category: ClassVar[str | None] = None
+    #: Must reach people whatever their opt-outs and caps (password resets, security
+    #: alerts); quiet hours still apply unless ``bypass_quiet_hours`` says otherwise.
+    critical: ClassVar[bool] = False
+    #: Sent at any hour, whatever the recipient's quiet hours (a sign-in code).
+    bypass_quiet_hours: ClassVar[bool] = False
 
     def recipients(self, params: dict[str, Any]) -> Sequence[Recipient | dict[str, Any]]:
         """Who gets the notification: :class:`Recipient` objects or dicts with at least ``id``."""
@@ -168,6 +173,10 @@ def resolve_notifier(notifier: type[Notifier] | Notifier) -> Notifier:
     category = getattr(instance, "category", None)
     if category is not None and (not isinstance(category, str) or not category.strip()):
         problems.append(f"category must be None or a non-blank string, got {category!r}")
+    for flag in ("critical", "bypass_quiet_hours"):
+        value = getattr(instance, flag, False)
+        if not isinstance(value, bool):
+            problems.append(f"{flag} must be True or False, got {value!r}")
     for method in ("recipients", "build"):
         if getattr(cls, method) is getattr(Notifier, method):
             problems.append(f"{method}() must be overridden")

@@ -158,6 +158,72 @@ class Forgotten:
     deliveries_erased: int
 
 
+# -- preferences and policy (design §13) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreferenceRecord:
+    """One preference as stored: a scope (a channel; a category or a workflow, on every
+    channel or on one) turned on or off for a recipient, or for every recipient of the
+    tenant without a rule of their own (``recipient_id`` ``None``: the tenant's default).
+    ``source`` says who set it: ``api``, ``unsubscribed:link``, or provider feedback
+    (``unsubscribed:<provider>``, ``complained:<provider>``)."""
+
+    tenant_id: str
+    recipient_id: str | None
+    channel: str | None
+    category: str | None
+    workflow: str | None
+    enabled: bool
+    set_at: dt.datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class QuietHoursSetting:
+    """Quiet hours of a recipient, or the tenant's default (``recipient_id`` ``None``):
+    ``start`` to ``end`` in local wall time (wrapping midnight when ``start > end``), in
+    ``timezone`` or, when it is ``None``, the recipient's profile zone (else UTC). ``start``
+    and ``end`` ``None``: explicitly none (a recipient's row then overrides the default)."""
+
+    tenant_id: str
+    recipient_id: str | None
+    start: dt.time | None
+    end: dt.time | None
+    timezone: str | None
+    set_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class CapSetting:
+    """A delivery cap of a recipient, or the tenant's default (``recipient_id`` ``None``):
+    at most ``max_count`` deliveries per ``per``, on ``channel`` or on every channel
+    (``None``). ``max_count`` ``None``: explicitly none (overrides the default)."""
+
+    tenant_id: str
+    recipient_id: str | None
+    channel: str | None
+    max_count: int | None
+    per: dt.timedelta | None
+    set_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RecipientPreferences:
+    """Everything set for a recipient (``cw.preferences.get``): their own rules, quiet
+    hours and caps, and the tenant's defaults that apply where they have none of their own.
+    With ``recipient_id`` ``None``, only the tenant's defaults."""
+
+    tenant_id: str
+    recipient_id: str | None
+    rules: list[PreferenceRecord]
+    default_rules: list[PreferenceRecord]
+    quiet_hours: QuietHoursSetting | None
+    default_quiet_hours: QuietHoursSetting | None
+    caps: list[CapSetting]
+    default_caps: list[CapSetting]
+
+
 # -- provider feedback (design §12) --------------------------------------------------------
 
 
@@ -294,6 +360,13 @@ class Delivery:
     #: The process holding it while ``dispatched``, and how often a send was taken over.
     claimed_by: uuid.UUID | None = None
     takeovers: int = 0
+    #: What policy decides it on, fixed when it was planned (design §13): the notifier's
+    #: category, the workflow key (the notifier key outside a workflow), and the notifier's
+    #: ``critical`` and ``bypass_quiet_hours`` flags.
+    category: str | None = None
+    workflow_key: str | None = None
+    critical: bool = False
+    bypass_quiet_hours: bool = False
     previous_status: DeliveryStatus | None = None  # set only by the moves that return it
 
     @property
@@ -393,6 +466,9 @@ class DeliveryExplanation:
     attempts: list[Attempt]
     timeline: list[TimelineEntry]
     why: str
+    #: Each policy decision about it, oldest first, in one sentence with its evidence
+    #: ("Not sent: ana turned email off for 'mentions' at 2026-03-01 12:03Z.").
+    decisions: list[str] = field(default_factory=list)
 
     @property
     def sent(self) -> bool:

@@ -47,6 +47,7 @@ class DeliveryReason(StrEnum):
     MANUAL = "manual"
     NO_ADDRESS = "no_address"  # the channel's adapter needs an address the profile lacks
     ABANDONED = "abandoned"  # taken over too often without an outcome: the dead-letter end
+    WORKFLOW_DISABLED = "workflow_disabled"  # the recipient or tenant turned the workflow off
 
 
 class OrchestrationState(StrEnum):

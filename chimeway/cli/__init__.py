@@ -480,6 +480,81 @@ def trigger(
         )
 
 
+@cli.group(cls=ChimewayGroup)
+def preferences() -> None:
+    """Recipients' opt-outs, quiet hours and caps (and the tenant's defaults)."""
+
+
+DEFAULT_OPTION = click.option(
+    "--default",
+    "tenant_default",
+    is_flag=True,
+    help="The tenant's default (for recipients without a rule of their own), not a recipient's.",
+)
+
+
+def _owner(recipient_id: str | None, tenant_default: bool) -> str | None:
+    if (recipient_id is None) == (not tenant_default):
+        raise click.UsageError("give either a RECIPIENT_ID or --default (the tenant's default)")
+    return recipient_id
+
+
+@preferences.command("get")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@DEFAULT_OPTION
+@click.argument("recipient_id", required=False)
+@click.pass_obj
+def preferences_get(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    tenant_default: bool,
+    recipient_id: str | None,
+) -> None:
+    """A recipient's rules, quiet hours and caps, beside the tenant's defaults."""
+    owner = _owner(recipient_id, tenant_default)
+    with load_app(app_spec, state.url) as cw:
+        found = cw.preferences.get(tenant, owner)
+    reports.show(found, as_json, reports.preferences, sys.stdout)
+
+
+@preferences.command("set")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@DEFAULT_OPTION
+@click.option("--channel", help="The channel (email, sms, ...); alone: the whole channel.")
+@click.option("--category", help="A notifier category, on every channel or on --channel.")
+@click.option("--workflow", help="A workflow (or notifier) key, on every channel or on --channel.")
+@click.option("--on/--off", "enabled", default=None, help="Turn the scope on or off (required).")
+@click.argument("recipient_id", required=False)
+@click.pass_obj
+def preferences_set(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    tenant_default: bool,
+    channel: str | None,
+    category: str | None,
+    workflow: str | None,
+    enabled: bool | None,
+    recipient_id: str | None,
+) -> None:
+    """Turn a channel, a category or a workflow on or off for a recipient."""
+    owner = _owner(recipient_id, tenant_default)
+    if enabled is None:
+        raise click.UsageError("give --on or --off")
+    with load_app(app_spec, state.url) as cw:
+        rule = cw.preferences.set(
+            tenant, owner, enabled=enabled, channel=channel, category=category, workflow=workflow
+        )
+    reports.show(rule, as_json, reports.preference, sys.stdout)
+
+
 @cli.command()
 @click.pass_context
 def doctor(ctx: click.Context) -> None:

@@ -13,7 +13,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
-from chimeway.results import DeliveryExplanation, RunExplanation, Transition
+from chimeway.results import (
+    DeliveryExplanation,
+    PreferenceRecord,
+    RecipientPreferences,
+    RunExplanation,
+    Transition,
+)
 
 T = TypeVar("T")
 
@@ -25,7 +31,7 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
+    if isinstance(value, dt.datetime | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
@@ -171,10 +177,74 @@ def delivery(explanation: DeliveryExplanation, out: TextIO) -> None:
             ],
         )
     )
-    out.write(f"\nWhy: {e.why}\n\n")
+    out.write(f"\nWhy: {e.why}\n")
+    if e.decisions:
+        out.write("Policy:\n" + "".join(f"  - {d}\n" for d in e.decisions))
+    out.write("\n")
     start = e.timeline[0].at if e.timeline else None
     rows = [
         (f"+{(t.at - start).total_seconds():.3f}s" if start else "-", t.event, _details(t.detail))
         for t in e.timeline
     ]
     out.write(table(["at", "event", "details"], rows))
+
+
+def preferences(found: RecipientPreferences, out: TextIO) -> None:
+    """A recipient's rules, quiet hours and caps, beside the tenant's defaults."""
+    owner = found.recipient_id or "(tenant default)"
+    rules = [("recipient", r) for r in found.rules] + [
+        ("tenant default", r) for r in found.default_rules
+    ]
+    out.write(f"Preferences of {owner} in tenant {found.tenant_id}\n\n")
+    out.write(
+        table(
+            ["whose", "channel", "category", "workflow", "state", "set at", "source"],
+            [
+                (
+                    whose,
+                    r.channel or "all",
+                    r.category,
+                    r.workflow,
+                    "on" if r.enabled else "off",
+                    r.set_at,
+                    r.source,
+                )
+                for whose, r in rules
+            ],
+        )
+        if rules
+        else "No rules: everything is on.\n"
+    )
+    quiet = [("recipient", found.quiet_hours), ("tenant default", found.default_quiet_hours)]
+    caps = [("recipient", c) for c in found.caps] + [
+        ("tenant default", c) for c in found.default_caps
+    ]
+    lines = [
+        f"quiet hours ({whose}): "
+        + (
+            f"{q.start:%H:%M}-{q.end:%H:%M} {q.timezone or 'in the recipient zone'}"
+            if q.start and q.end
+            else "none"
+        )
+        for whose, q in quiet
+        if q is not None
+    ] + [
+        f"cap ({whose}) on {c.channel or 'all channels'}: "
+        + (f"{c.max_count} per {c.per}" if c.max_count else "none")
+        for whose, c in caps
+    ]
+    out.write("\n" + "".join(f"{line}\n" for line in lines) if lines else "")
+
+
+def preference(rule: PreferenceRecord, out: TextIO) -> None:
+    scope = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("channel", rule.channel),
+            ("category", rule.category),
+            ("workflow", rule.workflow),
+        )
+        if value
+    )
+    whose = rule.recipient_id or "the tenant's default"
+    out.write(f"{whose}: {scope} turned {'on' if rule.enabled else 'off'}.\n")

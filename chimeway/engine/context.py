@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -30,7 +31,7 @@ from chimeway.engine.senders import Senders
 from chimeway.errors import ConfigurationError, NotFound, translated
 from chimeway.feedback import FeedbackProvider, providers_by_name
 from chimeway.notifiers import Notifier, resolve_notifier
-from chimeway.policy.tokens import TokenSigner
+from chimeway.policy import TokenSigner
 from chimeway.profiles import ADDRESS_FIELDS
 from chimeway.store.jobs import Deferrer
 
@@ -52,13 +53,20 @@ class Engine:
         content_schemas: ContentSchemas | None = None,
         notifiers: Iterable[type[Notifier] | Notifier] = (),
         webhook_providers: Iterable[FeedbackProvider] = (),
-        secrets: Sequence[str | bytes] = (),
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         pool_timeout: float = 30.0,
+        secrets: Sequence[str | bytes] = (),
+        public_url: str | None = None,
     ) -> None:
         self.database_url = database_url
         self.settings = settings
+        #: Signs and verifies inbox tokens and unsubscribe links (newest secret first;
+        #: ``None``: no secret configured).
+        self.signer: TokenSigner | None = TokenSigner(secrets) if secrets else None
+        #: Where ``chimeway serve`` (or ``cw.asgi()``) is reachable from recipients: the base
+        #: of unsubscribe links, e.g. ``https://notify.example.com/chimeway``.
+        self.public_url = _public_url(public_url)
         self.adapters: dict[str, Adapter] = dict(adapters or {})
         # An in-app delivery is sent by putting it in the inbox (chimeway.engine.inbox).
         self.adapters.setdefault("in_app", InboxAdapter())
@@ -72,8 +80,6 @@ class Engine:
                     f"the adapter for {channel!r} has address {address!r}; "
                     f"expected one of {sorted(ADDRESS_FIELDS)} or None"
                 )
-        #: Signs and verifies inbox tokens; ``None`` without a secret.
-        self.signer = TokenSigner(secrets) if secrets else None
         #: Feedback providers by name: ``POST /v1/webhooks/{name}``, ``cw.webhooks.process``.
         self.webhook_providers = providers_by_name(*webhook_providers)
         #: Concurrent webhooks' events share a transaction (engine/webhooks.py).
@@ -225,6 +231,17 @@ class Engine:
 
     def retry_policy(self, channel: str) -> RetryPolicy:
         return self.settings.retry_policy(channel)
+
+
+def _public_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"public_url must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError("public_url must not have a query or a fragment")
+    return value.rstrip("/")
 
 
 class Unconfigured:

@@ -21,13 +21,14 @@ import psycopg
 
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
-from chimeway.engine import logbook, sending
+from chimeway.engine import logbook, planning, preferences, sending
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import drive
 from chimeway.engine.recording import Sent, record, record_in
 from chimeway.engine.senders import Lane
 from chimeway.results import DeliverResult, Delivery
 from chimeway.store import deliveries
+from chimeway.store.deliveries import PlannedRow
 from chimeway.types import DeliveryStatus, OrchestrationState
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ def _claim(
     engine: Engine, delivery_ids: Sequence[uuid.UUID]
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
-    numbers), and say why each other one may not. One statement in autocommit: no
-    transaction is left open around the sends."""
+    numbers), and say why each other one may not. In autocommit: policy's read and the
+    claim, two statements, unless policy has something to write (then one short
+    transaction); none is left open around the sends."""
     claimant = engine.liveness.ensure()
     with engine.deliver_pool.connection() as conn:
         conn.autocommit = True
@@ -115,28 +117,67 @@ def _claim_in(
     *,
     claimant: uuid.UUID | None,
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
-    found = deliveries.claim_many(
-        conn,
-        delivery_ids,
-        engine.settings.stuck_after,
-        claimant=claimant,
-        max_takeovers=engine.settings.max_takeovers,
-    )
+    admission = planning.admit(engine, conn, delivery_ids)
+    suppressed: list[Delivery] = []
+    kept = admission.why_not
+    if admission.writes:
+        # Policy's writes, the throttles' grants and the claim share one transaction: the
+        # grants' instant is the claim's, which is the attempts' start.
+        with conn.transaction():
+            enacted = planning.enact(engine, conn, delivery_ids, admission)
+            found = _claim_rows(engine, conn, enacted.claimable, claimant, admission.notes)
+        suppressed, kept = enacted.suppressed, enacted.why_not
+    else:
+        found = _claim_rows(engine, conn, admission.claimable, claimant, admission.notes)
+    _settle_suppressed(engine, conn, suppressed)
     why_not = {
         delivery_id: _not_sendable(engine, conn, delivery_id, claim)
         for delivery_id, claim in found.items()
         if claim.dispatched is None
     }
+    why_not.update(kept)
     claimed = []
     for delivery_id in delivery_ids:
         claim = found.get(delivery_id)
         if claim is None:
-            why_not[delivery_id] = "missing"
+            why_not.setdefault(delivery_id, "missing")  # unless policy kept it from the claim
         elif claim.dispatched is not None:
             number = claim.attempts + 1
             claimed.append((claim.dispatched, number, claim.profile))
             _log("delivery.dispatched", claim.dispatched, attempt_number=number)
     return claimed, why_not
+
+
+def _claim_rows(
+    engine: Engine,
+    conn: Conn,
+    delivery_ids: Sequence[uuid.UUID],
+    claimant: uuid.UUID | None,
+    notes: dict[uuid.UUID, dict[str, Any]],
+) -> dict[uuid.UUID, deliveries.Claim]:
+    return deliveries.claim_many(
+        conn,
+        delivery_ids,
+        engine.settings.stuck_after,
+        claimant=claimant,
+        max_takeovers=engine.settings.max_takeovers,
+        notes=notes,
+    )
+
+
+def _settle_suppressed(engine: Engine, conn: Conn, suppressed: Sequence[Delivery]) -> None:
+    """Deliveries policy suppressed at their claim: logged, and their runs decided now (the
+    outcome ``suppressed`` may lead to another step: email opted out, so an SMS)."""
+    for delivery in suppressed:
+        _log("delivery.suppressed", delivery, reason=str(delivery.suppression_reason))
+    rows = [
+        PlannedRow(d.id, d.notification_id, d.channel, d.workflow_run_id, d.status)
+        for d in suppressed
+        if d.workflow_run_id is not None
+    ]
+    if rows:
+        with logbook.held(), conn.transaction():
+            drive.progress_planned(engine, conn, rows)
 
 
 def _not_sendable(
@@ -177,7 +218,8 @@ def _send(
     engine: Engine, delivery: Delivery, attempt_number: int, profile: RecipientProfile | None
 ) -> sending.Outcome:
     adapter = engine.adapter_for(delivery.channel)
-    return sending.call(adapter, sending.request_for(delivery, attempt_number, profile))
+    link = preferences.send_unsubscribe_url(engine, delivery)
+    return sending.call(adapter, sending.request_for(delivery, attempt_number, profile, link))
 
 
 def _lane(engine: Engine, delivery: Delivery) -> Lane:

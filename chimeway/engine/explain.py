@@ -12,10 +12,13 @@ from typing import Any
 from chimeway.db import Conn
 from chimeway.errors import InvalidArgument, NotFound
 from chimeway.inputs import identifier, limit
+from chimeway.policy import sentences
+from chimeway.policy.decision import QUIET_HOURS, THROTTLED
 from chimeway.results import (
     Attempt,
     Delivery,
     DeliveryExplanation,
+    DeliveryTransition,
     RunExplanation,
     TimelineEntry,
     Transition,
@@ -27,6 +30,15 @@ from chimeway.types import DeliveryReason, DeliveryStatus, RunState
 
 #: The most rows one list read returns.
 MAX_LIMIT = 10_000
+#: Suppression reasons policy gives (their sentences come from the decision's evidence).
+POLICY_REASONS = frozenset(
+    {
+        DeliveryReason.CHANNEL_DISABLED,
+        DeliveryReason.CATEGORY_DISABLED,
+        DeliveryReason.WORKFLOW_DISABLED,
+        DeliveryReason.DELIVERY_CAP_REACHED,
+    }
+)
 
 
 def explain_run(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> RunExplanation:
@@ -81,7 +93,8 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
         raise NotFound(f"delivery {delivery_id} not found")
     attempts = deliveries.attempts(conn, delivery_id)
     feedback = webhooks.for_delivery(conn, delivery_id)
-    timeline = _timeline(conn, head, attempts, feedback)
+    moves = deliveries.transitions(conn, delivery_id)
+    timeline = _timeline(conn, head, attempts, feedback, moves)
     return DeliveryExplanation(
         delivery_id=head.id,
         tenant_id=head.tenant_id,
@@ -97,12 +110,45 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
         workflow_step=head.step_key,
         attempts=attempts,
         timeline=timeline,
-        why=why(head, attempts, feedback),
+        why=why(head, attempts, feedback, moves),
+        decisions=policy_decisions(head, moves),
     )
 
 
+def policy_decisions(head: Header, moves: Sequence[DeliveryTransition]) -> list[str]:
+    """Each policy decision in the delivery's history, in one sentence, oldest first."""
+    said = []
+    for move in moves:
+        context = move.context
+        if move.to_status == DeliveryStatus.SUPPRESSED and _evidence(move.reason, context):
+            said.append(_describe(head, move.reason, context))
+        elif move.reason == "deferred" and isinstance(context.get("rule"), str):
+            said.append(_describe(head, context["rule"], context))
+        elif isinstance(context.get("critical_bypass"), dict):
+            said.append(
+                sentences.bypassed(context["critical_bypass"], recipient_id=head.recipient_id)
+            )
+    return said
+
+
+def _evidence(reason: str, context: dict[str, Any]) -> bool:
+    """Whether a suppression was policy's, with the evidence a sentence needs (an operator's
+    own move with a policy reason has none)."""
+    if reason == DeliveryReason.NO_ADDRESS:
+        return "needs" in context
+    return reason in POLICY_REASONS and context.get("rule") == reason
+
+
+def _describe(head: Header, reason: str, context: dict[str, Any]) -> str:
+    return sentences.describe(reason, context, recipient_id=head.recipient_id, channel=head.channel)
+
+
 def _timeline(
-    conn: Conn, head: Header, attempts: list[Attempt], feedback: list[Received]
+    conn: Conn,
+    head: Header,
+    attempts: list[Attempt],
+    feedback: list[Received],
+    moves: Sequence[DeliveryTransition],
 ) -> list[TimelineEntry]:
     # (time, rank) orders entries; within one transaction's timestamp an attempt comes before
     # the status move it caused, and that before the workflow decision it led to.
@@ -169,7 +215,7 @@ def _timeline(
                 ),
             )
         )
-    for move in deliveries.transitions(conn, head.id):
+    for move in moves:
         event = "delivery_planned" if move.from_status is None else f"delivery_{move.to_status}"
         detail: dict[str, Any] = {
             "from": move.from_status,
@@ -194,7 +240,12 @@ def _timeline(
     return [entry for _, _, entry in entries]
 
 
-def why(head: Header, attempts: list[Attempt], feedback: Sequence[Received] = ()) -> str:
+def why(
+    head: Header,
+    attempts: list[Attempt],
+    feedback: Sequence[Received] = (),
+    moves: Sequence[DeliveryTransition] = (),
+) -> str:
     """One sentence: why this delivery did or did not send."""
     reported = next(
         (f for f in reversed(feedback) if f.outcome and f.outcome.startswith("cancelled_")), None
@@ -220,6 +271,9 @@ def why(head: Header, attempts: list[Attempt], feedback: Sequence[Received] = ()
             f"Not sent: suppressed (no_address): the {head.channel} adapter needs the "
             "recipient's address, which their profile lacks."
         )
+    move = next((m for m in reversed(moves) if m.to_status == status), None)
+    if status == DeliveryStatus.SUPPRESSED and move and _evidence(move.reason, move.context):
+        return _describe(head, move.reason, move.context)
     if status == DeliveryStatus.SUPPRESSED:
         return f"Not sent: suppressed ({reason}) before any attempt."
     if status == DeliveryStatus.CANCELLED:
@@ -249,6 +303,8 @@ def why(head: Header, attempts: list[Attempt], feedback: Sequence[Received] = ()
     if status == DeliveryStatus.DIGESTED:
         return "Not sent on its own: it was included in a digest."
     if head.orchestration_state == "deferred" and head.next_eligible_at:
+        if head.planning_reason in (QUIET_HOURS, THROTTLED):
+            return f"Not sent yet: {_describe(head, head.planning_reason, head.planning_context)}"
         return (
             f"Not sent yet: deferred until {head.next_eligible_at:%Y-%m-%d %H:%M:%S %Z}"
             f" ({head.planning_reason})."

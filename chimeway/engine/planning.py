@@ -4,21 +4,50 @@ A trigger's fan-out and a run's next step both plan their deliveries here, in th
 transaction: the rows, their ``planned`` history and the jobs that will send them. This is
 where the recipient's profile, preferences, quiet hours, caps, throttles and batching decide
 whether a delivery is sent now, later or not at all, so no path can skip them.
+
+Policy is asked twice (:mod:`chimeway.policy.decision`): by :func:`plan`, and again by
+:func:`admit` when a worker is about to claim the deliveries for sending, so that a change
+in between wins (an opt-out made after planning suppresses the delivery at its claim). The
+claim is also where throttles grant sends (:func:`enact`), since that is when a send
+happens. Each checkpoint reads what it decides on in one statement per batch.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway.db import Conn
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
+from chimeway.errors import InvalidArgument
+from chimeway.policy import (
+    CapCount,
+    CapRule,
+    DeliveryFacts,
+    PreferenceRule,
+    PreferenceScope,
+    QuietHours,
+    RecipientPolicy,
+    Verdict,
+    decide,
+    free_instants,
+)
+from chimeway.policy.decision import THROTTLED
+from chimeway.results import Delivery
 from chimeway.store import deliveries
-from chimeway.store.deliveries import PlannedDelivery, PlannedRow
-from chimeway.types import DeliveryReason
+from chimeway.store import policy as store
+from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
+from chimeway.types import DeliveryReason, DeliveryStatus, OrchestrationState
+
+S = DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -34,40 +63,142 @@ class DeliveryPlan:
     render_data: dict[str, Any] | None
     workflow_run_id: uuid.UUID | None = None
     workflow_step_id: uuid.UUID | None = None
+    #: What policy decides it on: the workflow key (the notifier key outside a workflow) and
+    #: the notifier's category and flags. ``workflow_key`` ``None``: all four are those of
+    #: the notification's first delivery (a workflow's later steps).
+    workflow_key: str | None = None
+    category: str | None = None
+    critical: bool = False
+    bypass_quiet_hours: bool = False
 
 
-def plan(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> list[PlannedRow]:
+def plan(
+    engine: Engine,
+    conn: Conn,
+    plans: Sequence[DeliveryPlan],
+    *,
+    now: dt.datetime | None = None,
+) -> list[PlannedRow]:
     """Plan the deliveries and defer the jobs that send them, in ``conn``'s transaction.
     A delivery that exists already (same notification and channel, or same run step) is
     skipped: planning twice plans once. The planned rows, in input order, each with its
-    status: ``pending`` (a job will send it) or already terminal (``suppressed``, with its
-    reason and evidence in the row and its history), which the caller acts on.
+    status: ``pending`` (a job will send it: now, or at ``next_eligible_at`` when policy
+    deferred it) or already terminal (``suppressed``, with its reason and evidence in the
+    row and its history), which the caller acts on.
 
-    Decisions made here: a channel whose adapter needs an address (``adapter.address``:
-    ``"email"`` or ``"phone"``) that the recipient's profile lacks is ``suppressed``
-    (``no_address``)."""
+    Decisions made here, in order (:func:`chimeway.policy.decide`): the recipient's or the
+    tenant's opt-outs; a channel whose adapter needs an address (``adapter.address``:
+    ``"email"`` or ``"phone"``) that the recipient's profile lacks (``no_address``); caps;
+    quiet hours (deferred to the window's end). ``now`` (aware) stands for the database's
+    clock in tests."""
+    if now is not None and now.utcoffset() is None:
+        raise InvalidArgument("now: must be timezone-aware")
     lacking = _lacking_address(engine, conn, plans)
-    rows = deliveries.insert_many(
+    decided = _decide_plans(conn, plans, lacking, now)
+    planned = [
+        _planned(engine, p, facts, verdict)
+        for p, (facts, verdict) in zip(plans, decided, strict=True)
+    ]
+    return deliveries.insert_many(
+        conn,
+        planned,
+        # The jobs of the pending ones (now, or when their deferral ends), in the same
+        # statement.
+        jobs=engine.deferrer.plan_spec(sum(p.suppressed is None for p in planned)),
+    )
+
+
+def _planned(
+    engine: Engine, p: DeliveryPlan, facts: DeliveryFacts, verdict: Verdict
+) -> PlannedDelivery:
+    return PlannedDelivery(
+        notification_id=p.notification_id,
+        tenant_id=p.tenant_id,
+        recipient_id=p.recipient_id,
+        channel=p.channel,
+        render_data=p.render_data,
+        max_attempts=engine.retry_policy(p.channel).max_attempts,
+        workflow_run_id=p.workflow_run_id,
+        workflow_step_id=p.workflow_step_id,
+        suppressed=(
+            DeliveryReason(verdict.reason)
+            if verdict.action == "suppress" and verdict.reason
+            else None
+        ),
+        context=verdict.context or None,
+        deferred_until=verdict.until if verdict.action == "defer" else None,
+        planning_reason=verdict.reason if verdict.action == "defer" else None,
+        category=facts.category,
+        workflow_key=facts.workflow,
+        critical=facts.critical,
+        bypass_quiet_hours=facts.bypass_quiet_hours,
+    )
+
+
+def _decide_plans(
+    conn: Conn,
+    plans: Sequence[DeliveryPlan],
+    lacking: dict[int, str],
+    now: dt.datetime | None,
+) -> list[tuple[DeliveryFacts, Verdict]]:
+    """Each plan's facts and verdict, from one read of its recipients' policy. A batch's
+    own deliveries count towards its recipients' caps, in input order."""
+    read = store.for_plans(
         conn,
         [
-            PlannedDelivery(
-                notification_id=p.notification_id,
-                tenant_id=p.tenant_id,
-                recipient_id=p.recipient_id,
-                channel=p.channel,
-                render_data=p.render_data,
-                max_attempts=engine.retry_policy(p.channel).max_attempts,
-                workflow_run_id=p.workflow_run_id,
-                workflow_step_id=p.workflow_step_id,
-                suppressed=DeliveryReason.NO_ADDRESS if i in lacking else None,
-                context={"needs": lacking[i]} if i in lacking else None,
+            store.PlanInput(
+                p.tenant_id,
+                p.recipient_id,
+                p.notification_id,
+                p.channel,
+                p.category,
+                p.workflow_key,
+                p.workflow_key is None,
             )
-            for i, p in enumerate(plans)
+            for p in plans
         ],
-        # The jobs of the pending ones, in the same statement.
-        jobs=engine.deferrer.plan_spec(len(plans) - len(lacking)),
+        at=now,
     )
-    return rows
+    planned_here: Counter[tuple[str, str, str | None]] = Counter()
+    decided = []
+    for i, (p, found) in enumerate(zip(plans, read, strict=True)):
+        facts = (
+            DeliveryFacts(
+                channel=p.channel,
+                workflow=p.workflow_key,
+                category=p.category,
+                critical=p.critical,
+                bypass_quiet_hours=p.bypass_quiet_hours,
+            )
+            if p.workflow_key is not None
+            else DeliveryFacts(
+                channel=p.channel,
+                workflow=found.workflow_key or p.channel,
+                category=found.category,
+                critical=found.critical,
+                bypass_quiet_hours=found.bypass_quiet_hours,
+            )
+        )
+        pair = (p.tenant_id, p.recipient_id)
+        policy = recipient_policy(
+            facts,
+            found.rules,
+            found.quiet,
+            found.profile_timezone,
+            [
+                {**cap, "recent": cap["recent"] + planned_here[(*pair, cap["channel"])]}
+                for cap in found.caps
+            ],
+        )
+        verdict = decide(
+            facts, policy, now=found.db_now, checkpoint="planning", lacking_address=lacking.get(i)
+        )
+        if verdict.action != "suppress":
+            for cap in found.caps:
+                if cap["channel"] in (None, p.channel):
+                    planned_here[(*pair, cap["channel"])] += 1
+        decided.append((facts, verdict))
+    return decided
 
 
 def _lacking_address(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> dict[int, str]:
@@ -84,3 +215,251 @@ def _lacking_address(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) 
         if need and need not in have.get((p.tenant_id, p.recipient_id), frozenset()):
             lacking[i] = need
     return lacking
+
+
+# -- at the claim -----------------------------------------------------------------------
+
+
+@dataclass
+class Admission:
+    """What policy says, at their claim, about deliveries a worker is about to send
+    (:func:`admit`); :func:`enact` writes it. ``claimable``: the ids to claim (those to
+    send, and those the claim itself will turn down and explain)."""
+
+    claimable: list[uuid.UUID] = field(default_factory=list)
+    suppress: list[Move] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    resume: list[uuid.UUID] = field(default_factory=list)
+    #: Throttle key -> the deliveries that need a grant to be sent now, in order.
+    throttled: dict[str, list[store.ClaimPolicy]] = field(default_factory=dict)
+    #: Why each delivery policy kept from the claim was kept.
+    why_not: dict[uuid.UUID, str] = field(default_factory=dict)
+    #: Evidence for the claim's history row of a delivery let through (a critical bypass).
+    notes: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.suppress or self.holds or self.resume or self.throttled)
+
+
+@dataclass(frozen=True)
+class Enacted:
+    """What :func:`enact` did: the ids to claim now, the deliveries it suppressed, and why
+    each delivery it kept from the claim was kept."""
+
+    claimable: list[uuid.UUID]
+    suppressed: list[Delivery]
+    why_not: dict[uuid.UUID, str]
+
+
+def admit(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> Admission:
+    """Ask policy again about deliveries about to be claimed (one read): a pending delivery
+    (ready, or deferred and due) or a failed one due for its retry is decided as at planning
+    (the later change wins); those allowed on a throttled channel then need a grant. Others
+    (already sent or sending, terminal, not due) go to the claim, which explains them."""
+    admission = Admission()
+    for row in store.for_deliveries(conn, delivery_ids):
+        now = row.db_now
+        due_deferred = (
+            row.status == S.PENDING
+            and row.orchestration_state == OrchestrationState.DEFERRED
+            and row.next_eligible_at is not None
+            and row.next_eligible_at <= now
+        )
+        to_send = (
+            row.status == S.PENDING and row.orchestration_state == OrchestrationState.READY
+        ) or due_deferred
+        retry = row.status == S.FAILED and (row.retry_at is None or row.retry_at <= now)
+        if not (to_send or retry):
+            stale = row.status == S.DISPATCHED and (
+                row.status_changed_at + engine.settings.stuck_after <= now
+            )
+            key = engine.settings.throttle_key(row.channel)
+            if stale and key is not None:  # a takeover is a send too
+                admission.throttled.setdefault(key, []).append(row)
+            else:
+                admission.claimable.append(row.id)
+            continue
+        facts = DeliveryFacts(
+            channel=row.channel,
+            workflow=row.workflow_key or row.channel,
+            category=row.category,
+            critical=row.critical,
+            bypass_quiet_hours=row.bypass_quiet_hours,
+        )
+        verdict = decide(
+            facts,
+            recipient_policy(facts, row.rules, row.quiet, row.profile_timezone, row.caps),
+            now=now,
+            checkpoint="claim",
+        )
+        if verdict.action == "suppress":
+            assert verdict.reason is not None
+            reason = DeliveryReason(verdict.reason)
+            admission.suppress.append(Move(row.id, S.SUPPRESSED, reason, reason, verdict.context))
+            admission.why_not[row.id] = f"suppressed ({reason})"
+        elif verdict.action == "defer":
+            assert verdict.until is not None and verdict.reason is not None
+            admission.holds.append(Hold(row.id, verdict.until, verdict.reason, verdict.context))
+            admission.why_not[row.id] = f"held until {verdict.until.isoformat()} ({verdict.reason})"
+        else:
+            if verdict.context:
+                admission.notes[row.id] = verdict.context
+            if due_deferred:
+                admission.resume.append(row.id)
+            key = engine.settings.throttle_key(row.channel)
+            if key is None:
+                admission.claimable.append(row.id)
+            else:
+                admission.throttled.setdefault(key, []).append(row)
+    return admission
+
+
+def enact(engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], a: Admission) -> Enacted:
+    """Write what :func:`admit` decided, in ``conn``'s transaction, which the caller ends
+    after claiming the ids returned: throttle keys are taken first, then the deliveries'
+    rows (both in a fixed order, so claimers cannot deadlock); suppressions, holds and
+    resumptions are written; each throttle grants what it can at the transaction's instant
+    (the claim's, hence the attempts' start) and the rest is held until its next free
+    instants. Jobs come back for every delivery held."""
+    keys = sorted(a.throttled)
+    for key in keys:
+        store.throttle_lock(conn, key)
+    deliveries.lock_many(conn, delivery_ids)
+    suppressed = deliveries.transition_many(conn, a.suppress, only_from=[S.PENDING, S.FAILED])
+    holds = list(a.holds)
+    claimable = list(a.claimable)
+    why_not = dict(a.why_not)
+    takeovers: dict[uuid.UUID, dt.datetime] = {}
+    for key in keys:
+        waiting = a.throttled[key]
+        throttle = next(t for c, t in engine.settings.throttles.items() if (t.key or c) == key)
+        grant = store.throttle_grant(
+            conn, key, wanted=len(waiting), limit=throttle.limit, per=throttle.per
+        )
+        claimable += [row.id for row in waiting[: grant.granted]]
+        rest = waiting[grant.granted :]
+        instants = free_instants(
+            [*grant.recent, (grant.db_now, grant.granted)] if grant.granted else grant.recent,
+            now=grant.db_now,
+            limit=throttle.limit,
+            per=throttle.per,
+            count=len(rest),
+        )
+        for row, until in zip(rest, instants, strict=True):
+            context = {
+                "rule": THROTTLED,
+                "key": key,
+                "limit": throttle.limit,
+                "per_seconds": throttle.per.total_seconds(),
+                "until": until.isoformat(),
+                "checkpoint": "claim",
+            }
+            if row.status == S.DISPATCHED:
+                takeovers[row.id] = until
+            else:
+                holds.append(Hold(row.id, until, THROTTLED, context))
+            why_not[row.id] = f"throttled until {until.isoformat()}"
+    granted = set(claimable)
+    deliveries.resume_many(conn, [d for d in a.resume if d in granted])
+    held = set(deliveries.hold_many(conn, holds))
+    later: defaultdict[dt.datetime, list[uuid.UUID]] = defaultdict(list)
+    for hold in holds:
+        if hold.delivery_id in held:
+            later[hold.until].append(hold.delivery_id)
+    for delivery_id, until in takeovers.items():
+        engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=until)
+    schedule(engine, conn, later)
+    return Enacted(claimable, suppressed, why_not)
+
+
+def schedule(engine: Engine, conn: Conn, later: dict[dt.datetime, list[uuid.UUID]]) -> None:
+    """Deliver jobs at each instant for its deliveries (those planned together share
+    chunks); a delivery whose lone job is queued already has it pulled forward instead."""
+    for at in sorted(later):
+        ids = later[at]
+        try:
+            with conn.transaction():
+                engine.deferrer.deliver(conn, ids, schedule_at=at)
+        except AlreadyEnqueued:
+            for delivery_id in ids:
+                engine.deferrer.deliver_if_not_queued(conn, delivery_id, schedule_at=at)
+
+
+# -- the policy read, as the pure core takes it -------------------------------------------
+
+
+def recipient_policy(
+    facts: DeliveryFacts,
+    rules: Iterable[dict[str, Any]],
+    quiet: dict[str, Any] | None,
+    profile_timezone: str | None,
+    caps: Iterable[dict[str, Any]],
+) -> RecipientPolicy:
+    """A recipient's policy for one delivery, from the JSON a policy read returns (see
+    :class:`chimeway.store.policy.PlanPolicy`). Only the rules that can apply to the
+    delivery (by channel, category and workflow) are kept: most rules of a recipient are
+    about other things, and the claim of every delivery builds this."""
+    own: list[PreferenceRule] = []
+    defaults: list[PreferenceRule] = []
+    for rule in rules:
+        if (
+            (rule["channel"] is None or rule["channel"] == facts.channel)
+            and (rule["category"] is None or rule["category"] == facts.category)
+            and (rule["workflow"] is None or rule["workflow"] == facts.workflow)
+        ):
+            (own if rule["recipient"] else defaults).append(
+                PreferenceRule(
+                    _scope(rule["channel"], rule["category"], rule["workflow"]),
+                    enabled=bool(rule["enabled"]),
+                    set_at=dt.datetime.fromisoformat(rule["set_at"]),
+                    source=rule["source"],
+                )
+            )
+    quiet_hours = None
+    if quiet is not None and quiet["start"] is not None:
+        quiet_hours = _quiet_hours(
+            quiet["start"], quiet["end"], quiet["timezone"] or profile_timezone
+        )
+    return RecipientPolicy(
+        recipient_rules=tuple(own),
+        tenant_rules=tuple(defaults),
+        caps=tuple(
+            CapCount(
+                _cap(int(cap["max_count"]), float(cap["per_seconds"]), cap["channel"]),
+                int(cap["recent"]),
+                "recipient" if cap["recipient"] else "tenant",
+            )
+            for cap in caps
+            if cap["channel"] is None or cap["channel"] == facts.channel
+        ),
+        quiet_hours=quiet_hours,
+        quiet_hours_owner="recipient" if quiet and quiet["recipient"] else "tenant",
+    )
+
+
+# The same few scopes, caps and windows come back for every delivery of a batch: they are
+# immutable, so each is built (and checked) once.
+
+
+@functools.lru_cache(maxsize=4096)
+def _scope(channel: str | None, category: str | None, workflow: str | None) -> PreferenceScope:
+    return PreferenceScope(channel, category, workflow)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cap(max_count: int, per_seconds: float, channel: str | None) -> CapRule:
+    return CapRule(max_count, dt.timedelta(seconds=per_seconds), channel)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quiet_hours(start: str, end: str, zone: str | None) -> QuietHours:
+    """The window in its own zone, else the recipient's, else UTC (a zone the server does
+    not know, written before its tzdata lost it, counts as UTC rather than stop planning)."""
+    begins, ends = dt.time.fromisoformat(start), dt.time.fromisoformat(end)
+    if zone:
+        try:
+            return QuietHours(begins, ends, zone)
+        except InvalidArgument:
+            pass
+    return QuietHours(begins, ends, "UTC")

@@ -42,7 +42,10 @@ class Outcome:
 
 
 def request_for(
-    delivery: Delivery, attempt_number: int, recipient: RecipientProfile | None = None
+    delivery: Delivery,
+    attempt_number: int,
+    recipient: RecipientProfile | None = None,
+    unsubscribe_url: str | None = None,
 ) -> DeliveryRequest:
     return DeliveryRequest(
         delivery_id=delivery.id,
@@ -52,6 +55,7 @@ def request_for(
         content=delivery.render_data,
         attempt_number=attempt_number,
         recipient=recipient,
+        unsubscribe_url=unsubscribe_url,
     )
 
 

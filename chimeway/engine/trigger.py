@@ -126,6 +126,10 @@ def _write(
                 render_data=plan.contents.get(channel, {}),
                 workflow_run_id=run_id,
                 workflow_step_id=step_id,
+                workflow_key=plan.workflow.key if plan.workflow is not None else notifier.key,
+                category=notifier.category,
+                critical=notifier.critical,
+                bypass_quiet_hours=notifier.bypass_quiet_hours,
             )
             for channel, run_id, step_id in targets
         )

@@ -18,8 +18,9 @@ delivery), finds the delivery the event is about and acts on it:
   the feedback is recorded and explained only;
 * ``opened`` / ``clicked`` become the signals ``chimeway.notification.opened`` /
   ``clicked`` of the recipient, which can end a wait;
-* ``complained`` / ``unsubscribed`` turn the delivery's channel off for that recipient (and
-  the notification's category, when it has one): a preference row.
+* ``complained`` / ``unsubscribed`` turn the delivery's channel off for that recipient, for
+  the notification's category (else its workflow): the preference row the message's own
+  unsubscribe link writes (:func:`chimeway.policy.unsubscribe_scope`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_on_feedback
 from chimeway.errors import InvalidArgument
 from chimeway.feedback import FeedbackEvent
+from chimeway.policy import unsubscribe_scope
 from chimeway.results import Delivery, FeedbackProcessed, ProgressResult, WebhookResult
 from chimeway.store import clock, deliveries, preferences, runs, webhooks
 from chimeway.store.webhooks import Ingress
@@ -155,13 +157,19 @@ def _act(
         )
         return "signal_tracked", None
     if kind in (K.COMPLAINED, K.UNSUBSCRIBED):
-        category = webhooks.category(conn, delivery.id)
+        # The rule the message's own unsubscribe link would have set.
+        scope = unsubscribe_scope(
+            delivery.channel,
+            category=delivery.category or webhooks.category(conn, delivery.id),
+            workflow=delivery.workflow_key,
+        )
         preferences.set_rule(
             conn,
             tenant_id=delivery.tenant_id,
             recipient_id=delivery.recipient_id,
-            channel=delivery.channel,
-            category=category,
+            channel=scope.channel,
+            category=scope.category,
+            workflow=scope.workflow,
             enabled=False,
             source=f"{kind}:{row.provider}",
             set_at=row.occurred_at,

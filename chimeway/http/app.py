@@ -7,6 +7,11 @@
   the database cannot take the events, so that the provider retries later.
 * ``/v1/inbox``: each recipient's in-app inbox, its live stream and the reference bell
   (:mod:`chimeway.http.inbox`).
+* ``GET|POST /v1/unsubscribe/{token}``: the one-click unsubscribe link (RFC 8058). ``POST``
+  (what a mail client's unsubscribe button sends, and the confirmation form) turns the
+  token's scope off and answers ``200``; ``GET`` only shows a small page with a form that
+  posts, so a link scanner following the link unsubscribes nobody. ``400`` for a token that
+  is not valid, ``410`` for an expired one, ``404`` when the app signs no links.
 * ``GET /healthz``: ``200`` when the database answers, ``503`` otherwise.
 * ``GET /metrics``: Prometheus text, read from the tables at each scrape.
 
@@ -18,6 +23,7 @@ that name the problem and never repeat what was posted.
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
@@ -26,23 +32,27 @@ from prometheus_client.registry import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chimeway.engine import metrics, webhooks
+from chimeway.engine import metrics, preferences, webhooks
 from chimeway.engine.context import Engine
 from chimeway.errors import (
     ChimewayError,
+    ConfigurationError,
     DatabaseError,
     InvalidInput,
+    InvalidToken,
     NotFound,
+    TokenExpired,
     WebhookUnauthorized,
     WebhookUnparseable,
 )
 from chimeway.http import inbox as inbox_routes
 from chimeway.http.feed import Hub
 from chimeway.http.prometheus import SnapshotCollector
+from chimeway.policy import PreferenceScope
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +96,35 @@ def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
             }
         )
 
+    async def unsubscribe_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            claims = await run_in_threadpool(preferences.check_unsubscribe, engine, token)
+        except (InvalidToken, ConfigurationError) as exc:
+            return _link_refused(exc)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        what = html.escape(_scope_words(claims.scope))
+        return _page(
+            200,
+            "Unsubscribe",
+            f"<p>Stop receiving {what}?</p>"
+            f'<form method="post"><input type="hidden" name="List-Unsubscribe" '
+            f'value="One-Click"><button type="submit">Unsubscribe</button></form>',
+        )
+
+    async def unsubscribe(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            rule = await run_in_threadpool(preferences.unsubscribe, engine, token)
+        except (InvalidToken, ConfigurationError) as exc:
+            return _link_refused(exc)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        scope = PreferenceScope(rule.channel, rule.category, rule.workflow)
+        what = html.escape(_scope_words(scope))
+        return _page(200, "Unsubscribed", f"<p>You will no longer receive {what}.</p>")
+
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(metrics.check_database, engine)
@@ -114,6 +153,8 @@ def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
             # The feed itself answers at /v1/inbox, without a redirect to /v1/inbox/.
             Route("/v1/inbox", AtMountRoot(inbox_app, "/v1/inbox")),
             Mount("/v1/inbox", inbox_app),
+            Route("/v1/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+            Route("/v1/unsubscribe/{token}", unsubscribe, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),
         ],
@@ -138,6 +179,43 @@ class AtMountRoot:
             "root_path": scope.get("root_path", "") + self.mount,
         }
         await self.app(inner, receive, send)
+
+
+def _scope_words(scope: PreferenceScope) -> str:
+    """What an unsubscribe turns off, for the page: "email about 'mentions'"."""
+    channel = scope.channel or "messages"
+    if scope.category:
+        return f"{channel} about '{scope.category}'"
+    if scope.workflow:
+        return f"{channel} of '{scope.workflow}'"
+    return channel
+
+
+def _page(status: int, title: str, body: str) -> HTMLResponse:
+    """A minimal page; the link's token is in its URL, so no referrer leaves it."""
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="robots" content="noindex"><title>{title}</title></head>'
+        f"<body><h1>{title}</h1>{body}</body></html>",
+        status_code=status,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+def _link_refused(exc: ChimewayError) -> HTMLResponse:
+    """The messages of these errors never contain the token."""
+    if isinstance(exc, ConfigurationError):
+        status, text = 404, "Unsubscribe links are not enabled here."
+    elif isinstance(exc, TokenExpired):
+        status, text = 410, "This unsubscribe link has expired."
+    else:
+        status, text = 400, "This unsubscribe link is not valid."
+    logger.info(
+        "unsubscribe link refused",
+        extra={"action": "unsubscribe.refused", "status": status, "error": exc.message},
+    )
+    return _page(status, "Unsubscribe", f"<p>{text}</p>")
 
 
 def _problem(status: int, message: str) -> JSONResponse:

@@ -91,17 +91,23 @@ class PreferenceScope:
 
 @dataclass(frozen=True, slots=True)
 class PreferenceRule:
-    """One preference: ``scope`` turned on or off, set at ``set_at`` (aware)."""
+    """One preference: ``scope`` turned on or off, set at ``set_at`` (aware); ``source`` says
+    who set it, as stored (``api``, ``unsubscribed:link``, ``complained:<provider>``)."""
 
     scope: PreferenceScope
     enabled: bool
     set_at: datetime
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise InvalidArgument(f"PreferenceRule.enabled: expected a bool, got {self.enabled!r}")
         if not isinstance(self.set_at, datetime) or self.set_at.utcoffset() is None:
             raise InvalidArgument("PreferenceRule.set_at: must be a timezone-aware datetime")
+        if self.source is not None and (not isinstance(self.source, str) or not self.source):
+            raise InvalidArgument(
+                f"PreferenceRule.source: expected a non-empty string or None, got {self.source!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +184,36 @@ def evaluate_preferences(
                 )
             break  # this kind is on; the tenant's default is not consulted
     return PreferenceDecision(allowed=True)
+
+
+def unsubscribe_scope(
+    channel: str, *, category: str | None, workflow: str | None
+) -> PreferenceScope:
+    """What one message's unsubscribe link (and a complaint about it) turns off: its channel
+    for its category, or for its workflow when it has no category, or the whole channel when
+    neither is known. Narrow on purpose: "no more of these by email", not "no email at all"."""
+    if category:
+        return PreferenceScope(channel, category=category)
+    if workflow:
+        return PreferenceScope(channel, workflow=workflow)
+    return PreferenceScope(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceUpdate:
+    """One rule to set with ``cw.preferences.set_many``: ``scope`` on or off for
+    ``recipient_id`` (``None``: the tenant's default)."""
+
+    recipient_id: str | None
+    scope: PreferenceScope
+    enabled: bool
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scope, PreferenceScope):
+            raise InvalidArgument(
+                f"PreferenceUpdate.scope: expected a PreferenceScope, got {self.scope!r}"
+            )
+        if not isinstance(self.enabled, bool):
+            raise InvalidArgument(
+                f"PreferenceUpdate.enabled: expected a bool, got {self.enabled!r}"
+            )

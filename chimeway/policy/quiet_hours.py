@@ -17,6 +17,7 @@ need no special case. :func:`next_local_time` uses the ``end`` rule for daily ti
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -132,9 +133,11 @@ def _occurrence(day: date, quiet: QuietHours, zone: ZoneInfo) -> tuple[datetime,
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _resolve(day: date, at: time, zone: ZoneInfo, *, later: bool) -> datetime:
     """The UTC instant of local ``day`` at ``at``: a repeated time at its earlier or ``later``
-    occurrence, a skipped time at the first valid instant after the gap."""
+    occurrence, a skipped time at the first valid instant after the gap. Cached: planning
+    asks for the same few days and windows for every delivery of a batch."""
     wall = datetime.combine(day, at.replace(fold=0), tzinfo=zone)
     first = wall.astimezone(UTC)  # fold=0: the offset before a transition
     second = wall.replace(fold=1).astimezone(UTC)  # fold=1: the offset after it

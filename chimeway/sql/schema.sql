@@ -41,7 +41,8 @@ CREATE TYPE public.chimeway_delivery_reason AS ENUM (
     'superseded',
     'manual',
     'no_address',
-    'abandoned'
+    'abandoned',
+    'workflow_disabled'
 );
 
 --
@@ -695,6 +696,10 @@ CREATE TABLE public.chimeway_deliveries (
     terminal_at timestamp with time zone,
     claimed_by uuid,
     takeovers integer DEFAULT 0 NOT NULL,
+    category text,
+    workflow_key text,
+    critical boolean DEFAULT false NOT NULL,
+    bypass_quiet_hours boolean DEFAULT false NOT NULL,
     CONSTRAINT chimeway_deliveries_channel_check CHECK ((btrim(channel) <> ''::text)),
     CONSTRAINT chimeway_deliveries_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT chimeway_deliveries_reason_only_when_ended CHECK (((suppression_reason IS NULL) OR (status = ANY (ARRAY['suppressed'::public.chimeway_delivery_status, 'cancelled'::public.chimeway_delivery_status])))),
@@ -728,6 +733,39 @@ CREATE TABLE public.chimeway_delivery_attempts (
 
 ALTER TABLE public.chimeway_delivery_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME public.chimeway_delivery_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: chimeway_delivery_caps; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_delivery_caps (
+    id bigint NOT NULL,
+    tenant_id text NOT NULL,
+    recipient_id text,
+    channel text,
+    max_count integer,
+    per interval,
+    set_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chimeway_delivery_caps_both_or_neither CHECK (((max_count IS NULL) = (per IS NULL))),
+    CONSTRAINT chimeway_delivery_caps_channel_check CHECK ((btrim(channel) <> ''::text)),
+    CONSTRAINT chimeway_delivery_caps_max_count_check CHECK ((max_count >= 1)),
+    CONSTRAINT chimeway_delivery_caps_per_check CHECK ((per > '00:00:00'::interval)),
+    CONSTRAINT chimeway_delivery_caps_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text)),
+    CONSTRAINT chimeway_delivery_caps_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text))
+);
+
+--
+-- Name: chimeway_delivery_caps_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.chimeway_delivery_caps ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.chimeway_delivery_caps_id_seq
     START WITH 1
     INCREMENT BY 1
     NO MINVALUE
@@ -865,6 +903,38 @@ CREATE TABLE public.chimeway_processes (
 );
 
 --
+-- Name: chimeway_quiet_hours; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_quiet_hours (
+    id bigint NOT NULL,
+    tenant_id text NOT NULL,
+    recipient_id text,
+    start_time time without time zone,
+    end_time time without time zone,
+    timezone text,
+    set_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chimeway_quiet_hours_both_or_neither CHECK (((start_time IS NULL) = (end_time IS NULL))),
+    CONSTRAINT chimeway_quiet_hours_not_empty CHECK ((start_time <> end_time)),
+    CONSTRAINT chimeway_quiet_hours_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text)),
+    CONSTRAINT chimeway_quiet_hours_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
+    CONSTRAINT chimeway_quiet_hours_timezone_check CHECK ((btrim(timezone) <> ''::text))
+);
+
+--
+-- Name: chimeway_quiet_hours_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.chimeway_quiet_hours ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.chimeway_quiet_hours_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: chimeway_recipients; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -901,6 +971,32 @@ CREATE TABLE public.chimeway_signals (
     CONSTRAINT chimeway_signals_event_name_length CHECK ((char_length(event_name) <= 200)),
     CONSTRAINT chimeway_signals_payload_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
     CONSTRAINT chimeway_signals_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text))
+);
+
+--
+-- Name: chimeway_throttle_sends; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_throttle_sends (
+    id bigint NOT NULL,
+    key text NOT NULL,
+    sent_at timestamp with time zone NOT NULL,
+    sends integer NOT NULL,
+    CONSTRAINT chimeway_throttle_sends_key_check CHECK ((btrim(key) <> ''::text)),
+    CONSTRAINT chimeway_throttle_sends_sends_check CHECK ((sends >= 1))
+);
+
+--
+-- Name: chimeway_throttle_sends_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.chimeway_throttle_sends ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.chimeway_throttle_sends_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 
 --
@@ -1147,6 +1243,13 @@ ALTER TABLE ONLY public.chimeway_delivery_attempts
     ADD CONSTRAINT chimeway_delivery_attempts_pkey PRIMARY KEY (id);
 
 --
+-- Name: chimeway_delivery_caps chimeway_delivery_caps_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_delivery_caps
+    ADD CONSTRAINT chimeway_delivery_caps_pkey PRIMARY KEY (id);
+
+--
 -- Name: chimeway_delivery_transitions chimeway_delivery_transitions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1203,6 +1306,13 @@ ALTER TABLE ONLY public.chimeway_processes
     ADD CONSTRAINT chimeway_processes_pkey PRIMARY KEY (id);
 
 --
+-- Name: chimeway_quiet_hours chimeway_quiet_hours_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_quiet_hours
+    ADD CONSTRAINT chimeway_quiet_hours_pkey PRIMARY KEY (id);
+
+--
 -- Name: chimeway_recipients chimeway_recipients_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1215,6 +1325,13 @@ ALTER TABLE ONLY public.chimeway_recipients
 
 ALTER TABLE ONLY public.chimeway_signals
     ADD CONSTRAINT chimeway_signals_pkey PRIMARY KEY (id);
+
+--
+-- Name: chimeway_throttle_sends chimeway_throttle_sends_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_throttle_sends
+    ADD CONSTRAINT chimeway_throttle_sends_pkey PRIMARY KEY (id);
 
 --
 -- Name: chimeway_webhook_ingress chimeway_webhook_ingress_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1339,6 +1456,12 @@ CREATE INDEX chimeway_deliveries_notification_idx ON public.chimeway_deliveries 
 CREATE INDEX chimeway_deliveries_open_idx ON public.chimeway_deliveries USING btree (created_at) WHERE (terminal_at IS NULL);
 
 --
+-- Name: chimeway_deliveries_recipient_recent_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_deliveries_recipient_recent_idx ON public.chimeway_deliveries USING btree (tenant_id, recipient_id, created_at);
+
+--
 -- Name: chimeway_deliveries_run_step; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1355,6 +1478,12 @@ CREATE INDEX chimeway_delivery_attempts_finished_brin ON public.chimeway_deliver
 --
 
 CREATE INDEX chimeway_delivery_attempts_provider_message_idx ON public.chimeway_delivery_attempts USING btree (provider_message_id) WHERE (provider_message_id IS NOT NULL);
+
+--
+-- Name: chimeway_delivery_caps_scope; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX chimeway_delivery_caps_scope ON public.chimeway_delivery_caps USING btree (tenant_id, COALESCE(recipient_id, ''::text), COALESCE(channel, ''::text));
 
 --
 -- Name: chimeway_delivery_transitions_delivery_idx; Type: INDEX; Schema: public; Owner: -
@@ -1387,6 +1516,12 @@ CREATE INDEX chimeway_notifications_inbox_idx ON public.chimeway_notifications U
 CREATE UNIQUE INDEX chimeway_preferences_scope ON public.chimeway_preferences USING btree (tenant_id, COALESCE(recipient_id, ''::text), COALESCE(channel, ''::text), COALESCE(category, ''::text), COALESCE(workflow, ''::text));
 
 --
+-- Name: chimeway_quiet_hours_owner; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX chimeway_quiet_hours_owner ON public.chimeway_quiet_hours USING btree (tenant_id, COALESCE(recipient_id, ''::text));
+
+--
 -- Name: chimeway_signals_actor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1397,6 +1532,12 @@ CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (
 --
 
 CREATE UNIQUE INDEX chimeway_signals_tenant_idempotency_key ON public.chimeway_signals USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+--
+-- Name: chimeway_throttle_sends_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_throttle_sends_key_idx ON public.chimeway_throttle_sends USING btree (key, sent_at);
 
 --
 -- Name: chimeway_webhook_ingress_delivery_idx; Type: INDEX; Schema: public; Owner: -

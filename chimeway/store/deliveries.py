@@ -38,13 +38,14 @@ from chimeway.types import (
 S = DeliveryStatus
 
 #: Which status may follow which. ``dispatched -> dispatched`` is a takeover of a send
-#: whose worker died. Terminal statuses lead nowhere, except that provider feedback may
+#: whose worker died. ``failed -> suppressed``: policy stops a retry (the recipient opted out
+#: after the first attempt). Terminal statuses lead nowhere, except that provider feedback may
 #: overturn a send the provider had accepted: ``succeeded -> cancelled`` (a late bounce or
 #: permanent failure) and ``succeeded -> failed`` (a late temporary failure, retried).
 ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
     S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED}),
+    S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED, S.SUPPRESSED}),
     S.SUCCEEDED: frozenset({S.CANCELLED, S.FAILED}),
     S.SUPPRESSED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -65,6 +66,14 @@ class PlannedDelivery:
     #: Planned ``suppressed`` for this reason (with ``context`` as evidence), not pending.
     suppressed: DeliveryReason | None = None
     context: dict[str, Any] | None = None
+    #: Planned ``pending``/``deferred`` until this instant, for ``planning_reason``.
+    deferred_until: dt.datetime | None = None
+    planning_reason: str | None = None
+    #: What policy decides it on (see :class:`chimeway.policy.DeliveryFacts`).
+    category: str | None = None
+    workflow_key: str | None = None
+    critical: bool = False
+    bypass_quiet_hours: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class PlannedRow:
     channel: str
     workflow_run_id: uuid.UUID | None
     status: DeliveryStatus
+    orchestration_state: OrchestrationState = OrchestrationState.READY
+    next_eligible_at: dt.datetime | None = None
 
 
 BATCH_SIZE = 1000
@@ -83,8 +94,9 @@ def insert_many(
     conn: Conn, planned: Sequence[PlannedDelivery], *, jobs: JobSpec = NO_JOBS
 ) -> list[PlannedRow]:
     """Insert deliveries (each with its ``planned`` history, and the ``pending ->
-    suppressed`` one of those planned suppressed) in batches; duplicates are skipped. With
-    ``jobs``, the jobs that send the pending ones are deferred by the same statement."""
+    suppressed`` one of those planned suppressed, the ``deferred`` one of those planned
+    deferred) in batches; duplicates are skipped. With ``jobs``, the jobs that send the
+    pending ones (now, or when their deferral ends) are deferred by the same statement."""
     rows: list[PlannedRow] = []
     with conn.cursor(row_factory=db.dataclass_row(PlannedRow)) as cur:
         for start in range(0, len(planned), BATCH_SIZE):
@@ -108,6 +120,12 @@ def insert_many(
                         "contexts": [
                             None if p.context is None else Jsonb(p.context) for p in chunk
                         ],
+                        "deferred_until": [p.deferred_until for p in chunk],
+                        "planning_reasons": [p.planning_reason for p in chunk],
+                        "categories": [p.category for p in chunk],
+                        "workflow_keys": [p.workflow_key for p in chunk],
+                        "criticals": [p.critical for p in chunk],
+                        "bypass_quiet_hours": [p.bypass_quiet_hours for p in chunk],
                         "defer": spec.defer,
                         "chunk": spec.chunk,
                         "queue": spec.queue,
@@ -253,13 +271,15 @@ def claim_many(
     *,
     claimant: uuid.UUID | None = None,
     max_takeovers: int = 3,
+    notes: dict[uuid.UUID, dict[str, Any]] | None = None,
 ) -> dict[uuid.UUID, Claim]:
     """Move each delivery to ``dispatched``, held by ``claimant``, if it may be sent now, in
     one statement: the claim form of :func:`transition_many` (same guard, same history row).
     Its sendability test (ready; pending, failed and due for its retry, or dispatched by a
     claimant silent for ``stuck_after``) needs the rows' times on the database's clock. A
     takeover records the lost send as an interrupted attempt; past ``max_takeovers`` the
-    delivery is cancelled as ``abandoned`` instead. Missing ids are left out."""
+    delivery is cancelled as ``abandoned`` instead. ``notes`` adds evidence to a claimed
+    delivery's history row. Missing ids are left out."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -270,6 +290,7 @@ def claim_many(
                 "from_statuses": origins,
                 "claimant": claimant,
                 "max_takeovers": max_takeovers,
+                "notes": Jsonb({str(k): v for k, v in (notes or {}).items()}),
             },
         ).fetchall()
     claims = {}
@@ -392,6 +413,10 @@ class Header:
     orchestration_state: str
     next_eligible_at: dt.datetime | None
     planning_reason: str | None
+    planning_context: dict[str, Any]
+    category: str | None
+    workflow_key: str | None
+    critical: bool
     retry_at: dt.datetime | None
     provider_message_id: str | None
     max_attempts: int
@@ -415,6 +440,42 @@ def explain_header(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Header
         return cur.execute(
             db.query("delivery_explain_header"), {"id": delivery_id, "tenant_id": tenant_id}
         ).fetchone()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Policy holds a delivery until ``until`` (``reason``: ``quiet_hours``, ``throttled``)."""
+
+    delivery_id: uuid.UUID
+    until: dt.datetime
+    reason: str
+    context: dict[str, Any]
+
+
+def hold_many(conn: Conn, holds: Sequence[Hold]) -> list[uuid.UUID]:
+    """Hold each delivery until its instant, in one statement: a pending one becomes
+    ``deferred`` until then, a failed one has its retry moved there; each with a
+    ``deferred`` history row. The held ids (others had moved on)."""
+    if not holds:
+        return []
+    rows = conn.execute(
+        db.query("deliveries_hold"),
+        {
+            "ids": [h.delivery_id for h in holds],
+            "until": [h.until for h in holds],
+            "reasons": [h.reason for h in holds],
+            "contexts": [Jsonb(h.context) for h in holds],
+        },
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def resume_many(conn: Conn, delivery_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Deferred deliveries become ready now (with their history rows); the resumed ids."""
+    if not delivery_ids:
+        return []
+    rows = conn.execute(db.query("deliveries_resume"), {"ids": list(delivery_ids)}).fetchall()
+    return [row[0] for row in rows]
 
 
 def resume_deferred(conn: Conn, limit: int) -> list[uuid.UUID]:

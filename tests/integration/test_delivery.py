@@ -264,6 +264,9 @@ def test_allowed_table_matches_design() -> None:
         ("dispatched", "cancelled"),
         ("failed", "dispatched"),
         ("failed", "cancelled"),
+        # Policy at the claim of a retry (design §13): an opt-out made after the first
+        # attempt, or a lowered cap, stops the retries.
+        ("failed", "suppressed"),
         # Provider feedback after the send (design §5, §12): a late bounce or failure.
         ("succeeded", "cancelled"),
         ("succeeded", "failed"),

@@ -1,15 +1,19 @@
 -- Deliveries, their status history and their attempts (chimeway/store/deliveries.py).
 
 -- name: delivery_insert_batch
--- One row per (notification, channel) or per workflow step; each gets its `planned` history.
--- A NULL render_data takes the content the notification rendered for the channel at trigger
--- time (a workflow's later steps). A row planning suppressed (a NULL suppression reason
--- plans it pending) gets a second history row, pending -> suppressed, naming the reason.
+-- One row per (notification, channel) or per workflow step; each gets its `planned` history
+-- (with the evidence of a decision that let it through, such as a critical notifier's
+-- bypass of an opt-out). A NULL render_data takes the content the notification rendered for
+-- the channel at trigger time (a workflow's later steps). Planning decided each row: a row
+-- planning suppressed (a NULL suppression reason plans it pending) gets a second history
+-- row, pending -> suppressed, naming the reason; a row it deferred (a next_eligible_at) is
+-- pending/deferred until then, with a `deferred` history row. Both keep their evidence.
 WITH planned AS (
     INSERT INTO chimeway_deliveries (
         notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-        workflow_run_id, workflow_step_id, status, suppression_reason, planning_reason,
-        planning_context, terminal_at
+        workflow_run_id, workflow_step_id, status, suppression_reason, orchestration_state,
+        next_eligible_at, planning_reason, planning_context, terminal_at, category,
+        workflow_key, critical, bypass_quiet_hours
     )
     SELECT x.notification_id, x.tenant_id, x.recipient_id, x.channel,
            coalesce(
@@ -21,32 +25,49 @@ WITH planned AS (
            x.max_attempts, x.run_id, x.step_id,
            CASE WHEN x.suppressed IS NULL THEN 'pending' ELSE 'suppressed' END
                ::chimeway_delivery_status,
-           x.suppressed, x.suppressed::text, coalesce(x.context, '{}'::jsonb),
-           CASE WHEN x.suppressed IS NOT NULL THEN now() END
+           x.suppressed,
+           CASE WHEN x.deferred_until IS NULL THEN 'ready' ELSE 'deferred' END
+               ::chimeway_orchestration_state,
+           x.deferred_until,
+           coalesce(x.suppressed::text, x.planning_reason),
+           coalesce(x.context, '{}'::jsonb),
+           CASE WHEN x.suppressed IS NOT NULL THEN now() END,
+           x.category, x.workflow_key, x.critical, x.bypass_quiet_hours
     FROM unnest(
         %(notification_ids)s::uuid[], %(tenant_ids)s::text[], %(recipient_ids)s::text[],
         %(channels)s::text[], %(render_data)b::jsonb[], %(max_attempts)s::int[],
         %(run_ids)s::uuid[], %(step_ids)s::uuid[],
-        %(suppression_reasons)s::chimeway_delivery_reason[], %(contexts)b::jsonb[]
+        %(suppression_reasons)s::chimeway_delivery_reason[], %(contexts)b::jsonb[],
+        %(deferred_until)s::timestamptz[], %(planning_reasons)s::text[],
+        %(categories)s::text[], %(workflow_keys)s::text[], %(criticals)s::boolean[],
+        %(bypass_quiet_hours)s::boolean[]
     ) AS x (notification_id, tenant_id, recipient_id, channel, render_data, max_attempts,
-            run_id, step_id, suppressed, context)
+            run_id, step_id, suppressed, context, deferred_until, planning_reason, category,
+            workflow_key, critical, bypass_quiet_hours)
     ON CONFLICT DO NOTHING
     RETURNING id, notification_id, channel, workflow_run_id, status, suppression_reason,
-              planning_context
+              orchestration_state, next_eligible_at, planning_context
 ), history AS (
     INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
     SELECT id, NULL::chimeway_delivery_status, 'pending'::chimeway_delivery_status, 'planned',
-           '{}'::jsonb
+           CASE WHEN status = 'pending' AND orchestration_state = 'ready'
+                THEN planning_context ELSE '{}'::jsonb END
     FROM planned
     UNION ALL
     SELECT id, 'pending', status, suppression_reason::text, planning_context
     FROM planned WHERE status <> 'pending'
+    UNION ALL
+    SELECT id, 'pending', 'pending', 'deferred', planning_context
+    FROM planned WHERE status = 'pending' AND orchestration_state = 'deferred'
 ), pending AS (
-    SELECT id, row_number() OVER () AS n FROM planned WHERE status = 'pending'
+    SELECT id, next_eligible_at AS at,
+           row_number() OVER (PARTITION BY next_eligible_at) AS n
+    FROM planned WHERE status = 'pending'
 ), jobs AS (
     -- The jobs that send the pending ones, built here like store/jobs.py's defers: one
     -- `deliver` job with its queueing lock per delivery when `chunk` is 1, else one
-    -- `deliver_many` job per `chunk` deliveries. Skipped when `defer` is false.
+    -- `deliver_many` job per `chunk` deliveries due at the same instant (now, or the end of
+    -- a deferral). Skipped when `defer` is false.
     SELECT procrastinate_defer_jobs_v1(array_agg(
         ROW(%(queue)s,
             CASE WHEN %(chunk)s = 1 THEN %(task_one)s ELSE %(task_many)s END,
@@ -54,18 +75,18 @@ WITH planned AS (
             CASE WHEN %(chunk)s = 1 THEN %(lock_prefix)s || g.ids[1]::text END,
             CASE WHEN %(chunk)s = 1 THEN jsonb_build_object('delivery_id', g.ids[1]::text)
                  ELSE jsonb_build_object('delivery_ids', to_jsonb(g.ids::text[])) END,
-            NULL::timestamptz
-        )::procrastinate_job_to_defer_v1 ORDER BY g.k
+            g.at
+        )::procrastinate_job_to_defer_v1 ORDER BY g.at NULLS FIRST, g.k
     )) AS job_ids
     FROM (
-        SELECT (n - 1) / %(chunk)s AS k, array_agg(id ORDER BY n) AS ids
-        FROM pending GROUP BY 1
+        SELECT at, (n - 1) / %(chunk)s AS k, array_agg(id ORDER BY n) AS ids
+        FROM pending GROUP BY 1, 2
     ) AS g
     WHERE %(defer)s
     HAVING count(*) > 0
 )
 SELECT p.id, p.notification_id, p.channel, p.workflow_run_id, p.status,
-       (SELECT count(*) FROM jobs) AS deferred
+       p.orchestration_state, p.next_eligible_at, (SELECT count(*) FROM jobs) AS deferred
 FROM planned p
 
 -- name: delivery_get
@@ -138,6 +159,8 @@ SELECT * FROM moved ORDER BY move_n
 -- real one), and after `max_takeovers` takeovers the delivery is cancelled as `abandoned`
 -- instead: the dead-letter end. Each row as it was comes back either way (`was_*`), with the
 -- moved row's columns when it moved, on the database's clock; a missing id, no row.
+-- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
+-- evidence for letting it through (a critical notifier's bypass of an opt-out).
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
            d.status_changed_at AS was_changed_at,
@@ -196,6 +219,7 @@ WITH previous AS (
                 ELSE 'dispatched' END,
            CASE WHEN s.takeover THEN jsonb_build_object('takeovers', m.takeovers)
                 ELSE '{}'::jsonb END
+               || coalesce(%(notes)b::jsonb -> m.id::text, '{}'::jsonb)
     FROM moved m JOIN sendable s ON s.id = m.id
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
@@ -257,7 +281,8 @@ LIMIT 1
 -- name: delivery_explain_header
 -- Tenant-scoped: another tenant's delivery yields no row, exactly like a missing one.
 SELECT d.id, d.tenant_id, d.recipient_id, d.channel, d.status, d.suppression_reason,
-       d.orchestration_state, d.next_eligible_at, d.planning_reason, d.retry_at,
+       d.orchestration_state, d.next_eligible_at, d.planning_reason, d.planning_context,
+       d.category, d.workflow_key, d.critical, d.retry_at,
        d.provider_message_id, d.max_attempts, d.workflow_run_id, d.created_at,
        d.status_changed_at, d.terminal_at,
        n.id AS notification_id, n.created_at AS notification_created_at,
@@ -424,3 +449,44 @@ LEFT JOIN locked l ON l.id = x.id
 LEFT JOIN appended a ON a.delivery_id = x.id
 LEFT JOIN moved m ON m.id = x.id
 ORDER BY x.n
+
+-- name: deliveries_hold
+-- Policy holds deliveries until an instant (quiet hours, a throttle): a pending one becomes
+-- deferred until then, a failed one has its retry moved there; each with a `deferred`
+-- history row keeping the evidence. Rows in another status are left alone; the held ids
+-- come back.
+WITH h AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(until)s::timestamptz[], %(reasons)s::text[], %(contexts)b::jsonb[]
+    ) AS h (id, until, reason, context)
+), held AS (
+    UPDATE chimeway_deliveries d
+    SET orchestration_state = CASE WHEN d.status = 'pending' THEN 'deferred'
+                                   ELSE d.orchestration_state END,
+        next_eligible_at = CASE WHEN d.status = 'pending' THEN h.until
+                                ELSE d.next_eligible_at END,
+        retry_at = CASE WHEN d.status = 'failed' THEN h.until ELSE d.retry_at END,
+        planning_reason = h.reason,
+        planning_context = h.context,
+        updated_at = now()
+    FROM h
+    WHERE d.id = h.id AND d.status IN ('pending', 'failed')
+    RETURNING d.id, d.status, h.context
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
+    SELECT id, status, status, 'deferred', context FROM held
+)
+SELECT id FROM held
+
+-- name: deliveries_resume
+-- Deferred deliveries policy lets go now become ready (history row included); the resumed ids.
+WITH resumed AS (
+    UPDATE chimeway_deliveries
+    SET orchestration_state = 'ready', updated_at = now()
+    WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending' AND orchestration_state = 'deferred'
+    RETURNING id
+), history AS (
+    INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason)
+    SELECT id, 'pending', 'pending', 'resumed_from_deferral' FROM resumed
+)
+SELECT id FROM resumed
