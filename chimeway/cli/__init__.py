@@ -83,6 +83,8 @@ def migrate(ctx: click.Context) -> None:
             click.echo(f"  {mig.label}")
     else:
         click.echo(f"Nothing to migrate: all {result.already_applied} migration(s) are applied.")
+    if result.pinned:
+        click.echo(f"Set custom plans for the job fetch: {', '.join(result.pinned)}")
 
 
 @migrate.command("status")
