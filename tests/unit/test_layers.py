@@ -57,7 +57,17 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("jobs", ["chimeway.jobs"]),
     ("app", ["chimeway.app"]),
-    ("top", ["chimeway.worker", "chimeway.testing", "chimeway.http", "chimeway.cli", "chimeway"]),
+    (
+        "top",
+        [
+            "chimeway.worker",
+            "chimeway.waker",
+            "chimeway.testing",
+            "chimeway.http",
+            "chimeway.cli",
+            "chimeway",
+        ],
+    ),
 ]
 
 
