@@ -1319,6 +1319,12 @@ CREATE INDEX chimeway_notifications_inbox_idx ON public.chimeway_notifications U
 CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (tenant_id, actor_id, created_at);
 
 --
+-- Name: chimeway_signals_pending_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_signals_pending_idx ON public.chimeway_signals USING btree (created_at) WHERE (routed_at IS NULL);
+
+--
 -- Name: chimeway_signals_tenant_idempotency_key; Type: INDEX; Schema: public; Owner: -
 --
 

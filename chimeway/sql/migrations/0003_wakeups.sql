@@ -1,5 +1,6 @@
--- Scheduled jobs start at their due time, and the job fetch stays cheap whatever the
--- statistics of procrastinate_jobs say (research: timer-precision.md, fetch-plan-collapse.md).
+-- Scheduled jobs start at their due time, signals are routed in batches, and the job fetch
+-- stays cheap whatever the statistics of procrastinate_jobs say (research:
+-- timer-precision.md, fetch-plan-collapse.md).
 -- Indexes and triggers on Procrastinate's table are Chimeway's, named chimeway_*: its own
 -- migrations do not know them.
 
@@ -46,3 +47,8 @@ CREATE TRIGGER chimeway_jobs_rescheduled
     FOR EACH ROW WHEN (NEW.status = 'todo' AND (OLD.status <> 'todo'
                        OR OLD.scheduled_at IS DISTINCT FROM NEW.scheduled_at))
     EXECUTE FUNCTION chimeway_notify_job_scheduled();
+
+-- Signals not routed yet, oldest first: a routing job takes the others waiting along, so a
+-- burst of signals is routed in a few transactions instead of one job each.
+CREATE INDEX chimeway_signals_pending_idx
+    ON chimeway_signals (created_at) WHERE routed_at IS NULL;
