@@ -50,6 +50,11 @@ def worker_options(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--poll-interval", type=float, default=1.0)
     p.add_argument("--log-level", default="INFO", help="the workers' --log-level")
+    p.add_argument(
+        "--no-waker",
+        action="store_true",
+        help="workers without the due-time waker (scheduled jobs start at the next poll)",
+    )
 
 
 # -- databases ------------------------------------------------------------------------------
@@ -120,6 +125,7 @@ class Workers:
         concurrency: int = 10,
         poll_interval: float = 1.0,
         log_level: str = "INFO",
+        waker: bool = True,
         env: dict[str, str] | None = None,
         label: str = "worker",
     ) -> None:
@@ -134,6 +140,7 @@ class Workers:
             str(poll_interval),
             "--log-level",
             log_level,
+            *([] if waker else ["--no-waker"]),
         ]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
         self.env.update(CHIMEWAY_DATABASE_URL=url, PYTHONPATH=str(ROOT), **(env or {}))
@@ -156,6 +163,7 @@ class Workers:
             concurrency=args.concurrency,
             poll_interval=args.poll_interval,
             log_level=args.log_level,
+            waker=not getattr(args, "no_waker", False),
             env=env,
             label=label,
         )
