@@ -38,21 +38,24 @@ def plan(engine: Engine, conn: Conn, plans: Sequence[DeliveryPlan]) -> list[Plan
     """Plan the deliveries and defer the jobs that send them, in ``conn``'s transaction.
     A delivery that exists already (same notification and channel, or same run step) is
     skipped: planning twice plans once. The planned rows, in input order."""
-    rows = deliveries.insert_many(
-        conn,
-        [
-            PlannedDelivery(
-                notification_id=p.notification_id,
-                tenant_id=p.tenant_id,
-                recipient_id=p.recipient_id,
-                channel=p.channel,
-                render_data=p.render_data,
-                max_attempts=engine.retry_policy(p.channel).max_attempts,
-                workflow_run_id=p.workflow_run_id,
-                workflow_step_id=p.workflow_step_id,
-            )
-            for p in plans
-        ],
-    )
+    rows = deliveries.insert_many(conn, prepare(engine, plans))
     engine.deferrer.deliver(conn, [r.id for r in rows])
     return rows
+
+
+def prepare(engine: Engine, plans: Sequence[DeliveryPlan]) -> list[PlannedDelivery]:
+    """The delivery rows to write for these plans, in order (what :func:`plan` inserts; a
+    trigger that plans one delivery writes it in the same statement as its event)."""
+    return [
+        PlannedDelivery(
+            notification_id=p.notification_id,
+            tenant_id=p.tenant_id,
+            recipient_id=p.recipient_id,
+            channel=p.channel,
+            render_data=p.render_data,
+            max_attempts=engine.retry_policy(p.channel).max_attempts,
+            workflow_run_id=p.workflow_run_id,
+            workflow_step_id=p.workflow_step_id,
+        )
+        for p in plans
+    ]
