@@ -128,8 +128,15 @@ class Workers:
         waker: bool = True,
         env: dict[str, str] | None = None,
         label: str = "worker",
+        prefix: Sequence[str] = (),
+        admin_url: str | None = None,
     ) -> None:
+        """``prefix``: run the command under it (``ip netns exec <host>``: a worker on
+        another host, which reaches the database at ``url``; this process reads the worker
+        table at ``admin_url``)."""
         self.url = url
+        self.admin_url = admin_url or url
+        self.prefix = list(prefix)
         self.processes = processes
         self.args = [
             "--processes",
@@ -178,7 +185,16 @@ class Workers:
     def start(self, timeout: float = 60.0) -> None:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chimeway.cli", "worker", "--app", APP, *self.args],
+                [
+                    *self.prefix,
+                    sys.executable,
+                    "-m",
+                    "chimeway.cli",
+                    "worker",
+                    "--app",
+                    APP,
+                    *self.args,
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -200,7 +216,7 @@ class Workers:
         self._sampler.start()
 
     def registered(self) -> int:
-        return int(scalar(self.url, "SELECT count(*) FROM procrastinate_workers") or 0)
+        return int(scalar(self.admin_url, "SELECT count(*) FROM procrastinate_workers") or 0)
 
     def pids(self) -> list[int]:
         """The worker processes doing the work (the children, or the one process)."""
