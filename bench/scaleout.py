@@ -8,6 +8,8 @@ on a fresh database and interleaved over ``--rounds``:
 
 * Chimeway: one trigger of the two-step workflow (in_app -> email) for ``--n`` recipients,
   from its commit to the last attempt (as bench.throughput);
+* ``--singles`` one-recipient triggers of the same workflow from 4 threads (each step its
+  own job), from the first trigger to the last attempt;
 * baseline, on the same workers: ``--raw`` raw Procrastinate no-op jobs deferred in one
   transaction, from the commit to the queue empty.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
@@ -53,6 +56,42 @@ class Meter:
             "worker_cores": round(workers / seconds, 2),
             "machine_busy": round(busy / (sum(now) - sum(self._machine)), 3),
         }
+
+
+def singles_phase(
+    url: str, cluster: hosts.Cluster, workers: list[Workers], args: Any
+) -> dict[str, Any]:
+    """``--singles`` one-recipient two-step triggers from 4 threads (the per-step path):
+    from the first trigger to the last attempt of the new runs."""
+    before = common.scalar(url, "SELECT count(*) FROM chimeway_delivery_attempts")
+    steps = 2 * args.singles
+    with bench_app.build(url) as cw:
+        cw.engine.resize_pool(5)
+        meter = Meter(cluster, workers)
+        start = time.time()
+
+        def one(i: int) -> None:
+            cw.trigger(
+                bench_app.TwoStep,
+                {"n": 1, "prefix": f"s{i}"},
+                tenant_id="t",
+                idempotency_key=f"s{i}",
+            )
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, range(args.singles)))
+    common.wait_for(
+        lambda: common.scalar(
+            url, "SELECT count(*) >= %s FROM chimeway_delivery_attempts", [before + steps]
+        ),
+        args.timeout,
+        every=0.1,
+        what=f"{steps} single-recipient steps",
+    )
+    end = common.scalar(
+        url, "SELECT extract(epoch FROM max(finished_at))::float8 FROM chimeway_delivery_attempts"
+    )
+    return {"per_s": round(steps / (end - start), 1), **meter.read(steps, end - start)}
 
 
 def phase(
@@ -124,6 +163,7 @@ def phase(
                 "per_s": round(steps / (end - start), 1),
                 **meter.read(steps, end - start),
             }
+            singles = singles_phase(url, cluster, workers, args) if args.singles else None
             sessions = common.scalar(
                 url,
                 "SELECT count(DISTINCT client_addr) FROM pg_stat_activity"
@@ -137,6 +177,7 @@ def phase(
         "hosts": len(workers),
         "host_addresses_seen": sessions,
         "chimeway": chimeway,
+        "singles": singles,
         "raw": raw,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
@@ -146,6 +187,9 @@ def main() -> None:
     p = common.parser(__doc__ or "")
     p.add_argument("--n", type=int, default=5000, help="recipients (2 steps each)")
     p.add_argument("--raw", type=int, default=3000, help="raw no-op jobs")
+    p.add_argument(
+        "--singles", type=int, default=1000, help="one-recipient triggers (0: that phase off)"
+    )
     p.add_argument("--steps", default="1,2,4", help="worker process counts")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600)
@@ -182,6 +226,8 @@ def report(results: list[dict[str, Any]], args: Any, version: str) -> None:
             "PG cores",
             "worker cores",
             "busy",
+            "singles steps/s",
+            "PG ms/step",
             "raw jobs/s",
             "PG ms/job",
             "busy (raw)",
@@ -197,6 +243,8 @@ def report(results: list[dict[str, Any]], args: Any, version: str) -> None:
                 r["chimeway"]["pg_cores"],
                 r["chimeway"]["worker_cores"],
                 r["chimeway"]["machine_busy"],
+                r["singles"]["per_s"] if r["singles"] else "-",
+                r["singles"]["pg_cpu_ms_per_unit"] if r["singles"] else "-",
                 r["raw"]["per_s"],
                 r["raw"]["pg_cpu_ms_per_unit"],
                 r["raw"]["machine_busy"],
