@@ -128,11 +128,13 @@ def _write_one(
     definition = None
     if plan.workflow is not None:
         definition = engine.catalog.cached(plan.workflow)
-        if definition is None:
-            # A definition and its steps are two statements: never apart, even in autocommit
-            # (a concurrent trigger would see the definition without its steps).
+        if definition is None and tx.autocommit:
+            # A definition and its steps are two statements: never apart, even here (a
+            # concurrent trigger would see the definition without its steps).
             with tx.transaction():
                 definition = engine.catalog.ensure_definition(tx, notifier.key, plan.workflow)
+        elif definition is None:  # in the caller's transaction, with the rest
+            definition = engine.catalog.ensure_definition(tx, notifier.key, plan.workflow)
     run_id = None if definition is None else uuid.uuid4()
     first = None if definition is None else definition.first_step
     channel = plan.channels[0] if first is None else first.channel
