@@ -118,17 +118,24 @@ def routed(url: str, args: Any, prefix: str) -> tuple[float, float, int]:
 
 
 def raw_defer(url: str, args: Any, kind: str, rate: float) -> tuple[float, float]:
+    """Raw jobs at ``rate`` per second, one transaction each, a connection per thread."""
     n = int(args.rate * args.seconds)
     local = threading.local()
+    opened: list[psycopg.Connection[Any]] = []
 
     def send(i: int) -> None:
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = psycopg.connect(url)
+            opened.append(conn)
         common.raw_defer(conn, "bench.stamp", [{"kind": kind, "seq": i}])
         conn.commit()
 
-    return paced(n, rate, args.threads, send)
+    try:
+        return paced(n, rate, args.threads, send)
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def raw_done(url: str, args: Any, kind: str) -> tuple[float, float]:
