@@ -153,12 +153,15 @@ class SignalWait(_Bench):
 
 
 class Timers(_Bench):
-    """Waits of 1, 2 or 3 s (by recipient number) between the two steps."""
+    """Waits of 1, 2 or 3 s (by recipient number, or all ``params["wait"]`` s) between the
+    two steps."""
 
     key = "bench_timer"
     version = 1
 
     def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        if "wait" in params:
+            return TIMERS[int(params["wait"])]
         return TIMERS[int(recipient.id.rsplit("-", 1)[1]) % 3 + 1]
 
 

@@ -50,6 +50,11 @@ def worker_options(p: argparse.ArgumentParser, processes: int) -> None:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--poll-interval", type=float, default=1.0)
     p.add_argument("--log-level", default="INFO", help="the workers' --log-level")
+    p.add_argument(
+        "--no-waker",
+        action="store_true",
+        help="workers without the due-time waker (scheduled jobs start at the next poll)",
+    )
 
 
 # -- databases ------------------------------------------------------------------------------
@@ -141,10 +146,18 @@ class Workers:
         concurrency: int = 10,
         poll_interval: float = 1.0,
         log_level: str = "INFO",
+        waker: bool = True,
         env: dict[str, str] | None = None,
         label: str = "worker",
+        prefix: Sequence[str] = (),
+        admin_url: str | None = None,
     ) -> None:
+        """``prefix``: run the command under it (``ip netns exec <host>``: a worker on
+        another host, which reaches the database at ``url``; this process reads the worker
+        table at ``admin_url``)."""
         self.url = url
+        self.admin_url = admin_url or url
+        self.prefix = list(prefix)
         self.processes = processes
         self.args = [
             "--processes",
@@ -155,6 +168,7 @@ class Workers:
             str(poll_interval),
             "--log-level",
             log_level,
+            *([] if waker else ["--no-waker"]),
         ]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
         self.env.update(CHIMEWAY_DATABASE_URL=url, PYTHONPATH=str(ROOT), **(env or {}))
@@ -177,6 +191,7 @@ class Workers:
             concurrency=args.concurrency,
             poll_interval=args.poll_interval,
             log_level=args.log_level,
+            waker=not getattr(args, "no_waker", False),
             env=env,
             label=label,
         )
@@ -214,10 +229,19 @@ class Workers:
 
     def command(self) -> list[str]:
         """The command line started (``bench.peers`` starts other systems' workers)."""
-        return [sys.executable, "-m", "chimeway.cli", "worker", "--app", APP, *self.args]
+        return [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "chimeway.cli",
+            "worker",
+            "--app",
+            APP,
+            *self.args,
+        ]
 
     def registered(self) -> int:
-        return int(scalar(self.url, "SELECT count(*) FROM procrastinate_workers") or 0)
+        return int(scalar(self.admin_url, "SELECT count(*) FROM procrastinate_workers") or 0)
 
     def pids(self) -> list[int]:
         """The worker processes doing the work (the children, or the one process)."""

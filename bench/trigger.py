@@ -72,7 +72,7 @@ def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
 
 def singles(url: str, n: int, threads: int) -> dict[str, Any]:
     with bench_app.build(url) as cw:
-        cw.resize_pool(threads + 1)
+        cw.engine.resize_pool(threads + 1)
 
         def one(i: int) -> None:
             cw.trigger(

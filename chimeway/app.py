@@ -250,11 +250,22 @@ class Chimeway:
         payload: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         conn: Conn | None = None,
+        route: Literal["job", "now"] = "job",
     ) -> SignalTracked:
-        """Record a signal and defer its routing, in one transaction (the caller's, with
-        ``conn``). A repeated ``idempotency_key`` (per tenant) is inert."""
+        """Record a signal and route it, in one transaction (the caller's, with ``conn``):
+        ``route="job"`` defers the routing to a worker (the signal is written at the cost
+        of one statement); ``route="now"`` routes it here, before the commit, so the resumed
+        runs' next deliveries are already planned and start one job hop sooner. A repeated
+        ``idempotency_key`` (per tenant) is inert."""
         return signals.track_signal(
-            self.engine, tenant_id, actor_id, event_name, payload, idempotency_key, conn=conn
+            self.engine,
+            tenant_id,
+            actor_id,
+            event_name,
+            payload,
+            idempotency_key,
+            conn=conn,
+            route=route,
         )
 
     # -- what jobs do, on demand -------------------------------------------------------

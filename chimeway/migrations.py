@@ -8,6 +8,12 @@ Two lines of migrations are tracked in ``chimeway_migrations``:
   files newer than the recorded version.
 * ``chimeway``: ``chimeway/sql/migrations/NNNN_name.sql``, in order.
 
+After them, every run gives Procrastinate's job-fetch functions ``plan_cache_mode =
+force_custom_plan`` where they lack it (a Procrastinate migration that replaces a function
+drops its settings). A cached generic plan, built while the queue was empty and analysed,
+made every fetch sort the whole job table: workers drained a backlog at a few jobs per
+second (research: fetch-plan-collapse.md).
+
 Every migration runs in its own transaction together with its tracking row, under a
 session advisory lock, so two deploys cannot migrate at once and a failure leaves the
 previously applied state intact.
@@ -20,7 +26,7 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Literal
@@ -28,6 +34,7 @@ from typing import Literal
 import psycopg
 import sqlparse
 from procrastinate.schema import SchemaManager
+from procrastinate.sql import queries as procrastinate_queries
 
 from chimeway import db
 from chimeway.db import Conn
@@ -40,6 +47,7 @@ Report = Callable[[str], None]
 
 _CHIMEWAY_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _PROCRASTINATE_FILE = re.compile(r"^(\d{2}\.\d{2}\.\d{2}_\d{2})_.+\.sql$")
+_FETCH_FUNCTION = re.compile(r"\b(procrastinate_fetch_job_v\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,23 @@ def _apply(conn: Conn, mig: Migration) -> None:
 class MigrateResult:
     applied: list[Migration]
     already_applied: int
+    #: Job-fetch functions that were given custom plans in this run.
+    pinned: list[str] = field(default_factory=list)
+
+
+def fetch_function() -> str:
+    """The name of the job-fetch function the installed Procrastinate calls."""
+    found = _FETCH_FUNCTION.search(procrastinate_queries["fetch_job"])
+    if found is None:  # pragma: no cover - a Procrastinate we do not know
+        raise MigrationError("cannot find the job-fetch function in Procrastinate's queries")
+    return found.group(1)
+
+
+def fetch_plans_pinned(conn: Conn) -> bool | None:
+    """Whether the job-fetch function the installed Procrastinate calls plans every call
+    afresh (``None``: the function does not exist; migrations are missing)."""
+    settings = tracking.fetch_plan_settings(conn, fetch_function())
+    return None if settings is None else "plan_cache_mode=force_custom_plan" in settings
 
 
 def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
@@ -227,7 +252,11 @@ def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
             for index, mig in enumerate(pending, start=1):
                 report(f"applying {index}/{len(pending)}: {mig.label}")
                 _apply(conn, mig)
-            return MigrateResult(applied=pending, already_applied=len(done))
+            unpinned = tracking.fetch_plans_unpinned(conn)
+            if unpinned:
+                report(f"custom plans for {', '.join(unpinned)}")
+                tracking.pin_fetch_plans(conn)
+            return MigrateResult(applied=pending, already_applied=len(done), pinned=unpinned)
         finally:
             # On a broken connection the lock is gone with the session; keep the real error.
             with contextlib.suppress(psycopg.Error):
@@ -262,6 +291,12 @@ def render_sql() -> str:
             line=mig.line, version=mig.version, name=mig.name, checksum=mig.checksum
         )
         parts.append(script + ";")
+    parts += [
+        "",
+        "-- Custom plans for Procrastinate's job fetch (`chimeway migrate` re-applies this",
+        "-- after any Procrastinate migration; run it again after yours).",
+        tracking.pin_fetch_plans_sql() + ";",
+    ]
     return "\n".join(parts) + "\n"
 
 

@@ -9,6 +9,7 @@ only a method that returns the wrong shape is reported as :class:`InvalidNotifie
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -141,15 +142,11 @@ def resolve_notifier(notifier: type[Notifier] | Notifier) -> Notifier:
     if isinstance(candidate, type):
         if not issubclass(candidate, Notifier):
             raise InvalidNotifier(f"{candidate.__name__} is not a Notifier subclass")
-        try:
-            inspect.signature(candidate).bind()
-        except TypeError:
+        if not _takes_no_arguments(candidate):
             raise InvalidNotifier(
                 f"notifier {candidate.__name__} cannot be instantiated without arguments; "
                 "pass an instance instead"
-            ) from None
-        except ValueError:  # no signature to inspect: let the call decide
-            pass
+            )
         instance = candidate()
     elif isinstance(candidate, Notifier):
         instance = candidate
@@ -183,6 +180,25 @@ def resolve_notifier(notifier: type[Notifier] | Notifier) -> Notifier:
     if problems:
         raise InvalidNotifier(f"notifier {cls.__name__} is invalid: {'; '.join(problems)}")
     return instance
+
+
+_INSTANTIABLE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _takes_no_arguments(cls: type) -> bool:
+    """Whether ``cls()`` binds (read once per class: building the signature of an inherited
+    ``__init__`` was a tenth of a one-recipient trigger)."""
+    known = _INSTANTIABLE.get(cls)
+    if known is None:
+        try:
+            inspect.signature(cls).bind()
+            known = True
+        except TypeError:
+            known = False
+        except ValueError:  # no signature to inspect: let the call decide
+            known = True
+        _INSTANTIABLE[cls] = known
+    return known
 
 
 def resolve_recipients(notifier: Notifier, params: dict[str, Any]) -> list[Recipient]:

@@ -110,17 +110,18 @@ class DeliverResult:
 
 
 @dataclass(frozen=True)
-class SignalTracked:
-    signal_id: uuid.UUID
-    duplicate: bool = False  # the idempotency key was seen before: nothing was written
-
-
-@dataclass(frozen=True)
 class Routed:
     signal_id: uuid.UUID
     resumed: list[uuid.UUID] = field(default_factory=list)
     results: list[ProgressResult] = field(default_factory=list)
     skipped: str | None = None  # why nothing was routed (missing, already routed)
+
+
+@dataclass(frozen=True)
+class SignalTracked:
+    signal_id: uuid.UUID
+    duplicate: bool = False  # the idempotency key was seen before: nothing was written
+    routed: Routed | None = None  # with route="now": what routing it did
 
 
 # -- recipients (design §12) ---------------------------------------------------------------

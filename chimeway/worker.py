@@ -1,7 +1,8 @@
 """``chimeway worker``: a Procrastinate worker over Chimeway's queues and the user's tasks.
 
-* Wakes on LISTEN/NOTIFY; polls every ``poll_interval`` seconds as the fallback (which is
-  also what fires scheduled jobs: timers and retries).
+* Wakes on LISTEN/NOTIFY; polls every ``poll_interval`` seconds as the fallback. Scheduled
+  jobs (timers, deferred deliveries, retries) start at their due time: one worker process
+  per queue set leads the due-time wake-ups (:mod:`chimeway.waker`).
 * First SIGTERM/SIGINT: stop taking jobs, finish the running ones, exit 0. A second one
   exits at once (running jobs are then retried by stalled-job recovery).
 * If the worker stops by itself (its LISTEN connection or heartbeat died, e.g. PostgreSQL
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chimeway.engine import readiness
+from chimeway.waker import Waker, running
 
 if TYPE_CHECKING:
     from chimeway.app import Chimeway
@@ -44,6 +46,7 @@ class WorkerOptions:
     heartbeat_interval: float = 10.0
     max_restarts: int = 5  # consecutive quick failures before exiting non-zero
     restart_backoff: float = 1.0
+    waker: bool = True  # wake for scheduled jobs at their due time (else: at the next poll)
 
 
 def run(cw: Chimeway, options: WorkerOptions) -> int:
@@ -140,7 +143,7 @@ def _procrastinate_options(cw: Chimeway, options: WorkerOptions) -> dict[str, An
 async def _run_once(cw: Chimeway, options: WorkerOptions, current: dict[str, Any]) -> None:
     # Procrastinate opens (and on exit closes) a fresh pool each time: after a failure the
     # next run starts from new connections.
-    async with cw.procrastinate.open_async():
+    async with cw.procrastinate.open_async(), running(_waker(cw, options)):
         task = asyncio.create_task(
             cw.procrastinate.run_worker_async(**_procrastinate_options(cw, options))
         )
@@ -149,6 +152,10 @@ async def _run_once(cw: Chimeway, options: WorkerOptions, current: dict[str, Any
             await task
         finally:
             current.pop("worker", None)
+
+
+def _waker(cw: Chimeway, options: WorkerOptions) -> Waker | None:
+    return Waker(cw.database_url, options.queues) if options.waker else None
 
 
 class BackgroundWorker:
@@ -162,6 +169,8 @@ class BackgroundWorker:
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
+        #: The due-time waker this worker runs (``None`` with ``waker=False``).
+        self.waker = _waker(cw, self._options)
         self.error: BaseException | None = None
 
     def start(self, timeout: float = 30.0) -> BackgroundWorker:
@@ -186,7 +195,10 @@ class BackgroundWorker:
         self._loop.set_default_executor(
             ThreadPoolExecutor(self._options.concurrency + 2, thread_name_prefix="chimeway")
         )
-        async with self._cw.procrastinate.open_async():
+        async with (
+            self._cw.procrastinate.open_async(),
+            running(self.waker),
+        ):
             self._task = asyncio.create_task(
                 self._cw.procrastinate.run_worker_async(
                     **_procrastinate_options(self._cw, self._options)

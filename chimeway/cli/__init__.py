@@ -97,6 +97,8 @@ def migrate(ctx: click.Context) -> None:
             click.echo(f"  {mig.label}")
     else:
         click.echo(f"Nothing to migrate: all {result.already_applied} migration(s) are applied.")
+    if result.pinned:
+        click.echo(f"Set custom plans for the job fetch: {', '.join(result.pinned)}")
 
 
 @migrate.command("status")
@@ -185,6 +187,13 @@ APP_OPTION = click.option(
     help="Seconds to wait for running jobs on stop (default: until they finish).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--waker/--no-waker",
+    default=True,
+    show_default=True,
+    help="Wake for scheduled jobs at their due time (one process per queue set leads); "
+    "without it they start at the next poll.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @click.pass_context
 def worker(
@@ -197,6 +206,7 @@ def worker(
     name: str | None,
     shutdown_timeout: float | None,
     log_level: str,
+    waker: bool,
     log_json: bool,
 ) -> None:
     """Run a worker: deliveries, timers, signals, maintenance and your own tasks."""
@@ -219,6 +229,7 @@ def worker(
             ["--shutdown-timeout", str(shutdown_timeout)] if shutdown_timeout is not None else []
         )
         argv += ["--log-json"] if log_json else []
+        argv += [] if waker else ["--no-waker"]
         # The URL goes through the environment: command lines are visible to every user.
         ctx.exit(worker_module.run_processes(argv, processes, database_url=state.url))
     cw = load_app(app_spec, state.url)
@@ -230,6 +241,7 @@ def worker(
         poll_interval=poll_interval,
         name=name,
         shutdown_timeout=shutdown_timeout,
+        waker=waker,
     )
     code = worker_module.run(cw, options)
     cw.close()

@@ -34,6 +34,7 @@ def run_checks(
         checks.append(_migrations(conn))
         if not checks[-1].ok:
             return checks
+        checks.append(_fetch_plans(conn))
         checks.append(_listen(conn, url))
         workers = health.workers_recent(conn, heartbeat_within)
         checks.append(
@@ -83,6 +84,19 @@ def _migrations(conn: Conn) -> Check:
         listed = ", ".join(f"{r.line} {r.version} ({r.state})" for r in pending)
         return Check("migrations current", False, f"{listed}; run `chimeway migrate`")
     return Check("migrations current", True, f"{len(rows)} applied")
+
+
+def _fetch_plans(conn: Conn) -> Check:
+    function = migrations.fetch_function()
+    pinned = migrations.fetch_plans_pinned(conn)
+    if pinned:
+        return Check("job fetch plans per call", True, f"{function} plans every call")
+    return Check(
+        "job fetch plans per call",
+        False,
+        f"{function} may reuse a plan made for an empty queue (backlogs then drain at a few "
+        "jobs per second); run `chimeway migrate`",
+    )
 
 
 def _listen(conn: Conn, url: str) -> Check:

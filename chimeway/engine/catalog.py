@@ -22,6 +22,10 @@ class Catalog:
         self._definitions: dict[tuple[str, int, str], Definition] = {}
         self._steps: dict[uuid.UUID, list[StepRow]] = {}
 
+    def cached(self, workflow: Workflow) -> Definition | None:
+        """The stored definition of ``workflow`` if it is known to be committed."""
+        return self._definitions.get((workflow.key, workflow.version, workflow.checksum()))
+
     def ensure_definition(
         self, conn: Conn, notification_key: str, workflow: Workflow
     ) -> Definition:

@@ -42,7 +42,7 @@ def build_blueprint(engine: Engine) -> procrastinate.Blueprint:
 
     @blueprint.task(name="route_signal", queue=QUEUES["route_signal"], retry=INFRA_RETRY)
     def route_signal(signal_id: str) -> int:
-        return len(signals.route_signal_now(engine, uuid.UUID(signal_id)).resumed)
+        return len(signals.route_pending_now(engine, uuid.UUID(signal_id)))
 
     @blueprint.task(name="process_webhook", queue=QUEUES["process_webhook"], retry=INFRA_RETRY)
     def process_webhook(ingress_id: str) -> str:

@@ -163,6 +163,26 @@ CREATE TYPE public.procrastinate_job_to_defer_v1 AS (
 );
 
 --
+-- Name: chimeway_notify_job_scheduled(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_notify_job_scheduled() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.scheduled_at IS NOT NULL AND NEW.scheduled_at > now() THEN
+        PERFORM pg_notify('chimeway_waker', NEW.queue_name);
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM pg_notify('procrastinate_queue_v1#' || NEW.queue_name,
+                          json_build_object('type', 'job_inserted', 'job_id', NEW.id)::text);
+        PERFORM pg_notify('procrastinate_any_queue_v1',
+                          json_build_object('type', 'job_inserted', 'job_id', NEW.id)::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -314,6 +334,7 @@ CREATE TABLE public.procrastinate_jobs (
 
 CREATE FUNCTION public.procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) RETURNS public.procrastinate_jobs
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
     AS $$
 DECLARE
 	found_jobs procrastinate_jobs;
@@ -1498,6 +1519,18 @@ CREATE INDEX chimeway_delivery_transitions_delivery_idx ON public.chimeway_deliv
 CREATE INDEX chimeway_events_correlation_idx ON public.chimeway_events USING btree (tenant_id, correlation_id) WHERE (correlation_id IS NOT NULL);
 
 --
+-- Name: chimeway_jobs_lock_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_jobs_lock_idx ON public.procrastinate_jobs USING btree (lock) WHERE ((lock IS NOT NULL) AND (status = ANY (ARRAY['todo'::public.procrastinate_job_status, 'doing'::public.procrastinate_job_status])));
+
+--
+-- Name: chimeway_jobs_todo_scheduled_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_jobs_todo_scheduled_idx ON public.procrastinate_jobs USING btree (scheduled_at) WHERE (status = 'todo'::public.procrastinate_job_status);
+
+--
 -- Name: chimeway_notifications_feed_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1526,6 +1559,12 @@ CREATE UNIQUE INDEX chimeway_quiet_hours_owner ON public.chimeway_quiet_hours US
 --
 
 CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (tenant_id, actor_id, created_at);
+
+--
+-- Name: chimeway_signals_pending_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_signals_pending_idx ON public.chimeway_signals USING btree (created_at) WHERE (routed_at IS NULL);
 
 --
 -- Name: chimeway_signals_tenant_idempotency_key; Type: INDEX; Schema: public; Owner: -
@@ -1646,6 +1685,18 @@ CREATE UNIQUE INDEX procrastinate_jobs_queueing_lock_idx_v1 ON public.procrastin
 --
 
 CREATE INDEX procrastinate_periodic_defers_job_id_fkey_v1 ON public.procrastinate_periodic_defers USING btree (job_id);
+
+--
+-- Name: procrastinate_jobs chimeway_jobs_rescheduled; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_jobs_rescheduled AFTER UPDATE OF status, scheduled_at ON public.procrastinate_jobs FOR EACH ROW WHEN (((new.status = 'todo'::public.procrastinate_job_status) AND ((old.status <> 'todo'::public.procrastinate_job_status) OR (old.scheduled_at IS DISTINCT FROM new.scheduled_at)))) EXECUTE FUNCTION public.chimeway_notify_job_scheduled();
+
+--
+-- Name: procrastinate_jobs chimeway_jobs_scheduled_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_jobs_scheduled_insert AFTER INSERT ON public.procrastinate_jobs FOR EACH ROW WHEN (((new.status = 'todo'::public.procrastinate_job_status) AND (new.scheduled_at IS NOT NULL))) EXECUTE FUNCTION public.chimeway_notify_job_scheduled();
 
 --
 -- Name: procrastinate_jobs procrastinate_jobs_notify_queue_job_aborted_v1; Type: TRIGGER; Schema: public; Owner: -

@@ -392,14 +392,6 @@ def lock_step_delivery(conn: Conn, run_id: uuid.UUID, step_id: uuid.UUID) -> Del
         ).fetchone()
 
 
-def id_for_tenant(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> uuid.UUID | None:
-    """``delivery_id`` if such a delivery of ``tenant_id`` exists."""
-    row = conn.execute(
-        db.query("delivery_id_for_tenant"), {"id": delivery_id, "tenant_id": tenant_id}
-    ).fetchone()
-    return None if row is None else row[0]
-
-
 @dataclass(frozen=True)
 class Header:
     """A delivery with its notification, event and step, for explaining it."""

@@ -2,10 +2,9 @@
 
 Jobs carry ids only (design §1.1), and every defer goes through the caller's connection,
 inside the caller's transaction (§1.2), so a state change and the job that must follow it
-commit or roll back together. Inside a worker the Procrastinate App is opened async, and a
-sync ``.defer`` through it fails; so the few defers not built in SQL go through a second App
-built on a ``SyncPsycopgConnector`` that is never opened and only ever writes through the
-connection it is given (design §2).
+commit or roll back together. Every defer is built in the database, through
+Procrastinate's own ``procrastinate_defer_jobs_v1``, in one round trip (a sync ``.defer``
+through the App fails inside a worker, where the App is opened async).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import procrastinate
 import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.manager import QUEUEING_LOCK_CONSTRAINT
@@ -44,7 +42,7 @@ AHEAD = 1
 DELIVER_LOCK = "chimeway:deliver:"
 PROGRESS_LOCK = "chimeway:progress:"
 WEBHOOK_LOCK = "chimeway:webhook:"
-SIGNAL_LOCK = "chimeway:signal:"
+ROUTE_LOCK = "chimeway:route_signal:"
 
 
 def deliver_lock(delivery_id: uuid.UUID) -> str:
@@ -81,12 +79,7 @@ NO_JOBS = JobSpec("", "", "", "", 1, defer=False)
 
 class Deferrer:
     def __init__(self, delivery_batch_size: int = 1) -> None:
-        # Never opened: with `connection=` it writes through the caller's connection only.
-        self._app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
         self.delivery_batch_size = delivery_batch_size
-
-    def _configure(self, task: str, conn: Conn, **options: Any) -> Any:
-        return self._app.configure_task(TASKS[task], queue=QUEUES[task], connection=conn, **options)
 
     def deliver(
         self,
@@ -203,17 +196,11 @@ class Deferrer:
             conn,
             "route_signal",
             arg="signal_id",
-            lock_prefix=SIGNAL_LOCK,
+            lock_prefix=ROUTE_LOCK,
             ids=signal_ids,
             scheduled_at=[None] * len(signal_ids),
             priority=AHEAD,
         )
-
-    def route_signal(self, conn: Conn, signal_id: uuid.UUID) -> int:
-        job_id: int = self._configure("route_signal", conn, priority=AHEAD).defer(
-            signal_id=str(signal_id)
-        )
-        return job_id
 
 
 def _defer_per_id(
@@ -316,3 +303,11 @@ def lock_due(conn: Conn, queues: Sequence[str]) -> list[QueuedJob]:
 def delete(conn: Conn, job_id: int) -> None:
     """Remove a job (what the worker does with a finished one, ``delete_jobs="successful"``)."""
     conn.execute(db.query("job_delete"), {"id": job_id})
+
+
+def delete_queued(conn: Conn, queueing_locks: Sequence[str]) -> int:
+    """Remove the jobs with these queueing locks that no worker has taken yet; how many."""
+    if not queueing_locks:
+        return 0
+    cur = conn.execute(db.query("jobs_queued_delete"), {"locks": list(queueing_locks)})
+    return cur.rowcount

@@ -66,6 +66,27 @@ def procrastinate_present(conn: Conn) -> bool:
     return bool(row and row[0])
 
 
+def fetch_plans_unpinned(conn: Conn) -> list[str]:
+    """Procrastinate's job-fetch functions without ``plan_cache_mode = force_custom_plan``."""
+    return [row[0] for row in conn.execute(db.query("fetch_plans_unpinned")).fetchall()]
+
+
+def pin_fetch_plans(conn: Conn) -> None:
+    """Give every job-fetch function ``plan_cache_mode = force_custom_plan`` (idempotent)."""
+    conn.execute(db.query("fetch_plans_pin"))
+
+
+def pin_fetch_plans_sql() -> LiteralString:
+    """The statement of :func:`pin_fetch_plans`, for ``chimeway migrate print``."""
+    return db.query("fetch_plans_pin")
+
+
+def fetch_plan_settings(conn: Conn, function: str) -> list[str] | None:
+    """The settings of the function named ``function``; ``None`` if it does not exist."""
+    row = conn.execute(db.query("fetch_plan_settings"), {"name": function}).fetchone()
+    return None if row is None else list(row[0])
+
+
 def apply_statement(conn: Conn, statement: str) -> None:
     """One statement of a migration file (ours or Procrastinate's), as written there."""
     conn.execute(statement.encode())

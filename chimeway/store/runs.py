@@ -236,15 +236,6 @@ def to_arm(conn: Conn, horizon: dt.timedelta, limit: int) -> list[Due]:
         return cur.execute(db.query("runs_to_arm"), {"horizon": horizon, "limit": limit}).fetchall()
 
 
-def lock_waiting_for(conn: Conn, tenant_id: str, actor_id: str, event_name: str) -> list[Run]:
-    """Lock this tenant's waiting runs of ``actor_id`` that listen for ``event_name``."""
-    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
-        return cur.execute(
-            db.query("runs_waiting_for_signal_lock"),
-            {"tenant_id": tenant_id, "actor_id": actor_id, "event_name": event_name},
-        ).fetchall()
-
-
 # -- operator reads (tenant-scoped) ---------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from psycopg.types.json import Jsonb
 
 from chimeway import db
 from chimeway.db import Conn
+from chimeway.store import jobs
+from chimeway.store.runs import Run
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Signal:
     event_name: str
     payload: dict[str, Any]
     routed_at: dt.datetime | None
+    created_at: dt.datetime | None = None  # None: written in this transaction just now
 
 
 def insert(
@@ -73,6 +76,34 @@ def insert_many(
     return [row[0] for row in rows]
 
 
+def insert_with_job(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    actor_id: str,
+    event_name: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+) -> uuid.UUID | None:
+    """:func:`insert`, and defer the ``route_signal`` job of the new signal (queueing lock
+    :data:`~chimeway.store.jobs.ROUTE_LOCK` + id, ahead of deliveries) in the same statement."""
+    row = conn.execute(
+        db.query("signal_insert_with_job"),
+        {
+            "tenant_id": tenant_id,
+            "actor_id": actor_id,
+            "event_name": event_name,
+            "payload": Jsonb(payload),
+            "idempotency_key": idempotency_key,
+            "queue": jobs.QUEUES["route_signal"],
+            "task": jobs.TASKS["route_signal"],
+            "priority": jobs.AHEAD,
+            "lock_prefix": jobs.ROUTE_LOCK,
+        },
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def find_by_key(conn: Conn, tenant_id: str, idempotency_key: str) -> uuid.UUID | None:
     row = conn.execute(
         db.query("signal_find_by_key"),
@@ -87,8 +118,46 @@ def lock(conn: Conn, signal_id: uuid.UUID) -> Signal | None:
         return cur.execute(db.query("signal_lock"), {"id": signal_id}).fetchone()
 
 
-def mark_routed(conn: Conn, signal_id: uuid.UUID) -> None:
-    conn.execute(db.query("signal_mark_routed"), {"id": signal_id})
+def lock_pending(conn: Conn, besides: uuid.UUID, limit: int) -> list[Signal]:
+    """Up to ``limit`` other unrouted signals, oldest first, that no other router holds,
+    locked ``FOR UPDATE``."""
+    with conn.cursor(row_factory=db.dataclass_row(Signal)) as cur:
+        return cur.execute(
+            db.query("signals_pending_lock"), {"id": besides, "limit": limit}
+        ).fetchall()
+
+
+def lock_waiting_runs(
+    conn: Conn, actors: Sequence[tuple[str, str]], events: Sequence[str]
+) -> list[Run]:
+    """Lock the waiting runs of these (tenant, actor) pairs that listen for any of
+    ``events``, in id order."""
+    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
+        return cur.execute(
+            db.query("signals_waiting_runs_lock"),
+            {
+                "tenant_ids": [tenant for tenant, _ in actors],
+                "actor_ids": [actor for _, actor in actors],
+                "events": sorted(set(events)),
+            },
+        ).fetchall()
+
+
+def existing_deliveries(
+    conn: Conn, named: Sequence[tuple[str, uuid.UUID]]
+) -> set[tuple[str, uuid.UUID]]:
+    """Of the (tenant, delivery id) pairs, those naming a delivery of that tenant."""
+    if not named:
+        return set()
+    rows = conn.execute(
+        db.query("signals_delivery_ids"),
+        {"tenant_ids": [t for t, _ in named], "ids": [d for _, d in named]},
+    ).fetchall()
+    return {(row[0], row[1]) for row in rows}
+
+
+def mark_routed(conn: Conn, signal_ids: Sequence[uuid.UUID]) -> None:
+    conn.execute(db.query("signals_mark_routed"), {"ids": list(signal_ids)})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from chimeway import Chimeway, Triggered
+from chimeway import Chimeway, Triggered, migrations
 from chimeway.cli import cli
 from chimeway.testing import drain
 from tests.integration.notifiers import WithWorkflow
@@ -243,7 +243,17 @@ def test_doctor_fails_without_workers_and_passes_with_one(committed_db: str) -> 
         conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
     passing = run(committed_db, "doctor")
     assert passing.exit_code == 0, passing.stdout
-    assert passing.stdout.strip().endswith("7 ok, 0 failing.")
+    assert passing.stdout.strip().endswith("8 ok, 0 failing.")
+    assert "ok    job fetch plans per call" in passing.stdout
+
+
+def test_doctor_reports_a_fetch_function_without_custom_plans(committed_db: str) -> None:
+    function = migrations.fetch_function()
+    with psycopg.connect(committed_db, autocommit=True) as conn:
+        conn.execute(f"ALTER FUNCTION {function} RESET plan_cache_mode".encode())
+    assert "FAIL  job fetch plans per call" in run(committed_db, "doctor").stdout
+    assert "Set custom plans for the job fetch" in run(committed_db, "migrate").stdout
+    assert "ok    job fetch plans per call" in run(committed_db, "doctor").stdout
 
 
 def test_doctor_reports_overdue_waits_and_pending_migrations(

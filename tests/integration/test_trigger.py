@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -15,11 +16,14 @@ from chimeway import (
     InvalidNotifier,
     InvalidTrigger,
     Notifier,
+    OnOutcome,
     Recipient,
+    Step,
     Triggered,
+    Workflow,
 )
-from tests.integration.conftest import count, counts
-from tests.integration.notifiers import Welcome, in_app
+from tests.integration.conftest import concurrently, count, counts
+from tests.integration.notifiers import Welcome, WithWorkflow, in_app
 
 
 def test_trigger_writes_event_notifications_deliveries_and_their_jobs(
@@ -281,3 +285,105 @@ def test_a_new_workflow_rolled_back_with_the_callers_transaction_is_stored_again
     again = cw.trigger(fresh, {"users": ["u2"]}, tenant_id="t", idempotency_key="d")
     assert isinstance(again, Triggered)
     assert len(cw.engine.catalog._definitions) == 1
+
+
+# -- one delivery, one statement ------------------------------------------------------------
+
+ROWS = {
+    "notification": "SELECT n.recipient_type, n.category, n.assigns, n.contents"
+    " FROM chimeway_notifications n WHERE n.recipient_id = %s",
+    "run": "SELECT r.tenant_id, r.definition_id, r.current_step_id, r.state::text,"
+    " r.status_reason, r.status_context, r.pending_signals FROM chimeway_workflow_runs r"
+    " WHERE r.recipient_id = %s",
+    "run history": "SELECT t.step_id, t.from_state::text, t.to_state::text, t.reason, t.context"
+    " FROM chimeway_workflow_transitions t JOIN chimeway_workflow_runs r ON r.id = t.run_id"
+    " WHERE r.recipient_id = %s ORDER BY t.id",
+    "delivery": "SELECT d.tenant_id, d.channel, d.status::text, d.orchestration_state::text,"
+    " d.render_data, d.max_attempts, d.workflow_step_id, d.workflow_run_id IS NOT NULL"
+    " FROM chimeway_deliveries d WHERE d.recipient_id = %s",
+    "delivery history": "SELECT t.from_status::text, t.to_status::text, t.reason, t.context"
+    " FROM chimeway_delivery_transitions t JOIN chimeway_deliveries d ON d.id = t.delivery_id"
+    " WHERE d.recipient_id = %s ORDER BY t.id",
+    "job": "SELECT j.queue_name, j.task_name, j.priority, j.lock,"
+    " j.queueing_lock = 'chimeway:deliver:' || d.id, j.args = jsonb_build_object("
+    "'delivery_id', d.id::text), j.status::text, j.scheduled_at"
+    " FROM procrastinate_jobs j JOIN chimeway_deliveries d"
+    " ON j.args->>'delivery_id' = d.id::text WHERE d.recipient_id = %s",
+}
+
+
+def rows_of(db: psycopg.Connection[Any], recipient: str) -> dict[str, list[Any]]:
+    return {name: db.execute(sql.encode(), [recipient]).fetchall() for name, sql in ROWS.items()}
+
+
+@pytest.mark.parametrize("notifier", ["plain", "workflow"])
+def test_a_one_delivery_trigger_writes_what_the_batches_write(
+    make_tx_cw: Any, db: psycopg.Connection[Any], notifier: str
+) -> None:
+    """One recipient goes through the one-statement write; two through the batches (one
+    job per delivery, as for one delivery, with a batch size of 1)."""
+    cw = make_tx_cw(delivery_batch_size=1)
+    target = (
+        Welcome
+        if notifier == "plain"
+        else WithWorkflow(
+            Workflow(
+                key="one_or_more",
+                version=1,
+                steps=[
+                    Step(
+                        "notice",
+                        channel="in_app",
+                        progress=[OnOutcome(outcome="delivered", to_step="email")],
+                    ),
+                    Step("email", channel="email"),
+                ],
+            )
+        )
+    )
+
+    def user(name: str) -> dict[str, list[Any]]:
+        found = rows_of(db, name)
+        # The content names the recipient; the rest must be the same.
+        return json.loads(json.dumps(found, default=str).replace(name, "<user>"))
+
+    one = cw.trigger(target, {"users": ["user-1"]}, tenant_id="t", idempotency_key="1", conn=db)
+    two = cw.trigger(
+        target, {"users": ["user-2", "user-3"]}, tenant_id="t", idempotency_key="2", conn=db
+    )
+    assert isinstance(one, Triggered) and isinstance(two, Triggered)
+    assert len(one.delivery_ids) == 1 and len(one.run_ids) == (notifier == "workflow")
+    assert all(user("user-1")[name] for name in ROWS if notifier == "workflow" or "run" not in name)
+    assert user("user-1") == user("user-2")
+
+
+def test_a_one_delivery_trigger_commits_on_its_own_and_leaves_the_pool_as_it_found_it(
+    cw: Chimeway, committed_db: str
+) -> None:
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+    with cw.pool.connection() as conn:
+        assert not conn.autocommit
+    again = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert again == Duplicate(result.event_id)
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 1
+
+
+def test_concurrent_first_triggers_of_a_new_workflow_all_see_its_steps(make_cw: Any) -> None:
+    """The one-statement path stores a new definition in a transaction of its own: triggers
+    racing to store it wait for its steps instead of seeing a definition without them."""
+    cw = make_cw(pool_max_size=12)
+    target = WithWorkflow(
+        Workflow(key="raced", version=1, steps=[Step("notice", channel="in_app")])
+    )
+    results = concurrently(
+        10,
+        lambda: cw.trigger(
+            target,
+            {"users": [f"u-{threading.get_ident()}"]},
+            tenant_id="t",
+            idempotency_key=f"k-{threading.get_ident()}",
+        ),
+    )
+    assert all(isinstance(r, Triggered) and len(r.delivery_ids) == 1 for r in results)

@@ -147,3 +147,26 @@ def test_unrecorded_procrastinate_schema_is_not_applied_twice(empty_db: str) -> 
         conn.execute(migrations.procrastinate_baseline().sql.encode())
     with pytest.raises(MigrationError, match="already has a Procrastinate schema"):
         migrations.migrate(empty_db)
+
+
+def test_migrate_gives_the_job_fetch_custom_plans_again_after_it_was_replaced(
+    empty_db: str,
+) -> None:
+    first = migrations.migrate(empty_db)
+    assert first.pinned == [f"{migrations.fetch_function()}(character varying[],bigint)"]
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert migrations.fetch_plans_pinned(conn)
+        # What a Procrastinate migration that replaces the function does to its settings.
+        definition = conn.execute(
+            "SELECT pg_get_functiondef(%s::regproc)", [migrations.fetch_function()]
+        ).fetchone()
+        assert definition is not None
+        body = definition[0].replace(" SET plan_cache_mode TO 'force_custom_plan'\n", "")
+        conn.execute(body.encode())
+        assert migrations.fetch_plans_pinned(conn) is False
+    again = migrations.migrate(empty_db)
+    assert again.applied == []
+    assert again.pinned == first.pinned
+    with psycopg.connect(empty_db) as conn:
+        assert migrations.fetch_plans_pinned(conn)
+    assert migrations.migrate(empty_db).pinned == []

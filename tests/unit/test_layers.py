@@ -59,7 +59,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("jobs", ["chimeway.jobs"]),
     # The HTTP app is built over the engine; the app layer offers it as ``cw.asgi()``.
     ("app", ["chimeway.app", "chimeway.http"]),
-    ("top", ["chimeway.worker", "chimeway.testing", "chimeway.cli", "chimeway"]),
+    (
+        "top",
+        ["chimeway.worker", "chimeway.waker", "chimeway.testing", "chimeway.cli", "chimeway"],
+    ),
 ]
 
 

@@ -95,9 +95,6 @@ SELECT * FROM chimeway_deliveries WHERE id = %(id)s
 -- name: delivery_get_for_tenant
 SELECT * FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
 
--- name: delivery_id_for_tenant
-SELECT id FROM chimeway_deliveries WHERE id = %(id)s AND tenant_id = %(tenant_id)s
-
 -- name: delivery_lock
 -- Locked in id order: two transactions locking overlapping sets cannot deadlock on them.
 SELECT * FROM chimeway_deliveries WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE

@@ -60,3 +60,9 @@ FOR UPDATE SKIP LOCKED
 
 -- name: job_delete
 DELETE FROM procrastinate_jobs WHERE id = %(id)s
+
+-- name: jobs_queued_delete
+-- Jobs not started yet, by queueing lock: work that was done on their behalf. A job a worker
+-- is fetching at this moment is waited for, then left alone (it is no longer todo).
+DELETE FROM procrastinate_jobs
+WHERE status = 'todo' AND queueing_lock = ANY(%(locks)s::text[])

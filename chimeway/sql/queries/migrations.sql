@@ -39,3 +39,39 @@ SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present
 -- with psycopg.sql.Literal).
 INSERT INTO chimeway_migrations (line, version, name, checksum)
 VALUES ({line}, {version}, {name}, {checksum})
+
+-- name: fetch_plans_unpinned
+-- Procrastinate's job-fetch functions that may still cache a generic plan: a plan built on
+-- an empty, analysed procrastinate_jobs is then kept while the queue fills, and fetches
+-- sort the whole table (research: fetch-plan-collapse.md). Procrastinate migrations that
+-- CREATE OR REPLACE a function drop its settings, so the runner checks after each run.
+SELECT p.oid::regprocedure::text AS signature
+FROM pg_proc p
+WHERE p.pronamespace = current_schema()::regnamespace
+  AND p.proname ~ '^procrastinate_fetch_job_v[0-9]+$'
+  AND NOT coalesce('plan_cache_mode=force_custom_plan' = ANY(p.proconfig), false)
+ORDER BY 1
+
+-- name: fetch_plans_pin
+-- Every job-fetch function plans each call with its actual arguments and statistics.
+-- Idempotent: functions that have the setting already are left alone.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid FROM pg_proc p
+        WHERE p.pronamespace = current_schema()::regnamespace
+          AND p.proname ~ '^procrastinate_fetch_job_v[0-9]+$'
+          AND NOT coalesce('plan_cache_mode=force_custom_plan' = ANY(p.proconfig), false)
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_custom_plan', f);
+    END LOOP;
+END
+$$
+
+-- name: fetch_plan_settings
+-- The settings of the job-fetch function the installed Procrastinate calls (`chimeway doctor`).
+SELECT coalesce(p.proconfig, '{}') AS settings
+FROM pg_proc p
+WHERE p.pronamespace = current_schema()::regnamespace AND p.proname = %(name)s

@@ -109,14 +109,6 @@ WHERE r.state = 'waiting' AND r.suspended_until <= now() + %(horizon)s::interval
 ORDER BY r.suspended_until
 LIMIT %(limit)s
 
--- name: runs_waiting_for_signal_lock
--- Only this tenant's waiting runs of this actor that listen for this event.
-SELECT * FROM chimeway_workflow_runs
-WHERE tenant_id = %(tenant_id)s AND recipient_id = %(actor_id)s AND state = 'waiting'
-  AND %(event_name)s = ANY(pending_signals)
-ORDER BY id
-FOR UPDATE
-
 -- name: run_explain
 SELECT r.id, r.tenant_id, r.state, r.status_reason, st.step_key AS current_step_name,
        r.suspended_until, r.pending_signals, r.terminal_reason, r.status_context,

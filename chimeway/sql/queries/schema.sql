@@ -26,7 +26,7 @@ SELECT kind, name, definition FROM (
     WHERE t.typnamespace = current_schema()::regnamespace GROUP BY t.typname
     UNION ALL
     SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-           md5(p.prosrc)
+           md5(p.prosrc) || coalesce(' SET ' || array_to_string(p.proconfig, ', '), '')
     FROM pg_proc p WHERE p.pronamespace = current_schema()::regnamespace
     UNION ALL
     SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, pg_get_triggerdef(t.oid)

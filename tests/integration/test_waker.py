@@ -1,0 +1,169 @@
+"""The due-time waker: its planning query, and a job due in a second starting long before the
+workers' next poll (a bounded wait, not a timing benchmark)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import Chimeway, Maintenance
+from chimeway.store import waker as store
+from chimeway.waker import Waker
+from chimeway.worker import BackgroundWorker, WorkerOptions
+from tests.acceptance.conftest import wait_until
+
+NEVER = "0 0 1 1 *"  # maintenance once a year: no periodic job wakes the worker meanwhile
+LONG_POLL = 30.0
+
+
+def schedule(conn: psycopg.Connection[Any], queue: str, in_seconds: float) -> int:
+    """A raw job of ``bench``-like task ``t.stamp`` due ``in_seconds`` after the database's
+    clock, through Procrastinate's own defer function (so its insert trigger fires)."""
+    row = conn.execute(
+        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, 't.stamp', 0, NULL, NULL,"
+        " '{}'::jsonb, clock_timestamp() + %s * interval '1 second')"
+        "::procrastinate_job_to_defer_v1]))",
+        [queue, in_seconds],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def plan(url: str, mark: dt.datetime, queues: list[str] | None) -> store.Plan:
+    async def run() -> store.Plan:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await store.plan(
+                conn,
+                mark=mark,
+                queues=queues,
+                stale_after=dt.timedelta(milliseconds=20),
+                lookback=dt.timedelta(seconds=2),
+            )
+
+    return asyncio.run(run())
+
+
+def test_the_plan_names_what_is_due_what_still_waits_and_when_the_next_is_due(
+    committed_db: str,
+) -> None:
+    with psycopg.connect(committed_db, autocommit=True) as conn:
+        late = schedule(conn, "a", -0.5)  # due half a second ago, nobody took it
+        early = schedule(conn, "b", 10)
+        soon = schedule(conn, "c", 2)
+        before = conn.execute("SELECT clock_timestamp() - interval '1 second'").fetchone()
+    assert before is not None
+    everything = plan(committed_db, before[0], None)
+    assert everything.due_queues == ["a"]
+    assert everything.due_jobs == [late]
+    assert everything.stale_queues == ["a"]
+    assert everything.next_in is not None and 1.5 < everything.next_in <= 2.0
+    only_b = plan(committed_db, before[0], ["b"])
+    assert only_b.due_queues == [] and only_b.stale_queues == []
+    assert only_b.next_in is not None and 9 < only_b.next_in <= 10
+    announced = plan(committed_db, everything.db_now, None)  # `a` was announced already
+    assert announced.due_queues == [] and announced.stale_queues == ["a"]
+    assert {early, soon} - set(everything.due_jobs) == {early, soon}
+
+
+def listening(url: str) -> bool:
+    """Whether a Procrastinate worker listens for new jobs on this database."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN %%procrastinate%%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+class Stamps:
+    """A task ``t.stamp`` on the Chimeway's Procrastinate App; an event per run."""
+
+    def __init__(self, cw: Chimeway) -> None:
+        self.ran = threading.Event()
+
+        @cw.procrastinate.task(name="t.stamp", queue="t")
+        def stamp() -> None:
+            self.ran.set()
+
+
+@pytest.fixture
+def quiet_cw(committed_db: str) -> Iterator[Chimeway]:
+    cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
+    with Chimeway(committed_db, maintenance=cron) as cw:
+        yield cw
+
+
+def test_a_job_due_in_a_second_starts_long_before_the_next_poll(
+    quiet_cw: Chimeway, committed_db: str
+) -> None:
+    stamps = Stamps(quiet_cw)
+    options = WorkerOptions(poll_interval=LONG_POLL)
+    with BackgroundWorker(quiet_cw, options) as worker:
+        waker = worker.waker
+        assert waker is not None
+        wait_until(waker.leading.is_set, timeout=10)
+        wait_until(lambda: listening(committed_db), timeout=10)
+        with psycopg.connect(committed_db, autocommit=True) as conn:
+            schedule(conn, "t", 1.0)
+        # Its insert woke the worker, which found nothing due and sleeps for 30 s.
+        assert stamps.ran.wait(timeout=10), "the job did not start before the poll"
+
+
+def test_without_the_waker_the_same_job_waits_for_the_poll(
+    quiet_cw: Chimeway, committed_db: str
+) -> None:
+    stamps = Stamps(quiet_cw)
+    with BackgroundWorker(quiet_cw, WorkerOptions(poll_interval=LONG_POLL, waker=False)) as w:
+        assert w.waker is None
+        wait_until(lambda: listening(committed_db), timeout=10)
+        with psycopg.connect(committed_db, autocommit=True) as conn:
+            schedule(conn, "t", 1.0)
+        assert not stamps.ran.wait(timeout=4)
+
+
+def test_a_retry_rescheduled_to_now_wakes_the_workers(
+    quiet_cw: Chimeway, committed_db: str
+) -> None:
+    """Procrastinate notifies inserts only; Chimeway's trigger announces a job moved back
+    to ``todo`` (a retry) that is due now, with or without the waker."""
+    stamps = Stamps(quiet_cw)
+    with psycopg.connect(committed_db, autocommit=True) as conn:
+        job = schedule(conn, "t", 3600)
+        with BackgroundWorker(quiet_cw, WorkerOptions(poll_interval=LONG_POLL, waker=False)):
+            wait_until(lambda: listening(committed_db), timeout=10)
+            conn.execute("UPDATE procrastinate_jobs SET scheduled_at = NULL WHERE id = %s", [job])
+            assert stamps.ran.wait(timeout=10)
+
+
+def test_one_waker_leads_per_queue_set(committed_db: str) -> None:
+    async def run() -> tuple[int, bool, bool]:
+        pair = [Waker(committed_db, ["a", "b"]), Waker(committed_db, ["b", "a"])]
+        other = Waker(committed_db, ["c"])
+        tasks = {w: asyncio.create_task(w.run()) for w in (*pair, other)}
+        try:
+            await asyncio.wait_for(other.leading.wait(), 10)
+            await asyncio.wait(
+                [asyncio.create_task(w.leading.wait()) for w in pair],
+                timeout=10,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await asyncio.sleep(0.2)  # the standby stays one
+            leaders = [w for w in pair if w.leading.is_set()]
+            standby = next(w for w in pair if w not in leaders)
+            tasks[leaders[0]].cancel()  # the leader goes away: the standby takes over
+            await asyncio.wait_for(standby.leading.wait(), 10)
+            return len(leaders), standby.leading.is_set(), other.leading.is_set()
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    leaders, took_over, other_led = asyncio.run(run())
+    assert leaders == 1
+    assert took_over and other_led
