@@ -97,9 +97,9 @@ def _claim(
     engine: Engine, delivery_ids: Sequence[uuid.UUID]
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
-    numbers), and say why each other one may not. In autocommit: policy's read and the
-    claim, two statements, unless policy has something to write (then one short
-    transaction); none is left open around the sends."""
+    numbers), and say why each other one may not. In autocommit: one statement when no
+    policy can stop them; else policy's read and the claim too, in one short transaction
+    when policy has something to write. None is left open around the sends."""
     claimant = engine.liveness.ensure()
     with engine.deliver_pool.connection() as conn:
         conn.autocommit = True
@@ -117,19 +117,17 @@ def _claim_in(
     *,
     claimant: uuid.UUID | None,
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
-    admission = planning.admit(engine, conn, delivery_ids)
-    suppressed: list[Delivery] = []
-    kept = admission.why_not
-    if admission.writes:
-        # Policy's writes, the throttles' grants and the claim share one transaction: the
-        # grants' instant is the claim's, which is the attempts' start.
-        with conn.transaction():
-            enacted = planning.enact(engine, conn, delivery_ids, admission)
-            found = _claim_rows(engine, conn, enacted.claimable, claimant, admission.notes)
-        suppressed, kept = enacted.suppressed, enacted.why_not
-    else:
-        found = _claim_rows(engine, conn, admission.claimable, claimant, admission.notes)
-    _settle_suppressed(engine, conn, suppressed)
+    """One claim statement for the deliveries no policy can stop (the common case: nothing
+    to ask); policy is asked about the others (:func:`planning.admit`), which are then
+    claimed as it allows."""
+    found = _claim_rows(engine, conn, delivery_ids, claimant)
+    ask = [delivery_id for delivery_id, claim in found.items() if claim.needs_policy]
+    kept: dict[uuid.UUID, str] = {}
+    if ask:
+        for delivery_id in ask:
+            del found[delivery_id]
+        asked, kept = _claim_with_policy(engine, conn, ask, claimant)
+        found.update(asked)
     why_not = {
         delivery_id: _not_sendable(engine, conn, delivery_id, claim)
         for delivery_id, claim in found.items()
@@ -148,13 +146,39 @@ def _claim_in(
     return claimed, why_not
 
 
+def _claim_with_policy(
+    engine: Engine, conn: Conn, delivery_ids: Sequence[uuid.UUID], claimant: uuid.UUID | None
+) -> tuple[dict[uuid.UUID, deliveries.Claim], dict[uuid.UUID, str]]:
+    """Ask policy about these deliveries (one read), write what it decided and claim what it
+    let through; the claims, and why each delivery policy kept from the claim was kept."""
+    admission = planning.admit(engine, conn, delivery_ids)
+    if not admission.writes:
+        found = _claim_rows(
+            engine, conn, admission.claimable, claimant, admission.notes, policy_checked=True
+        )
+        return found, admission.why_not
+    # Policy's writes, the throttles' grants and the claim share one transaction: the
+    # grants' instant is the claim's, which is the attempts' start.
+    with conn.transaction():
+        enacted = planning.enact(engine, conn, delivery_ids, admission)
+        found = _claim_rows(
+            engine, conn, enacted.claimable, claimant, admission.notes, policy_checked=True
+        )
+    _settle_suppressed(engine, conn, enacted.suppressed)
+    return found, enacted.why_not
+
+
 def _claim_rows(
     engine: Engine,
     conn: Conn,
     delivery_ids: Sequence[uuid.UUID],
     claimant: uuid.UUID | None,
-    notes: dict[uuid.UUID, dict[str, Any]],
+    notes: dict[uuid.UUID, dict[str, Any]] | None = None,
+    *,
+    policy_checked: bool = False,
 ) -> dict[uuid.UUID, deliveries.Claim]:
+    if not delivery_ids:
+        return {}
     return deliveries.claim_many(
         conn,
         delivery_ids,
@@ -162,6 +186,8 @@ def _claim_rows(
         claimant=claimant,
         max_takeovers=engine.settings.max_takeovers,
         notes=notes,
+        policy_checked=policy_checked,
+        throttled=list(engine.settings.throttles),
     )
 
 

@@ -183,6 +183,33 @@ END;
 $$;
 
 --
+-- Name: chimeway_policy_applies(text, text, text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_policy_applies(p_tenant text, p_recipient text, p_channel text, p_category text, p_workflow text) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT EXISTS (
+               SELECT 1 FROM chimeway_preferences r
+               WHERE r.tenant_id = p_tenant
+                 AND coalesce(r.recipient_id, '') IN (p_recipient, '')
+                 AND (r.channel IS NULL OR r.channel = p_channel)
+                 AND (r.category IS NULL OR r.category = p_category)
+                 AND (r.workflow IS NULL OR r.workflow = p_workflow))
+        OR EXISTS (
+               SELECT 1 FROM chimeway_quiet_hours q
+               WHERE q.tenant_id = p_tenant
+                 AND coalesce(q.recipient_id, '') IN (p_recipient, '')
+                 AND q.start_time IS NOT NULL)
+        OR EXISTS (
+               SELECT 1 FROM chimeway_delivery_caps k
+               WHERE k.tenant_id = p_tenant
+                 AND coalesce(k.recipient_id, '') IN (p_recipient, '')
+                 AND k.max_count IS NOT NULL
+                 AND (k.channel IS NULL OR k.channel = p_channel))
+$$;
+
+--
 -- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 

@@ -259,6 +259,8 @@ class Claim:
     abandoned: Delivery | None = None
     #: The recipient's profile, read with the claim of a dispatched delivery (if any).
     profile: RecipientProfile | None = None
+    #: Not claimed because policy must be asked first (see :func:`claim_many`).
+    needs_policy: bool = False
 
 
 _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
@@ -272,6 +274,8 @@ def claim_many(
     claimant: uuid.UUID | None = None,
     max_takeovers: int = 3,
     notes: dict[uuid.UUID, dict[str, Any]] | None = None,
+    policy_checked: bool = False,
+    throttled: Sequence[str] = (),
 ) -> dict[uuid.UUID, Claim]:
     """Move each delivery to ``dispatched``, held by ``claimant``, if it may be sent now, in
     one statement: the claim form of :func:`transition_many` (same guard, same history row).
@@ -279,7 +283,11 @@ def claim_many(
     claimant silent for ``stuck_after``) needs the rows' times on the database's clock. A
     takeover records the lost send as an interrupted attempt; past ``max_takeovers`` the
     delivery is cancelled as ``abandoned`` instead. ``notes`` adds evidence to a claimed
-    delivery's history row. Missing ids are left out."""
+    delivery's history row. Missing ids are left out.
+
+    Unless ``policy_checked``, a delivery policy could stop (any policy applies to it, its
+    channel is ``throttled``, or it is deferred and now due) is not claimed: its claim says
+    ``needs_policy``."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -291,6 +299,8 @@ def claim_many(
                 "claimant": claimant,
                 "max_takeovers": max_takeovers,
                 "notes": Jsonb({str(k): v for k, v in (notes or {}).items()}),
+                "policy_checked": policy_checked,
+                "throttled": list(throttled),
             },
         ).fetchall()
     claims = {}
@@ -312,6 +322,7 @@ def claim_many(
             dispatched=dispatched,
             abandoned=moved if moved is not None and dispatched is None else None,
             profile=_profile(row) if dispatched is not None and row["has_profile"] else None,
+            needs_policy=bool(row["needs_policy"]),
         )
     return claims
 

@@ -156,8 +156,14 @@ SELECT * FROM moved ORDER BY move_n
 -- real one), and after `max_takeovers` takeovers the delivery is cancelled as `abandoned`
 -- instead: the dead-letter end. Each row as it was comes back either way (`was_*`), with the
 -- moved row's columns when it moved, on the database's clock; a missing id, no row.
+-- Unless `policy_checked` (policy already let these through), a send that policy could stop
+-- is not claimed but comes back with `needs_policy` (engine/deliver.py asks policy, then
+-- claims with `policy_checked`): a pending or retrying delivery any policy can apply to
+-- (chimeway_policy_applies), a send on a channel with a throttle (`throttled`), a deferred
+-- delivery now due.
 -- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
 -- evidence for letting it through (a critical notifier's bypass of an opt-out).
+-- The recipient's profile comes back with a dispatched delivery, for the adapter.
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
            d.status_changed_at AS was_changed_at,
@@ -168,14 +174,22 @@ WITH previous AS (
                 ELSE greatest(d.status_changed_at, c.beat_at, me.alive_since)
            END + %(stuck_after)s::interval AS takeover_at,
            (SELECT count(*) FROM chimeway_delivery_attempts a WHERE a.delivery_id = d.id)
-               AS attempts
+               AS attempts,
+           d.status = 'pending' AND d.orchestration_state = 'deferred'
+               AND d.next_eligible_at <= now() AS due_deferred,
+           %(policy_checked)s OR (
+               d.channel <> ALL(%(throttled)s::text[])
+               AND (d.status NOT IN ('pending', 'failed')
+                    OR NOT chimeway_policy_applies(
+                        d.tenant_id, d.recipient_id, d.channel, d.category, d.workflow_key))
+           ) AS let_through
     FROM chimeway_deliveries d
     LEFT JOIN chimeway_processes c ON c.id = d.claimed_by
     LEFT JOIN chimeway_processes me ON me.id = %(claimant)s::uuid
     WHERE d.id = ANY(%(ids)s::uuid[])
     ORDER BY d.id
     FOR UPDATE OF d
-), sendable AS (
+), due AS (
     SELECT p.*, p.status = 'dispatched' AS takeover,
            p.status = 'dispatched' AND p.takeovers >= %(max_takeovers)s AS abandon
     FROM previous p
@@ -184,6 +198,8 @@ WITH previous AS (
       AND (p.status = 'pending'
            OR (p.status = 'failed' AND (p.retry_at IS NULL OR p.retry_at <= now()))
            OR (p.status = 'dispatched' AND p.takeover_at <= now()))
+), sendable AS (
+    SELECT * FROM due WHERE let_through
 ), moved AS (
     UPDATE chimeway_deliveries d
     SET status = CASE WHEN s.abandon THEN 'cancelled' ELSE 'dispatched' END
@@ -221,6 +237,8 @@ WITH previous AS (
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now,
+       (u.id IS NOT NULL AND NOT p.let_through) OR (p.due_deferred AND NOT %(policy_checked)s)
+           AS needs_policy,
        p.attempts + coalesce(s.takeover::int, 0) AS attempts,
        p.id AS claimed_id, m.id IS NOT NULL AS moved, m.*,
        -- The recipient's profile as the directory holds it now, for the adapter.
@@ -228,6 +246,7 @@ SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        r.phone AS profile_phone, r.locale AS profile_locale, r.timezone AS profile_timezone,
        r.data AS profile_data
 FROM previous p
+LEFT JOIN due u ON u.id = p.id
 LEFT JOIN sendable s ON s.id = p.id
 LEFT JOIN moved m ON m.id = p.id
 LEFT JOIN chimeway_recipients r
