@@ -1498,6 +1498,12 @@ CREATE INDEX chimeway_delivery_transitions_delivery_idx ON public.chimeway_deliv
 CREATE INDEX chimeway_events_correlation_idx ON public.chimeway_events USING btree (tenant_id, correlation_id) WHERE (correlation_id IS NOT NULL);
 
 --
+-- Name: chimeway_events_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_events_created_idx ON public.chimeway_events USING btree (created_at);
+
+--
 -- Name: chimeway_notifications_feed_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1528,6 +1534,12 @@ CREATE UNIQUE INDEX chimeway_quiet_hours_owner ON public.chimeway_quiet_hours US
 CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (tenant_id, actor_id, created_at);
 
 --
+-- Name: chimeway_signals_routed_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_signals_routed_idx ON public.chimeway_signals USING btree (routed_at) WHERE (routed_at IS NOT NULL);
+
+--
 -- Name: chimeway_signals_tenant_idempotency_key; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1544,6 +1556,12 @@ CREATE INDEX chimeway_throttle_sends_key_idx ON public.chimeway_throttle_sends U
 --
 
 CREATE INDEX chimeway_webhook_ingress_delivery_idx ON public.chimeway_webhook_ingress USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
+--
+-- Name: chimeway_webhook_ingress_done_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_webhook_ingress_done_idx ON public.chimeway_webhook_ingress USING btree (created_at) WHERE (ingress_state <> 'queued'::public.chimeway_ingress_state);
 
 --
 -- Name: chimeway_webhook_ingress_provider_event; Type: INDEX; Schema: public; Owner: -
