@@ -139,6 +139,7 @@ def build() -> Chimeway:
     env = os.environ
     tick = "* * * * * *"  # every second: tests don't wait a minute for maintenance
     email_timeout = env.get("EMAIL_TIMEOUT")
+    send_timeout = env.get("SEND_TIMEOUT")
     return Chimeway(
         env["CHIMEWAY_DATABASE_URL"],
         notifiers=[Burst, Steps],
@@ -159,6 +160,7 @@ def build() -> Chimeway:
         stuck_after=dt.timedelta(seconds=float(env.get("STUCK_AFTER", "5"))),
         delivery_batch_size=int(env.get("DELIVERY_BATCH", "50")),
         send_concurrency=int(env.get("SEND_CONCURRENCY", "8")),
+        send_timeout=dt.timedelta(seconds=float(send_timeout)) if send_timeout else None,
         maintenance=Maintenance(
             sweep_cron=tick,
             stalled_cron=tick,

@@ -172,7 +172,7 @@ def test_a_claim_whose_reply_is_lost_is_still_sent_once(
         cutter.url,
         adapters={"in_app": adapters["in_app"]},
         default_retry=IMMEDIATE,
-        stuck_after=dt.timedelta(seconds=1),
+        stuck_after=dt.timedelta(seconds=3),  # it beats every second meanwhile
     ) as cw:
         result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
         assert isinstance(result, Triggered)
@@ -182,7 +182,7 @@ def test_a_claim_whose_reply_is_lost_is_still_sent_once(
             cw.deliver(delivery_id)
         assert cutter.cut.is_set(), "the proxy never cut a claim"
         # What follows in a worker: the job is retried, the sweep re-drives stuck deliveries.
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 10
         while history(committed_db, delivery_id)[0] != "succeeded":
             assert time.monotonic() < deadline, history(committed_db, delivery_id)
             cw.sweep()

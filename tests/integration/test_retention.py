@@ -156,21 +156,21 @@ def test_prune_removes_old_rows_of_every_kind_and_keeps_the_rest(cw: Chimeway) -
     # A recent webhook event about a delivery of an old event: kept, unlinked from it.
     [(kept_hook,)] = sql(
         cw,
-        "INSERT INTO chimeway_webhook_ingress (adapter, provider_message_id, delivery_id, "
-        "normalized_status, ingress_state) VALUES ('smtp', 'm1', %s, 'delivered', 'processed') "
+        "INSERT INTO chimeway_webhook_ingress (provider, provider_message_id, delivery_id, "
+        "kind, ingress_state) VALUES ('smtp', 'm1', %s, 'delivered', 'processed') "
         "RETURNING id",
         plain.delivery_ids[0],
     )
     [(old_hook,)] = sql(
         cw,
-        "INSERT INTO chimeway_webhook_ingress (adapter, provider_message_id, normalized_status, "
+        "INSERT INTO chimeway_webhook_ingress (provider, provider_message_id, kind, "
         "ingress_state, created_at) VALUES ('smtp', 'm2', 'bounced', 'ignored', now() - %s) "
         "RETURNING id",
         OLD,
     )
     [(queued_hook,)] = sql(
         cw,
-        "INSERT INTO chimeway_webhook_ingress (adapter, provider_message_id, normalized_status, "
+        "INSERT INTO chimeway_webhook_ingress (provider, provider_message_id, kind, "
         "created_at) VALUES ('smtp', 'm3', 'delivered', now() - %s) RETURNING id",
         OLD,
     )
