@@ -66,6 +66,7 @@ from chimeway.results import (
     Triggered,
     WebhookResult,
 )
+from chimeway.storable import preview
 
 logger = logging.getLogger(__name__)
 
@@ -730,4 +731,4 @@ def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise NotFound(f"{what} {value!r} not found") from None
+        raise NotFound(f"{what} {preview(value)} not found") from None

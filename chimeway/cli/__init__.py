@@ -594,6 +594,8 @@ def parse_json_object(
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser gives up long before any limit of ours
+        raise error(f"{option} is nested too deeply to read") from None
     if not isinstance(value, dict):
         raise error(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
