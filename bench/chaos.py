@@ -225,37 +225,36 @@ def phase(name: str, url: str, args: argparse.Namespace, tmp: Path) -> dict[str,
     os.environ.update(CHIMEWAY_DATABASE_URL=url, **env)
     with build() as cw, psycopg.connect(url, autocommit=True) as conn:
         worker = Worker(url, env, args.concurrency, log)
-        started = time.monotonic()
-        if name == "fan-out":
-            cw.trigger("chaos_fan_out", {"n": args.n}, tenant_id="t", idempotency_key="burst")
-        else:
-            cw.trigger("chaos_runs", {"n": args.n // 2}, tenant_id="t", idempotency_key="burst")
-        expected = args.n
-        kills, next_kill = 0, args.kill_every
-        deadline = started + args.timeout
-        while True:
-            made = len(calls(sends))
-            if made >= next_kill and kills < args.max_kills:
-                worker.kill()
-                kills += 1
-                next_kill = made + args.kill_every
-                worker = Worker(url, env, args.concurrency, log)
-            open_rows = scalar(
-                conn,
-                "SELECT (SELECT count(*) FROM chimeway_deliveries WHERE status::text <> "
-                "ALL(%s)) + (SELECT count(*) FROM chimeway_workflow_runs WHERE state IN "
-                "('active', 'waiting'))",
-                list(TERMINAL),
-            )
-            planned = scalar(conn, "SELECT count(*) FROM chimeway_deliveries")
-            if planned >= expected and open_rows == 0:
-                break
-            if time.monotonic() > deadline:
-                worker.stop()
-                raise TimeoutError(f"{name}: {open_rows} rows still open after {args.timeout}s")
-            time.sleep(0.02)
-        elapsed = time.monotonic() - started
-        worker.stop()
+        try:
+            started = time.monotonic()
+            if name == "fan-out":
+                cw.trigger("chaos_fan_out", {"n": args.n}, tenant_id="t", idempotency_key="b")
+            else:
+                cw.trigger("chaos_runs", {"n": args.n // 2}, tenant_id="t", idempotency_key="b")
+            kills, next_kill = 0, args.kill_every
+            while True:
+                made = len(calls(sends))
+                if made >= next_kill and kills < args.max_kills:
+                    worker.kill()
+                    kills += 1
+                    next_kill = made + args.kill_every
+                    worker = Worker(url, env, args.concurrency, log)
+                open_rows = scalar(
+                    conn,
+                    "SELECT (SELECT count(*) FROM chimeway_deliveries WHERE status::text <> "
+                    "ALL(%s)) + (SELECT count(*) FROM chimeway_workflow_runs WHERE state IN "
+                    "('active', 'waiting'))",
+                    list(TERMINAL),
+                )
+                planned = scalar(conn, "SELECT count(*) FROM chimeway_deliveries")
+                if planned >= args.n and open_rows == 0:
+                    break
+                if time.monotonic() > started + args.timeout:
+                    raise TimeoutError(f"{name}: {open_rows} rows open after {args.timeout}s")
+                time.sleep(0.02)
+            elapsed = time.monotonic() - started
+        finally:
+            worker.stop()  # also when the phase failed: no worker outlives the bench
         succeeded = scalar(
             conn, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'"
         )
