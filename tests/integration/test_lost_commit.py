@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import socket
 import threading
 import time
@@ -33,6 +34,16 @@ from tests.integration.notifiers import Welcome
 #: What the record's transaction sends first (then COMMIT), and the claim (autocommit).
 APPEND = b"INSERT INTO chimeway_delivery_attempts"
 CLAIM = b"AS was_status"
+#: The protocol's Parse message up to its statement name, and a Bind of a named statement
+#: (unnamed portal): https://www.postgresql.org/docs/current/protocol-message-formats.html
+PARSE = re.compile(rb"P[\x00-\xff]{4}([^\x00]*)\x00[^\x00]*$", re.DOTALL)
+
+
+def _binds(name: bytes, chunk: bytes) -> bool:
+    return (
+        re.search(rb"B[\x00-\xff]{4}\x00" + re.escape(name) + rb"\x00", chunk, re.DOTALL)
+        is not None
+    )
 
 
 class ReplyCutter:
@@ -72,8 +83,9 @@ class ReplyCutter:
         seen = False
         with contextlib.suppress(OSError):
             while chunk := pair.client.recv(65536):
-                seen = seen or self.marker in chunk
-                confirms = b"COMMIT" in chunk if self.commit else self.marker in chunk
+                runs = self._runs_marked(pair, chunk)
+                seen = seen or runs
+                confirms = b"COMMIT" in chunk if self.commit else runs
                 if seen and confirms and self.armed.is_set():
                     with self._lock:
                         pair.doomed = not self.cut.is_set()
@@ -82,6 +94,19 @@ class ReplyCutter:
                 if pair.doomed:
                     return  # the server commits and answers; _downstream eats the answer
         pair.close()
+
+    def _runs_marked(self, pair: _Pair, chunk: bytes) -> bool:
+        """Whether ``chunk`` executes the statement holding the marker: sent with it
+        (unnamed), or a Bind of the prepared statement whose Parse held it (the delivery path
+        prepares its statements: the text goes once per connection)."""
+        if self.marker in chunk:
+            parse = PARSE.search(chunk, 0, chunk.index(self.marker))
+            name = parse.group(1) if parse else b""
+            if not name:
+                return True
+            pair.prepared.add(name)
+            chunk = chunk[chunk.index(self.marker) :]
+        return any(_binds(name, chunk) for name in pair.prepared)
 
     @staticmethod
     def _downstream(pair: _Pair) -> None:
@@ -101,6 +126,7 @@ class _Pair:
         self.client = client
         self.server = server
         self.doomed = False
+        self.prepared: set[bytes] = set()  # names of prepared statements holding the marker
 
     def close(self) -> None:
         for end in (self.client, self.server):
