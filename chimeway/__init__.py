@@ -23,7 +23,7 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, RetryPolicy, Settings, Throttle
+from chimeway.config import Maintenance, Retention, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -73,6 +73,7 @@ from chimeway.results import (
     Noop,
     PreferenceRecord,
     ProgressResult,
+    PruneReport,
     QuietHoursSetting,
     RecipientPreferences,
     RecipientRecord,
@@ -157,11 +158,13 @@ __all__ = [
     "PreferenceScope",
     "PreferenceUpdate",
     "ProgressResult",
+    "PruneReport",
     "QuietHoursSetting",
     "Recipient",
     "RecipientPreferences",
     "RecipientProfile",
     "RecipientRecord",
+    "Retention",
     "RetryPolicy",
     "Routed",
     "RunExplanation",

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
-from chimeway.config import ENV_SECRET, Maintenance, RetryPolicy, Settings, Throttle
+from chimeway.config import ENV_SECRET, Maintenance, Retention, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
 from chimeway.db import Conn
 from chimeway.engine import (
@@ -28,6 +28,7 @@ from chimeway.engine import (
     maintenance,
     preferences,
     recipients,
+    retention,
     signals,
     trigger,
     webhooks,
@@ -53,6 +54,7 @@ from chimeway.results import (
     InboxStatus,
     PreferenceRecord,
     ProgressResult,
+    PruneReport,
     QuietHoursSetting,
     RecipientPreferences,
     RecipientRecord,
@@ -64,6 +66,7 @@ from chimeway.results import (
     Triggered,
     WebhookResult,
 )
+from chimeway.storable import preview
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class Chimeway:
     a critical notifier gets a one-click unsubscribe link (SMTP's ``List-Unsubscribe``),
     valid for ``unsubscribe_ttl``. ``throttles``: channel -> :class:`~chimeway.Throttle`,
     a send rate shared by every worker.
+    ``retention``: how long finished jobs and history are kept before the periodic prune
+    removes them (:class:`~chimeway.Retention`).
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class Chimeway:
         default_retry: RetryPolicy | None = None,
         stuck_after: dt.timedelta = dt.timedelta(minutes=5),
         maintenance: Maintenance | None = None,
+        retention: Retention | None = None,
         delivery_batch_size: int = 50,
         send_concurrency: int = 32,
         send_timeout: dt.timedelta | None = None,
@@ -125,6 +131,7 @@ class Chimeway:
             default_retry=default_retry or RetryPolicy(),
             stuck_after=stuck_after,
             maintenance=maintenance or Maintenance(),
+            retention=retention or Retention(),
             delivery_batch_size=delivery_batch_size,
             send_concurrency=send_concurrency,
             send_timeout=send_timeout,
@@ -293,6 +300,16 @@ class Chimeway:
         """One maintenance sweep now (what the periodic ``sweep`` job does)."""
         with translated():
             return maintenance.sweep(self.engine, _aware(now), report)
+
+    def prune(
+        self, *, dry_run: bool = False, report: Callable[[str], None] | None = None
+    ) -> PruneReport:
+        """Remove finished jobs and history older than their retention ages now (what the
+        periodic ``prune`` job does); with ``dry_run``, only count what would go."""
+        if not isinstance(dry_run, bool):
+            raise InvalidArgument(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        with translated():
+            return retention.prune(self.engine, dry_run=dry_run, report=report)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -725,4 +742,4 @@ def _uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise NotFound(f"{what} {value!r} not found") from None
+        raise NotFound(f"{what} {preview(value)} not found") from None

@@ -1,4 +1,5 @@
-"""Settings: how patiently to retry, when maintenance runs, how deliveries are batched.
+"""Settings: how patiently to retry, when maintenance runs, how long history is kept, how
+deliveries are batched.
 
 Plain frozen dataclasses, validated when built; :class:`~chimeway.Chimeway` gathers them into
 one :class:`Settings` that the engine reads.
@@ -79,6 +80,43 @@ class Throttle:
             raise InvalidArgument(f"Throttle.key must be a non-blank string, not {self.key!r}")
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long finished work is kept before the periodic ``prune`` removes it (``chimeway
+    prune`` does it on demand). An age of ``None`` keeps that kind forever. Each kind is
+    removed in small transactions of ``batch_size`` rows that skip rows another transaction
+    holds, so pruning never makes a worker wait (see docs/production.md)."""
+
+    #: When the ``prune`` task runs (hourly by default; ``None``: never on its own).
+    cron: str | None = "23 * * * *"
+    #: Finished Procrastinate jobs (failed, cancelled, aborted; the worker deletes successful
+    #: ones as they finish) with their events, counted from their last event; and the
+    #: bookkeeping rows of periodic tasks deferred longer ago than this.
+    jobs: dt.timedelta | None = dt.timedelta(days=7)
+    #: Events whose deliveries are all terminal and whose runs are all finished, untouched
+    #: for this long, with everything under them: notifications (the inbox items too),
+    #: deliveries, attempts, runs and their histories.
+    history: dt.timedelta | None = dt.timedelta(days=90)
+    #: Routed signals (a repeated signal idempotency key is inert only while its signal is
+    #: kept).
+    signals: dt.timedelta | None = dt.timedelta(days=30)
+    #: Processed (or ignored, or failed) provider webhook events (a provider's retry of one
+    #: is recognised only while it is kept).
+    webhooks: dt.timedelta | None = dt.timedelta(days=30)
+    #: Processes that stopped beating this long ago (their claims were taken over long
+    #: since). Must be well above any database outage: a claimant removed from the registry
+    #: loses the outage protection of its claims.
+    processes: dt.timedelta | None = dt.timedelta(days=1)
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        _whole("batch_size", self.batch_size)
+        for name in ("jobs", "history", "signals", "webhooks", "processes"):
+            age = getattr(self, name)
+            if age is not None and (not isinstance(age, dt.timedelta) or age <= dt.timedelta(0)):
+                raise InvalidArgument(f"retention {name} must be a positive timedelta or None")
+
+
 def _whole(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgument(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -94,6 +132,7 @@ class Settings:
     #: How long a delivery may stay ``dispatched`` before another worker may take it over.
     stuck_after: dt.timedelta = dt.timedelta(minutes=5)
     maintenance: Maintenance = field(default_factory=Maintenance)
+    retention: Retention = field(default_factory=Retention)
     #: Deliveries planned together share ``deliver_many`` jobs of up to this many.
     delivery_batch_size: int = 50
     #: Calls one process makes at once to an adapter that does not say (``capacity``).
@@ -116,6 +155,12 @@ class Settings:
         _whole("max_takeovers", self.max_takeovers)
         if self.stuck_after <= dt.timedelta(0):
             raise InvalidArgument(f"stuck_after must be positive, not {self.stuck_after}")
+        silent = self.retention.processes
+        if silent is not None and silent <= self.stuck_after:
+            raise InvalidArgument(
+                f"retention processes ({silent}) must be longer than stuck_after "
+                f"({self.stuck_after}): a claimant is forgotten only long after its claims"
+            )
         if self.send_timeout is None:
             object.__setattr__(
                 self, "send_timeout", min(dt.timedelta(seconds=60), self.stuck_after / 4)

@@ -329,6 +329,43 @@ class SweepReport:
         )
 
 
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune removed (or, with ``dry_run``, would remove), by kind (see
+    :class:`~chimeway.config.Retention`). ``events`` are Chimeway events, each removed with
+    everything under it; ``job_events`` are Procrastinate's events of the removed jobs."""
+
+    dry_run: bool
+    jobs: int = 0
+    job_events: int = 0
+    periodic_defers: int = 0
+    events: int = 0
+    signals: int = 0
+    webhooks: int = 0
+    processes: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.jobs
+            + self.job_events
+            + self.periodic_defers
+            + self.events
+            + self.signals
+            + self.webhooks
+            + self.processes
+        )
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (
+            f"{verb} {self.jobs} finished job(s) with {self.job_events} job event(s), "
+            f"{self.periodic_defers} periodic-defer row(s), {self.events} event(s) with "
+            f"their notifications, deliveries and runs, {self.signals} signal(s), "
+            f"{self.webhooks} webhook event(s), {self.processes} silent process(es)"
+        )
+
+
 # -- rows operators read -----------------------------------------------------------------
 
 

@@ -344,6 +344,21 @@ TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record 
 
 
 @cli.command()
+@APP_OPTION
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@JSON_OPTION
+@click.pass_obj
+def prune(state: CliState, app_spec: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove finished jobs and history older than the retention ages (your app's, with --app)."""
+    with load_app(app_spec, state.url) as cw:
+        report = cw.prune(dry_run=dry_run, report=None if as_json else note)
+    if as_json:
+        reports.write_json(report, sys.stdout)
+    else:
+        click.echo(f"Prune {'dry run' if dry_run else 'done'}: {report}.")
+
+
+@cli.command()
 @click.option(
     "--wait",
     "wait_seconds",
@@ -591,6 +606,8 @@ def parse_json_object(
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser gives up long before any limit of ours
+        raise error(f"{option} is nested too deeply to read") from None
     if not isinstance(value, dict):
         raise error(f"{option} must be a JSON object, got {type(value).__name__}")
     return value

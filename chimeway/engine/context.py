@@ -33,6 +33,7 @@ from chimeway.feedback import FeedbackProvider, providers_by_name
 from chimeway.notifiers import Notifier, resolve_notifier
 from chimeway.policy import TokenSigner
 from chimeway.profiles import ADDRESS_FIELDS
+from chimeway.storable import preview
 from chimeway.store.jobs import Deferrer
 
 IDLE = TransactionStatus.IDLE
@@ -207,7 +208,9 @@ class Engine:
             return self.notifiers[key]
         except KeyError:
             known = ", ".join(sorted(self.notifiers)) or "none"
-            raise NotFound(f"no notifier {key!r} is registered (registered: {known})") from None
+            raise NotFound(
+                f"no notifier {preview(key)} is registered (registered: {known})"
+            ) from None
 
     def adapter_for(self, channel: str) -> Adapter:
         """The channel's adapter; for a channel without one, an adapter that refuses every

@@ -13,7 +13,7 @@ from collections import Counter
 
 import procrastinate
 
-from chimeway.engine import deliver, maintenance, signals, webhooks
+from chimeway.engine import deliver, maintenance, retention, signals, webhooks
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_timer
 from chimeway.store.jobs import QUEUES
@@ -54,6 +54,16 @@ def build_blueprint(engine: Engine) -> procrastinate.Blueprint:
     )
     def sweep(timestamp: int) -> str:
         return str(maintenance.sweep(engine))
+
+    def prune(timestamp: int) -> str:
+        return str(retention.prune(engine))
+
+    prune_cron = engine.settings.retention.cron
+    prune_task = blueprint.task(
+        name="prune", queue=QUEUES["prune"], queueing_lock="chimeway:prune", pass_context=False
+    )(prune)
+    if prune_cron is not None:
+        blueprint.periodic(cron=prune_cron)(prune_task)
 
     @blueprint.periodic(cron=settings.stalled_cron)
     @blueprint.task(

@@ -1546,6 +1546,12 @@ CREATE INDEX chimeway_delivery_transitions_delivery_idx ON public.chimeway_deliv
 CREATE INDEX chimeway_events_correlation_idx ON public.chimeway_events USING btree (tenant_id, correlation_id) WHERE (correlation_id IS NOT NULL);
 
 --
+-- Name: chimeway_events_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_events_created_idx ON public.chimeway_events USING btree (created_at);
+
+--
 -- Name: chimeway_jobs_lock_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1594,6 +1600,12 @@ CREATE INDEX chimeway_signals_actor_idx ON public.chimeway_signals USING btree (
 CREATE INDEX chimeway_signals_pending_idx ON public.chimeway_signals USING btree (created_at) WHERE (routed_at IS NULL);
 
 --
+-- Name: chimeway_signals_routed_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_signals_routed_idx ON public.chimeway_signals USING btree (routed_at) WHERE (routed_at IS NOT NULL);
+
+--
 -- Name: chimeway_signals_tenant_idempotency_key; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1610,6 +1622,12 @@ CREATE INDEX chimeway_throttle_sends_key_idx ON public.chimeway_throttle_sends U
 --
 
 CREATE INDEX chimeway_webhook_ingress_delivery_idx ON public.chimeway_webhook_ingress USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
+--
+-- Name: chimeway_webhook_ingress_done_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_webhook_ingress_done_idx ON public.chimeway_webhook_ingress USING btree (created_at) WHERE (ingress_state <> 'queued'::public.chimeway_ingress_state);
 
 --
 -- Name: chimeway_webhook_ingress_provider_event; Type: INDEX; Schema: public; Owner: -

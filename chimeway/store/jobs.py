@@ -32,6 +32,7 @@ QUEUES = {
     "process_webhook": "chimeway_signals",
     "sweep": "chimeway_maintenance",
     "retry_stalled_jobs": "chimeway_maintenance",
+    "prune": "chimeway_maintenance",
 }
 TASKS = {name: f"{NAMESPACE}:{name}" for name in QUEUES}
 # Timers and signal routing go ahead of a delivery backlog (Procrastinate fetches by

@@ -19,6 +19,7 @@ from chimeway import db
 from chimeway.db import Conn
 from chimeway.errors import InvalidArgument, InvalidTransition, NotFound
 from chimeway.results import RunExplanation, Transition
+from chimeway.storable import preview
 from chimeway.store.definitions import Definition
 from chimeway.types import RunState
 
@@ -271,9 +272,12 @@ def list_runs(
     limit: int = 50,
 ) -> list[RunExplanation]:
     """A tenant's runs, newest first."""
-    if state is not None and state not in {s.value for s in RunState}:
+    if state is not None and (
+        not isinstance(state, str) or state not in {s.value for s in RunState}
+    ):
         raise InvalidArgument(
-            f"unknown run state {state!r}; expected one of {', '.join(s.value for s in RunState)}"
+            f"unknown run state {preview(state)}; expected one of "
+            f"{', '.join(s.value for s in RunState)}"
         )
     with conn.cursor(row_factory=db.dataclass_row(RunExplanation)) as cur:
         return cur.execute(

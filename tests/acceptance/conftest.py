@@ -50,9 +50,10 @@ class Worker:
 
 
 class Workers:
-    def __init__(self, url: str, tmp: Path) -> None:
+    def __init__(self, url: str, tmp: Path, app: str = "tests.acceptance.app:build") -> None:
         self.url = url
         self.tmp = tmp
+        self.app = app  # the --app every worker runs
         self.started: list[Worker] = []
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -70,7 +71,7 @@ class Workers:
                     "chimeway.cli",
                     "worker",
                     "--app",
-                    "tests.acceptance.app:build",
+                    self.app,
                     "--poll-interval",
                     "0.2",
                     *args,
