@@ -542,6 +542,7 @@ class Recorded:
     attempt: LatestAttempt | None
     attempt_number: int | None
     moved: Delivery | None  # the delivery after its move; None: kept as evidence only
+    replayed: bool = False  # recorded already (a record retried after a lost COMMIT reply)
 
 
 def record_many(conn: Conn, records: Sequence[NewRecord]) -> list[Recorded]:
@@ -587,6 +588,7 @@ def record_many(conn: Conn, records: Sequence[NewRecord]) -> list[Recorded]:
                 attempt=attempt,
                 attempt_number=row["recorded_number"],
                 moved=moved,
+                replayed=row["replayed"],
             )
         )
     return out

@@ -162,11 +162,6 @@ def history(url: str, delivery_id: uuid.UUID) -> tuple[str, list[tuple[int, str]
     return row[0], attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (engine/recording.py): a record whose COMMIT reply was lost is retried as if "
-    "it had not committed, and appends the attempt a second time",
-)
 def test_a_record_whose_commit_reply_is_lost_is_not_recorded_twice(
     cutters: Callable[..., ReplyCutter], adapters: Recorders, committed_db: str
 ) -> None:

@@ -382,6 +382,10 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(cla
 -- -> cancelled). A send whose delivery moved on keeps its attempt as evidence and changes
 -- nothing else. A sent in-app delivery also puts its notification in the inbox. One row per
 -- send, in input order, with the delivery as it was and, when it moved, as it is now.
+-- A record made again after its first commit's reply was lost (the worker cannot tell a
+-- lost write from a lost reply) finds its own attempt already there (same claim start,
+-- outcome and provider data: a takeover's `interrupted` attempt shares only the start) and
+-- is a no-op, `replayed`: never a second attempt or move.
 WITH x AS (
     SELECT * FROM unnest(
         %(ids)s::uuid[], %(numbers)s::int[], %(outcomes)s::chimeway_attempt_outcome[],
@@ -402,6 +406,15 @@ WITH x AS (
     WHERE d.id = ANY(%(ids)s::uuid[])
     ORDER BY d.id
     FOR UPDATE
+), replayed AS (
+    SELECT x.id FROM x
+    WHERE EXISTS (
+        SELECT FROM chimeway_delivery_attempts a
+        WHERE a.delivery_id = x.id AND a.started_at = x.started_at AND a.outcome = x.outcome
+          AND a.error_class IS NOT DISTINCT FROM x.error_class
+          AND a.error IS NOT DISTINCT FROM x.error
+          AND a.provider_message_id IS NOT DISTINCT FROM x.provider_message_id
+    )
 ), appended AS (
     INSERT INTO chimeway_delivery_attempts (
         delivery_id, attempt_number, outcome, error_class, error, provider_message_id,
@@ -410,10 +423,12 @@ WITH x AS (
     SELECT x.id, l.attempts + 1, x.outcome, x.error_class, x.error, x.provider_message_id,
            x.response, x.started_at
     FROM x JOIN locked l ON l.id = x.id
+    WHERE x.id NOT IN (SELECT id FROM replayed)
     RETURNING delivery_id, attempt_number, outcome, error_class
 ), ours AS (
     SELECT x.* FROM x JOIN locked l ON l.id = x.id
     WHERE l.status = 'dispatched' AND l.attempts + 1 = x.number
+      AND x.id NOT IN (SELECT id FROM replayed)
 ), moved AS (
     UPDATE chimeway_deliveries d
     SET status = o.to_status,
@@ -459,7 +474,7 @@ WITH x AS (
 SELECT x.n AS input_n, x.id AS input_id, l.status AS was_status,
        a.attempt_number AS recorded_number, a.outcome AS recorded_outcome,
        a.error_class AS recorded_error_class, (SELECT n FROM announced) AS announced,
-       m.id IS NOT NULL AS moved, m.*
+       x.id IN (SELECT id FROM replayed) AS replayed, m.id IS NOT NULL AS moved, m.*
 FROM x
 LEFT JOIN locked l ON l.id = x.id
 LEFT JOIN appended a ON a.delivery_id = x.id
