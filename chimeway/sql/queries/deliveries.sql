@@ -407,8 +407,10 @@ WITH x AS (
     ORDER BY d.id
     FOR UPDATE
 ), replayed AS (
-    SELECT x.id FROM x
-    WHERE EXISTS (
+    -- (A record the delivery still waits for is never a replay: its attempt is not there.)
+    SELECT x.id FROM x JOIN locked l ON l.id = x.id
+    WHERE NOT (l.status = 'dispatched' AND l.attempts + 1 = x.number)
+      AND EXISTS (
         SELECT FROM chimeway_delivery_attempts a
         WHERE a.delivery_id = x.id AND a.started_at = x.started_at AND a.outcome = x.outcome
           AND a.error_class IS NOT DISTINCT FROM x.error_class
@@ -428,7 +430,6 @@ WITH x AS (
 ), ours AS (
     SELECT x.* FROM x JOIN locked l ON l.id = x.id
     WHERE l.status = 'dispatched' AND l.attempts + 1 = x.number
-      AND x.id NOT IN (SELECT id FROM replayed)
 ), moved AS (
     UPDATE chimeway_deliveries d
     SET status = o.to_status,
