@@ -287,7 +287,8 @@ def claim_many(
 
     Unless ``policy_checked``, a delivery policy could stop (any policy applies to it, its
     channel is ``throttled``, or it is deferred and now due) is not claimed: its claim says
-    ``needs_policy``."""
+    ``needs_policy``. A delivery dispatched by ``claimant`` itself lost its claim's reply
+    (the claimant never claims one it holds): it is claimed again at once."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(

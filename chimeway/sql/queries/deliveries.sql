@@ -164,6 +164,10 @@ SELECT * FROM moved ORDER BY move_n
 -- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
 -- evidence for letting it through (a critical notifier's bypass of an opt-out).
 -- The recipient's profile comes back with a dispatched delivery, for the adapter.
+-- A delivery dispatched by `claimant` itself is `orphaned` (a claimant never claims what one
+-- of its calls holds: engine/liveness.py): its claim committed but the reply was lost, so
+-- the claimant never sent it; it is claimed again at once (a new start, no attempt and no
+-- takeover spent).
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
            d.status_changed_at AS was_changed_at,
@@ -177,6 +181,8 @@ WITH previous AS (
                AS attempts,
            d.status = 'pending' AND d.orchestration_state = 'deferred'
                AND d.next_eligible_at <= now() AS due_deferred,
+           d.status = 'dispatched' AND %(claimant)s::uuid IS NOT NULL
+               AND d.claimed_by IS NOT DISTINCT FROM %(claimant)s::uuid AS orphaned,
            %(policy_checked)s OR (
                d.channel <> ALL(%(throttled)s::text[])
                AND (d.status NOT IN ('pending', 'failed')
@@ -190,14 +196,15 @@ WITH previous AS (
     ORDER BY d.id
     FOR UPDATE OF d
 ), due AS (
-    SELECT p.*, p.status = 'dispatched' AS takeover,
-           p.status = 'dispatched' AND p.takeovers >= %(max_takeovers)s AS abandon
+    SELECT p.*, p.status = 'dispatched' AND NOT p.orphaned AS takeover,
+           p.status = 'dispatched' AND NOT p.orphaned AND p.takeovers >= %(max_takeovers)s
+               AS abandon
     FROM previous p
     WHERE p.orchestration_state = 'ready'
       AND p.status = ANY(%(from_statuses)s::chimeway_delivery_status[])
       AND (p.status = 'pending'
            OR (p.status = 'failed' AND (p.retry_at IS NULL OR p.retry_at <= now()))
-           OR (p.status = 'dispatched' AND p.takeover_at <= now()))
+           OR (p.status = 'dispatched' AND (p.takeover_at <= now() OR p.orphaned)))
 ), sendable AS (
     SELECT * FROM due WHERE let_through
 ), moved AS (
@@ -229,6 +236,7 @@ WITH previous AS (
     SELECT m.id, s.status, m.status,
            CASE WHEN s.abandon THEN 'abandoned_after_interruptions'
                 WHEN s.takeover THEN 'redispatched_after_interruption'
+                WHEN s.orphaned THEN 'redispatched_after_lost_claim'
                 ELSE 'dispatched' END,
            CASE WHEN s.takeover THEN jsonb_build_object('takeovers', m.takeovers)
                 ELSE '{}'::jsonb END
