@@ -395,7 +395,11 @@ def test_a_hung_provider_holds_only_its_own_channel(make_cw: Any, committed_db: 
     # got a thread and was not sent.
     errors = sorted(attempts(committed_db, e)[0][1:] for e in emails)
     assert errors == [
-        ("temporary", "not sent: every thread of the hung adapter stayed busy for 1.3 s"),
+        (
+            "temporary",
+            "not sent: every thread of the hung adapter is held by a call past its "
+            "deadline (1.3 s)",
+        ),
         ("unknown", "no answer from the hung adapter within 1.3 s"),
         ("unknown", "no answer from the hung adapter within 1.3 s"),
     ]
