@@ -26,6 +26,7 @@ from chimeway.engine import (
     explain,
     inbox,
     maintenance,
+    operations,
     preferences,
     recipients,
     retention,
@@ -44,6 +45,8 @@ from chimeway.results import (
     DeliverResult,
     Delivery,
     DeliveryExplanation,
+    DeliveryRedriven,
+    DeliverySummary,
     Duplicate,
     FeedbackProcessed,
     Forgotten,
@@ -59,6 +62,7 @@ from chimeway.results import (
     RecipientPreferences,
     RecipientRecord,
     Routed,
+    RunCancelled,
     RunExplanation,
     SignalTracked,
     SweepReport,
@@ -326,6 +330,69 @@ class Chimeway:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""
         with self.engine.transaction(conn) as tx:
             return explain.delivery(tx, tenant_id, _uuid(delivery_id, "delivery"))
+
+    # -- operator actions --------------------------------------------------------------
+
+    def cancel_run(
+        self,
+        tenant_id: str,
+        run_id: uuid.UUID | str,
+        reason: str,
+        *,
+        cancelled_by: str | None = None,
+        conn: Conn | None = None,
+    ) -> RunCancelled:
+        """Stop a workflow run (active or waiting) and cancel its deliveries not sent yet,
+        in one transaction (the caller's, with ``conn``); ``reason`` and ``cancelled_by``
+        (an operator's name, not a recipient's address) go into the run's trace. A finished
+        run is left alone (``cancelled`` False); another tenant's run is NotFound."""
+        run = _uuid(run_id, "workflow run")
+        with self.engine.transaction(conn) as tx:
+            return operations.cancel_run(self.engine, tx, tenant_id, run, reason, cancelled_by)
+
+    def redrive_delivery(
+        self,
+        tenant_id: str,
+        delivery_id: uuid.UUID | str,
+        *,
+        redriven_by: str | None = None,
+        conn: Conn | None = None,
+    ) -> DeliveryRedriven:
+        """Send a failed delivery now, or one cancelled after its provider gave up
+        (retries exhausted, a permanent failure, abandoned) once more: it goes back to
+        ``pending`` and its job is deferred, in one transaction (the caller's, with
+        ``conn``); ``redriven_by`` goes into its history. Other statuses raise
+        ``InvalidTransition``; another tenant's delivery is NotFound."""
+        delivery = _uuid(delivery_id, "delivery")
+        with self.engine.transaction(conn) as tx:
+            return operations.redrive_delivery(self.engine, tx, tenant_id, delivery, redriven_by)
+
+    def find(
+        self,
+        tenant_id: str,
+        *,
+        recipient: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        conn: Conn | None = None,
+    ) -> list[DeliverySummary]:
+        """What happened to a recipient's notifications, or to an event: the tenant's
+        deliveries to ``recipient``, of the event triggered with ``idempotency_key``, or of
+        the events carrying ``correlation_id`` (one of them; none: the tenant's latest),
+        only those in ``status`` if given, newest first, at most ``limit`` (up to 1000).
+        Another tenant's rows never match. ``cw.explain_delivery`` tells each one's story."""
+        with self.engine.transaction(conn) as tx:
+            return operations.find(
+                tx,
+                tenant_id,
+                recipient=recipient,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                status=status,
+                limit_to=limit,
+            )
 
 
 class Recipients:

@@ -20,6 +20,7 @@ from chimeway.config import ENV_DATABASE_URL
 from chimeway.engine.readiness import startup_line
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
 from chimeway.results import Duplicate
+from chimeway.types import DeliveryStatus
 
 
 class CliState:
@@ -341,6 +342,23 @@ def signal(
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record belongs to.")
+BY_OPTION = click.option(
+    "--by",
+    default=lambda: os.environ.get("USER") or None,
+    help="Who does it, kept in the history [default: $USER].",
+)
+STATUS_OPTION = click.option(
+    "--status",
+    type=click.Choice([s.value for s in DeliveryStatus]),
+    help="Only deliveries in this status.",
+)
+LIMIT_OPTION = click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="At most this many.",
+)
 
 
 @cli.command()
@@ -444,6 +462,29 @@ def runs_list(
     reports.show(found, as_json, reports.runs, sys.stdout)
 
 
+@runs.command("cancel")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--reason", required=True, help="Why, kept in the run's trace.")
+@BY_OPTION
+@click.argument("run_id")
+@click.pass_obj
+def runs_cancel(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    reason: str,
+    by: str | None,
+    run_id: str,
+) -> None:
+    """Stop a run and cancel its deliveries not sent yet (who and why go in its trace)."""
+    with load_app(app_spec, state.url) as cw:
+        result = cw.cancel_run(tenant, run_id, reason, cancelled_by=by)
+    reports.show(result, as_json, reports.run_cancelled, sys.stdout)
+
+
 @cli.group(cls=ChimewayGroup)
 def deliveries() -> None:
     """Deliveries."""
@@ -462,6 +503,92 @@ def deliveries_explain(
     with load_app(app_spec, state.url) as cw:
         explained = cw.explain_delivery(tenant, delivery_id)
     reports.show(explained, as_json, reports.delivery, sys.stdout)
+
+
+@deliveries.command("redrive")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@BY_OPTION
+@click.argument("delivery_id")
+@click.pass_obj
+def deliveries_redrive(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    by: str | None,
+    delivery_id: str,
+) -> None:
+    """Send a failed delivery now, or one whose provider gave up once more."""
+    with load_app(app_spec, state.url) as cw:
+        result = cw.redrive_delivery(tenant, delivery_id, redriven_by=by)
+    reports.show(result, as_json, reports.delivery_redriven, sys.stdout)
+
+
+@deliveries.command("list")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--recipient", help="Only deliveries to this recipient id.")
+@STATUS_OPTION
+@LIMIT_OPTION
+@click.pass_obj
+def deliveries_list(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    recipient: str | None,
+    status: str | None,
+    limit: int,
+) -> None:
+    """A tenant's deliveries, newest first (to one recipient, in one status)."""
+    with load_app(app_spec, state.url) as cw:
+        found = cw.find(tenant, recipient=recipient, status=status, limit=limit)
+    reports.show(found, as_json, reports.delivery_summaries, sys.stdout)
+
+
+@cli.group(cls=ChimewayGroup)
+def events() -> None:
+    """Triggered events."""
+
+
+@events.command("find")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--recipient", help="Deliveries to this recipient id.")
+@click.option("--idempotency-key", help="Deliveries of the event triggered with this key.")
+@click.option("--correlation-id", help="Deliveries of the events carrying this correlation id.")
+@STATUS_OPTION
+@LIMIT_OPTION
+@click.pass_obj
+def events_find(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    recipient: str | None,
+    idempotency_key: str | None,
+    correlation_id: str | None,
+    status: str | None,
+    limit: int,
+) -> None:
+    """What happened to a recipient's notifications, or to an event, by key."""
+    keys = [k for k in (recipient, idempotency_key, correlation_id) if k is not None]
+    if len(keys) != 1:
+        raise click.UsageError("give one of --recipient, --idempotency-key, --correlation-id")
+    with load_app(app_spec, state.url) as cw:
+        found = cw.find(
+            tenant,
+            recipient=recipient,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            status=status,
+            limit=limit,
+        )
+    reports.show(found, as_json, reports.delivery_summaries, sys.stdout)
 
 
 @cli.command()
