@@ -23,7 +23,14 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, Retention, RetryPolicy, Settings, Throttle
+from chimeway.config import (
+    ChimewaySettings,
+    Maintenance,
+    Retention,
+    RetryPolicy,
+    Settings,
+    Throttle,
+)
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -110,6 +117,7 @@ __all__ = [
     "CapSetting",
     "Chimeway",
     "ChimewayError",
+    "ChimewaySettings",
     "Completed",
     "ConfigurationError",
     "Conflict",

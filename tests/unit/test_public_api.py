@@ -20,6 +20,7 @@ PINNED = [
     "CapSetting",
     "Chimeway",
     "ChimewayError",
+    "ChimewaySettings",
     "Completed",
     "ConfigurationError",
     "Conflict",
