@@ -8,10 +8,24 @@ from typing import Any
 import psycopg
 import pytest
 
-from chimeway import Chimeway, InvalidArgument, Triggered
+from chimeway import Chimeway, InvalidArgument, RunState, Step, Triggered, WaitUntil, Workflow
 from chimeway.testing import drain
 from tests.integration.conftest import Recorders, count
-from tests.integration.notifiers import Welcome
+from tests.integration.notifiers import Welcome, WithWorkflow
+
+READ = "chimeway.notification.read"
+UNTIL_READ = Workflow(
+    key="until_read",
+    version=1,
+    steps=[
+        Step(
+            "notice",
+            channel="in_app",
+            progress=[WaitUntil(delay=3600, to_step="email", cancel_signals=[READ])],
+        ),
+        Step("email", channel="email"),
+    ],
+)
 
 QUEUED = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
 
@@ -83,3 +97,23 @@ def test_drain_in_a_transaction_is_scoped_too(
 def test_a_bad_event_id_is_refused(cw: Chimeway) -> None:
     with pytest.raises(InvalidArgument, match="event_ids must be event ids"):
         drain(cw, event_ids=["nope"])
+
+
+def test_signals_are_routed_for_their_tenant_only(cw: Chimeway) -> None:
+    runs = {}
+    for tenant in ("a", "b"):
+        started = cw.trigger(
+            WithWorkflow(UNTIL_READ), {"users": ["u1"]}, tenant_id=tenant, idempotency_key="k"
+        )
+        assert isinstance(started, Triggered)
+        runs[tenant] = started
+    drain(cw)
+    for tenant in ("a", "b"):
+        cw.track_signal(tenant, "u1", READ)
+
+    drain(cw, event_ids=[runs["a"].event_id])  # tenant a's signal routes; b's waits
+
+    assert cw.workflows.explain("a", runs["a"].run_ids[0]).state == RunState.COMPLETED
+    assert cw.workflows.explain("b", runs["b"].run_ids[0]).state == RunState.WAITING
+    drain(cw, tenant_id="b")
+    assert cw.workflows.explain("b", runs["b"].run_ids[0]).state == RunState.COMPLETED
