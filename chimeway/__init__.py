@@ -23,7 +23,14 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, Retention, RetryPolicy, Settings, Throttle
+from chimeway.config import (
+    ChimewaySettings,
+    Maintenance,
+    Retention,
+    RetryPolicy,
+    Settings,
+    Throttle,
+)
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -60,6 +67,8 @@ from chimeway.results import (
     DeliverResult,
     Delivery,
     DeliveryExplanation,
+    DeliveryRedriven,
+    DeliverySummary,
     DeliveryTransition,
     Duplicate,
     FeedbackProcessed,
@@ -78,6 +87,7 @@ from chimeway.results import (
     RecipientPreferences,
     RecipientRecord,
     Routed,
+    RunCancelled,
     RunExplanation,
     SignalTracked,
     Stopped,
@@ -107,6 +117,7 @@ __all__ = [
     "CapSetting",
     "Chimeway",
     "ChimewayError",
+    "ChimewaySettings",
     "Completed",
     "ConfigurationError",
     "Conflict",
@@ -119,8 +130,10 @@ __all__ = [
     "DeliveryExplanation",
     "DeliveryFailure",
     "DeliveryReason",
+    "DeliveryRedriven",
     "DeliveryRequest",
     "DeliveryStatus",
+    "DeliverySummary",
     "DeliveryTransition",
     "Duplicate",
     "ErrorClass",
@@ -167,6 +180,7 @@ __all__ = [
     "Retention",
     "RetryPolicy",
     "Routed",
+    "RunCancelled",
     "RunExplanation",
     "RunState",
     "SchemaNotReady",
