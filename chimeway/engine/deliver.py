@@ -12,6 +12,7 @@ finished (:mod:`chimeway.engine.recording`).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
@@ -19,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from chimeway import telemetry
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.engine import logbook, planning, preferences, sending
@@ -27,7 +29,7 @@ from chimeway.engine.progression import drive
 from chimeway.engine.recording import Sent, record, record_in
 from chimeway.engine.senders import Lane
 from chimeway.results import DeliverResult, Delivery
-from chimeway.store import deliveries
+from chimeway.store import deliveries, traces
 from chimeway.store.deliveries import PlannedRow
 from chimeway.types import DeliveryStatus, OrchestrationState
 
@@ -52,13 +54,39 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
     the adapter calls side by side on their lanes, each group of finished sends recorded at
     once. Safe to call twice or concurrently; one result per distinct id, in order."""
     ids = list(dict.fromkeys(delivery_ids))
+    if not telemetry.tracing():
+        return _deliver_many(engine, ids, {})
+    # The sends continue their triggers' traces: the job's span is a child of the first
+    # traced trigger and links the others' (a chunk may hold several triggers' deliveries).
+    with engine.pool.connection() as conn:
+        parents = traces.for_deliveries(conn, ids)
+    traced = list(dict.fromkeys(parents[d] for d in ids if d in parents))
+    with telemetry.span(
+        "chimeway.deliver",
+        parent=traced[0] if traced else None,
+        links=traced[1:],
+        deliveries=len(ids),
+    ):
+        here = telemetry.traceparent()
+        # A send whose trigger is the job's is a child of the job's span.
+        same = telemetry.trace_id(here)
+        return _deliver_many(
+            engine,
+            ids,
+            {d: here if telemetry.trace_id(p) == same else p for d, p in parents.items()},
+        )
+
+
+def _deliver_many(
+    engine: Engine, ids: list[uuid.UUID], parents: dict[uuid.UUID, str | None]
+) -> list[DeliverResult]:
     claimed, why_not = _claim(engine, ids)
     _skipped(why_not)
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
     for group in engine.senders.run(
         claimed,
-        lambda c: _send(engine, *c),
+        lambda c: _send(engine, *c, parent=parents.get(c[0].id)),
         lambda c: _lane(engine, c[0]),
         lambda _c, lane: sending.timed_out(lane),
         lambda _c, lane: sending.never_started(lane),
@@ -241,11 +269,36 @@ def _not_sendable(
 
 
 def _send(
-    engine: Engine, delivery: Delivery, attempt_number: int, profile: RecipientProfile | None
+    engine: Engine,
+    delivery: Delivery,
+    attempt_number: int,
+    profile: RecipientProfile | None,
+    parent: str | None = None,
 ) -> sending.Outcome:
     adapter = engine.adapter_for(delivery.channel)
     link = preferences.send_unsubscribe_url(engine, delivery)
-    return sending.call(adapter, sending.request_for(delivery, attempt_number, profile, link))
+    request = sending.request_for(delivery, attempt_number, profile, link)
+    if not (telemetry.tracing() or telemetry.metering()):
+        return sending.call(adapter, request)
+    with telemetry.span(
+        "chimeway.send",
+        parent=parent,
+        tenant_id=delivery.tenant_id,
+        delivery_id=delivery.id,
+        run_id=delivery.workflow_run_id,
+        channel=delivery.channel,
+        attempt=attempt_number,
+    ) as span:
+        started = time.perf_counter()
+        outcome = sending.call(adapter, request)
+        took = time.perf_counter() - started
+        span.set(
+            outcome=str(outcome.attempt_outcome),
+            error_class=str(outcome.error_class) if outcome.error_class else None,
+        )
+    telemetry.add("chimeway.sends", channel=delivery.channel, outcome=str(outcome.attempt_outcome))
+    telemetry.observe("chimeway.send.duration", took, channel=delivery.channel)
+    return outcome
 
 
 def _lane(engine: Engine, delivery: Delivery) -> Lane:

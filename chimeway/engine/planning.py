@@ -24,6 +24,7 @@ from typing import Any
 
 from procrastinate.exceptions import AlreadyEnqueued
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
@@ -93,19 +94,24 @@ def plan(
     clock in tests."""
     if now is not None and now.utcoffset() is None:
         raise InvalidArgument("now: must be timezone-aware")
-    lacking = _lacking_address(engine, conn, plans)
-    decided = _decide_plans(conn, plans, lacking, now)
-    planned = [
-        _planned(engine, p, facts, verdict)
-        for p, (facts, verdict) in zip(plans, decided, strict=True)
-    ]
-    return deliveries.insert_many(
-        conn,
-        planned,
-        # The jobs of the pending ones (now, or when their deferral ends), in the same
-        # statement.
-        jobs=engine.deferrer.plan_spec(sum(p.suppressed is None for p in planned)),
-    )
+    with telemetry.span("chimeway.plan", deliveries=len(plans)) as span:
+        lacking = _lacking_address(engine, conn, plans)
+        decided = _decide_plans(conn, plans, lacking, now)
+        planned = [
+            _planned(engine, p, facts, verdict)
+            for p, (facts, verdict) in zip(plans, decided, strict=True)
+        ]
+        rows = deliveries.insert_many(
+            conn,
+            planned,
+            # The jobs of the pending ones (now, or when their deferral ends), in the same
+            # statement.
+            jobs=engine.deferrer.plan_spec(sum(p.suppressed is None for p in planned)),
+        )
+        suppressed = sum(p.suppressed is not None for p in planned)
+        span.set(planned=len(rows), suppressed=suppressed)
+        telemetry.add("chimeway.deliveries.planned", len(rows))
+    return rows
 
 
 def _planned(

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import logbook
 from chimeway.engine.context import Engine
@@ -67,6 +68,13 @@ def record(
     """Record the sends in one transaction if possible; one result per send, in order. If
     even a send's last-resort record is refused, the others are still recorded, the send is
     released (another process may try it again after ``stuck_after``) and the error raised."""
+    with telemetry.span("chimeway.record", deliveries=len(sent)):
+        return _record(engine, sent, sleep)
+
+
+def _record(
+    engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None]
+) -> list[DeliverResult]:
     try:
         return _record_while_away(engine, sent, sleep)
     except Exception:
