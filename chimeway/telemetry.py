@@ -11,6 +11,7 @@ attributes and metrics are listed in ``docs/observability.md``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -60,11 +61,20 @@ NO_SPAN = Span(None)
 
 def tracing() -> bool:
     """Whether spans are recorded: the extra is installed and a real tracer provider is set
-    (the API alone records nothing, so then Chimeway makes no span at all)."""
+    (the API alone records nothing, so then Chimeway makes no span at all). While none is
+    set, this reads one module attribute (the hot path calls it for every send)."""
     if not INSTALLED:
+        return False
+    if getattr(_trace, "_TRACER_PROVIDER", True) is None and not _TRACER_FROM_ENV:
         return False
     provider = _trace.get_tracer_provider()
     return not isinstance(provider, _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+
+
+#: Whether the API loads a provider itself, named by its variables (then it must be asked;
+#: read once: looking a variable up costs microseconds).
+_TRACER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_METER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
 
 def _tracer() -> Any:
@@ -171,6 +181,9 @@ INSTRUMENTS: dict[str, tuple[str, str, str]] = {
 def metering() -> bool:
     """Whether metrics are recorded: the extra is installed and a meter provider is set."""
     if not INSTALLED:
+        return False
+    internal = getattr(_metrics, "_internal", None)
+    if getattr(internal, "_METER_PROVIDER", True) is None and not _METER_FROM_ENV:
         return False
     provider = _metrics.get_meter_provider()
     return not isinstance(provider, _metrics.NoOpMeterProvider) and (
