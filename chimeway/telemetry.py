@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from typing import Any
 
 try:  # the ``otel`` extra
+    from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # pragma: no cover - exercised where the extra is not installed
     _trace = None  # type: ignore[assignment]
     _metrics = None  # type: ignore[assignment]
+    _context = None  # type: ignore[assignment]
     INSTALLED = False
 else:
     INSTALLED = True
@@ -89,10 +91,12 @@ def _tracer() -> Any:
 
 @contextmanager
 def _started(
-    name: str, parent: str | None, links: Sequence[str], attributes: Mapping[str, Any]
+    name: str, parent: Parent, links: Sequence[str], attributes: Mapping[str, Any]
 ) -> Iterator[Span]:
     assert _propagator is not None
-    context = _propagator.extract({"traceparent": parent}) if parent else None
+    context = parent.context if isinstance(parent, Here) else None
+    if isinstance(parent, str) and parent:
+        context = _propagator.extract({"traceparent": parent})
     span_links = [
         _trace.Link(span_context)
         for link in links
@@ -107,12 +111,13 @@ def _started(
 def span(
     name: str,
     *,
-    parent: str | None = None,
+    parent: Parent = None,
     links: Sequence[str] = (),
     **attributes: Attribute | uuid.UUID,
 ) -> Any:
     """A context manager: the span ``name``, a child of the current span or, given a
-    ``traceparent`` as ``parent``, of that remote one; ``links`` are other traceparents it
+    ``traceparent`` as ``parent``, of that remote one (or of a :func:`here` taken on another
+    thread); ``links`` are other traceparents it
     relates to (the other triggers of a batch). Yields a :class:`Span`."""
     if not tracing():
         return _NO_SPAN_CONTEXT
@@ -130,6 +135,28 @@ class _NoSpanContext:
 
 
 _NO_SPAN_CONTEXT = _NoSpanContext()
+
+
+class Here:
+    """The current trace context, to continue on another thread (:func:`here`)."""
+
+    __slots__ = ("context", "traceparent")
+
+    def __init__(self, context: Any, traceparent: str | None) -> None:
+        self.context = context
+        self.traceparent = traceparent
+
+
+#: What a span may continue: a W3C ``traceparent``, a :class:`Here`, or nothing.
+Parent = str | Here | None
+
+
+def here() -> Here | None:
+    """The current span's context (``None`` when nothing traces): a child span started on
+    another thread with ``parent=`` it needs no traceparent parsed."""
+    if not tracing():
+        return None
+    return Here(_context.get_current(), traceparent())
 
 
 def traceparent() -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -67,18 +67,18 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
         links=traced[1:],
         deliveries=len(ids),
     ):
-        here = telemetry.traceparent()
+        job = telemetry.here()
         # A send whose trigger is the job's is a child of the job's span.
-        same = telemetry.trace_id(here)
+        same = telemetry.trace_id(job.traceparent) if job else None
         return _deliver_held(
             engine,
             ids,
-            {d: here if telemetry.trace_id(p) == same else p for d, p in parents.items()},
+            {d: job if telemetry.trace_id(p) == same else p for d, p in parents.items()},
         )
 
 
 def _deliver_held(
-    engine: Engine, ids: list[uuid.UUID], parents: dict[uuid.UUID, str | None]
+    engine: Engine, ids: list[uuid.UUID], parents: Mapping[uuid.UUID, telemetry.Parent]
 ) -> list[DeliverResult]:
     mine, busy = engine.liveness.hold(ids)
     try:
@@ -98,7 +98,7 @@ def _send_and_record(
     ids: Sequence[uuid.UUID],
     claimed: Sequence[_Claimed],
     why_not: dict[uuid.UUID, str],
-    parents: dict[uuid.UUID, str | None],
+    parents: Mapping[uuid.UUID, telemetry.Parent],
 ) -> list[DeliverResult]:
     _skipped(why_not)
     recorded: dict[uuid.UUID, DeliverResult] = {}
@@ -294,7 +294,7 @@ def _send(
     delivery: Delivery,
     attempt_number: int,
     profile: RecipientProfile | None,
-    parent: str | None = None,
+    parent: telemetry.Parent = None,
 ) -> sending.Outcome:
     adapter = engine.adapter_for(delivery.channel)
     link = preferences.send_unsubscribe_url(engine, delivery)
