@@ -183,7 +183,33 @@ def build_defaults() -> dict[str, Any]:
     return {name: params[name].default for name in ("delivery_batch_size", "send_concurrency")}
 
 
+def _trace_everything() -> None:
+    """``BENCH_OTEL=1``: an SDK tracer provider whose spans are batched to an exporter that
+    drops them, and a meter provider read in memory (``bench.telemetry``)."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def build(url: str | None = None) -> Chimeway:
+    if os.environ.get("BENCH_OTEL") == "1":
+        _trace_everything()
     latency = float(os.environ.get("BENCH_LATENCY_MS", "0")) / 1000
     batch = os.environ.get("BENCH_DELIVERY_BATCH_SIZE")
     adapters: dict[str, Adapter] = {}

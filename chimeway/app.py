@@ -227,13 +227,18 @@ class Chimeway:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def asgi(self, *, cors_origins: Iterable[str] = ()) -> Starlette:
+    def asgi(
+        self, *, cors_origins: Iterable[str] = (), operator_tokens: Iterable[str] | None = None
+    ) -> Starlette:
         """The HTTP service of ``chimeway serve`` as an ASGI app, to mount in your own
         (FastAPI ``app.mount("/chimeway", cw.asgi())``, Starlette, Django's ASGI router):
         ``POST /v1/webhooks/{provider}``, the inbox under ``/v1/inbox`` (for pages served
         from ``cors_origins``, like ``"https://app.example.com"``, too),
-        ``GET|POST /v1/unsubscribe/{token}``, ``GET /healthz``, ``GET /metrics``."""
-        return http.build(self.engine, cors_origins=cors_origins)
+        ``GET|POST /v1/unsubscribe/{token}``, ``GET /healthz``, ``GET /metrics``, and the
+        read-only operator dashboard under ``/dashboard``, opened by ``operator_tokens``
+        (else ``$CHIMEWAY_OPERATOR_TOKENS``): ``"TENANT:TOKEN"`` reads one tenant, a bare
+        ``"TOKEN"`` any tenant (docs/http.md)."""
+        return http.build(self.engine, cors_origins=cors_origins, operator_tokens=operator_tokens)
 
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""

@@ -12,13 +12,15 @@ finished (:mod:`chimeway.engine.recording`).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
 import psycopg
 
+from chimeway import telemetry
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.engine import logbook, planning, preferences, sending
@@ -27,7 +29,7 @@ from chimeway.engine.progression import drive
 from chimeway.engine.recording import Sent, record, record_in
 from chimeway.engine.senders import Lane
 from chimeway.results import DeliverResult, Delivery
-from chimeway.store import deliveries
+from chimeway.store import deliveries, traces
 from chimeway.store.deliveries import PlannedRow
 from chimeway.types import DeliveryStatus, OrchestrationState
 
@@ -60,6 +62,37 @@ def deliver_many(
     ``chain`` and a lone delivery of a run, its run's next steps that are due at once are
     sent after it (:class:`_Chain`)."""
     ids = list(dict.fromkeys(delivery_ids))
+    if not telemetry.tracing():
+        return _deliver_held(engine, ids, {}, chain=chain)
+    # The sends continue their triggers' traces: the job's span is a child of the first
+    # traced trigger and links the others' (a chunk may hold several triggers' deliveries).
+    with engine.pool.connection() as conn:
+        parents = traces.for_deliveries(conn, ids)
+    traced = list(dict.fromkeys(parents[d] for d in ids if d in parents))
+    with telemetry.span(
+        "chimeway.deliver",
+        parent=traced[0] if traced else None,
+        links=traced[1:],
+        deliveries=len(ids),
+    ):
+        job = telemetry.here()
+        # A send whose trigger is the job's is a child of the job's span.
+        same = telemetry.trace_id(job.traceparent) if job else None
+        return _deliver_held(
+            engine,
+            ids,
+            {d: job if telemetry.trace_id(p) == same else p for d, p in parents.items()},
+            chain=chain,
+        )
+
+
+def _deliver_held(
+    engine: Engine,
+    ids: list[uuid.UUID],
+    parents: Mapping[uuid.UUID, telemetry.Parent],
+    *,
+    chain: bool,
+) -> list[DeliverResult]:
     mine, busy = engine.liveness.hold(ids)
     try:
         claimed, why_not = _claim(engine, mine)
@@ -68,7 +101,7 @@ def deliver_many(
         raise
     why_not.update(dict.fromkeys(busy, "being sent by this process"))
     try:
-        return _send_and_record(engine, ids, claimed, why_not, chain=chain)
+        return _send_and_record(engine, ids, claimed, why_not, parents, chain=chain)
     finally:
         engine.liveness.let_go(mine)
 
@@ -78,6 +111,7 @@ def _send_and_record(
     ids: Sequence[uuid.UUID],
     claimed: Sequence[_Claimed],
     why_not: dict[uuid.UUID, str],
+    parents: Mapping[uuid.UUID, telemetry.Parent],
     *,
     chain: bool,
 ) -> list[DeliverResult]:
@@ -85,8 +119,8 @@ def _send_and_record(
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
     lone_step = len(claimed) == 1 and claimed[0][0].workflow_run_id is not None
-    chained = _Chain(engine) if chain and lone_step else None
-    for group in _sends(engine, claimed):
+    chained = _Chain(engine, parents.get(claimed[0][0].id)) if chain and lone_step else None
+    for group in _sends(engine, claimed, parents):
         sent = [Sent(delivery, number, outcome) for (delivery, number, _), outcome in group]
         try:
             recorded.update((r.delivery_id, r) for r in record(engine, sent, chain=chained))
@@ -99,10 +133,12 @@ def _send_and_record(
     return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
 
 
-def _sends(engine: Engine, claimed: Sequence[_Claimed]) -> Iterator[list[tuple[_Claimed, Any]]]:
+def _sends(
+    engine: Engine, claimed: Sequence[_Claimed], parents: Mapping[uuid.UUID, telemetry.Parent]
+) -> Iterator[list[tuple[_Claimed, Any]]]:
     return engine.senders.run(
         claimed,
-        lambda c: _send(engine, *c),
+        lambda c: _send(engine, *c, parent=parents.get(c[0].id)),
         lambda c: _lane(engine, c[0]),
         lambda _c, lane: sending.timed_out(lane),
         lambda _c, lane: sending.never_started(lane),
@@ -117,8 +153,9 @@ class _Chain:
     end fewer per step. A claimed step dies with this process like any send (the stuck sweep
     takes it over after ``stuck_after``); one not claimed gets its job in that transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, parent: telemetry.Parent) -> None:
         self.engine = engine
+        self.parent = parent  # the chained sends continue the first one's trace
         self.claimed: list[_Claimed] = []
         self.held: list[uuid.UUID] = []
 
@@ -150,7 +187,8 @@ class _Chain:
             self.claimed, self.held = [], []
             hops += 1
             try:
-                for group in _sends(self.engine, claimed):
+                parents = {c[0].id: self.parent for c in claimed}
+                for group in _sends(self.engine, claimed, parents):
                     sent = [Sent(d, number, outcome) for (d, number, _), outcome in group]
                     record(self.engine, sent, chain=self if hops < MAX_CHAIN else None)
             finally:
@@ -326,11 +364,36 @@ def _not_sendable(
 
 
 def _send(
-    engine: Engine, delivery: Delivery, attempt_number: int, profile: RecipientProfile | None
+    engine: Engine,
+    delivery: Delivery,
+    attempt_number: int,
+    profile: RecipientProfile | None,
+    parent: telemetry.Parent = None,
 ) -> sending.Outcome:
     adapter = engine.adapter_for(delivery.channel)
     link = preferences.send_unsubscribe_url(engine, delivery)
-    return sending.call(adapter, sending.request_for(delivery, attempt_number, profile, link))
+    request = sending.request_for(delivery, attempt_number, profile, link)
+    if not (telemetry.tracing() or telemetry.metering()):
+        return sending.call(adapter, request)
+    with telemetry.span(
+        "chimeway.send",
+        parent=parent,
+        tenant_id=delivery.tenant_id,
+        delivery_id=delivery.id,
+        run_id=delivery.workflow_run_id,
+        channel=delivery.channel,
+        attempt=attempt_number,
+    ) as span:
+        started = time.perf_counter()
+        outcome = sending.call(adapter, request)
+        took = time.perf_counter() - started
+        span.set(
+            outcome=str(outcome.attempt_outcome),
+            error_class=str(outcome.error_class) if outcome.error_class else None,
+        )
+    telemetry.add("chimeway.sends", channel=delivery.channel, outcome=str(outcome.attempt_outcome))
+    telemetry.observe("chimeway.send.duration", took, channel=delivery.channel)
+    return outcome
 
 
 def _lane(engine: Engine, delivery: Delivery) -> Lane:

@@ -30,6 +30,7 @@ from typing import Any
 
 from procrastinate.exceptions import AlreadyEnqueued
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
@@ -115,12 +116,24 @@ def plan(
     clock in tests."""
     if now is not None and now.utcoffset() is None:
         raise InvalidArgument("now: must be timezone-aware")
-    lacking = _lacking_address(engine, conn, plans)
-    decided = _decide_plans(conn, plans, lacking, now)
-    planned = [
-        _planned(engine, p, facts, verdict)
-        for p, (facts, verdict) in zip(plans, decided, strict=True)
-    ]
+    with telemetry.span("chimeway.plan", deliveries=len(plans)) as span:
+        lacking = _lacking_address(engine, conn, plans)
+        decided = _decide_plans(conn, plans, lacking, now)
+        planned = [
+            _planned(engine, p, facts, verdict)
+            for p, (facts, verdict) in zip(plans, decided, strict=True)
+        ]
+        rows = _insert(engine, conn, planned)
+        suppressed = sum(p.suppressed is not None for p in planned)
+        span.set(planned=len(rows), suppressed=suppressed)
+        telemetry.add("chimeway.deliveries.planned", len(rows))
+    return rows
+
+
+def _insert(engine: Engine, conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
+    """The planned rows, with the jobs of the pending ones (now, or when their deferral
+    ends) deferred by the same statement; inside :func:`chaining`, the one step delivery
+    that can be sent at once gets no job and is handed to the caller."""
     chained = _chained.get()
     if chained == [] and len(planned) == 1:
         [one] = planned
@@ -135,8 +148,6 @@ def plan(
     return deliveries.insert_many(
         conn,
         planned,
-        # The jobs of the pending ones (now, or when their deferral ends), in the same
-        # statement.
         jobs=engine.deferrer.plan_spec(sum(p.suppressed is None for p in planned)),
     )
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import logbook, planning
 from chimeway.engine.context import Engine
@@ -84,6 +85,16 @@ def record(
     released (another process may try it again after ``stuck_after``) and the error raised.
     With ``chain`` (one send), its run's next step planned for now is handed to ``chain`` in
     the same transaction, each time the record is tried."""
+    with telemetry.span("chimeway.record", deliveries=len(sent)):
+        return _record(engine, sent, sleep, chain)
+
+
+def _record(
+    engine: Engine,
+    sent: Sequence[Sent],
+    sleep: Callable[[float], None],
+    chain: Chain | None,
+) -> list[DeliverResult]:
     try:
         return _record_while_away(engine, sent, sleep, chain)
     except Exception:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import logbook
 from chimeway.engine.context import Engine
@@ -71,7 +72,11 @@ def track_signal(
     if route not in ("job", "now"):
         raise InvalidSignal(f"route must be 'job' or 'now', not {route!r}")
     stored = redact(body)
-    with engine.transaction(conn) as tx:
+    telemetry.add("chimeway.signals", event_name=event_name)
+    with (
+        telemetry.span("chimeway.signal", tenant_id=tenant_id, event_name=event_name, route=route),
+        engine.transaction(conn) as tx,
+    ):
         insert = signals.insert_with_job if route == "job" else signals.insert
         signal_id = insert(
             tx,
@@ -132,8 +137,15 @@ def route_pending(
 
 def route_pending_now(engine: Engine, signal_id: uuid.UUID) -> list[Routed]:
     """:func:`route_pending` in a transaction of its own (what the job does)."""
-    with logbook.held(), engine.pool.connection() as conn, conn.transaction():
-        return route_pending(engine, conn, signal_id)
+    with (
+        telemetry.span("chimeway.signal.route", signal_id=signal_id) as span,
+        logbook.held(),
+        engine.pool.connection() as conn,
+        conn.transaction(),
+    ):
+        routed = route_pending(engine, conn, signal_id)
+        span.set(signals=len(routed))
+        return routed
 
 
 def _route(engine: Engine, conn: Conn, batch: Sequence[Signal]) -> list[Routed]:

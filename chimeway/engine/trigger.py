@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import planning, recipients
 from chimeway.engine.context import Engine
@@ -54,7 +55,16 @@ def trigger(
         plan_notification(resolved, payload, recipient, engine.content_schemas)
         for recipient in resolve_recipients(resolved, payload)
     ]
-    with engine.transaction(conn) as tx:
+    telemetry.add("chimeway.triggers", notification=resolved.key)
+    with (
+        telemetry.span(
+            "chimeway.trigger",
+            tenant_id=tenant_id,
+            notification=resolved.key,
+            recipients=len(plans),
+        ) as span,
+        engine.transaction(conn) as tx,
+    ):
         event_id = events.insert(
             tx,
             tenant_id=tenant_id,
@@ -63,6 +73,8 @@ def trigger(
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             payload=redact(payload),
+            # The sends in the workers continue this trace (chimeway.telemetry).
+            traceparent=telemetry.traceparent() if span.recording else None,
         )
         if event_id is None:
             found = events.find(tx, tenant_id, idempotency_key)
@@ -72,7 +84,9 @@ def trigger(
                     f"an event with idempotency key {idempotency_key!r} was written "
                     "concurrently and is not visible to this transaction; it is a duplicate"
                 )
+            span.set(event_id=found, duplicate=True)
             return Duplicate(found)
+        span.set(event_id=event_id, duplicate=False)
         return _write(engine, tx, resolved, plans, event_id, tenant_id)
 
 

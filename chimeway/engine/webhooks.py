@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import signals
 from chimeway.engine.context import Engine
@@ -63,6 +64,21 @@ def process(
     conn: Conn | None = None,
 ) -> WebhookResult:
     """Verify, parse and store one webhook request (see the module)."""
+    with telemetry.span("chimeway.webhook", provider=provider) as span:
+        result = _process(engine, provider, body, headers, url, conn)
+        span.set(events=result.events, duplicates=result.duplicates)
+    telemetry.add("chimeway.webhook.events", result.events, provider=provider)
+    return result
+
+
+def _process(
+    engine: Engine,
+    provider: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    url: str | None,
+    conn: Conn | None,
+) -> WebhookResult:
     verifier = engine.feedback_provider(provider)
     if not isinstance(body, bytes | bytearray):
         raise InvalidArgument(f"body must be the raw request bytes, got {type(body).__name__}")
@@ -133,8 +149,14 @@ def process_ingress(engine: Engine, conn: Conn, ingress_id: uuid.UUID) -> Feedba
 
 def process_ingress_now(engine: Engine, ingress_id: uuid.UUID) -> FeedbackProcessed:
     """:func:`process_ingress` in a transaction of its own (what the job does)."""
-    with engine.pool.connection() as conn, conn.transaction():
-        return process_ingress(engine, conn, ingress_id)
+    with (
+        telemetry.span("chimeway.webhook.process", ingress_id=ingress_id) as span,
+        engine.pool.connection() as conn,
+        conn.transaction(),
+    ):
+        processed = process_ingress(engine, conn, ingress_id)
+        span.set(outcome=processed.outcome, delivery_id=processed.delivery_id)
+        return processed
 
 
 def _act(

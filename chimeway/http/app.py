@@ -14,6 +14,8 @@
   is not valid, ``410`` for an expired one, ``404`` when the app signs no links.
 * ``GET /healthz``: ``200`` when the database answers, ``503`` otherwise.
 * ``GET /metrics``: Prometheus text, read from the tables at each scrape.
+* ``/dashboard``: the read-only operator dashboard, behind an operator token
+  (:mod:`chimeway.http.dashboard`).
 
 The engine's calls are synchronous (psycopg with a pool); they run on Starlette's thread
 pool, so a slow query never blocks the event loop. Response bodies are small JSON objects
@@ -49,6 +51,7 @@ from chimeway.errors import (
     WebhookUnauthorized,
     WebhookUnparseable,
 )
+from chimeway.http import dashboard as dashboard_routes
 from chimeway.http import inbox as inbox_routes
 from chimeway.http.feed import Hub
 from chimeway.http.prometheus import SnapshotCollector
@@ -62,9 +65,16 @@ MAX_BODY_BYTES = 5_000_000
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
+def build(
+    engine: Engine,
+    *,
+    cors_origins: Iterable[str] = (),
+    operator_tokens: Iterable[str] | None = None,
+) -> Starlette:
     """The ASGI app for ``engine``; mount it in your own ASGI app or serve it with uvicorn.
-    Pages served from ``cors_origins`` may call the inbox routes."""
+    Pages served from ``cors_origins`` may call the inbox routes. ``operator_tokens`` (else
+    ``$CHIMEWAY_OPERATOR_TOKENS``) open the operator dashboard (:mod:`.dashboard`)."""
+    operators = dashboard_routes.Operators.configured(operator_tokens)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: metrics.snapshot(engine)))
 
@@ -141,6 +151,9 @@ def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
 
     hub = Hub(engine)
     inbox_app = inbox_routes.build(engine, hub, list(cors_origins))
+    dashboard_app = (
+        dashboard_routes.build(engine, operators) if operators else dashboard_routes.off()
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -157,6 +170,8 @@ def build(engine: Engine, *, cors_origins: Iterable[str] = ()) -> Starlette:
             Route("/v1/unsubscribe/{token}", unsubscribe, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),
+            Route("/dashboard", AtMountRoot(dashboard_app, "/dashboard")),
+            Mount("/dashboard", dashboard_app),
         ],
         lifespan=lifespan,
     )

@@ -877,6 +877,7 @@ CREATE TABLE public.chimeway_events (
     correlation_id text,
     payload jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    traceparent text,
     CONSTRAINT chimeway_events_idempotency_key_check CHECK ((btrim(idempotency_key) <> ''::text)),
     CONSTRAINT chimeway_events_notification_key_check CHECK ((btrim(notification_key) <> ''::text)),
     CONSTRAINT chimeway_events_notification_version_check CHECK ((notification_version >= 1)),

@@ -25,9 +25,11 @@ def insert(
     idempotency_key: str,
     correlation_id: str | None,
     payload: dict[str, Any],
+    traceparent: str | None = None,
 ) -> uuid.UUID | None:
     """The new event's id, or ``None`` when (tenant, idempotency key) exists already (even
-    when a concurrent transaction wrote it)."""
+    when a concurrent transaction wrote it). ``traceparent``: the W3C trace context of the
+    trigger's span, continued by its sends."""
     row = conn.execute(
         db.query("event_insert"),
         {
@@ -37,6 +39,7 @@ def insert(
             "idempotency_key": idempotency_key,
             "correlation_id": correlation_id,
             "payload": Jsonb(payload),
+            "traceparent": traceparent,
         },
     ).fetchone()
     return None if row is None else row[0]

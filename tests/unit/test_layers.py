@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "chimeway.logs",
             "chimeway.redaction",
             "chimeway.storable",
+            "chimeway.telemetry",
         ],
     ),
     (

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import apply, decide
 from chimeway.engine.progression.decide import Decision
 from chimeway.results import Advanced, Delivery, Noop, ProgressResult
-from chimeway.store import clock, deliveries, runs
+from chimeway.store import clock, deliveries, runs, traces
 from chimeway.store.deliveries import LatestAttempt, PlannedRow
 from chimeway.store.runs import Run
 from chimeway.types import DeliveryStatus, RunState
@@ -74,13 +75,14 @@ def progress_recorded(engine: Engine, conn: Conn, held: Sequence[Held]) -> list[
     (each run locked, then its delivery): every run is decided as :func:`progress_in`
     would, and the decisions are written set-wise, so a job that sent many deliveries moves
     their runs at the cost of a few statements. One result per run, in order."""
-    decisions: list[Decision] = []
-    for h in held:
-        if h.run.state == RunState.ACTIVE:
-            decisions.append(_decide_active(engine, conn, h.run, h))
-        else:  # waiting (a stale step's send) or finished: the one-run path says what to do
-            decisions.append(progress_in(engine, conn, h.run.id, held=h))
-    return apply.apply(engine, conn, decisions)
+    with telemetry.span("chimeway.progress", runs=len(held), cause="recorded"):
+        decisions: list[Decision] = []
+        for h in held:
+            if h.run.state == RunState.ACTIVE:
+                decisions.append(_decide_active(engine, conn, h.run, h))
+            else:  # waiting (a stale step's send) or finished: the one-run path decides
+                decisions.append(progress_in(engine, conn, h.run.id, held=h))
+        return apply.apply(engine, conn, decisions)
 
 
 def progress_planned(
@@ -94,8 +96,9 @@ def progress_planned(
     ]
     if not settled:
         return {}
-    locked = runs.lock_runs(conn, settled)
-    return apply.settle(engine, conn, locked, rows)
+    with telemetry.span("chimeway.progress", runs=len(settled), cause="planned"):
+        locked = runs.lock_runs(conn, settled)
+        return apply.settle(engine, conn, locked, rows)
 
 
 def progress_on_feedback(
@@ -172,12 +175,18 @@ def progress_timer(
     timer job each would queue them behind each other, while their own timers, when they
     run, find their runs moved on and do nothing. A timer that fired early (a newer wait, a
     clock skew) is queued again at the due time."""
-    result = progress_run(engine, run_id, now)
-    if isinstance(result, Advanced):
-        progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
-    elif isinstance(result, Noop) and result.reason == "wait_not_due":
-        with logbook.held(), engine.pool.connection() as conn, conn.transaction():
-            _rearm_timer(engine, conn, run_id)
+    parent = None
+    if telemetry.tracing():  # the timer continues the trace of the run's trigger
+        with engine.pool.connection() as conn:
+            parent = traces.for_run(conn, run_id)
+    with telemetry.span("chimeway.progress", parent=parent, run_id=run_id, cause="timer") as span:
+        result = progress_run(engine, run_id, now)
+        span.set(result=type(result).__name__)
+        if isinstance(result, Advanced):
+            progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
+        elif isinstance(result, Noop) and result.reason == "wait_not_due":
+            with logbook.held(), engine.pool.connection() as conn, conn.transaction():
+                _rearm_timer(engine, conn, run_id)
     return result
 
 

@@ -3,11 +3,12 @@
 -- name: event_insert
 -- Idempotent per (tenant, key): a duplicate (even a concurrent one) returns no row.
 INSERT INTO chimeway_events (
-    tenant_id, notification_key, notification_version, idempotency_key, correlation_id, payload
+    tenant_id, notification_key, notification_version, idempotency_key, correlation_id, payload,
+    traceparent
 )
 VALUES (
     %(tenant_id)s, %(notification_key)s, %(notification_version)s, %(idempotency_key)s,
-    %(correlation_id)s, %(payload)s
+    %(correlation_id)s, %(payload)s, %(traceparent)s
 )
 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
 RETURNING id
