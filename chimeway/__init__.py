@@ -25,7 +25,7 @@ from chimeway.adapters import (
 from chimeway.app import Chimeway
 from chimeway.config import Maintenance, Retention, RetryPolicy, Settings, Throttle
 from chimeway.content import ContentSchemas
-from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
+from chimeway.dsl import Batch, Daily, OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
     ChimewayError,
     ConfigurationError,
@@ -103,6 +103,7 @@ __all__ = [
     "Advanced",
     "Attempt",
     "AttemptOutcome",
+    "Batch",
     "Bounced",
     "CapSetting",
     "Chimeway",
@@ -113,6 +114,7 @@ __all__ = [
     "ContentSchemas",
     "DatabaseError",
     "DatabaseUnavailable",
+    "Daily",
     "DeliverAction",
     "DeliverResult",
     "Delivery",

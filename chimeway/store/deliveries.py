@@ -42,8 +42,10 @@ S = DeliveryStatus
 #: after the first attempt). Terminal statuses lead nowhere, except that provider feedback may
 #: overturn a send the provider had accepted: ``succeeded -> cancelled`` (a late bounce or
 #: permanent failure) and ``succeeded -> failed`` (a late temporary failure, retried).
+#: ``pending -> digested``: a batch member's own delivery, held until its batch closed, is
+#: folded into the digest's delivery (design §15).
 ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
+    S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED}),
     S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED, S.SUPPRESSED}),
     S.SUCCEEDED: frozenset({S.CANCELLED, S.FAILED}),
