@@ -35,6 +35,10 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ("pending", "dispatched"): "A worker claims it to send (`dispatched`).",
     ("pending", "suppressed"): "Not to be sent; `suppression_reason` says why.",
     ("pending", "cancelled"): "Cancelled before any attempt.",
+    ("pending", "digested"): (
+        "A batch member's own delivery, held (`digest_held`) while its batch collected, is "
+        "folded into the digest's delivery when the batch closes (`included_in_digest`)."
+    ),
     ("dispatched", "dispatched"): (
         "Takeover: its send has been `dispatched` longer than `stuck_after`, so another "
         "worker claims it (`redispatched_after_interruption`)."

@@ -485,6 +485,26 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class DigestExplanation:
+    """The batch (design §15) a delivery belongs to: as the delivery that sends its digest
+    (``role`` ``"digest"``) or as the own delivery of a member (``role`` ``"member"``, at
+    ``position``), folded into the digest's delivery ``delivery_id`` when it closed."""
+
+    digest_id: uuid.UUID
+    role: str
+    position: int | None
+    state: str
+    members: int
+    opened_at: dt.datetime
+    closes_at: dt.datetime
+    closed_at: dt.datetime | None
+    close_reason: str | None
+    run_id: uuid.UUID | None
+    delivery_id: uuid.UUID | None
+    delivery_status: DeliveryStatus | None
+
+
+@dataclass(frozen=True)
 class DeliveryExplanation:
     """A delivery's whole story: its rows, its timeline, and one sentence saying why it did
     or did not send."""
@@ -507,6 +527,8 @@ class DeliveryExplanation:
     #: Each policy decision about it, oldest first, in one sentence with its evidence
     #: ("Not sent: ana turned email off for 'mentions' at 2026-03-01 12:03Z.").
     decisions: list[str] = field(default_factory=list)
+    #: The batch it belongs to, for a workflow that starts with a Batch.
+    digest: DigestExplanation | None = None
 
     @property
     def sent(self) -> bool:

@@ -4,15 +4,28 @@ notifications into one run and sends one delivery for all of them."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Callable
+import threading
 from typing import Any
 
 import psycopg
 import pytest
 
-from chimeway import Batch, Chimeway, Daily, Notifier, Recipient, Step, Triggered, Workflow
-from chimeway.errors import InvalidNotifier, InvalidTrigger
+from chimeway import (
+    Advanced,
+    Batch,
+    Chimeway,
+    Daily,
+    InvalidNotifier,
+    InvalidTrigger,
+    Noop,
+    NotFound,
+    Notifier,
+    Recipient,
+    Step,
+    Triggered,
+    WaitUntil,
+    Workflow,
+)
 from chimeway.testing import drain
 from tests.integration.conftest import Recorders, concurrently, count
 
@@ -63,8 +76,16 @@ class CappedDigest(CommentDigest):
     max_items = 5
 
 
-def comment(cw: Chimeway, n: int, *, to: str = "ana", post: str = "p1", tenant: str = "t1",
-            notifier: type[Notifier] = CommentDigest, conn: Any = None) -> Triggered:
+def comment(
+    cw: Chimeway,
+    n: int,
+    *,
+    to: str = "ana",
+    post: str = "p1",
+    tenant: str = "t1",
+    notifier: type[Notifier] = CommentDigest,
+    conn: Any = None,
+) -> Triggered:
     result = cw.trigger(
         notifier,
         {"to": to, "by": f"u{n}", "text": f"comment {n}", "post_id": post},
@@ -84,7 +105,7 @@ def test_concurrent_triggers_join_one_batch_and_send_one_delivery(
     cw: Chimeway, committed_db: str, adapters: Recorders
 ) -> None:
     numbers = iter(range(50))
-    take = __import__("threading").Lock()
+    take = threading.Lock()
 
     def one() -> Triggered:
         with take:
@@ -98,7 +119,9 @@ def test_concurrent_triggers_join_one_batch_and_send_one_delivery(
     assert count(committed_db, "SELECT member_count FROM chimeway_digests") == 50
     assert count(committed_db, "SELECT count(*) FROM chimeway_digest_members") == 50
     with psycopg.connect(committed_db) as conn:
-        positions = [r[0] for r in rows(conn, "SELECT position FROM chimeway_digest_members ORDER BY 1")]
+        positions = [
+            r[0] for r in rows(conn, "SELECT position FROM chimeway_digest_members ORDER BY 1")
+        ]
     assert positions == list(range(1, 51))
     drain(cw)  # nothing is due before the window ends
     assert adapters["email"].sent == []
@@ -108,7 +131,265 @@ def test_concurrent_triggers_join_one_batch_and_send_one_delivery(
     drain(cw)
     [sent] = adapters["email"].sent
     assert sent.content["subject"] == "50 new comments"
-    assert sorted(sent.content["text_body"].split("\n")) == sorted(f"comment {n}" for n in range(50))
+    assert sorted(sent.content["text_body"].split("\n")) == sorted(
+        f"comment {n}" for n in range(50)
+    )
     with psycopg.connect(committed_db) as conn:
-        statuses = dict(rows(conn, "SELECT status::text, count(*) FROM chimeway_deliveries GROUP BY 1"))
+        statuses = dict(
+            rows(conn, "SELECT status::text, count(*) FROM chimeway_deliveries GROUP BY 1")
+        )
     assert statuses == {"succeeded": 1, "digested": 49}
+
+
+# -- in a rolled-back transaction -----------------------------------------------------------
+
+
+def later(db: Any, delta: dt.timedelta = WINDOW) -> dt.datetime:
+    """The transaction's clock plus ``delta`` (a window's end, for ``progress_run(now=)``)."""
+    now: dt.datetime = db.execute(b"SELECT now()").fetchone()[0]
+    return now + delta
+
+
+def statuses(db: Any) -> dict[str, int]:
+    return dict(rows(db, "SELECT status::text, count(*) FROM chimeway_deliveries GROUP BY 1"))
+
+
+def test_max_items_closes_the_batch_early_and_the_next_trigger_opens_another(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    first = [comment(tx_cw, n, notifier=CappedDigest, conn=db) for n in range(5)]
+    [run_id] = {r.run_ids[0] for r in first}
+    assert rows(db, "SELECT state::text, close_reason, member_count FROM chimeway_digests") == [
+        ("closed", "max_items", 5)
+    ]
+    # The join that filled it queued the run's timer now: draining sends the digest before
+    # the window's end.
+    drain(tx_cw, conn=db)
+    [sent] = adapters["email"].sent
+    assert sent.content["subject"] == "5 new comments"
+    assert statuses(db) == {"succeeded": 1, "digested": 4}
+    sixth = comment(tx_cw, 5, notifier=CappedDigest, conn=db)
+    assert sixth.run_ids != [run_id]
+    assert rows(
+        db, "SELECT state::text, member_count FROM chimeway_digests ORDER BY opened_at, state"
+    ) == [("closed", 5), ("open", 1)] or sorted(
+        rows(db, "SELECT state::text, member_count FROM chimeway_digests")
+    ) == [("closed", 5), ("open", 1)]
+    assert count(db, "SELECT count(*) FROM chimeway_workflow_runs") == 2
+
+
+def test_a_trigger_after_the_close_starts_a_new_batch(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    a, b = comment(tx_cw, 1, conn=db), comment(tx_cw, 2, conn=db)
+    assert a.run_ids == b.run_ids
+    # Not due yet: the timer that fires early does nothing.
+    assert tx_cw.progression.progress_run(a.run_ids[0], conn=db) == Noop(
+        a.run_ids[0], "wait_not_due"
+    )
+    result = tx_cw.progression.progress_run(a.run_ids[0], now=later(db), conn=db)
+    assert isinstance(result, Advanced) and result.to_step == "email"
+    # Closing again is a no-op: no second digest.
+    again = tx_cw.progression.progress_run(a.run_ids[0], now=later(db), conn=db)
+    assert again == Noop(a.run_ids[0], "prior_delivery_not_converged")
+    assert (
+        count(db, "SELECT count(*) FROM chimeway_deliveries WHERE workflow_run_id IS NOT NULL") == 1
+    )
+    drain(tx_cw, conn=db)
+    assert [r.content["subject"] for r in adapters["email"].sent] == ["2 new comments"]
+    assert rows(db, "SELECT state::text, close_reason FROM chimeway_digests") == [
+        ("closed", "window_elapsed")
+    ]
+    c = comment(tx_cw, 3, conn=db)
+    assert c.run_ids != a.run_ids
+    assert sorted(rows(db, "SELECT state::text, member_count FROM chimeway_digests")) == [
+        ("closed", 2),
+        ("open", 1),
+    ]
+    # A batch key per post: another post's comment opens its own batch.
+    d = comment(tx_cw, 4, post="p2", conn=db)
+    assert d.run_ids not in (a.run_ids, c.run_ids)
+    assert count(db, "SELECT count(*) FROM chimeway_digests WHERE state = 'open'") == 2
+
+
+def test_batch_keys_are_per_tenant(tx_cw: Chimeway, db: Any, adapters: Recorders) -> None:
+    one = [comment(tx_cw, n, tenant="t1", conn=db) for n in range(3)]
+    two = [comment(tx_cw, n, tenant="t2", conn=db) for n in range(2)]
+    assert len({r.run_ids[0] for r in one}) == 1
+    assert len({r.run_ids[0] for r in two}) == 1
+    assert one[0].run_ids != two[0].run_ids
+    assert sorted(rows(db, "SELECT tenant_id, member_count FROM chimeway_digests")) == [
+        ("t1", 3),
+        ("t2", 2),
+    ]
+    # Closing t1's batch leaves t2's open.
+    tx_cw.progression.progress_run(one[0].run_ids[0], now=later(db), conn=db)
+    drain(tx_cw, conn=db)
+    assert [r.content["subject"] for r in adapters["email"].sent] == ["3 new comments"]
+    assert rows(db, "SELECT state::text FROM chimeway_digests WHERE tenant_id = 't2'") == [
+        ("open",)
+    ]
+    # A member's delivery is another tenant's NotFound.
+    member = one[1].delivery_ids[0]
+    with pytest.raises(NotFound):
+        tx_cw.explain_delivery("t2", member, conn=db)
+
+
+def test_explained_both_ways(tx_cw: Chimeway, db: Any) -> None:
+    triggered = [comment(tx_cw, n, conn=db) for n in range(3)]
+    held = tx_cw.explain_delivery("t1", triggered[2].delivery_ids[0], conn=db)
+    assert held.status == "pending"
+    assert held.digest is not None and held.digest.role == "member"
+    assert held.digest.position == 3
+    assert held.why.startswith("Not sent yet: held as item 3 of a batch that closes at ")
+    run = tx_cw.workflows.explain("t1", triggered[0].run_ids[0], conn=db)
+    assert (run.state, run.status_reason) == ("waiting", "batch_open")
+    assert run.suspended_until is not None
+    tx_cw.progression.progress_run(triggered[0].run_ids[0], now=later(db), conn=db)
+    drain(tx_cw, conn=db)
+    member = tx_cw.explain_delivery("t1", triggered[1].delivery_ids[0], conn=db)
+    assert member.status == "digested"
+    assert member.digest is not None and member.digest.delivery_id is not None
+    assert member.why.startswith(
+        f"Not sent on its own: folded, as item 2 of 3, into the digest delivery "
+        f"{member.digest.delivery_id} (sent); the batch closed at "
+    )
+    assert member.why.endswith("(its window ended).")
+    digest = tx_cw.explain_delivery("t1", member.digest.delivery_id, conn=db)
+    assert digest.status == "succeeded"
+    assert digest.digest is not None and digest.digest.role == "digest"
+    assert digest.why.startswith("The digest of 3 notifications, closed at ")
+    traces = tx_cw.workflows.list_traces("t1", triggered[0].run_ids[0], conn=db)
+    assert [t.reason for t in traces] == [
+        "workflow_started",
+        "step_activated",
+        "batch_open",
+        "batch_closed",
+        "step_activated",
+        "workflow_completed",
+    ]
+    assert traces[3].context["close_reason"] == "window_elapsed"
+    assert traces[3].context["members"] == 3
+
+
+def test_an_opted_out_channel_suppresses_the_digest(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    tx_cw.preferences.set("t1", "ana", enabled=False, channel="email", conn=db)
+    triggered = [comment(tx_cw, n, conn=db) for n in range(2)]
+    tx_cw.progression.progress_run(triggered[0].run_ids[0], now=later(db), conn=db)
+    drain(tx_cw, conn=db)
+    assert adapters["email"].sent == []
+    assert statuses(db) == {"suppressed": 1, "digested": 1}
+    assert rows(db, "SELECT state::text, terminal_reason FROM chimeway_workflow_runs") == [
+        ("completed", "implicit_completion")
+    ]
+
+
+class EscalatedDigest(CommentDigest):
+    key = "escalated_digest"
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow:
+        return Workflow(
+            key="escalated_digest",
+            version=1,
+            steps=[
+                Batch(window=WINDOW, key="post_id"),
+                Step(
+                    "notice",
+                    channel="in_app",
+                    progress=[
+                        WaitUntil(
+                            delay=dt.timedelta(hours=1),
+                            to_step="email",
+                            cancel_signals=["chimeway.notification.read"],
+                        )
+                    ],
+                ),
+                Step("email", channel="email"),
+            ],
+        )
+
+    def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        if channel == "in_app":
+            return inbox("1 new comment")
+        return super().render(params, recipient, channel)
+
+    def render_batch(
+        self, items: list[dict[str, Any]], recipient: Recipient, channel: str
+    ) -> dict[str, Any]:
+        if channel == "in_app":
+            return inbox(f"{len(items)} new comments")
+        return super().render_batch(items, recipient, channel)
+
+
+def inbox(headline: str) -> dict[str, Any]:
+    return {
+        "headline": headline,
+        "body": headline,
+        "primary_action": {"label": "Open", "url": "https://example.test/p1"},
+    }
+
+
+def test_a_read_signal_cancels_the_digests_escalation(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    triggered = [comment(tx_cw, n, notifier=EscalatedDigest, conn=db) for n in range(3)]
+    run_id = triggered[0].run_ids[0]
+    # A run still collecting its batch listens for no signal.
+    collecting = tx_cw.workflows.explain("t1", run_id, conn=db)
+    assert (collecting.status_reason, collecting.pending_signals) == ("batch_open", [])
+    tx_cw.progression.progress_run(run_id, now=later(db), conn=db)
+    drain(tx_cw, conn=db)
+    assert [r.content["headline"] for r in adapters["in_app"].sent] == ["3 new comments"]
+    assert tx_cw.workflows.explain("t1", run_id, conn=db).state == "waiting"
+    tx_cw.track_signal("t1", "ana", "chimeway.notification.read", conn=db, route="now")
+    run = tx_cw.workflows.explain("t1", run_id, conn=db)
+    assert (run.state, run.terminal_reason) == ("completed", "wait_cancelled_by_signal")
+    drain(tx_cw, conn=db)
+    assert adapters["email"].sent == []
+
+
+class DailyDigest(CommentDigest):
+    key = "daily_digest"
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient]:
+        return [Recipient(id=params["to"], timezone="America/New_York")]
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow:
+        return Workflow(
+            key="daily_digest",
+            version=1,
+            steps=[Batch(window=Daily(9, 0), key="post_id"), Step("email", channel="email")],
+        )
+
+
+def test_a_daily_window_closes_at_the_recipients_local_time(tx_cw: Chimeway, db: Any) -> None:
+    triggered = comment(tx_cw, 1, notifier=DailyDigest, conn=db)
+    [(opened_at, closes_at)] = rows(db, "SELECT opened_at, closes_at FROM chimeway_digests")
+    batch = Batch(window=Daily(9, 0), key="post_id")
+    assert closes_at == batch.closes_at(opened_at, "America/New_York")
+    local = closes_at.astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
+    assert (local.hour, local.minute) == (9, 0)
+    assert dt.timedelta(0) < closes_at - opened_at <= dt.timedelta(hours=25)
+    run = tx_cw.workflows.explain("t1", triggered.run_ids[0], conn=db)
+    assert run.suspended_until == closes_at
+
+
+def test_bad_declarations_write_nothing(tx_cw: Chimeway, db: Any) -> None:
+    class NoRenderBatch(CommentDigest):
+        key = "no_render_batch"
+        render_batch = Notifier.render_batch  # type: ignore[assignment]
+
+    with pytest.raises(InvalidNotifier, match="render_batch\\(\\) must be overridden"):
+        comment(tx_cw, 1, notifier=NoRenderBatch, conn=db)
+    with pytest.raises(InvalidTrigger, match="Batch key 'post_id'"):
+        tx_cw.trigger(
+            CommentDigest,
+            {"to": "ana", "by": "u", "text": "t"},
+            tenant_id="t1",
+            idempotency_key="k",
+            conn=db,
+        )
+    assert count(db, "SELECT count(*) FROM chimeway_events") == 0
+    assert count(db, "SELECT count(*) FROM chimeway_digests") == 0
