@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -26,7 +27,7 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
-from chimeway.testing import drain
+from chimeway.testing import drain, due_jobs
 from tests.integration.conftest import Recorders, concurrently, count
 
 WINDOW = dt.timedelta(minutes=10)
@@ -126,6 +127,13 @@ def test_concurrent_triggers_join_one_batch_and_send_one_delivery(
     drain(cw)  # nothing is due before the window ends
     assert adapters["email"].sent == []
     run_id = results[0].run_ids[0]
+    # The run's one timer is queued at the window's end.
+    with psycopg.connect(committed_db) as conn:
+        assert rows(
+            conn,
+            "SELECT j.scheduled_at = d.closes_at FROM procrastinate_jobs j, chimeway_digests d "
+            "WHERE j.task_name = 'chimeway:progress'",
+        ) == [(True,)]
     result = cw.progression.progress_run(run_id, now=dt.datetime.now(dt.UTC) + WINDOW)
     assert type(result).__name__ == "Advanced"
     drain(cw)
@@ -139,6 +147,38 @@ def test_concurrent_triggers_join_one_batch_and_send_one_delivery(
             rows(conn, "SELECT status::text, count(*) FROM chimeway_deliveries GROUP BY 1")
         )
     assert statuses == {"succeeded": 1, "digested": 49}
+
+
+class ShortDigest(CommentDigest):
+    window = 2  # seconds
+
+
+def test_the_timer_at_the_windows_end_sends_the_digest(
+    cw: Chimeway, committed_db: str, adapters: Recorders
+) -> None:
+    numbers = iter(range(10))
+    take = threading.Lock()
+
+    def one() -> Triggered:
+        with take:
+            n = next(numbers)
+        return comment(cw, n, notifier=ShortDigest)
+
+    [run_id] = {r.run_ids[0] for r in concurrently(10, one)}
+    assert due_jobs(cw) == 0
+    deadline = time.monotonic() + 30
+    while due_jobs(cw) == 0:  # the database's clock reaches the window's end
+        assert time.monotonic() < deadline, "the batch's timer never fell due"
+        time.sleep(0.05)
+    drain(cw)
+    [sent] = adapters["email"].sent
+    assert sent.content["subject"] == "10 new comments"
+    assert cw.workflows.explain("t1", run_id).state == "completed"
+    with psycopg.connect(committed_db) as conn:
+        [(closes_at, closed_at, reason)] = rows(
+            conn, "SELECT closes_at, closed_at, close_reason FROM chimeway_digests"
+        )
+    assert reason == "window_elapsed" and closed_at >= closes_at
 
 
 # -- in a rolled-back transaction -----------------------------------------------------------
@@ -170,11 +210,10 @@ def test_max_items_closes_the_batch_early_and_the_next_trigger_opens_another(
     assert statuses(db) == {"succeeded": 1, "digested": 4}
     sixth = comment(tx_cw, 5, notifier=CappedDigest, conn=db)
     assert sixth.run_ids != [run_id]
-    assert rows(
-        db, "SELECT state::text, member_count FROM chimeway_digests ORDER BY opened_at, state"
-    ) == [("closed", 5), ("open", 1)] or sorted(
-        rows(db, "SELECT state::text, member_count FROM chimeway_digests")
-    ) == [("closed", 5), ("open", 1)]
+    assert sorted(rows(db, "SELECT state::text, member_count FROM chimeway_digests")) == [
+        ("closed", 5),
+        ("open", 1),
+    ]
     assert count(db, "SELECT count(*) FROM chimeway_workflow_runs") == 2
 
 
