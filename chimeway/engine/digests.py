@@ -21,7 +21,7 @@ from typing import Any
 from chimeway.db import Conn
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidNotifier
-from chimeway.notifiers import Recipient
+from chimeway.notifiers import Notifier, Recipient
 from chimeway.store import deliveries, digests
 from chimeway.store.deliveries import PlannedRow
 from chimeway.store.digests import Digest
@@ -55,28 +55,46 @@ def close(
     closed = digests.close(conn, [d.id for _, d in due if d.state == DigestState.OPEN])
     members = digests.members(conn, [d.id for _, d in due])
     result: dict[uuid.UUID, Closed] = {}
+    contents: list[tuple[uuid.UUID, dict[str, Any]]] = []
     for run, held in due:
         digest = closed.get(held.id, held)
         items = members[digest.id]
-        channel = str(run.status_context.get("channel"))
         notifier = engine.notifier(str(run.status_context.get("notifier")))
         recipient = Recipient(id=run.recipient_id, type=items[0].recipient_type)
-        content: object = notifier.render_batch([m.assigns for m in items], recipient, channel)
-        if not isinstance(content, dict):
-            raise InvalidNotifier(
-                f"{type(notifier).__name__}.render_batch() must return a dict for channel "
-                f"{channel!r}, got {type(content).__name__}"
-            )
+        # Every channel of the workflow: later steps (an escalation) send the digest too.
+        channels = dict.fromkeys(s.channel for s in engine.catalog.steps(conn, run.definition_id))
+        rendered = {
+            channel: _render(engine, notifier, [m.assigns for m in items], recipient, channel)
+            for channel in channels
+        }
+        contents.append((run.notification_id, rendered))
         result[run.id] = Closed(
             digest.id,
-            engine.content_schemas.validate(channel, content),
+            rendered[str(run.status_context.get("channel"))],
             {
                 "close_reason": digest.close_reason,
                 "closed_at": (digest.closed_at or now).isoformat(),
                 "members": len(items),
             },
         )
+    digests.set_contents(conn, contents)
     return result
+
+
+def _render(
+    engine: Engine,
+    notifier: Notifier,
+    items: list[dict[str, Any]],
+    recipient: Recipient,
+    channel: str,
+) -> dict[str, Any]:
+    content: object = notifier.render_batch(items, recipient, channel)
+    if not isinstance(content, dict):
+        raise InvalidNotifier(
+            f"{type(notifier).__name__}.render_batch() must return a dict for channel "
+            f"{channel!r}, got {type(content).__name__}"
+        )
+    return engine.content_schemas.validate(channel, content)
 
 
 def fold(conn: Conn, sent_as: Sequence[tuple[uuid.UUID, PlannedRow]]) -> None:

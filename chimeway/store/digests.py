@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from chimeway import db
 from chimeway.db import Conn
 from chimeway.types import DigestState
@@ -213,3 +215,12 @@ def for_run(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> Digest | None:
         return cur.execute(
             db.query("digest_for_run"), {"tenant_id": tenant_id, "run_id": run_id}
         ).fetchone()
+
+
+def set_contents(conn: Conn, contents: Sequence[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+    """(notification id, channel -> content): merged into the notifications' contents."""
+    if contents:
+        conn.execute(
+            db.query("digest_set_contents"),
+            {"ids": [n for n, _ in contents], "contents": [Jsonb(c) for _, c in contents]},
+        )

@@ -432,3 +432,23 @@ def test_bad_declarations_write_nothing(tx_cw: Chimeway, db: Any) -> None:
         )
     assert count(db, "SELECT count(*) FROM chimeway_events") == 0
     assert count(db, "SELECT count(*) FROM chimeway_digests") == 0
+
+
+def test_the_digest_is_what_the_inbox_shows_and_what_later_steps_send(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    triggered = [comment(tx_cw, n, notifier=EscalatedDigest, conn=db) for n in range(3)]
+    run_id = triggered[0].run_ids[0]
+    tx_cw.progression.progress_run(run_id, now=later(db), conn=db)
+    drain(tx_cw, conn=db)
+    [item] = tx_cw.inbox.list("t1", "ana", conn=db).items
+    assert item.id == triggered[0].notification_ids[0]
+    assert item.content["headline"] == "3 new comments"
+    # Nobody read it: the escalation's email is the digest too.
+    result = tx_cw.progression.progress_run(run_id, now=later(db, dt.timedelta(hours=2)), conn=db)
+    assert isinstance(result, Advanced) and result.to_step == "email"
+    drain(tx_cw, conn=db)
+    [sent] = adapters["email"].sent
+    assert sent.content["subject"] == "3 new comments"
+    # The members' own notifications are not in the inbox: they were folded into the digest.
+    assert len(tx_cw.inbox.list("t1", "ana", conn=db).items) == 1

@@ -121,3 +121,10 @@ LIMIT 1
 -- name: digest_for_run
 -- The digest of a run of the tenant, if its workflow starts with a Batch.
 SELECT * FROM chimeway_digests WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+
+-- name: digest_set_contents
+-- A closed batch's digest becomes its run's notification's content on every channel of its
+-- workflow (so the inbox shows it, and later steps send it too).
+UPDATE chimeway_notifications n SET contents = n.contents || x.contents
+FROM unnest(%(ids)s::uuid[], %(contents)b::jsonb[]) AS x (id, contents)
+WHERE n.id = x.id
