@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -27,6 +28,7 @@ from chimeway import (
     WaitUntil,
     Workflow,
 )
+from chimeway.engine import planning
 from chimeway.testing import drain, due_jobs
 from tests.integration.conftest import Recorders, concurrently, count
 
@@ -452,3 +454,67 @@ def test_the_digest_is_what_the_inbox_shows_and_what_later_steps_send(
     assert sent.content["subject"] == "3 new comments"
     # The members' own notifications are not in the inbox: they were folded into the digest.
     assert len(tx_cw.inbox.list("t1", "ana", conn=db).items) == 1
+
+
+class Carrier(Notifier):
+    """Plain notifications for recipients ``params["to"]``: rows for members to point to."""
+
+    key = "carrier"
+    version = 1
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient]:
+        return [Recipient(id=r) for r in params["to"]]
+
+    def build(self, params: dict[str, Any], recipient: Recipient) -> dict[str, Any]:
+        return {"text": "carrier"}
+
+    def channels(self, params: dict[str, Any], recipient: Recipient) -> list[str]:
+        return ["chat"]
+
+
+def test_daily_batches_opened_before_a_dst_change_close_at_local_time_after_it(
+    tx_cw: Chimeway, db: Any
+) -> None:
+    """Batches opened (on planning's ``now=``) the day before New York's clocks go forward,
+    and back, close at 09:00 local time the next day: 23 and 25 hours later. The zone comes
+    from the recipient directory; without one, UTC."""
+    tx_cw.recipients.upsert("t1", "ny", timezone="America/New_York", conn=db)
+    carriers = tx_cw.trigger(
+        Carrier, {"to": ["ny", "utc"]}, tenant_id="t1", idempotency_key="c1", conn=db
+    )
+    autumn_carrier = tx_cw.trigger(
+        Carrier, {"to": ["ny"]}, tenant_id="t1", idempotency_key="c2", conn=db
+    )
+    assert isinstance(carriers, Triggered) and isinstance(autumn_carrier, Triggered)
+    daily = Batch(window=Daily(9), key="post_id")
+
+    def open_at(notification: uuid.UUID, recipient: str, now: dt.datetime) -> dt.datetime:
+        [where] = planning.join_batches(
+            tx_cw.engine,
+            db,
+            [
+                planning.BatchPlan(
+                    notification_id=notification,
+                    tenant_id="t1",
+                    recipient_id=recipient,
+                    workflow_key="daily_digest",
+                    batch=daily,
+                    batch_key=now.isoformat(),
+                    channel="email",
+                )
+            ],
+            now=now,
+        )
+        assert where.digest.opened and where.digest.position == 1
+        return where.digest.closes_at
+
+    utc = dt.UTC
+    ny, plain = carriers.notification_ids
+    spring = dt.datetime(2026, 3, 7, 14, 0, tzinfo=utc)  # Saturday 09:00 EST
+    assert open_at(ny, "ny", spring) == dt.datetime(2026, 3, 8, 13, 0, tzinfo=utc)  # 09:00 EDT
+    autumn = dt.datetime(2026, 10, 31, 13, 0, tzinfo=utc)  # Saturday 09:00 EDT
+    assert open_at(autumn_carrier.notification_ids[0], "ny", autumn) == dt.datetime(
+        2026, 11, 1, 14, 0, tzinfo=utc
+    )  # 09:00 EST, 25 hours later
+    assert open_at(plain, "utc", spring) == dt.datetime(2026, 3, 8, 9, 0, tzinfo=utc)
+    assert rows(db, "SELECT count(*) FROM chimeway_digests WHERE state = 'open'") == [(3,)]
