@@ -210,13 +210,6 @@ def for_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Delivery
         ).fetchone()
 
 
-def for_run(conn: Conn, tenant_id: str, run_id: uuid.UUID) -> Digest | None:
-    with conn.cursor(row_factory=db.dataclass_row(Digest)) as cur:
-        return cur.execute(
-            db.query("digest_for_run"), {"tenant_id": tenant_id, "run_id": run_id}
-        ).fetchone()
-
-
 def set_contents(conn: Conn, contents: Sequence[tuple[uuid.UUID, dict[str, Any]]]) -> None:
     """(notification id, channel -> content): merged into the notifications' contents."""
     if contents:

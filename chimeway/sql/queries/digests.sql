@@ -118,10 +118,6 @@ JOIN chimeway_digests d ON d.id = r.digest_id
 LEFT JOIN chimeway_deliveries dd ON dd.id = d.delivery_id
 LIMIT 1
 
--- name: digest_for_run
--- The digest of a run of the tenant, if its workflow starts with a Batch.
-SELECT * FROM chimeway_digests WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
-
 -- name: digest_set_contents
 -- A closed batch's digest becomes its run's notification's content on every channel of its
 -- workflow (so the inbox shows it, and later steps send it too).
