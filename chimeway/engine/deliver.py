@@ -52,7 +52,25 @@ def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[Deli
     the adapter calls side by side on their lanes, each group of finished sends recorded at
     once. Safe to call twice or concurrently; one result per distinct id, in order."""
     ids = list(dict.fromkeys(delivery_ids))
-    claimed, why_not = _claim(engine, ids)
+    mine, busy = engine.liveness.hold(ids)
+    try:
+        claimed, why_not = _claim(engine, mine)
+    except BaseException:
+        engine.liveness.let_go(mine, orphaned=True)
+        raise
+    why_not.update(dict.fromkeys(busy, "being sent by this process"))
+    try:
+        return _send_and_record(engine, ids, claimed, why_not)
+    finally:
+        engine.liveness.let_go(mine)
+
+
+def _send_and_record(
+    engine: Engine,
+    ids: Sequence[uuid.UUID],
+    claimed: Sequence[_Claimed],
+    why_not: dict[uuid.UUID, str],
+) -> list[DeliverResult]:
     _skipped(why_not)
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
@@ -99,7 +117,9 @@ def _claim(
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
     numbers), and say why each other one may not. In autocommit: one statement when no
     policy can stop them; else policy's read and the claim too, in one short transaction
-    when policy has something to write. None is left open around the sends."""
+    when policy has something to write. None is left open around the sends. Only ids
+    no other call of this process holds (:meth:`Liveness.hold`) are claimed here: one of
+    them dispatched by this process lost its claim's reply and is claimed again."""
     claimant = engine.liveness.ensure()
     with engine.deliver_pool.connection() as conn:
         conn.autocommit = True

@@ -261,6 +261,9 @@ def _result(s: Sent, done: deliveries.Recorded) -> DeliverResult:
     moved = done.moved
     if done.was_status is None:
         return DeliverResult(delivery_id, "recorded", "delivery no longer exists")
+    if done.replayed:
+        # The first try committed; only its reply was lost.
+        return DeliverResult(delivery_id, "recorded", f"already recorded: {done.was_status}")
     if moved is None:
         # Moved on while the adapter ran (an operator, a takeover): the attempt is kept as
         # evidence, nothing else changed.
