@@ -29,6 +29,7 @@ from chimeway import (
     Workflow,
 )
 from chimeway.engine import planning
+from chimeway.engine.progression import progress_timer
 from chimeway.testing import drain, due_jobs
 from tests.integration.conftest import Recorders, concurrently, count
 
@@ -518,3 +519,29 @@ def test_daily_batches_opened_before_a_dst_change_close_at_local_time_after_it(
     )  # 09:00 EST, 25 hours later
     assert open_at(plain, "utc", spring) == dt.datetime(2026, 3, 8, 9, 0, tzinfo=utc)
     assert rows(db, "SELECT count(*) FROM chimeway_digests WHERE state = 'open'") == [(3,)]
+
+
+class FanOutDigest(CommentDigest):
+    def recipients(self, params: dict[str, Any]) -> list[Recipient]:
+        return [Recipient(id=r) for r in params["to"]]
+
+
+def test_one_timer_closes_the_batches_due_with_it_and_drops_their_timers(
+    cw: Chimeway, committed_db: str, adapters: Recorders
+) -> None:
+    opened = cw.trigger(
+        FanOutDigest,
+        {"to": ["a", "b", "c"], "by": "u", "text": "t", "post_id": "p"},
+        tenant_id="t1",
+        idempotency_key="fan",
+    )
+    assert isinstance(opened, Triggered) and len(opened.run_ids) == 3
+    timers = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+    assert count(committed_db, timers) == 3  # one per batch, all at the same instant
+    result = progress_timer(cw.engine, opened.run_ids[0], now=dt.datetime.now(dt.UTC) + WINDOW)
+    assert isinstance(result, Advanced)
+    assert count(committed_db, "SELECT count(*) FROM chimeway_digests WHERE state = 'closed'") == 3
+    # The others' timers would only find their batches closed: they are gone.
+    assert count(committed_db, timers) == 1  # the one that ran (a job outside a worker)
+    drain(cw, queues=["chimeway_delivery"])
+    assert sorted(r.recipient_id for r in adapters["email"].sent) == ["a", "b", "c"]

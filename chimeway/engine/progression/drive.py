@@ -23,7 +23,7 @@ from chimeway.engine.context import Engine
 from chimeway.engine.progression import apply, decide
 from chimeway.engine.progression.decide import Decision, ElapseWait
 from chimeway.results import Advanced, Delivery, Noop, ProgressResult
-from chimeway.store import clock, deliveries, runs
+from chimeway.store import clock, deliveries, jobs, runs
 from chimeway.store.deliveries import LatestAttempt, PlannedRow
 from chimeway.store.runs import Run
 from chimeway.types import DeliveryStatus, DigestState, RunState
@@ -172,6 +172,13 @@ def _elapse(
     ]
     closed = digests.close(engine, conn, due, now)
     decisions = [_with_digest(d, closed) for d in decisions]
+    if len(locked) > 1:
+        # Taken along by a timer or the sweep: their own timers, still queued, would only
+        # find them moved on (and, set ahead of deliveries, delay the sends just planned).
+        # Removed before the moves, which may queue new ones under the same locks.
+        jobs.delete_queued(
+            conn, [jobs.progress_lock(d.run.id) for d in decisions if isinstance(d, ElapseWait)]
+        )
     return apply.apply(engine, conn, decisions)
 
 
