@@ -270,6 +270,8 @@ def test_allowed_table_matches_design() -> None:
         # Provider feedback after the send (design §5, §12): a late bounce or failure.
         ("succeeded", "cancelled"),
         ("succeeded", "failed"),
+        # A batch member's held delivery, folded into the digest when it closes (design §15).
+        ("pending", "digested"),
     }
 
 
