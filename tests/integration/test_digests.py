@@ -545,3 +545,49 @@ def test_one_timer_closes_the_batches_due_with_it_and_drops_their_timers(
     assert count(committed_db, timers) == 1  # the one that ran (a job outside a worker)
     drain(cw, queues=["chimeway_delivery"])
     assert sorted(r.recipient_id for r in adapters["email"].sent) == ["a", "b", "c"]
+
+
+def test_triggers_racing_the_close_each_land_in_exactly_one_batch(
+    make_cw: Any, committed_db: str, adapters: Recorders
+) -> None:
+    cw = make_cw(pool_max_size=24)
+    first = comment(cw, 0)
+    run_id = first.run_ids[0]
+    numbers = iter(range(1, 41))
+    take = threading.Lock()
+    closed: list[Any] = []
+
+    def either() -> Any:
+        with take:
+            n = next(numbers, None)
+        if n == 20:  # one of the racers closes the batch instead (its window is over)
+            closed.append(cw.progression.progress_run(run_id, now=dt.datetime.now(dt.UTC) + WINDOW))
+        assert n is not None
+        return comment(cw, n)
+
+    concurrently(21, either)
+    [result] = closed
+    assert isinstance(result, Advanced)
+    with psycopg.connect(committed_db) as conn:
+        digests = rows(
+            conn,
+            "SELECT g.state::text, g.member_count, count(m.*), "
+            "       array_agg(m.position ORDER BY m.position) "
+            "FROM chimeway_digests g JOIN chimeway_digest_members m ON m.digest_id = g.id "
+            "GROUP BY g.id ORDER BY g.opened_at",
+        )
+        notifications = count(conn, "SELECT count(*) FROM chimeway_notifications")
+        members = count(conn, "SELECT count(*) FROM chimeway_digest_members")
+    # Every notification is in exactly one batch; each batch's members are contiguous.
+    assert members == notifications == 22
+    assert [d[0] for d in digests] in (["closed"], ["closed", "open"])
+    for _, member_count, n, positions in digests:
+        assert member_count == n and positions == list(range(1, n + 1))
+    drain(cw, queues=["chimeway_delivery"])
+    # The closed batch's members were all folded into its one digest.
+    [sent] = adapters["email"].sent
+    assert sent.content["subject"] == f"{digests[0][1]} new comments"
+    with psycopg.connect(committed_db) as conn:
+        assert count(
+            conn, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'digested'"
+        ) == (digests[0][1] - 1)
