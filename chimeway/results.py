@@ -79,7 +79,8 @@ class Stopped:
 class Noop:
     """Nothing to do now; ``reason`` says why (``wait_not_due``, ``run_not_active``,
     ``prior_delivery_not_converged``, ``no_progress_rules``, ``no_matching_progress_rule``,
-    ``no_active_step_delivery``, ``unknown_to_step``, ``run_not_found``)."""
+    ``no_active_step_delivery``, ``unknown_to_step``, ``run_not_found``,
+    ``batch_not_found``)."""
 
     run_id: uuid.UUID
     reason: str
@@ -502,6 +503,8 @@ class DigestExplanation:
     run_id: uuid.UUID | None
     delivery_id: uuid.UUID | None
     delivery_status: DeliveryStatus | None
+    #: The members' notifications, in the order they joined (the first is the run's own).
+    notification_ids: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,7 @@ def _digest(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DigestExplana
         delivery_status=None
         if found.delivery_status is None
         else DeliveryStatus(found.delivery_status),
+        notification_ids=[m.notification_id for m in digests.members(conn, [found.id])[found.id]],
     )
 
 

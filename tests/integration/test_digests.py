@@ -301,6 +301,8 @@ def test_explained_both_ways(tx_cw: Chimeway, db: Any) -> None:
     assert digest.status == "succeeded"
     assert digest.digest is not None and digest.digest.role == "digest"
     assert digest.why.startswith("The digest of 3 notifications, closed at ")
+    assert digest.digest.notification_ids == [t.notification_ids[0] for t in triggered]
+    assert member.digest.notification_ids == digest.digest.notification_ids
     traces = tx_cw.workflows.list_traces("t1", triggered[0].run_ids[0], conn=db)
     assert [t.reason for t in traces] == [
         "workflow_started",
