@@ -24,6 +24,7 @@ from typing import Any
 
 from chimeway import (
     Adapter,
+    Batch,
     Chimeway,
     DeliveryRequest,
     Notifier,
@@ -165,6 +166,63 @@ class Timers(_Bench):
         return TIMERS[int(recipient.id.rsplit("-", 1)[1]) % 3 + 1]
 
 
+DIGEST_CLOSE_WINDOW = 15  # seconds: bench.digests joins members to these batches first
+
+
+def _digest_workflow(key: str, window: int | dt.timedelta) -> Workflow:
+    return Workflow(key, 1, [Batch(window=window, key="post"), Step("email", "email")])
+
+
+DIGEST = _digest_workflow("bench_digest", dt.timedelta(hours=1))
+DIGEST_CLOSE = _digest_workflow("bench_digest_close", DIGEST_CLOSE_WINDOW)
+ONE_STEP = Workflow("bench_one_step", 1, [Step("email", "email")])
+
+
+class _OneOrMany(_Bench):
+    """One recipient ``params["to"]``, or ``{prefix}-0 ..`` as :class:`_Bench`."""
+
+    def recipients(self, params: dict[str, Any]) -> list[Recipient | dict[str, Any]]:
+        if "to" in params:
+            return [{"id": params["to"]}]
+        return super().recipients(params)
+
+    def render_batch(
+        self, items: list[dict[str, Any]], recipient: Recipient, channel: str
+    ) -> dict[str, Any]:
+        return {**CONTENT[channel], "subject": f"{len(items)} new comments"}
+
+
+class Digest(_OneOrMany):
+    """A one-hour batch per (recipient, ``params["post"]``), then one email."""
+
+    key = "bench_digest"
+    version = 1
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return DIGEST
+
+
+class DigestClose(_OneOrMany):
+    """Like :class:`Digest`, its batches closing :data:`DIGEST_CLOSE_WINDOW` s after they
+    open."""
+
+    key = "bench_digest_close"
+    version = 1
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return DIGEST_CLOSE
+
+
+class OneStep(_OneOrMany):
+    """The same email step without a batch: a run and a delivery per trigger."""
+
+    key = "bench_one_step"
+    version = 1
+
+    def workflow(self, params: dict[str, Any], recipient: Recipient) -> Workflow | None:
+        return ONE_STEP
+
+
 class SleepAdapter:
     """Returns ``Sent`` after ``latency`` seconds (0: at once)."""
 
@@ -220,7 +278,7 @@ def build(url: str | None = None) -> Chimeway:
         )
     cw = Chimeway(
         url or os.environ["CHIMEWAY_DATABASE_URL"],
-        notifiers=[TwoStep, TwoStepSmtp, Plain, SignalWait, Timers],
+        notifiers=[TwoStep, TwoStepSmtp, Plain, SignalWait, Timers, Digest, DigestClose, OneStep],
         adapters=adapters,
         default_adapter=SleepAdapter(latency),
         webhook_providers=[StandardWebhooksProvider(RECEIPTS_SECRET, name="receipts")],

@@ -32,7 +32,7 @@ from chimeway.config import (
     Throttle,
 )
 from chimeway.content import ContentSchemas
-from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
+from chimeway.dsl import Batch, Daily, OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
     ChimewayError,
     ConfigurationError,
@@ -70,6 +70,7 @@ from chimeway.results import (
     DeliveryRedriven,
     DeliverySummary,
     DeliveryTransition,
+    DigestExplanation,
     Duplicate,
     FeedbackProcessed,
     Forgotten,
@@ -113,6 +114,7 @@ __all__ = [
     "Advanced",
     "Attempt",
     "AttemptOutcome",
+    "Batch",
     "Bounced",
     "CapSetting",
     "Chimeway",
@@ -122,6 +124,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "ContentSchemas",
+    "Daily",
     "DatabaseError",
     "DatabaseUnavailable",
     "DeliverAction",
@@ -135,6 +138,7 @@ __all__ = [
     "DeliveryStatus",
     "DeliverySummary",
     "DeliveryTransition",
+    "DigestExplanation",
     "Duplicate",
     "ErrorClass",
     "FallbackAdapter",

@@ -38,6 +38,10 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
         "Cancelled before any attempt: an operator cancelled its run (`manual`, history "
         "`run_cancelled`)."
     ),
+    ("pending", "digested"): (
+        "A batch member's own delivery, held (`digest_held`) while its batch collected, is "
+        "folded into the digest's delivery when the batch closes (`included_in_digest`)."
+    ),
     ("dispatched", "dispatched"): (
         "Takeover: its send has been `dispatched` longer than `stuck_after`, so another "
         "worker claims it (`redispatched_after_interruption`); or its claimant's claim "

@@ -9,6 +9,10 @@ its channel; its ``progress`` rules decide what happens once that delivery has a
   advances; any of its ``cancel_signals`` ends the wait early (design §7);
 - :class:`OnSignal` advances when a signal with that event name resumes the run.
 
+A workflow may start with a :class:`Batch` (design §15): the triggers of one recipient (and
+batch key) are collected into one run for a window (a fixed length from the first item, or up
+to a :class:`Daily` local time), and the first step then sends one digest of them all.
+
 ``to_step`` always names a *later* step, so every workflow terminates (design §10). Keys,
 channels, ``to_step`` and signal names follow the identifier rule of :mod:`chimeway.inputs`
 (non-blank, no control characters or lone surrogates, at most :data:`MAX_KEY_LENGTH`
@@ -25,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, TypeAlias
 
 from pydantic import (
@@ -41,17 +45,23 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from chimeway.errors import InvalidWorkflow
+from chimeway.errors import InvalidArgument, InvalidWorkflow
 from chimeway.inputs import identifier_problem
+from chimeway.policy.quiet_hours import next_local_time, zone_for
 from chimeway.storable import preview
 from chimeway.types import Outcome
 
 __all__ = [
     "ANCHOR",
+    "MAX_BATCH_ITEMS",
+    "MAX_BATCH_WINDOW",
     "MAX_CANCEL_SIGNALS",
     "MAX_EVENT_NAME_LENGTH",
     "MAX_KEY_LENGTH",
     "MAX_WAIT",
+    "RECIPIENT_ZONE",
+    "Batch",
+    "Daily",
     "OnOutcome",
     "OnSignal",
     "Rule",
@@ -74,6 +84,11 @@ longest plausible wait. A bound keeps every due time (now + delay) far from ``da
 year-9999 overflow and from PostgreSQL's timestamp range, whatever the declaration says."""
 _MAX_WAIT_SECONDS: Final = int(MAX_WAIT.total_seconds())
 _MAX_VERSION: Final = 2**31 - 1  # workflow_version is a Postgres integer
+MAX_BATCH_WINDOW: Final = timedelta(days=31)
+"""The longest fixed :class:`Batch` window: a digest is daily, weekly, at most monthly."""
+MAX_BATCH_ITEMS: Final = 10_000
+"""The largest ``max_items`` of a :class:`Batch` (one digest renders every member)."""
+RECIPIENT_ZONE: Final = "recipient"
 
 RuleKind: TypeAlias = Literal["wait_until", "on_outcome", "stop", "on_signal"]
 
@@ -358,6 +373,158 @@ def rule_from_dict(data: Mapping[str, Any]) -> Rule:
     return cls(**fields)
 
 
+# -- batches ------------------------------------------------------------------------------
+
+
+def _zone(value: str) -> str:
+    if value != RECIPIENT_ZONE:
+        try:
+            zone_for(value, field="tz")
+        except InvalidArgument:
+            raise ValueError(
+                f"must be {RECIPIENT_ZONE!r} or an IANA time zone name, got {preview(value)}"
+            ) from None
+    return value
+
+
+def _window(value: Any) -> Any:
+    if isinstance(value, Daily):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | timedelta):
+        raise ValueError(
+            "must be a timedelta, an int number of seconds or a Daily(hour, minute), "
+            f"got {type(value).__name__}"
+        )
+    seconds = value if isinstance(value, int) else value.total_seconds()
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {seconds:g} seconds")
+    if isinstance(value, timedelta) and value.microseconds:
+        raise ValueError(f"must be whole seconds, got {seconds} seconds")
+    window = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if window > MAX_BATCH_WINDOW:
+        raise ValueError(
+            f"is too large: at most {MAX_BATCH_WINDOW.days} days, got {int(seconds)} seconds"
+        )
+    return window
+
+
+class Daily(_Declaration):
+    """A batch window that closes every day at ``hour:minute`` local time, in the
+    recipient's time zone (``tz="recipient"``: the profile's ``timezone``, else UTC) or in a
+    named IANA zone. A local time that occurs twice (clocks go back) is taken at its later
+    occurrence; one that does not exist (clocks go forward) at the first instant after the
+    gap, as for quiet hours."""
+
+    _positional: ClassVar[tuple[str, ...]] = ("hour", "minute")
+    hour: Annotated[StrictInt, Field(ge=0, le=23)]
+    minute: Annotated[StrictInt, Field(ge=0, le=59)] = 0
+    tz: Annotated[StrictStr, AfterValidator(_zone)] = RECIPIENT_ZONE
+
+    if TYPE_CHECKING:
+
+        def __init__(self, hour: int, minute: int = 0, *, tz: str = "recipient") -> None: ...
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return "Daily"
+
+    @property
+    def at(self) -> time:
+        return time(self.hour, self.minute)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hour": self.hour, "minute": self.minute, "tz": self.tz}
+
+
+class Batch(_Declaration):
+    """Collect a recipient's notifications into one run before the first step (design §15).
+
+    A trigger for a recipient who has an open batch of this workflow with the same batch
+    key joins it (no new run); otherwise it opens one. The batch closes when ``window``
+    ends (a fixed length from its first item, or the next :class:`Daily` local time) or
+    when it holds ``max_items``; the run then goes on to its first step, which sends one
+    delivery rendered by the notifier's ``render_batch(items, recipient, channel)``.
+
+    ``key`` names a field of the trigger's params (dotted for nested objects, e.g.
+    ``"post.id"``) whose value separates batches: one digest per post. ``None``: one batch
+    per workflow and recipient."""
+
+    window: Annotated[Daily | timedelta, BeforeValidator(_window)]
+    key: _Text | None = None
+    max_items: Annotated[StrictInt, Field(ge=2, le=MAX_BATCH_ITEMS)] | None = None
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            window: timedelta | int | Daily,
+            key: str | None = None,
+            max_items: int | None = None,
+        ) -> None: ...
+
+    @classmethod
+    def _where(cls, data: Mapping[str, Any]) -> str:
+        return "Batch"
+
+    @property
+    def daily(self) -> Daily | None:
+        return self.window if isinstance(self.window, Daily) else None
+
+    def closes_at(self, opened_at: datetime, recipient_zone: str | None = None) -> datetime:
+        """When a batch opened at ``opened_at`` closes: ``window`` later, or at the next
+        :class:`Daily` local time strictly after it, in the Daily's zone (``"recipient"``:
+        ``recipient_zone``, else UTC; a zone the server does not know counts as UTC)."""
+        if not isinstance(self.window, Daily):
+            return opened_at + self.window
+        zone = self.window.tz if self.window.tz != RECIPIENT_ZONE else recipient_zone
+        if zone:
+            try:
+                zone_for(zone)
+            except InvalidArgument:
+                zone = None
+        return next_local_time(opened_at, self.window.at, zone or "UTC")
+
+    def key_of(self, params: Mapping[str, Any]) -> str | None:
+        """The batch key for a trigger's params: the ``key`` field's value as text (a
+        string, an integer or a boolean; a UUID-like string as it is), ``""`` with no
+        ``key``, ``None`` when the field is missing or not a scalar."""
+        if self.key is None:
+            return ""
+        value: Any = params
+        for part in self.key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str | int):
+            return str(value)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        window: dict[str, Any] = (
+            {"daily": self.window.to_dict()}
+            if isinstance(self.window, Daily)
+            else {"window_seconds": self.window // timedelta(seconds=1)}
+        )
+        return {**window, "key": self.key, "max_items": self.max_items}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+        if not isinstance(data, Mapping):
+            raise InvalidWorkflow(f"batch: must be a mapping, got {type(data).__name__}")
+        fields = dict(data)
+        if "daily" in fields:
+            daily = fields.pop("daily")
+            if not isinstance(daily, Mapping):
+                raise InvalidWorkflow("batch: daily: must be a mapping")
+            fields["window"] = Daily(**{str(k): v for k, v in daily.items()})
+        elif "window_seconds" in fields:
+            fields["window"] = fields.pop("window_seconds")
+        return cls(**{str(k): v for k, v in fields.items()})
+
+
 # -- steps and workflows ------------------------------------------------------------------
 
 
@@ -411,7 +578,10 @@ class Step(_Declaration):
 
 
 class Workflow(_Declaration):
-    """A versioned, ordered list of steps; stored once per ``(key, version)``."""
+    """A versioned, ordered list of steps; stored once per ``(key, version)``.
+
+    ``steps`` may start with a :class:`Batch`, which is then kept as :attr:`batch` (the
+    steps proper follow it); a Batch anywhere else is refused."""
 
     _positional: ClassVar[tuple[str, ...]] = ("key", "version", "steps")
     key: _Text
@@ -421,14 +591,38 @@ class Workflow(_Declaration):
         BeforeValidator(_as_tuple),
         AfterValidator(_at_least_one_step),
     ]
+    batch: Annotated[Batch, _instance_of(Batch, "a Batch")] | None = None
 
     if TYPE_CHECKING:
 
-        def __init__(self, key: str, version: int, steps: Sequence[Step]) -> None: ...
+        def __init__(
+            self, key: str, version: int, steps: Sequence[Step | Batch], batch: Batch | None = None
+        ) -> None: ...
 
     @classmethod
     def _where(cls, data: Mapping[str, Any]) -> str:
         return f"workflow {preview(data['key'])}" if "key" in data else "workflow"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _leading_batch(cls, data: Any) -> Any:
+        """A Batch as the first element of ``steps`` becomes :attr:`batch`."""
+        if not isinstance(data, dict):
+            return data
+        steps = data.get("steps")
+        if not isinstance(steps, list | tuple):
+            return data
+        where = cls._where(data)
+        for index, element in enumerate(steps):
+            if isinstance(element, Batch) and index > 0:
+                raise InvalidWorkflow(
+                    f"{where}, steps[{index}]: a Batch must be the first element of steps"
+                )
+        if steps and isinstance(steps[0], Batch):
+            if data.get("batch") is not None:
+                raise InvalidWorkflow(f"{where}: batch: given both in steps and by keyword")
+            data = {**data, "batch": steps[0], "steps": tuple(steps[1:])}
+        return data
 
     @model_validator(mode="after")
     def _check_steps(self) -> Self:
@@ -473,8 +667,12 @@ class Workflow(_Declaration):
         return list(dict.fromkeys(step.channel for step in self.steps))
 
     def step_rows(self) -> list[dict[str, Any]]:
-        """Rows for ``chimeway_workflow_steps``: step_key, step_order (1..n), channel, config."""
-        return [step.to_row(order) for order, step in enumerate(self.steps, start=1)]
+        """Rows for ``chimeway_workflow_steps``: step_key, step_order (1..n), channel, config.
+        A :attr:`batch` is kept in the first step's config, under ``batch``."""
+        rows = [step.to_row(order) for order, step in enumerate(self.steps, start=1)]
+        if self.batch is not None:
+            rows[0]["config"]["batch"] = self.batch.to_dict()
+        return rows
 
     def checksum(self) -> str:
         """sha256 (hex) of the canonical JSON of key, version and step rows."""
@@ -504,8 +702,16 @@ class Workflow(_Declaration):
                 f"{where}: step_order: must be 1..{len(rows)} without gaps, got {orders}"
             )
         steps = []
+        batch: Batch | None = None
         for row in sorted(rows, key=lambda row: get(row, "step_order")):
             step_key, config = get(row, "step_key"), get(row, "config")
+            if isinstance(config, Mapping) and config.get("batch") is not None:
+                if get(row, "step_order") != 1:
+                    raise InvalidWorkflow(
+                        f"{where}, step {step_key!r}: config: only the first step holds a batch"
+                    )
+                with _within(f"{where}, step {step_key!r}"):
+                    batch = Batch.from_dict(config["batch"])
             progress = config.get("progress", []) if isinstance(config, Mapping) else None
             if not isinstance(progress, list):
                 raise InvalidWorkflow(
@@ -517,4 +723,4 @@ class Workflow(_Declaration):
                     rules.append(rule_from_dict(rule))
             with _within(where):
                 steps.append(Step(step_key, channel=get(row, "channel"), progress=rules))
-        return cls(key, version=version, steps=steps)
+        return cls(key, version=version, steps=steps, batch=batch)

@@ -23,7 +23,7 @@ from chimeway.content import (
     describe_validation_error,
     find_json_problem,
 )
-from chimeway.errors import InvalidNotifier
+from chimeway.errors import InvalidNotifier, InvalidTrigger
 from chimeway.inputs import identifier_problem
 from chimeway.profiles import email_problem, locale_problem, phone_problem, timezone_problem
 
@@ -120,6 +120,14 @@ class Notifier:
         """A workflow to run for each recipient, or ``None`` for plain deliveries."""
         return None
 
+    def render_batch(
+        self, items: list[dict[str, Any]], recipient: Recipient, channel: str
+    ) -> dict[str, Any]:
+        """The content of a digest for one channel (design §15): ``items`` are the assigns
+        (from :meth:`build`) of every notification the batch collected, in the order they
+        joined. Needed by a notifier whose workflow starts with a ``Batch``."""
+        raise NotImplementedError(f"{type(self).__name__} must override render_batch()")
+
 
 @dataclass(frozen=True)
 class PlannedNotification:
@@ -130,6 +138,8 @@ class PlannedNotification:
     channels: list[str]
     contents: dict[str, dict[str, Any]]  # channel -> validated content
     workflow: Workflow | None
+    #: The batch this notification goes into, for a workflow that starts with a Batch.
+    batch_key: str | None = None
 
 
 _MISSING = object()
@@ -271,6 +281,7 @@ def plan_notification(
         raise InvalidNotifier(f"{name}.build() returned assigns that are not JSON: {problem}")
 
     workflow: object = notifier.workflow(params, recipient)
+    batch_key: str | None = None
     if workflow is None:
         channels = _checked_channels(name, notifier.channels(params, recipient))
     else:
@@ -281,6 +292,18 @@ def plan_notification(
                 f"{name}.workflow() must return a Workflow or None, got {type(workflow).__name__}"
             )
         channels = list(dict.fromkeys(step.channel for step in workflow.steps))
+        if workflow.batch is not None:
+            if type(notifier).render_batch is Notifier.render_batch:
+                raise InvalidNotifier(
+                    f"{name}.render_batch() must be overridden: workflow {workflow.key!r} "
+                    "starts with a Batch"
+                )
+            batch_key = workflow.batch.key_of(params)
+            if batch_key is None:
+                raise InvalidTrigger(
+                    f"params: the Batch key {workflow.batch.key!r} of workflow "
+                    f"{workflow.key!r} names no string, integer or boolean field"
+                )
 
     default_render = type(notifier).render is Notifier.render  # skip a second build() call
     contents: dict[str, dict[str, Any]] = {}
@@ -301,4 +324,5 @@ def plan_notification(
         channels=channels,
         contents=contents,
         workflow=workflow,
+        batch_key=batch_key,
     )

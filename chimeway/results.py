@@ -79,7 +79,8 @@ class Stopped:
 class Noop:
     """Nothing to do now; ``reason`` says why (``wait_not_due``, ``run_not_active``,
     ``prior_delivery_not_converged``, ``no_progress_rules``, ``no_matching_progress_rule``,
-    ``no_active_step_delivery``, ``unknown_to_step``, ``run_not_found``)."""
+    ``no_active_step_delivery``, ``unknown_to_step``, ``run_not_found``,
+    ``batch_not_found``)."""
 
     run_id: uuid.UUID
     reason: str
@@ -533,6 +534,28 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class DigestExplanation:
+    """The batch (design §15) a delivery belongs to: as the delivery that sends its digest
+    (``role`` ``"digest"``) or as the own delivery of a member (``role`` ``"member"``, at
+    ``position``), folded into the digest's delivery ``delivery_id`` when it closed."""
+
+    digest_id: uuid.UUID
+    role: str
+    position: int | None
+    state: str
+    members: int
+    opened_at: dt.datetime
+    closes_at: dt.datetime
+    closed_at: dt.datetime | None
+    close_reason: str | None
+    run_id: uuid.UUID | None
+    delivery_id: uuid.UUID | None
+    delivery_status: DeliveryStatus | None
+    #: The members' notifications, in the order they joined (the first is the run's own).
+    notification_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class DeliveryExplanation:
     """A delivery's whole story: its rows, its timeline, and one sentence saying why it did
     or did not send."""
@@ -555,6 +578,8 @@ class DeliveryExplanation:
     #: Each policy decision about it, oldest first, in one sentence with its evidence
     #: ("Not sent: ana turned email off for 'mentions' at 2026-03-01 12:03Z.").
     decisions: list[str] = field(default_factory=list)
+    #: The batch it belongs to, for a workflow that starts with a Batch.
+    digest: DigestExplanation | None = None
 
     @property
     def sent(self) -> bool:

@@ -108,6 +108,13 @@ class Outcome(StrEnum):
     BOUNCED = "bounced"
 
 
+class DigestState(StrEnum):
+    """A batch of a workflow that starts with ``Batch`` (design §15)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
 # PostgreSQL enum type -> the StrEnum that mirrors it.
 PG_ENUMS: dict[str, type[StrEnum]] = {
     "chimeway_delivery_status": DeliveryStatus,
@@ -118,4 +125,5 @@ PG_ENUMS: dict[str, type[StrEnum]] = {
     "chimeway_run_state": RunState,
     "chimeway_ingress_state": IngressState,
     "chimeway_feedback_status": FeedbackStatus,
+    "chimeway_digest_state": DigestState,
 }

@@ -20,11 +20,12 @@ from chimeway.results import (
     Delivery,
     DeliveryExplanation,
     DeliveryTransition,
+    DigestExplanation,
     RunExplanation,
     TimelineEntry,
     Transition,
 )
-from chimeway.store import deliveries, runs, webhooks
+from chimeway.store import deliveries, digests, runs, webhooks
 from chimeway.store.deliveries import Header
 from chimeway.store.webhooks import Received
 from chimeway.types import DeliveryReason, DeliveryStatus, RunState
@@ -96,6 +97,8 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
     feedback = webhooks.for_delivery(conn, delivery_id)
     moves = deliveries.transitions(conn, delivery_id)
     timeline = _timeline(conn, head, attempts, feedback, moves)
+    digest = _digest(conn, head.tenant_id, delivery_id)
+    reason = why(head, attempts, feedback, moves)
     return DeliveryExplanation(
         delivery_id=head.id,
         tenant_id=head.tenant_id,
@@ -111,8 +114,62 @@ def explain_delivery(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> Deli
         workflow_step=head.step_key,
         attempts=attempts,
         timeline=timeline,
-        why=why(head, attempts, feedback, moves),
+        why=reason if digest is None else digest_why(digest, head.status, reason),
         decisions=policy_decisions(head, moves),
+        digest=digest,
+    )
+
+
+def _digest(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DigestExplanation | None:
+    found = digests.for_delivery(conn, tenant_id, delivery_id)
+    if found is None:
+        return None
+    return DigestExplanation(
+        digest_id=found.id,
+        role=found.role,
+        position=found.position,
+        state=str(found.state),
+        members=found.member_count,
+        opened_at=found.opened_at,
+        closes_at=found.closes_at,
+        closed_at=found.closed_at,
+        close_reason=found.close_reason,
+        run_id=found.run_id,
+        delivery_id=found.delivery_id,
+        delivery_status=None
+        if found.delivery_status is None
+        else DeliveryStatus(found.delivery_status),
+        notification_ids=[m.notification_id for m in digests.members(conn, [found.id])[found.id]],
+    )
+
+
+_CLOSED_BY = {"window_elapsed": "its window ended", "max_items": "it reached max_items"}
+
+
+def digest_why(digest: DigestExplanation, status: str, said: str) -> str:
+    """Why, for a delivery of a batch: a member's is folded into (or held for) the digest;
+    the digest's own says what it collected, then what became of it."""
+    closed = (
+        f"closed at {digest.closed_at:%Y-%m-%d %H:%M:%S %Z} "
+        f"({_CLOSED_BY.get(digest.close_reason or '', digest.close_reason)})"
+        if digest.closed_at
+        else f"closes at {digest.closes_at:%Y-%m-%d %H:%M:%S %Z}"
+    )
+    if digest.role == "digest":
+        return f"The digest of {digest.members} notifications, {closed}. {said}"
+    if status == DeliveryStatus.DIGESTED:
+        sent = (
+            "sent"
+            if digest.delivery_status == DeliveryStatus.SUCCEEDED
+            else f"now {digest.delivery_status}"
+        )
+        return (
+            f"Not sent on its own: folded, as item {digest.position} of {digest.members}, "
+            f"into the digest delivery {digest.delivery_id} ({sent}); the batch {closed}."
+        )
+    return (
+        f"Not sent yet: held as item {digest.position} of a batch that {closed}; "
+        "it is then folded into one digest."
     )
 
 

@@ -32,6 +32,7 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from chimeway import telemetry
 from chimeway.db import Conn
+from chimeway.dsl import RECIPIENT_ZONE, Batch
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument
@@ -49,10 +50,10 @@ from chimeway.policy import (
 )
 from chimeway.policy.decision import THROTTLED
 from chimeway.results import Delivery
-from chimeway.store import deliveries
+from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
 from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
-from chimeway.types import DeliveryReason, DeliveryStatus, OrchestrationState
+from chimeway.types import DeliveryReason, DeliveryStatus, DigestState, OrchestrationState
 
 S = DeliveryStatus
 
@@ -507,3 +508,101 @@ def _quiet_hours(start: str, end: str, zone: str | None) -> QuietHours:
         except InvalidArgument:
             pass
     return QuietHours(begins, ends, "UTC")
+
+
+# -- batching (digests, design §15) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A triggered notification whose workflow starts with a ``Batch``: it joins its
+    recipient's open batch (its ``batch_key``) or opens one. ``channel`` and the flags are
+    those of the workflow's first step, which will send the digest."""
+
+    notification_id: uuid.UUID
+    tenant_id: str
+    recipient_id: str
+    workflow_key: str
+    batch: Batch
+    batch_key: str
+    channel: str
+    category: str | None = None
+    critical: bool = False
+    bypass_quiet_hours: bool = False
+
+
+@dataclass(frozen=True)
+class Batched:
+    """Where a :class:`BatchPlan` went: the digest it opened or joined and, joined, its own
+    held delivery."""
+
+    digest: digests.Joined
+    delivery_id: uuid.UUID | None
+
+
+def join_batches(
+    engine: Engine, conn: Conn, plans: Sequence[BatchPlan], *, now: dt.datetime | None = None
+) -> list[Batched]:
+    """Decide, in ``conn``'s transaction, the batch each notification goes into: the open
+    batch of its (tenant, workflow, recipient, batch key), which it joins (no run of its
+    own; its own delivery is held until the batch closes, then ``digested``), or a new one
+    that closes at the end of the window counted from now (a fixed length, or the next
+    daily local time in the recipient's zone). Exactly one batch per key is open however
+    many triggers run at once (a unique index, not a read). The join that reaches
+    ``max_items`` closes the batch and queues its run's timer now. The joined (or opened)
+    digests, in input order; the caller starts the runs of those ``opened``."""
+    if not plans:
+        return []
+    at = now or clock.now(conn)
+    daily = {
+        (p.tenant_id, p.recipient_id)
+        for p in plans
+        if p.batch.daily is not None and p.batch.daily.tz == RECIPIENT_ZONE
+    }
+    zones = recipients.timezones(conn, daily) if daily else {}
+    order = sorted(
+        range(len(plans)),
+        key=lambda i: (
+            plans[i].tenant_id,
+            plans[i].workflow_key,
+            plans[i].recipient_id,
+            plans[i].batch_key,
+        ),
+    )
+    wants = [
+        digests.Want(
+            tenant_id=p.tenant_id,
+            workflow_key=p.workflow_key,
+            recipient_id=p.recipient_id,
+            batch_key=p.batch_key,
+            closes_at=p.batch.closes_at(at, zones.get((p.tenant_id, p.recipient_id))),
+            max_items=p.batch.max_items,
+        )
+        for p in (plans[i] for i in order)
+    ]
+    found = dict(zip(order, digests.join(conn, wants), strict=True))
+    joined = [found[i] for i in range(len(plans))]
+    added = digests.add_members(
+        conn,
+        [
+            digests.NewMember(
+                digest_id=j.id,
+                position=j.position,
+                notification_id=p.notification_id,
+                tenant_id=p.tenant_id,
+                recipient_id=p.recipient_id,
+                channel=p.channel,
+                max_attempts=engine.retry_policy(p.channel).max_attempts,
+                category=p.category,
+                workflow_key=p.workflow_key,
+                critical=p.critical,
+                bypass_quiet_hours=p.bypass_quiet_hours,
+            )
+            for p, j in zip(plans, joined, strict=True)
+        ],
+    )
+    for j in joined:
+        if not j.opened and j.state == DigestState.CLOSED and j.run_id is not None:
+            engine.deferrer.progress(conn, j.run_id, schedule_at=at)  # full: close it now
+    held = {m.notification_id: m.delivery_id for m in added}
+    return [Batched(j, held.get(p.notification_id)) for p, j in zip(plans, joined, strict=True)]

@@ -116,3 +116,12 @@ def addresses(
         pair: frozenset(f for f in profiles.ADDRESS_FIELDS if getattr(record, f))
         for pair, record in recipients.for_pairs(conn, pairs).items()
     }
+
+
+def timezones(conn: Conn, pairs: Collection[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The profile time zone of each (tenant, recipient) that has one."""
+    return {
+        pair: record.timezone
+        for pair, record in recipients.for_pairs(conn, pairs).items()
+        if record.timezone
+    }

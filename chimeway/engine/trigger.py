@@ -19,7 +19,7 @@ from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import planning, recipients
 from chimeway.engine.context import Engine
-from chimeway.engine.progression import progress_planned
+from chimeway.engine.progression import Opened, progress_planned, start_batches
 from chimeway.errors import InvalidTrigger
 from chimeway.inputs import identifier, json_object
 from chimeway.notifiers import (
@@ -31,7 +31,8 @@ from chimeway.notifiers import (
 )
 from chimeway.redaction import redact
 from chimeway.results import Duplicate, Triggered
-from chimeway.store import events, runs
+from chimeway.store import digests, events, runs
+from chimeway.store.definitions import Definition
 from chimeway.store.events import NewNotification
 
 
@@ -114,6 +115,7 @@ def _write(
         for wid, workflow in sorted(distinct.items(), key=lambda i: (i[1].key, i[1].version))
     }
     definitions = {id(p): stored[id(p.workflow)] for p in plans if p.workflow is not None}
+    batched = _join_batches(engine, tx, notifier, plans, notification_ids, definitions, tenant_id)
     run_ids = runs.create_initial_runs(
         tx,
         tenant_id,
@@ -121,11 +123,15 @@ def _write(
             runs.NewRun(notification_ids[i], plan.recipient.id, definitions[id(plan)])
             for i, plan in enumerate(plans)
             if plan.workflow is not None
+            and (notification_ids[i] not in batched or batched[notification_ids[i]].digest.opened)
         ],
     )
+    held = _start_batches(engine, tx, notifier, plans, notification_ids, batched, run_ids)
     wanted: list[planning.DeliveryPlan] = []
     for notification_id, plan in zip(notification_ids, plans, strict=True):
         targets: list[tuple[str, uuid.UUID | None, uuid.UUID | None]]
+        if notification_id in batched:
+            continue  # planned when its batch closes (design §15)
         if plan.workflow is not None:
             first = definitions[id(plan)].first_step
             targets = [(first.channel, run_ids[notification_id], first.id)]
@@ -154,6 +160,86 @@ def _write(
     return Triggered(
         event_id=event_id,
         notification_ids=notification_ids,
-        delivery_ids=[r.id for r in planned] + later,
+        delivery_ids=[r.id for r in planned] + later + held,
         run_ids=[run_ids[n] for n in notification_ids if n in run_ids],
     )
+
+
+def _join_batches(
+    engine: Engine,
+    tx: Conn,
+    notifier: Notifier,
+    plans: list[PlannedNotification],
+    notification_ids: list[uuid.UUID],
+    definitions: dict[int, Definition],
+    tenant_id: str,
+) -> dict[uuid.UUID, planning.Batched]:
+    """The notifications whose workflow starts with a Batch join (or open) their batches;
+    where each went, by notification id."""
+    wanted = [
+        planning.BatchPlan(
+            notification_id=notification_id,
+            tenant_id=tenant_id,
+            recipient_id=plan.recipient.id,
+            workflow_key=plan.workflow.key,
+            batch=plan.workflow.batch,
+            batch_key=plan.batch_key or "",
+            channel=definitions[id(plan)].first_step.channel,
+            category=notifier.category,
+            critical=notifier.critical,
+            bypass_quiet_hours=notifier.bypass_quiet_hours,
+        )
+        for notification_id, plan in zip(notification_ids, plans, strict=True)
+        if plan.workflow is not None and plan.workflow.batch is not None
+    ]
+    if not wanted:
+        return {}
+    # Closing a batch renders its digest through the notifier: this process knows it now.
+    engine.notifiers.setdefault(notifier.key, notifier)
+    joined = planning.join_batches(engine, tx, wanted)
+    return {p.notification_id: j for p, j in zip(wanted, joined, strict=True)}
+
+
+def _start_batches(
+    engine: Engine,
+    tx: Conn,
+    notifier: Notifier,
+    plans: list[PlannedNotification],
+    notification_ids: list[uuid.UUID],
+    batched: dict[uuid.UUID, planning.Batched],
+    run_ids: dict[uuid.UUID, uuid.UUID],
+) -> list[uuid.UUID]:
+    """The runs of the batches this trigger opened wait for them to close; a notification
+    that joined a batch is counted in that batch's run. The held deliveries of those that
+    joined."""
+    opened: list[Opened] = []
+    for notification_id, plan in zip(notification_ids, plans, strict=True):
+        where = batched.get(notification_id)
+        if where is None:
+            continue
+        if not where.digest.opened:
+            if where.digest.run_id is not None:
+                run_ids[notification_id] = where.digest.run_id
+            continue
+        assert plan.workflow is not None and plan.workflow.batch is not None
+        opened.append(
+            Opened(
+                run_ids[notification_id],
+                where.digest.id,
+                where.digest.closes_at,
+                {
+                    "notifier": notifier.key,
+                    "channel": plan.workflow.first_step.channel,
+                    "max_items": plan.workflow.batch.max_items,
+                    "facts": {
+                        "workflow_key": plan.workflow.key,
+                        "category": notifier.category,
+                        "critical": notifier.critical,
+                        "bypass_quiet_hours": notifier.bypass_quiet_hours,
+                    },
+                },
+            )
+        )
+    digests.set_runs(tx, [(o.digest_id, o.run_id) for o in opened])
+    start_batches(engine, tx, opened)
+    return [b.delivery_id for b in batched.values() if b.delivery_id is not None]

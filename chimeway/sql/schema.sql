@@ -60,6 +60,15 @@ CREATE TYPE public.chimeway_delivery_status AS ENUM (
 );
 
 --
+-- Name: chimeway_digest_state; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.chimeway_digest_state AS ENUM (
+    'open',
+    'closed'
+);
+
+--
 -- Name: chimeway_error_class; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -865,6 +874,44 @@ ALTER TABLE public.chimeway_delivery_transitions ALTER COLUMN id ADD GENERATED A
 );
 
 --
+-- Name: chimeway_digest_members; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_digest_members (
+    digest_id uuid NOT NULL,
+    "position" integer NOT NULL,
+    notification_id uuid NOT NULL,
+    delivery_id uuid,
+    joined_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chimeway_digest_members_position_check CHECK (("position" >= 1))
+);
+
+--
+-- Name: chimeway_digests; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.chimeway_digests (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    tenant_id text NOT NULL,
+    workflow_key text NOT NULL,
+    recipient_id text NOT NULL,
+    batch_key text NOT NULL,
+    run_id uuid,
+    state public.chimeway_digest_state DEFAULT 'open'::public.chimeway_digest_state NOT NULL,
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    closes_at timestamp with time zone NOT NULL,
+    max_items integer,
+    member_count integer DEFAULT 1 NOT NULL,
+    closed_at timestamp with time zone,
+    close_reason text,
+    delivery_id uuid,
+    CONSTRAINT chimeway_digests_close_reason_check CHECK ((close_reason = ANY (ARRAY['window_elapsed'::text, 'max_items'::text]))),
+    CONSTRAINT chimeway_digests_closed_when CHECK (((state = 'closed'::public.chimeway_digest_state) = ((closed_at IS NOT NULL) AND (close_reason IS NOT NULL)))),
+    CONSTRAINT chimeway_digests_max_items_check CHECK ((max_items >= 2)),
+    CONSTRAINT chimeway_digests_member_count_check CHECK ((member_count >= 1))
+);
+
+--
 -- Name: chimeway_events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1322,6 +1369,27 @@ ALTER TABLE ONLY public.chimeway_delivery_transitions
     ADD CONSTRAINT chimeway_delivery_transitions_pkey PRIMARY KEY (delivery_id, id);
 
 --
+-- Name: chimeway_digest_members chimeway_digest_members_notification; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digest_members
+    ADD CONSTRAINT chimeway_digest_members_notification UNIQUE (notification_id);
+
+--
+-- Name: chimeway_digest_members chimeway_digest_members_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digest_members
+    ADD CONSTRAINT chimeway_digest_members_pkey PRIMARY KEY (digest_id, "position");
+
+--
+-- Name: chimeway_digests chimeway_digests_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digests
+    ADD CONSTRAINT chimeway_digests_pkey PRIMARY KEY (id);
+
+--
 -- Name: chimeway_events chimeway_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1549,6 +1617,30 @@ CREATE INDEX chimeway_delivery_attempts_provider_message_idx ON public.chimeway_
 --
 
 CREATE UNIQUE INDEX chimeway_delivery_caps_scope ON public.chimeway_delivery_caps USING btree (tenant_id, COALESCE(recipient_id, ''::text), COALESCE(channel, ''::text));
+
+--
+-- Name: chimeway_digest_members_delivery_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_digest_members_delivery_idx ON public.chimeway_digest_members USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
+--
+-- Name: chimeway_digests_delivery_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_digests_delivery_idx ON public.chimeway_digests USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
+--
+-- Name: chimeway_digests_open; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX chimeway_digests_open ON public.chimeway_digests USING btree (tenant_id, workflow_key, recipient_id, batch_key) WHERE (state = 'open'::public.chimeway_digest_state);
+
+--
+-- Name: chimeway_digests_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX chimeway_digests_run ON public.chimeway_digests USING btree (run_id);
 
 --
 -- Name: chimeway_events_correlation_idx; Type: INDEX; Schema: public; Owner: -
@@ -1829,6 +1921,41 @@ ALTER TABLE ONLY public.chimeway_delivery_attempts
 
 ALTER TABLE ONLY public.chimeway_delivery_transitions
     ADD CONSTRAINT chimeway_delivery_transitions_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE CASCADE;
+
+--
+-- Name: chimeway_digest_members chimeway_digest_members_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digest_members
+    ADD CONSTRAINT chimeway_digest_members_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE CASCADE;
+
+--
+-- Name: chimeway_digest_members chimeway_digest_members_digest_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digest_members
+    ADD CONSTRAINT chimeway_digest_members_digest_id_fkey FOREIGN KEY (digest_id) REFERENCES public.chimeway_digests(id) ON DELETE CASCADE;
+
+--
+-- Name: chimeway_digest_members chimeway_digest_members_notification_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digest_members
+    ADD CONSTRAINT chimeway_digest_members_notification_id_fkey FOREIGN KEY (notification_id) REFERENCES public.chimeway_notifications(id) ON DELETE CASCADE;
+
+--
+-- Name: chimeway_digests chimeway_digests_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digests
+    ADD CONSTRAINT chimeway_digests_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE SET NULL;
+
+--
+-- Name: chimeway_digests chimeway_digests_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.chimeway_digests
+    ADD CONSTRAINT chimeway_digests_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
 
 --
 -- Name: chimeway_notifications chimeway_notifications_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -44,8 +44,10 @@ S = DeliveryStatus
 #: permanent failure) and ``succeeded -> failed`` (a late temporary failure, retried).
 #: An operator's redrive (``cw.redrive_delivery``) sends a failed delivery now or a cancelled
 #: one once more: ``failed -> pending`` and ``cancelled -> pending``.
+#: ``pending -> digested``: a batch member's own delivery, held until its batch closed, is
+#: folded into the digest's delivery (design §15).
 ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
+    S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED, S.DIGESTED}),
     S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED, S.SUPPRESSED, S.PENDING}),
     S.SUCCEEDED: frozenset({S.CANCELLED, S.FAILED}),

@@ -93,3 +93,25 @@ def test_examples_need_a_database_url() -> None:
         )
         assert done.returncode == 2
         assert "CHIMEWAY_DATABASE_URL" in done.stderr
+
+
+def test_comment_digest(committed_db: str) -> None:
+    out = run_example("comment_digest.py", committed_db)
+    assert "triggered 7 comments: 1 run" in out
+    assert "third comment: pending: Not sent yet: held as item 3 of a batch that" in out
+    assert "sent 1 email: '7 new comments on your post'" in out
+    assert "  grace: Great point\n  alan: I disagree\n  grace: Why?\n  linus: +1" in out
+    assert (
+        "third comment: digested: Not sent on its own: folded, as item 3 of 7, into the "
+        "digest delivery" in out
+    )
+    assert "digest: succeeded: The digest of 7 notifications" in out
+    assert "closed because: window_elapsed" in out
+    # One run, one digest delivery sent, six members folded into it.
+    assert rows(committed_db, "SELECT count(*) FROM chimeway_workflow_runs") == [(1,)]
+    assert rows(
+        committed_db, "SELECT status::text, count(*) FROM chimeway_deliveries GROUP BY 1 ORDER BY 1"
+    ) == [("digested", 6), ("succeeded", 1)]
+    assert rows(committed_db, "SELECT state::text, member_count FROM chimeway_digests") == [
+        ("closed", 7)
+    ]

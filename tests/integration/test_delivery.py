@@ -273,6 +273,8 @@ def test_allowed_table_matches_design() -> None:
         # An operator's redrive (cw.redrive_delivery): now, or once more.
         ("failed", "pending"),
         ("cancelled", "pending"),
+        # A batch member's held delivery, folded into the digest when it closes (design §15).
+        ("pending", "digested"),
     }
 
 

@@ -490,3 +490,71 @@ def test_the_feedback_reactivation_explains_itself_and_clears_the_wait() -> None
         delivery_id,
         {"feedback_kind": "bounced"},
     )
+
+
+# -- a run collecting a batch (design §15) -----------------------------------------------
+
+
+def batch_run(step: StepRow, **fields: Any) -> Run:
+    digest = uuid.uuid4()
+    opened = decide.batch_open(run_on(step), digest, T0 + dt.timedelta(minutes=10), channel="b")
+    assert opened.state == RunState.WAITING
+    assert opened.status_reason == decide.BATCH_REASON
+    assert opened.suspended_until == T0 + dt.timedelta(minutes=10)
+    assert opened.pending_signals == ()  # no signal ends a batch
+    return run_on(
+        step,
+        state=RunState.WAITING,
+        status_reason=opened.status_reason,
+        status_context=opened.status_context,
+        suspended_until=opened.suspended_until,
+        **fields,
+    )
+
+
+def test_a_batch_is_not_due_before_its_window_ends_unless_it_filled_up() -> None:
+    steps = steps_of()
+    run = batch_run(steps[0])
+    assert decide.in_batch(run)
+    early = T0 + dt.timedelta(minutes=9)
+    assert decide.waiting(run, steps[0], steps, early) == Noop(run.id, "wait_not_due")
+    full = decide.waiting(run, steps[0], steps, early, batch_closed=True)
+    assert isinstance(full, ElapseWait) and full.batch and full.target == steps[0]
+    due = decide.waiting(run, steps[0], steps, T0 + dt.timedelta(minutes=10))
+    assert isinstance(due, ElapseWait) and due.batch
+
+
+def test_a_closed_batch_goes_on_to_its_first_step_with_the_digest() -> None:
+    steps = steps_of()
+    run = batch_run(steps[0])
+    due = decide.waiting(run, steps[0], steps, T0 + dt.timedelta(minutes=10))
+    assert isinstance(due, ElapseWait)
+    digest = uuid.uuid4()
+    closed = dataclasses.replace(
+        due,
+        render_data={"subject": "3 new"},
+        digest_id=digest,
+        details={"close_reason": "window_elapsed", "members": 3},
+    )
+    move = decide.reactivation(closed)
+    assert (move.state, move.status_reason) == (RunState.ACTIVE, decide.BATCH_CLOSED)
+    assert move.status_context["close_reason"] == "window_elapsed"
+    advance = decide.advance_after_wait(closed, run_on(steps[0]))
+    assert isinstance(advance, Advance)
+    assert advance.target == steps[0]
+    assert (advance.render_data, advance.digest_id) == ({"subject": "3 new"}, digest)
+    assert advance.source == decide.BATCH_CLOSED
+    assert advance.status_context["members"] == 3
+
+
+def test_a_plain_wait_is_not_a_batch() -> None:
+    steps = steps_of(WaitUntil(delay=dt.timedelta(hours=1), to_step="b"))
+    run = run_on(
+        steps[0],
+        state=RunState.WAITING,
+        status_context={"rule_kind": "wait_until", "to_step": "b"},
+        suspended_until=T0,
+    )
+    assert not decide.in_batch(run)
+    elapsed = decide.waiting(run, steps[0], steps, T0, batch_closed=True)
+    assert isinstance(elapsed, ElapseWait) and not elapsed.batch and elapsed.target == steps[1]

@@ -5,6 +5,7 @@ and :mod:`.drive` (the transactions: one run, a chunk's runs, a timer, the due s
 from chimeway.engine.progression.drive import (
     TAKE_ALONG,
     Held,
+    Opened,
     progress_due_runs,
     progress_in,
     progress_on_feedback,
@@ -14,11 +15,13 @@ from chimeway.engine.progression.drive import (
     progress_timer,
     progress_timer_in,
     resume_on_signal,
+    start_batches,
 )
 
 __all__ = [
     "TAKE_ALONG",
     "Held",
+    "Opened",
     "progress_due_runs",
     "progress_in",
     "progress_on_feedback",
@@ -28,4 +31,5 @@ __all__ = [
     "progress_timer",
     "progress_timer_in",
     "resume_on_signal",
+    "start_batches",
 ]

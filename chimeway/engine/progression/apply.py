@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimeway.db import Conn
-from chimeway.engine import logbook, planning
+from chimeway.engine import digests, logbook, planning
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import decide
 from chimeway.engine.progression.decide import Advance, Decision, ElapseWait, Finish, StartWait
@@ -142,9 +142,12 @@ def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[Pr
                 tenant_id=a.run.tenant_id,
                 recipient_id=a.run.recipient_id,
                 channel=a.target.channel,
-                render_data=None,  # as rendered when the notification was triggered
+                # As rendered when the notification was triggered (a closed batch: its
+                # digest).
+                render_data=a.render_data,
                 workflow_run_id=a.run.id,
                 workflow_step_id=a.target.id,
+                **(a.facts or {}),
             )
             for a in advances
         ],
@@ -152,6 +155,11 @@ def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[Pr
     planned: dict[uuid.UUID | None, list[uuid.UUID]] = {}
     for row in rows:
         planned.setdefault(row.workflow_run_id, []).append(row.id)
+    by_run = {row.workflow_run_id: row for row in rows}
+    digests.fold(
+        conn,
+        [(a.digest_id, by_run[a.run.id]) for a in advances if a.digest_id and a.run.id in by_run],
+    )
     results: list[ProgressResult] = []
     for advance, run in zip(advances, moved, strict=True):
         log("run.advanced", run, to_step=advance.target.step_key)

@@ -26,6 +26,9 @@ from chimeway.types import DeliveryStatus, RunState
 WAITING_REASON = "waiting_for_step_progression"
 SIGNAL_REASON = "signal_received"
 FEEDBACK_REASON = "reactivated_on_feedback"
+BATCH_KIND = "batch"
+BATCH_REASON = "batch_open"  # collecting a batch's members until it closes (design §15)
+BATCH_CLOSED = "batch_closed"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class Advance:
     source: str
     prior: Sequence[Record] = ()
     supersede: uuid.UUID | None = None
+    #: The content of the delivery to plan (a closed batch's digest); ``None``: as the
+    #: notification rendered it when triggered.
+    render_data: dict[str, Any] | None = None
+    #: The closed batch whose digest this step's delivery sends.
+    digest_id: uuid.UUID | None = None
+    #: What policy decides the delivery on (workflow_key, category, critical,
+    #: bypass_quiet_hours), when the notification has no earlier delivery to take them from.
+    facts: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,12 @@ class ElapseWait:
     target: StepRow
     from_step: str
     now: dt.datetime
+    #: A batch closed (design §15): the run goes on to its first step, whose delivery sends
+    #: ``render_data`` for every member of batch ``digest_id``; ``details`` explain the close.
+    batch: bool = False
+    render_data: dict[str, Any] | None = None
+    digest_id: uuid.UUID | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 Decision: TypeAlias = Advance | Finish | StartWait | ElapseWait | ProgressResult
@@ -249,8 +266,39 @@ def feedback_reactivation(run: Run, delivery_id: uuid.UUID, context: dict[str, A
     )
 
 
-def waiting(run: Run, step: StepRow, steps: Sequence[StepRow], now: dt.datetime) -> Decision:
-    """A waiting run on ``now``: not due yet, or due and leading to its wait's step."""
+def in_batch(run: Run) -> bool:
+    """The run waits for its batch to close (it started with a ``Batch``)."""
+    return run.state == RunState.WAITING and run.status_context.get("rule_kind") == BATCH_KIND
+
+
+def batch_open(run: Run, digest_id: uuid.UUID, closes_at: dt.datetime, **details: Any) -> Move:
+    """A run that opened a batch waits, on its first step, until the batch closes."""
+    context = {
+        "rule_kind": BATCH_KIND,
+        "digest_id": str(digest_id),
+        "due_at": closes_at.isoformat(),
+        **details,
+    }
+    return moving(
+        run, to=RunState.WAITING, reason=BATCH_REASON, context=context, suspended_until=closes_at
+    )
+
+
+def waiting(
+    run: Run,
+    step: StepRow,
+    steps: Sequence[StepRow],
+    now: dt.datetime,
+    *,
+    batch_closed: bool = False,
+) -> Decision:
+    """A waiting run on ``now``: not due yet, or due and leading to its wait's step. A run
+    collecting a batch is due when its window ended or the batch filled up
+    (``batch_closed``); it then goes on to its first step (the one it is on)."""
+    if in_batch(run):
+        if not batch_closed and (run.suspended_until is None or run.suspended_until > now):
+            return Noop(run.id, "wait_not_due")
+        return ElapseWait(run, step, step.step_key, now, batch=True)
     if run.suspended_until is None or run.suspended_until > now:
         return Noop(run.id, "wait_not_due")
     target = _step(steps, str(run.status_context.get("to_step")))
@@ -262,6 +310,13 @@ def waiting(run: Run, step: StepRow, steps: Sequence[StepRow], now: dt.datetime)
 def reactivation(elapse: ElapseWait) -> Move:
     """The first half of an elapsed wait: waiting -> active, explained."""
     run = elapse.run
+    if elapse.batch:
+        return moving(
+            run,
+            to=RunState.ACTIVE,
+            reason=BATCH_CLOSED,
+            context={**run.status_context, **elapse.details},
+        )
     return moving(
         run,
         to=RunState.ACTIVE,
@@ -272,7 +327,26 @@ def reactivation(elapse: ElapseWait) -> Move:
 
 
 def advance_after_wait(elapse: ElapseWait, reactivated: Run) -> Advance:
-    """The second half: the reactivated run advances to the wait's step."""
+    """The second half: the reactivated run advances to the wait's step (a closed batch:
+    its first step, with the digest's content)."""
+    if elapse.batch:
+        return Advance(
+            reactivated,
+            elapse.target,
+            status_reason="progressed_on_batch_closed",
+            status_context={
+                "rule_kind": BATCH_KIND,
+                "workflow_outcome": BATCH_CLOSED,
+                "digest_id": elapse.run.status_context.get("digest_id"),
+                "from_step": elapse.from_step,
+                "to_step": elapse.target.step_key,
+                **elapse.details,
+            },
+            source=BATCH_CLOSED,
+            render_data=elapse.render_data,
+            digest_id=elapse.digest_id,
+            facts=elapse.run.status_context.get("facts"),
+        )
     return Advance(
         reactivated,
         elapse.target,

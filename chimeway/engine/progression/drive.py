@@ -9,6 +9,7 @@ delivery.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -18,15 +19,15 @@ from typing import Any
 
 from chimeway import telemetry
 from chimeway.db import Conn
-from chimeway.engine import logbook
+from chimeway.engine import digests, logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import apply, decide
-from chimeway.engine.progression.decide import Decision
+from chimeway.engine.progression.decide import Decision, ElapseWait
 from chimeway.results import Advanced, Delivery, Noop, ProgressResult
-from chimeway.store import clock, deliveries, runs, traces
+from chimeway.store import clock, deliveries, jobs, runs, traces
 from chimeway.store.deliveries import LatestAttempt, PlannedRow
 from chimeway.store.runs import Run
-from chimeway.types import DeliveryStatus, RunState
+from chimeway.types import DeliveryStatus, DigestState, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -153,17 +154,83 @@ def _elapse(
     engine: Engine, conn: Conn, locked: Sequence[Run], now: dt.datetime
 ) -> list[ProgressResult]:
     """Waiting runs (locked by the caller) whose wait is due move to the step the wait
-    leads to, set-wise: a timer passes one run, the due sweep a batch."""
-    decisions = [
+    leads to, set-wise: a timer passes one run, the due sweep a batch. A run collecting a
+    batch (design §15) is due when its window ended or the batch filled up: the batch is
+    closed (locked after the runs) and its digest rendered here, for the step to send."""
+    batches = digests.lock_for(conn, [run for run in locked if decide.in_batch(run)])
+    decisions: list[Decision] = [
         decide.waiting(
             run,
             engine.catalog.current_step(conn, run),
             engine.catalog.steps(conn, run.definition_id),
             now,
+            batch_closed=run.id in batches and batches[run.id].state == DigestState.CLOSED,
         )
         for run in locked
     ]
+    due = [
+        (d.run, batches[d.run.id])
+        for d in decisions
+        if isinstance(d, ElapseWait) and d.batch and d.run.id in batches
+    ]
+    closed = digests.close(engine, conn, due, now)
+    decisions = [_with_digest(d, closed) for d in decisions]
+    if len(locked) > 1:
+        # Taken along by a timer or the sweep: their own timers, still queued, would only
+        # find them moved on (and, set ahead of deliveries, delay the sends just planned).
+        # Removed before the moves, which may queue new ones under the same locks.
+        jobs.delete_queued(
+            conn, [jobs.progress_lock(d.run.id) for d in decisions if isinstance(d, ElapseWait)]
+        )
     return apply.apply(engine, conn, decisions)
+
+
+def _with_digest(decision: Decision, closed: dict[uuid.UUID, digests.Closed]) -> Decision:
+    if not isinstance(decision, ElapseWait) or not decision.batch:
+        return decision
+    digest = closed.get(decision.run.id)
+    if digest is None:
+        return Noop(decision.run.id, "batch_not_found")
+    return dataclasses.replace(
+        decision,
+        render_data=digest.render_data,
+        digest_id=digest.digest_id,
+        details=digest.details,
+    )
+
+
+def start_batches(engine: Engine, conn: Conn, opened: Sequence[Opened]) -> list[Run]:
+    """Runs that just opened a batch (created by the caller's trigger) wait on their first
+    step until it closes, with a timer at that instant (beyond the timer horizon, the
+    sweep arms it later)."""
+    if not opened:
+        return []
+    locked = runs.lock_runs(conn, [o.run_id for o in opened])
+    waiting = runs.update_runs(
+        conn,
+        [
+            decide.batch_open(locked[o.run_id], o.digest_id, o.closes_at, **o.details)
+            for o in opened
+        ],
+    )
+    horizon = clock.now(conn) + engine.settings.maintenance.timer_horizon
+    engine.deferrer.timers(
+        conn, [(o.run_id, o.closes_at) for o in opened if o.closes_at <= horizon]
+    )
+    for run, o in zip(waiting, opened, strict=True):
+        apply.log("run.batch_opened", run, digest_id=str(o.digest_id))
+    return waiting
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A run that opened batch ``digest_id``, closing at ``closes_at``; ``details`` go in
+    its status context (what closing it needs: notifier, channel, policy facts)."""
+
+    run_id: uuid.UUID
+    digest_id: uuid.UUID
+    closes_at: dt.datetime
+    details: dict[str, Any]
 
 
 def progress_timer(
