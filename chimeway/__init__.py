@@ -48,6 +48,7 @@ from chimeway.errors import (
     WebhookUnauthorized,
     WebhookUnparseable,
     WorkflowVersionConflict,
+    WrongConnection,
 )
 from chimeway.notifiers import Notifier, Recipient
 from chimeway.policy import PreferenceScope, PreferenceUpdate
@@ -194,4 +195,5 @@ __all__ = [
     "WebhookUnparseable",
     "Workflow",
     "WorkflowVersionConflict",
+    "WrongConnection",
 ]

@@ -7,6 +7,7 @@ name through :func:`query`; Python never assembles SQL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
@@ -21,10 +22,12 @@ from psycopg.rows import BaseRowFactory, RowMaker
 
 from chimeway import embedded
 from chimeway.config import ENV_DATABASE_URL
-from chimeway.errors import DatabaseUnavailable
+from chimeway.errors import DatabaseUnavailable, WrongConnection
 
 #: A synchronous psycopg connection, as every store function takes it.
 Conn = psycopg.Connection[Any]
+#: An asynchronous psycopg connection, as the ``*_async`` methods take it.
+AsyncConn = psycopg.AsyncConnection[Any]
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -125,3 +128,80 @@ def dataclass_row(cls: type[T]) -> BaseRowFactory[T]:
         return make
 
     return factory
+
+
+# -- the one seam between async callers and the sync engine --------------------------------
+
+
+def check_sync(conn: object) -> None:
+    """Refuse, with :class:`WrongConnection`, a ``conn=`` that is not a psycopg
+    ``Connection``, saying what to pass instead."""
+    if not isinstance(conn, psycopg.Connection):
+        raise WrongConnection(f"conn= takes a psycopg Connection; got {_kind(conn)}")
+
+
+def check_async(conn: object) -> None:
+    """Refuse, with :class:`WrongConnection`, a ``conn=`` of an ``*_async`` method that is
+    not a psycopg ``AsyncConnection``."""
+    if not isinstance(conn, psycopg.AsyncConnection):
+        raise WrongConnection(
+            f"conn= of an *_async method takes a psycopg AsyncConnection; got {_kind(conn)}"
+        )
+
+
+def _kind(conn: object) -> str:
+    name = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    root = type(conn).__module__.split(".")[0]
+    if isinstance(conn, psycopg.AsyncConnection):
+        return f"{name}: call the *_async method instead"
+    if isinstance(conn, psycopg.Connection):
+        return f"{name}: call the method without _async instead"
+    if root == "sqlalchemy":
+        return (
+            f"{name}: pass chimeway.contrib.sqlalchemy.connection(session) (or "
+            "`await chimeway.contrib.sqlalchemy.async_connection(session)` for *_async)"
+        )
+    if root == "django":
+        return f"{name}: pass chimeway.contrib.django.connection()"
+    if root == "psycopg2":
+        return f"{name}: Chimeway needs psycopg 3 (psycopg2 cannot join)"
+    return name
+
+
+async def joined(aconn: AsyncConn | None, work: Callable[[Conn | None], T]) -> T:
+    """Run the sync ``work`` for an async caller, in a thread, so the event loop goes on.
+
+    With ``aconn``, ``work`` gets a sync psycopg ``Connection`` over the same libpq
+    connection: the same session and the same open transaction, which stays the caller's
+    to commit or roll back. So the engine is written once, synchronously (design §2), and
+    still joins an ``AsyncConnection`` (a SQLAlchemy ``AsyncSession``'s too). The caller's
+    connection lock is held meanwhile: nothing else runs on it. Without ``aconn``, ``work``
+    gets ``None`` and takes a pool connection of its own.
+    """
+    if aconn is None:
+        return await asyncio.to_thread(work, None)
+    check_async(aconn)
+    if aconn.closed:
+        raise WrongConnection("conn= is closed")
+    async with aconn.lock:
+        if aconn._pipeline is not None:
+            raise WrongConnection("conn= is in pipeline mode; call Chimeway outside the pipeline")
+        return await asyncio.to_thread(_on_borrowed, aconn, work)
+
+
+def _on_borrowed(aconn: AsyncConn, work: Callable[[Conn | None], T]) -> T:
+    pgconn = aconn.pgconn
+    handlers = (pgconn.notice_handler, pgconn.notify_handler)
+    conn: Conn = psycopg.Connection(pgconn)
+    # Notices and notifications that arrive meanwhile stay the caller's.
+    pgconn.notice_handler, pgconn.notify_handler = handlers
+    # Not ours to close: psycopg does not warn about a pooled connection left open.
+    conn._pool = None
+    # Prepared statements are named per psycopg object: the two would clash.
+    conn.prepare_threshold = None
+    # The caller's session settings, so a BEGIN of ours is the one theirs would be.
+    conn._autocommit = aconn.autocommit
+    conn._isolation_level = aconn._isolation_level
+    conn._read_only = aconn._read_only
+    conn._deferrable = aconn._deferrable
+    return work(conn)

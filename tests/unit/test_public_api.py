@@ -107,6 +107,7 @@ PINNED = [
     "WebhookUnparseable",
     "Workflow",
     "WorkflowVersionConflict",
+    "WrongConnection",
 ]
 
 
