@@ -215,6 +215,20 @@ class Chimeway:
         ``GET|POST /v1/unsubscribe/{token}``, ``GET /healthz``, ``GET /metrics``."""
         return http.build(self.engine, cors_origins=cors_origins)
 
+    def blueprint(self) -> procrastinate.Blueprint:
+        """Chimeway's tasks as a new Procrastinate Blueprint, for an App of your own; load
+        it under the namespace ``"chimeway"`` (the jobs name their tasks so), or call
+        :meth:`add_tasks_to`, which does."""
+        return jobs.build_blueprint(self.engine)
+
+    def add_tasks_to(self, app: procrastinate.App) -> procrastinate.App:
+        """Load Chimeway's tasks into your own Procrastinate ``app`` (one that already runs
+        your tasks, e.g. ``procrastinate.contrib.django``'s), so its workers run them too:
+        they must listen to Chimeway's queues (``chimeway_delivery``, ``chimeway_progress``,
+        ``chimeway_signals``, ``chimeway_maintenance``) or to all queues. ``app``."""
+        app.add_tasks_from(self.blueprint(), namespace=jobs.NAMESPACE)
+        return app
+
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""
         return self.engine.register_notifier(notifier)
