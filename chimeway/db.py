@@ -190,18 +190,67 @@ async def joined(aconn: AsyncConn | None, work: Callable[[Conn | None], T]) -> T
 
 
 def _on_borrowed(aconn: AsyncConn, work: Callable[[Conn | None], T]) -> T:
-    pgconn = aconn.pgconn
+    return work(borrow(aconn))
+
+
+class _Borrowed(psycopg.Connection[Any]):
+    """A psycopg ``Connection`` over another connection's libpq connection (see
+    :func:`borrow`): the owner's transaction settings, read live; default adapters."""
+
+    _owner: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+    # psycopg reads these private attributes when it begins a transaction: the owner's
+    # current values, so a borrowed connection kept across Django's autocommit switches
+    # (atomic blocks) never begins or commits a transaction the owner has open.
+    @property
+    def _autocommit(self) -> bool:
+        return bool(self._owner._autocommit)
+
+    @_autocommit.setter
+    def _autocommit(self, value: bool) -> None:
+        pass  # the owner's setting decides
+
+    @property
+    def _isolation_level(self) -> Any:
+        return self._owner._isolation_level
+
+    @_isolation_level.setter
+    def _isolation_level(self, value: Any) -> None:
+        pass
+
+    @property
+    def _read_only(self) -> bool | None:
+        return self._owner._read_only
+
+    @_read_only.setter
+    def _read_only(self, value: bool | None) -> None:
+        pass
+
+    @property
+    def _deferrable(self) -> bool | None:
+        return self._owner._deferrable
+
+    @_deferrable.setter
+    def _deferrable(self, value: bool | None) -> None:
+        pass
+
+    def _get_tx_start_command(self) -> bytes:
+        self._begin_statement = b""  # never cached: built from the owner's settings
+        return super()._get_tx_start_command()
+
+
+def borrow(owner: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Conn:
+    """A sync psycopg ``Connection`` over ``owner``'s libpq connection: the same session,
+    the same open transaction, with psycopg's default adapters (a framework may load
+    ``jsonb`` as text on its own connection: Django does) and no prepared statements (their
+    names are per psycopg object: the two would clash). It is never closed by Chimeway;
+    notices and notifications stay the owner's."""
+    pgconn = owner.pgconn
     handlers = (pgconn.notice_handler, pgconn.notify_handler)
-    conn: Conn = psycopg.Connection(pgconn)
-    # Notices and notifications that arrive meanwhile stay the caller's.
+    conn = _Borrowed(pgconn)
     pgconn.notice_handler, pgconn.notify_handler = handlers
+    conn._owner = owner
     # Not ours to close: psycopg does not warn about a pooled connection left open.
     conn._pool = None
-    # Prepared statements are named per psycopg object: the two would clash.
     conn.prepare_threshold = None
-    # The caller's session settings, so a BEGIN of ours is the one theirs would be.
-    conn._autocommit = aconn.autocommit
-    conn._isolation_level = aconn._isolation_level
-    conn._read_only = aconn._read_only
-    conn._deferrable = aconn._deferrable
-    return work(conn)
+    return conn

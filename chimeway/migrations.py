@@ -266,32 +266,37 @@ def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
         return migrate_on(conn, report)
 
 
-def migrate_on(conn: Conn, report: Report = lambda _msg: None) -> MigrateResult:
+def migrate_on(
+    conn: Conn, report: Report = lambda _msg: None, *, require_fetch: bool = True
+) -> MigrateResult:
     """Apply every pending migration on ``conn``: each in a transaction of its own on an
     autocommit connection, else in a savepoint of the caller's open transaction (an
-    Alembic or Django migration), which commits them with the caller's own changes."""
+    Alembic or Django migration), which commits them with the caller's own changes.
+    ``require_fetch=False``: a Procrastinate schema managed elsewhere need not have the
+    installed Procrastinate's job-fetch function yet (Django applies Procrastinate's later
+    migrations in the same ``migrate`` run)."""
     if not conn.autocommit:
         # The lock then lasts as long as the caller's transaction, error or not.
         tracking.lock_for_transaction(conn)
-        return _migrate_locked(conn, report)
+        return _migrate_locked(conn, report, require_fetch)
     if not tracking.lock_try(conn):
         report("another `chimeway migrate` holds the migration lock; waiting for it")
         tracking.lock(conn)
     try:
-        return _migrate_locked(conn, report)
+        return _migrate_locked(conn, report, require_fetch)
     finally:
         # On a broken connection the lock is gone with the session; keep the real error.
         with contextlib.suppress(psycopg.Error):
             tracking.unlock(conn)
 
 
-def _migrate_locked(conn: Conn, report: Report) -> MigrateResult:
+def _migrate_locked(conn: Conn, report: Report, require_fetch: bool) -> MigrateResult:
     tracking.create_table(conn)
     applied = applied_migrations(conn)
     external = procrastinate_external(conn, applied)
     if external:
         report(EXTERNAL_NOTE)
-        _require_procrastinate_functions(conn)
+        _require_procrastinate_functions(conn, require_fetch)
     _refuse_modified(conn)
     done = {(a.line, a.version) for a in applied}
     pending = [m for m in planned(applied, external=external) if (m.line, m.version) not in done]
@@ -310,8 +315,9 @@ def _migrate_locked(conn: Conn, report: Report) -> MigrateResult:
     )
 
 
-def _require_procrastinate_functions(conn: Conn) -> None:
-    missing = tracking.procrastinate_functions_missing(conn, [fetch_function(), *CALLED_FUNCTIONS])
+def _require_procrastinate_functions(conn: Conn, require_fetch: bool) -> None:
+    needed = [fetch_function(), *CALLED_FUNCTIONS] if require_fetch else CALLED_FUNCTIONS
+    missing = tracking.procrastinate_functions_missing(conn, needed)
     if missing:
         raise MigrationError(
             f"the Procrastinate schema in this database lacks {', '.join(missing)}, which "
@@ -319,6 +325,15 @@ def _require_procrastinate_functions(conn: Conn) -> None:
             "Procrastinate's own migrations first (e.g. Django's `manage.py migrate "
             "procrastinate`, or `procrastinate schema --migrate`), then `chimeway migrate`"
         )
+
+
+def pin_fetch_plans(conn: Conn) -> list[str]:
+    """Give the job-fetch functions that lack it ``plan_cache_mode = force_custom_plan``
+    (what every ``chimeway migrate`` does at its end); the ones it changed."""
+    unpinned = tracking.fetch_plans_unpinned(conn)
+    if unpinned:
+        tracking.pin_fetch_plans(conn)
+    return unpinned
 
 
 def _refuse_modified(conn: Conn) -> None:
