@@ -29,7 +29,9 @@ def env(url: str, settings: str = FULL) -> dict[str, str]:
         **kept,
         "CHIMEWAY_DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": settings,
-        "PYTHONPATH": str(ROOT),
+        # Ahead of an inherited PYTHONPATH (.ci/procrastinate-range puts an older
+        # Procrastinate there).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
 
 
