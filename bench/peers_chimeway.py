@@ -55,7 +55,7 @@ class ChimewaySystem:
         done0 = common.scalar(self.url, COMPLETED)
         with Phase(s, self.url, self.walinspect) as phase:
             with bench_app.build(self.url) as cw, self._workers(tag) as workers:
-                cw.resize_pool(s.threads + 1)
+                cw.engine.resize_pool(s.threads + 1)
                 # Warm: the definition is stored and cached before the clock starts.
                 cw.trigger(
                     bench_app.TwoStep,

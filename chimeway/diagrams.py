@@ -37,7 +37,9 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ("pending", "cancelled"): "Cancelled before any attempt.",
     ("dispatched", "dispatched"): (
         "Takeover: its send has been `dispatched` longer than `stuck_after`, so another "
-        "worker claims it (`redispatched_after_interruption`)."
+        "worker claims it (`redispatched_after_interruption`); or its claimant's claim "
+        "committed but the reply was lost, so it claims it again, never having sent it "
+        "(`redispatched_after_lost_claim`)."
     ),
     ("dispatched", "succeeded"): "The adapter returned `Sent` (`sent`).",
     ("dispatched", "failed"): (

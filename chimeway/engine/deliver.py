@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -37,41 +37,124 @@ S = DeliveryStatus
 
 #: How often the caller looks for sends past their deadline.
 WATCH = 1.0
+#: The most steps of one run a job sends one after the other (chained steps).
+MAX_CHAIN = 16
 
 #: A claimed delivery (moved to dispatched), its attempt number and its recipient's profile.
 _Claimed = tuple[Delivery, int, RecipientProfile | None]
 
 
-def deliver(engine: Engine, delivery_id: uuid.UUID) -> DeliverResult:
-    """Send one delivery if it is due; safe to call twice or concurrently."""
-    return deliver_many(engine, [delivery_id])[0]
+def deliver(engine: Engine, delivery_id: uuid.UUID, *, chain: bool = False) -> DeliverResult:
+    """Send one delivery if it is due; safe to call twice or concurrently. With ``chain``
+    (a ``deliver`` job), its run's next steps that are due at once are sent too
+    (:class:`_Chain`)."""
+    return deliver_many(engine, [delivery_id], chain=chain)[0]
 
 
-def deliver_many(engine: Engine, delivery_ids: Sequence[uuid.UUID]) -> list[DeliverResult]:
+def deliver_many(
+    engine: Engine, delivery_ids: Sequence[uuid.UUID], *, chain: bool = False
+) -> list[DeliverResult]:
     """Send the deliveries that are due (what one ``deliver`` job does): one claim for all,
     the adapter calls side by side on their lanes, each group of finished sends recorded at
-    once. Safe to call twice or concurrently; one result per distinct id, in order."""
+    once. Safe to call twice or concurrently; one result per distinct id, in order. With
+    ``chain`` and a lone delivery of a run, its run's next steps that are due at once are
+    sent after it (:class:`_Chain`)."""
     ids = list(dict.fromkeys(delivery_ids))
-    claimed, why_not = _claim(engine, ids)
+    mine, busy = engine.liveness.hold(ids)
+    try:
+        claimed, why_not = _claim(engine, mine)
+    except BaseException:
+        engine.liveness.let_go(mine, orphaned=True)
+        raise
+    why_not.update(dict.fromkeys(busy, "being sent by this process"))
+    try:
+        return _send_and_record(engine, ids, claimed, why_not, chain=chain)
+    finally:
+        engine.liveness.let_go(mine)
+
+
+def _send_and_record(
+    engine: Engine,
+    ids: Sequence[uuid.UUID],
+    claimed: Sequence[_Claimed],
+    why_not: dict[uuid.UUID, str],
+    *,
+    chain: bool,
+) -> list[DeliverResult]:
     _skipped(why_not)
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
-    for group in engine.senders.run(
+    lone_step = len(claimed) == 1 and claimed[0][0].workflow_run_id is not None
+    chained = _Chain(engine) if chain and lone_step else None
+    for group in _sends(engine, claimed):
+        sent = [Sent(delivery, number, outcome) for (delivery, number, _), outcome in group]
+        try:
+            recorded.update((r.delivery_id, r) for r in record(engine, sent, chain=chained))
+        except Exception as exc:  # record the later groups, then fail the job
+            failed = exc
+    if failed is not None:
+        raise failed
+    if chained is not None:
+        chained.follow()
+    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
+
+
+def _sends(engine: Engine, claimed: Sequence[_Claimed]) -> Iterator[list[tuple[_Claimed, Any]]]:
+    return engine.senders.run(
         claimed,
         lambda c: _send(engine, *c),
         lambda c: _lane(engine, c[0]),
         lambda _c, lane: sending.timed_out(lane),
         lambda _c, lane: sending.never_started(lane),
         every=WATCH,
-    ):
-        sent = [Sent(delivery, number, outcome) for (delivery, number, _), outcome in group]
-        try:
-            recorded.update((r.delivery_id, r) for r in record(engine, sent))
-        except Exception as exc:  # record the later groups, then fail the job
-            failed = exc
-    if failed is not None:
-        raise failed
-    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
+    )
+
+
+class _Chain:
+    """Chained steps: a lone send's record claims, in its own transaction, the delivery its
+    run's advance planned for now (planning deferred no job for it), and this process sends
+    it next, and so on for up to :data:`MAX_CHAIN` steps: a job fetch, a claim and a job's
+    end fewer per step. A claimed step dies with this process like any send (the stuck sweep
+    takes it over after ``stuck_after``); one not claimed gets its job in that transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.claimed: list[_Claimed] = []
+        self.held: list[uuid.UUID] = []
+
+    def __call__(self, conn: Conn, delivery_ids: list[uuid.UUID]) -> None:
+        self.abandon()  # what an earlier try of this record claimed was rolled back (or not)
+        if not delivery_ids:
+            return
+        mine, _busy = self.engine.liveness.hold(delivery_ids)
+        self.held = mine
+        claimant = self.engine.liveness.ensure()
+        self.claimed, _why_not = _claim_in(self.engine, conn, mine, claimant=claimant)
+        sending_now = {c[0].id for c in self.claimed}
+        for delivery_id in delivery_ids:
+            if delivery_id not in sending_now:
+                self.engine.deferrer.deliver_if_not_queued(conn, delivery_id)
+
+    def abandon(self) -> None:
+        """Forget what was claimed: if it was committed after all (a lost COMMIT reply), the
+        beat releases it (:meth:`Liveness.let_go`)."""
+        self.engine.liveness.let_go(self.held, orphaned=True)
+        self.held, self.claimed = [], []
+
+    def follow(self) -> None:
+        """Send and record the chained steps, one after the other; the last one allowed
+        records without chaining (its run's next step gets a job)."""
+        hops = 0
+        while self.claimed:
+            claimed, held = self.claimed, self.held
+            self.claimed, self.held = [], []
+            hops += 1
+            try:
+                for group in _sends(self.engine, claimed):
+                    sent = [Sent(d, number, outcome) for (d, number, _), outcome in group]
+                    record(self.engine, sent, chain=self if hops < MAX_CHAIN else None)
+            finally:
+                self.engine.liveness.let_go(held)
 
 
 def deliver_in(
@@ -99,7 +182,9 @@ def _claim(
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
     numbers), and say why each other one may not. In autocommit: one statement when no
     policy can stop them; else policy's read and the claim too, in one short transaction
-    when policy has something to write. None is left open around the sends."""
+    when policy has something to write. None is left open around the sends. Only ids
+    no other call of this process holds (:meth:`Liveness.hold`) are claimed here: one of
+    them dispatched by this process lost its claim's reply and is claimed again."""
     claimant = engine.liveness.ensure()
     with engine.deliver_pool.connection() as conn:
         conn.autocommit = True

@@ -10,6 +10,10 @@ Policy is asked twice (:mod:`chimeway.policy.decision`): by :func:`plan`, and ag
 in between wins (an opt-out made after planning suppresses the delivery at its claim). The
 claim is also where throttles grant sends (:func:`enact`), since that is when a send
 happens. Each checkpoint reads what it decides on in one statement per batch.
+
+Inside :func:`chaining` (a lone send's record, :mod:`chimeway.engine.recording`), the one
+step delivery a run's advance plans for now gets no job: the process that recorded the step
+before claims it in the same transaction and sends it itself (design §5, "chained steps").
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import datetime as dt
 import functools
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +54,22 @@ from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
 from chimeway.types import DeliveryReason, DeliveryStatus, OrchestrationState
 
 S = DeliveryStatus
+
+#: The step delivery planned for now inside :func:`chaining` (at most one), else None.
+_chained: ContextVar[list[uuid.UUID] | None] = ContextVar("chimeway_chained", default=None)
+
+
+@contextmanager
+def chaining() -> Iterator[list[uuid.UUID]]:
+    """While open, :func:`plan` defers no job for the first run step delivery it plans that
+    can be sent at once (not suppressed, not deferred), and puts its id in the list: the
+    caller claims it in the same transaction and sends it, or defers its job."""
+    chained: list[uuid.UUID] = []
+    token = _chained.set(chained)
+    try:
+        yield chained
+    finally:
+        _chained.reset(token)
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,17 @@ def plan(
         _planned(engine, p, facts, verdict)
         for p, (facts, verdict) in zip(plans, decided, strict=True)
     ]
+    chained = _chained.get()
+    if chained == [] and len(planned) == 1:
+        [one] = planned
+        if one.workflow_run_id and one.suppressed is None and one.deferred_until is None:
+            rows = deliveries.insert_many(conn, planned)  # no job: the caller sends it
+            chained.extend(
+                r.id
+                for r in rows
+                if r.status == S.PENDING and r.orchestration_state == OrchestrationState.READY
+            )
+            return rows
     return deliveries.insert_many(
         conn,
         planned,

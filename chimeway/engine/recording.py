@@ -22,13 +22,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
 from chimeway.db import Conn
-from chimeway.engine import logbook
+from chimeway.engine import logbook, planning
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import drive
 from chimeway.engine.progression.drive import Held
@@ -61,15 +61,34 @@ class Sent:
     outcome: Outcome
 
 
+class Chain(Protocol):
+    """Called in a lone send's record transaction with the step delivery its run's advance
+    planned for now (no job was deferred for it; none: an empty list), to claim it or defer
+    its job; each try of the record calls it again. ``abandon`` forgets what an earlier try
+    claimed (the record went on without it)."""
+
+    def __call__(self, conn: Conn, delivery_ids: list[uuid.UUID]) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
 def record(
-    engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None] = time.sleep
+    engine: Engine,
+    sent: Sequence[Sent],
+    sleep: Callable[[float], None] = time.sleep,
+    *,
+    chain: Chain | None = None,
 ) -> list[DeliverResult]:
     """Record the sends in one transaction if possible; one result per send, in order. If
     even a send's last-resort record is refused, the others are still recorded, the send is
-    released (another process may try it again after ``stuck_after``) and the error raised."""
+    released (another process may try it again after ``stuck_after``) and the error raised.
+    With ``chain`` (one send), its run's next step planned for now is handed to ``chain`` in
+    the same transaction, each time the record is tried."""
     try:
-        return _record_while_away(engine, sent, sleep)
+        return _record_while_away(engine, sent, sleep, chain)
     except Exception:
+        if chain is not None:
+            chain.abandon()
         if len(sent) > 1:
             logger.warning(
                 "recording a batch of attempts failed; recording them one by one",
@@ -106,7 +125,10 @@ def _release(engine: Engine, one: Sent) -> None:
 
 
 def _record_while_away(
-    engine: Engine, sent: Sequence[Sent], sleep: Callable[[float], None]
+    engine: Engine,
+    sent: Sequence[Sent],
+    sleep: Callable[[float], None],
+    chain: Chain | None = None,
 ) -> list[DeliverResult]:
     """One transaction recording ``sent`` and progressing their runs, tried again for as
     long as the database is away. If progressing fails otherwise, the sends are recorded
@@ -117,7 +139,7 @@ def _record_while_away(
     while True:
         try:
             with logbook.held(), engine.deliver_pool.connection() as conn, conn.transaction():
-                return record_attempts(engine, conn, sent, progress=progress)
+                return record_attempts(engine, conn, sent, progress=progress, chain=chain)
         except AWAY:
             tries += 1
             if tries == 1 or tries % 20 == 0:
@@ -180,12 +202,19 @@ def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> D
 
 
 def record_attempts(
-    engine: Engine, conn: Conn, sent: Sequence[Sent], *, progress: bool = True
+    engine: Engine,
+    conn: Conn,
+    sent: Sequence[Sent],
+    *,
+    progress: bool = True,
+    chain: Chain | None = None,
 ) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
     transaction: a few statements for any number of sends. One result per send, in order.
     Progressing the runs fails as :class:`_ProgressFailed` (the transaction is then lost:
-    record again with ``progress=False``, which gives each run a ``progress`` job)."""
+    record again with ``progress=False``, which gives each run a ``progress`` job). With
+    ``chain``, a lone run's advance plans its next step's delivery without a job and hands
+    it to ``chain`` (always called, with no id when there is none)."""
     # Lock order: runs, then deliveries (each set in id order, the record locks those).
     locked = runs.lock_runs(
         conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
@@ -209,11 +238,17 @@ def record_attempts(
         # A re-driven job may already be queued for this delivery: then it is pulled to the
         # retry time instead (a savepoint keeps this transaction alive).
         engine.deferrer.deliver_if_not_queued(conn, moved.id, schedule_at=moved.retry_at)
-    if progress:
+    chained: list[uuid.UUID] = []
+    if progress and chain is not None and len(held) == 1:
+        with planning.chaining() as chained:
+            _progress_after_record(engine, conn, held)
+    elif progress:
         _progress_after_record(engine, conn, held)
     elif held:
         now = clock.now(conn)
         engine.deferrer.timers(conn, [(run_id, now) for run_id in _run_ids(held)])
+    if chain is not None:
+        chain(conn, chained)
     return results
 
 
@@ -261,6 +296,9 @@ def _result(s: Sent, done: deliveries.Recorded) -> DeliverResult:
     moved = done.moved
     if done.was_status is None:
         return DeliverResult(delivery_id, "recorded", "delivery no longer exists")
+    if done.replayed:
+        # The first try committed; only its reply was lost.
+        return DeliverResult(delivery_id, "recorded", f"already recorded: {done.was_status}")
     if moved is None:
         # Moved on while the adapter ran (an operator, a takeover): the attempt is kept as
         # evidence, nothing else changed.

@@ -5,6 +5,11 @@ that hangs holds only its own lane: other channels' sends go on, and the caller 
 for the hung call at its deadline (the call itself cannot be killed; its late answer is
 logged). A chunk's sends run side by side, and their answers come back in small groups as
 they finish, so each is recorded soon after it happened.
+
+A send waiting for a thread of its lane waits for as long as the lane makes progress: a busy,
+healthy provider only makes it later. It is given up unsent only when it has waited a
+deadline and every thread of the lane is held by a call past its deadline (the lane is
+jammed: no thread may ever come free).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class Senders:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lanes: dict[Hashable, ThreadPoolExecutor] = {}
+        #: Per lane, its calls still running past their deadline.
+        self._overdue: dict[Hashable, int] = {}
 
     def run(
         self,
@@ -67,8 +74,10 @@ class Senders:
         as it did); ``every`` seconds at the most pass between two looks at the deadlines. An
         item still running past its lane's timeout yields ``timed_out(item, lane)`` (its
         call goes on in its thread: its late answer is only logged); one that waited that
-        long for a thread of its lane (all busy, e.g. hung) is not sent at all and yields
-        ``never_started(item, lane)``."""
+        long for a thread of its lane while every thread of it is held by such an overdue
+        call (the lane is jammed, e.g. the provider hangs) is not sent at all and yields
+        ``never_started(item, lane)``; one that waits behind calls still within their
+        deadline waits on."""
         running: dict[Future[R], _Running[T]] = {}
         for item in items:
             where = lane(item)
@@ -88,13 +97,34 @@ class Senders:
                 if entry.started is not None:
                     if now - entry.started > entry.lane.timeout:
                         pending.discard(future)
-                        future.add_done_callback(_late(entry.lane))
+                        self._overdue_call(entry.lane, future)
                         group.append((entry.item, timed_out(entry.item, entry.lane)))
-                elif now - entry.queued > entry.lane.timeout and future.cancel():
+                elif (
+                    now - entry.queued > entry.lane.timeout
+                    and self._jammed(entry.lane)
+                    and future.cancel()
+                ):
                     pending.discard(future)
                     group.append((entry.item, never_started(entry.item, entry.lane)))
             if group:
                 yield group
+
+    def _overdue_call(self, lane: Lane, future: Future[Any]) -> None:
+        """Count the call as holding a thread of its lane past its deadline until it ends
+        (its late answer is logged then)."""
+        with self._lock:
+            self._overdue[lane.key] = self._overdue.get(lane.key, 0) + 1
+
+        def ended(_: Future[Any]) -> None:
+            with self._lock:
+                self._overdue[lane.key] -= 1
+            _late(lane)(future)
+
+        future.add_done_callback(ended)
+
+    def _jammed(self, lane: Lane) -> bool:
+        with self._lock:
+            return self._overdue.get(lane.key, 0) >= lane.capacity
 
     @staticmethod
     def _started(entry: _Running[T], send: Callable[[T], R]) -> R:

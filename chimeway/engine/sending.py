@@ -137,12 +137,15 @@ def timed_out(lane: Lane) -> Outcome:
 
 
 def never_started(lane: Lane) -> Outcome:
-    """Every thread of the adapter's lane stayed busy (hung calls) past its deadline: the
-    send was not made. A ``temporary`` failure, retried later."""
+    """Every thread of the adapter's lane is held by a call past its deadline (the provider
+    hangs), and the send waited a deadline for one: it was not made. A ``temporary``
+    failure of the provider, retried later (it spends an attempt: a provider hung for good
+    must not keep its deliveries forever)."""
     return _outcome(
         AttemptOutcome.FAILED,
         ErrorClass.TEMPORARY,
-        f"not sent: every thread of the {lane.name} adapter stayed busy for {lane.timeout:g} s",
+        f"not sent: every thread of the {lane.name} adapter is held by a call past its "
+        f"deadline ({lane.timeout:g} s)",
         None,
         {},
     )

@@ -29,7 +29,7 @@ def build_blueprint(engine: Engine) -> procrastinate.Blueprint:
 
     @blueprint.task(name="deliver", queue=QUEUES["deliver"], retry=INFRA_RETRY)
     def deliver_one(delivery_id: str) -> str:
-        return deliver.deliver(engine, uuid.UUID(delivery_id)).action
+        return deliver.deliver(engine, uuid.UUID(delivery_id), chain=True).action
 
     @blueprint.task(name="deliver_many", queue=QUEUES["deliver_many"], retry=INFRA_RETRY)
     def deliver_many(delivery_ids: list[str]) -> dict[str, int]:

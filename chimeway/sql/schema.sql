@@ -210,6 +210,20 @@ CREATE FUNCTION public.chimeway_policy_applies(p_tenant text, p_recipient text, 
 $$;
 
 --
+-- Name: chimeway_refuse_definition_delete(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_refuse_definition_delete() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'chimeway: % rows are immutable and never deleted: runs, deliveries '
+        'and their history refer to them', TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+--
 -- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1106,7 +1120,7 @@ CREATE TABLE public.chimeway_workflow_runs (
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     last_transition_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chimeway_workflow_runs_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
-    CONSTRAINT chimeway_workflow_runs_waiting_has_due CHECK (((state <> 'waiting'::public.chimeway_run_state) OR (suspended_until IS NOT NULL)))
+    CONSTRAINT chimeway_workflow_runs_waiting_has_due CHECK (((state = 'waiting'::public.chimeway_run_state) = (suspended_until IS NOT NULL)))
 )
 WITH (fillfactor='50');
 
@@ -1302,7 +1316,7 @@ ALTER TABLE ONLY public.chimeway_delivery_caps
 --
 
 ALTER TABLE ONLY public.chimeway_delivery_transitions
-    ADD CONSTRAINT chimeway_delivery_transitions_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT chimeway_delivery_transitions_pkey PRIMARY KEY (delivery_id, id);
 
 --
 -- Name: chimeway_events chimeway_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1442,7 +1456,7 @@ ALTER TABLE ONLY public.chimeway_workflow_steps
 --
 
 ALTER TABLE ONLY public.chimeway_workflow_transitions
-    ADD CONSTRAINT chimeway_workflow_transitions_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT chimeway_workflow_transitions_pkey PRIMARY KEY (run_id, id);
 
 --
 -- Name: procrastinate_events procrastinate_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1532,12 +1546,6 @@ CREATE INDEX chimeway_delivery_attempts_provider_message_idx ON public.chimeway_
 --
 
 CREATE UNIQUE INDEX chimeway_delivery_caps_scope ON public.chimeway_delivery_caps USING btree (tenant_id, COALESCE(recipient_id, ''::text), COALESCE(channel, ''::text));
-
---
--- Name: chimeway_delivery_transitions_delivery_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_delivery_transitions_delivery_idx ON public.chimeway_delivery_transitions USING btree (delivery_id, id);
 
 --
 -- Name: chimeway_events_correlation_idx; Type: INDEX; Schema: public; Owner: -
@@ -1645,7 +1653,7 @@ CREATE INDEX chimeway_webhook_ingress_queued_idx ON public.chimeway_webhook_ingr
 -- Name: chimeway_workflow_runs_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX chimeway_workflow_runs_due_idx ON public.chimeway_workflow_runs USING btree (suspended_until) WHERE (state = 'waiting'::public.chimeway_run_state);
+CREATE INDEX chimeway_workflow_runs_due_idx ON public.chimeway_workflow_runs USING btree (suspended_until) WHERE (suspended_until IS NOT NULL);
 
 --
 -- Name: chimeway_workflow_runs_tenant_idx; Type: INDEX; Schema: public; Owner: -
@@ -1657,25 +1665,7 @@ CREATE INDEX chimeway_workflow_runs_tenant_idx ON public.chimeway_workflow_runs 
 -- Name: chimeway_workflow_runs_waiting_actor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX chimeway_workflow_runs_waiting_actor_idx ON public.chimeway_workflow_runs USING btree (tenant_id, recipient_id) WHERE (state = 'waiting'::public.chimeway_run_state);
-
---
--- Name: chimeway_workflow_transitions_delivery_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_workflow_transitions_delivery_idx ON public.chimeway_workflow_transitions USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
-
---
--- Name: chimeway_workflow_transitions_run_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_workflow_transitions_run_idx ON public.chimeway_workflow_transitions USING btree (run_id, id);
-
---
--- Name: chimeway_workflow_transitions_step_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX chimeway_workflow_transitions_step_idx ON public.chimeway_workflow_transitions USING btree (step_id) WHERE (step_id IS NOT NULL);
+CREATE INDEX chimeway_workflow_runs_waiting_actor_idx ON public.chimeway_workflow_runs USING btree (tenant_id, recipient_id) WHERE (suspended_until IS NOT NULL);
 
 --
 -- Name: idx_procrastinate_jobs_worker_not_null; Type: INDEX; Schema: public; Owner: -
@@ -1732,6 +1722,18 @@ CREATE UNIQUE INDEX procrastinate_jobs_queueing_lock_idx_v1 ON public.procrastin
 CREATE INDEX procrastinate_periodic_defers_job_id_fkey_v1 ON public.procrastinate_periodic_defers USING btree (job_id);
 
 --
+-- Name: chimeway_workflow_definitions chimeway_definitions_kept; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_definitions_kept BEFORE DELETE ON public.chimeway_workflow_definitions FOR EACH ROW EXECUTE FUNCTION public.chimeway_refuse_definition_delete();
+
+--
+-- Name: chimeway_workflow_definitions chimeway_definitions_kept_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_definitions_kept_truncate BEFORE TRUNCATE ON public.chimeway_workflow_definitions FOR EACH STATEMENT EXECUTE FUNCTION public.chimeway_refuse_definition_delete();
+
+--
 -- Name: procrastinate_jobs chimeway_jobs_rescheduled; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1742,6 +1744,18 @@ CREATE TRIGGER chimeway_jobs_rescheduled AFTER UPDATE OF status, scheduled_at ON
 --
 
 CREATE TRIGGER chimeway_jobs_scheduled_insert AFTER INSERT ON public.procrastinate_jobs FOR EACH ROW WHEN (((new.status = 'todo'::public.procrastinate_job_status) AND (new.scheduled_at IS NOT NULL))) EXECUTE FUNCTION public.chimeway_notify_job_scheduled();
+
+--
+-- Name: chimeway_workflow_steps chimeway_steps_kept; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_steps_kept BEFORE DELETE ON public.chimeway_workflow_steps FOR EACH ROW EXECUTE FUNCTION public.chimeway_refuse_definition_delete();
+
+--
+-- Name: chimeway_workflow_steps chimeway_steps_kept_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER chimeway_steps_kept_truncate BEFORE TRUNCATE ON public.chimeway_workflow_steps FOR EACH STATEMENT EXECUTE FUNCTION public.chimeway_refuse_definition_delete();
 
 --
 -- Name: procrastinate_jobs procrastinate_jobs_notify_queue_job_aborted_v1; Type: TRIGGER; Schema: public; Owner: -
@@ -1800,13 +1814,6 @@ ALTER TABLE ONLY public.chimeway_deliveries
     ADD CONSTRAINT chimeway_deliveries_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
 
 --
--- Name: chimeway_deliveries chimeway_deliveries_workflow_step_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_deliveries
-    ADD CONSTRAINT chimeway_deliveries_workflow_step_id_fkey FOREIGN KEY (workflow_step_id) REFERENCES public.chimeway_workflow_steps(id) ON DELETE CASCADE;
-
---
 -- Name: chimeway_delivery_attempts chimeway_delivery_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1835,20 +1842,6 @@ ALTER TABLE ONLY public.chimeway_webhook_ingress
     ADD CONSTRAINT chimeway_webhook_ingress_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE SET NULL;
 
 --
--- Name: chimeway_workflow_runs chimeway_workflow_runs_current_step_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_runs
-    ADD CONSTRAINT chimeway_workflow_runs_current_step_id_fkey FOREIGN KEY (current_step_id) REFERENCES public.chimeway_workflow_steps(id);
-
---
--- Name: chimeway_workflow_runs chimeway_workflow_runs_definition_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_runs
-    ADD CONSTRAINT chimeway_workflow_runs_definition_id_fkey FOREIGN KEY (definition_id) REFERENCES public.chimeway_workflow_definitions(id);
-
---
 -- Name: chimeway_workflow_runs chimeway_workflow_runs_notification_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1863,25 +1856,11 @@ ALTER TABLE ONLY public.chimeway_workflow_steps
     ADD CONSTRAINT chimeway_workflow_steps_definition_id_fkey FOREIGN KEY (definition_id) REFERENCES public.chimeway_workflow_definitions(id) ON DELETE CASCADE;
 
 --
--- Name: chimeway_workflow_transitions chimeway_workflow_transitions_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_transitions
-    ADD CONSTRAINT chimeway_workflow_transitions_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE SET NULL;
-
---
 -- Name: chimeway_workflow_transitions chimeway_workflow_transitions_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.chimeway_workflow_transitions
     ADD CONSTRAINT chimeway_workflow_transitions_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
-
---
--- Name: chimeway_workflow_transitions chimeway_workflow_transitions_step_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_transitions
-    ADD CONSTRAINT chimeway_workflow_transitions_step_id_fkey FOREIGN KEY (step_id) REFERENCES public.chimeway_workflow_steps(id) ON DELETE SET NULL;
 
 --
 -- Name: procrastinate_events procrastinate_events_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -287,7 +287,8 @@ def claim_many(
 
     Unless ``policy_checked``, a delivery policy could stop (any policy applies to it, its
     channel is ``throttled``, or it is deferred and now due) is not claimed: its claim says
-    ``needs_policy``."""
+    ``needs_policy``. A delivery dispatched by ``claimant`` itself lost its claim's reply
+    (the claimant never claims one it holds): it is claimed again at once."""
     origins = allowed_from(DeliveryStatus.DISPATCHED)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -542,6 +543,7 @@ class Recorded:
     attempt: LatestAttempt | None
     attempt_number: int | None
     moved: Delivery | None  # the delivery after its move; None: kept as evidence only
+    replayed: bool = False  # recorded already (a record retried after a lost COMMIT reply)
 
 
 def record_many(conn: Conn, records: Sequence[NewRecord]) -> list[Recorded]:
@@ -587,6 +589,7 @@ def record_many(conn: Conn, records: Sequence[NewRecord]) -> list[Recorded]:
                 attempt=attempt,
                 attempt_number=row["recorded_number"],
                 moved=moved,
+                replayed=row["replayed"],
             )
         )
     return out

@@ -430,13 +430,6 @@ def test_a_provider_hung_for_good_still_ends_every_delivery(chaos: Chaos) -> Non
     ) == [("cancelled", "retries_exhausted", len(hung.delivery_ids))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (engine/senders.py, 7a8db79): a send that waited for a thread of its busy, "
-    "healthy lane past the deadline is recorded as a 'not sent' temporary failure, which "
-    "spends an attempt of the retry budget: deliveries end cancelled(retries_exhausted) "
-    "without ever being sent",
-)
 def test_a_busy_lane_never_exhausts_the_retries_of_deliveries_it_never_sent(chaos: Chaos) -> None:
     # A healthy but slow provider (0.4 s a call) on one thread, a deadline of 1 s: a burst of
     # 8 has to queue. Queueing is no failure of the provider: each must be sent, once.

@@ -162,11 +162,6 @@ def history(url: str, delivery_id: uuid.UUID) -> tuple[str, list[tuple[int, str]
     return row[0], attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (engine/recording.py): a record whose COMMIT reply was lost is retried as if "
-    "it had not committed, and appends the attempt a second time",
-)
 def test_a_record_whose_commit_reply_is_lost_is_not_recorded_twice(
     cutters: Callable[..., ReplyCutter], adapters: Recorders, committed_db: str
 ) -> None:
@@ -184,12 +179,6 @@ def test_a_record_whose_commit_reply_is_lost_is_not_recorded_twice(
     assert history(committed_db, delivery_id) == ("succeeded", [(1, "succeeded")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (claim SQL / engine/deliver.py): a claim whose reply was lost leaves the "
-    "delivery dispatched and held by this live, beating process, which does not know it "
-    "holds it; no one sends it while the process lives",
-)
 def test_a_claim_whose_reply_is_lost_is_still_sent_once(
     cutters: Callable[..., ReplyCutter], adapters: Recorders, committed_db: str
 ) -> None:
@@ -215,3 +204,41 @@ def test_a_claim_whose_reply_is_lost_is_still_sent_once(
             cw.deliver(delivery_id)
             time.sleep(0.2)
     assert len(adapters["in_app"].requests) == 1
+
+
+def test_a_claim_whose_reply_is_lost_is_released_for_other_processes(
+    cutters: Callable[..., ReplyCutter], adapters: Recorders, committed_db: str
+) -> None:
+    """The job that retries the send may run in another worker: the claimant, which lives
+    on and beats, releases the delivery it never sent, so the other worker takes it over
+    once the claim is stuck_after old (recording the claim as an interrupted attempt, as it
+    cannot know that nothing was sent)."""
+    cutter = cutters(CLAIM, commit=False)
+    stuck = dt.timedelta(seconds=2)
+    with (
+        Chimeway(
+            cutter.url,
+            adapters={"in_app": adapters["in_app"]},
+            default_retry=IMMEDIATE,
+            stuck_after=stuck,
+        ) as first,
+        Chimeway(
+            committed_db,
+            adapters={"in_app": adapters["in_app"]},
+            default_retry=IMMEDIATE,
+            stuck_after=stuck,
+        ) as other,
+    ):
+        result = first.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+        assert isinstance(result, Triggered)
+        [delivery_id] = result.delivery_ids
+        cutter.armed.set()
+        with pytest.raises(DatabaseUnavailable):
+            first.deliver(delivery_id)
+        assert cutter.cut.is_set(), "the proxy never cut a claim"
+        deadline = time.monotonic() + 15
+        while other.deliver(delivery_id).action != "succeeded":
+            assert time.monotonic() < deadline, history(committed_db, delivery_id)
+            time.sleep(0.2)
+    assert len(adapters["in_app"].requests) == 1
+    assert history(committed_db, delivery_id) == ("succeeded", [(1, "failed"), (2, "succeeded")])

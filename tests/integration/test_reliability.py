@@ -30,7 +30,11 @@ from chimeway import (
     Workflow,
 )
 from chimeway.engine.deliver import deliver_in
+from chimeway.engine.recording import Sent as Recorded
+from chimeway.engine.recording import record
+from chimeway.engine.sending import Outcome
 from chimeway.testing import RecordingAdapter, drain
+from chimeway.types import AttemptOutcome
 from tests.integration.conftest import count, counts
 from tests.integration.notifiers import Welcome, WithWorkflow
 
@@ -391,7 +395,11 @@ def test_a_hung_provider_holds_only_its_own_channel(make_cw: Any, committed_db: 
     # got a thread and was not sent.
     errors = sorted(attempts(committed_db, e)[0][1:] for e in emails)
     assert errors == [
-        ("temporary", "not sent: every thread of the hung adapter stayed busy for 1.3 s"),
+        (
+            "temporary",
+            "not sent: every thread of the hung adapter is held by a call past its "
+            "deadline (1.3 s)",
+        ),
         ("unknown", "no answer from the hung adapter within 1.3 s"),
         ("unknown", "no answer from the hung adapter within 1.3 s"),
     ]
@@ -578,3 +586,28 @@ def test_a_tenant_the_database_cannot_hold_is_a_typed_error(
         tx_cw.workflows.list_runs("t\x00", conn=db)
     with pytest.raises(InvalidArgument, match="tenant_id"):
         tx_cw.explain_delivery("\ud800", uuid.uuid4(), conn=db)
+
+
+def test_a_record_made_again_is_a_no_op_but_a_late_one_after_a_takeover_is_kept(
+    make_cw: Any, adapters: Any, committed_db: str
+) -> None:
+    """A record retried after its COMMIT's reply was lost finds its own attempt and changes
+    nothing; the record of an older claim, arriving after a takeover sent it again, is a
+    different attempt and stays as evidence (test_lost_commit.py cuts a real reply)."""
+    cw = make_cw(stuck_after=STUCK)
+    [delivery_id] = one(cw).delivery_ids
+    claimed_by(committed_db, delivery_id, beat_ago=STUCK * 2, claim_ago=STUCK * 2)
+    first_claim = cw.delivery("t", delivery_id)
+    alive_since(committed_db, cw, dt.timedelta(days=1))
+    assert cw.deliver(delivery_id).action == "succeeded"  # taken over, sent as attempt 2
+    late = Recorded(first_claim, 1, Outcome(AttemptOutcome.SUCCEEDED, None, None, "late-1"))
+    [kept] = record(cw.engine, [late])
+    assert (kept.action, kept.detail) == ("recorded", "status was succeeded")
+    [again] = record(cw.engine, [late])  # the same record once more: its reply was lost
+    assert (again.action, again.detail) == ("recorded", "already recorded: succeeded")
+    assert [a[0] for a in attempts(committed_db, delivery_id)] == [
+        "failed",  # the interrupted send the takeover wrote
+        "succeeded",
+        "succeeded",  # the late record, kept once
+    ]
+    assert cw.delivery("t", delivery_id).status == "succeeded"

@@ -224,3 +224,50 @@ def test_migrate_gives_the_job_fetch_custom_plans_again_after_it_was_replaced(
     with psycopg.connect(empty_db) as conn:
         assert migrations.fetch_plans_pinned(conn)
     assert migrations.migrate(empty_db).pinned == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM chimeway_workflow_steps",
+        "DELETE FROM chimeway_workflow_definitions",
+        "TRUNCATE chimeway_workflow_steps",
+        "TRUNCATE chimeway_workflow_definitions CASCADE",
+    ],
+)
+def test_definitions_and_steps_are_never_deleted(db: psycopg.Connection, statement: str) -> None:
+    """Runs, deliveries and history refer to them without foreign keys (0011_lean_steps)."""
+    definition = db.execute(
+        "INSERT INTO chimeway_workflow_definitions (workflow_key, workflow_version, "
+        "notification_key, checksum) VALUES ('w', 1, 'n', 'c') RETURNING id"
+    ).fetchone()
+    assert definition is not None
+    db.execute(
+        "INSERT INTO chimeway_workflow_steps (definition_id, step_key, step_order, channel, "
+        "config) VALUES (%s, 's', 1, 'email', '{}')",
+        [definition[0]],
+    )
+    with pytest.raises(psycopg.errors.RestrictViolation, match="immutable"), db.transaction():
+        db.execute(statement.encode())
+
+
+@pytest.mark.parametrize(("state", "due"), [("active", "now()"), ("waiting", "NULL")])
+def test_a_run_waits_exactly_when_it_has_a_due_time(
+    db: psycopg.Connection, state: str, due: str
+) -> None:
+    """The partial indexes of waiting runs are on suspended_until, so a run's moves that do
+    not wait leave them alone (HOT updates); the invariant is checked."""
+    db.execute(
+        "INSERT INTO chimeway_events (id, tenant_id, notification_key, notification_version, "
+        "idempotency_key) VALUES ('00000000-0000-0000-0000-00000000000e', 't', 'n', 1, 'k');"
+        "INSERT INTO chimeway_notifications (id, event_id, tenant_id, recipient_id, assigns, "
+        "contents) VALUES ('00000000-0000-0000-0000-00000000000a', "
+        "'00000000-0000-0000-0000-00000000000e', 't', 'u', '{}', '{}')"
+    )
+    with pytest.raises(psycopg.errors.CheckViolation, match="waiting_has_due"), db.transaction():
+        db.execute(
+            f"INSERT INTO chimeway_workflow_runs (tenant_id, definition_id, notification_id, "
+            f"recipient_id, current_step_id, state, status_reason, suspended_until) VALUES "
+            f"('t', gen_random_uuid(), '00000000-0000-0000-0000-00000000000a', 'u', "
+            f"gen_random_uuid(), '{state}', 'r', {due})".encode()
+        )

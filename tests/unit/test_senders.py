@@ -116,3 +116,32 @@ def test_a_send_that_never_got_a_thread_is_not_made(senders: Senders) -> None:
     assert results == {"first": "timed out", "second": "never started"}
     assert calls == ["first"]  # the second was never handed to the adapter
     release.set()
+
+
+def test_a_busy_healthy_lane_keeps_its_queue_waiting_past_the_deadline(
+    senders: Senders,
+) -> None:
+    """Each call answers within the deadline, but the queue behind one thread takes longer
+    than a deadline to drain: queueing is no failure of the provider, every item is sent."""
+    lane = Lane("slow", "slow", capacity=1, timeout=0.3)
+    calls: list[int] = []
+
+    def send(item: int) -> str:
+        calls.append(item)
+        threading.Event().wait(0.1)  # a slow but healthy provider
+        return "sent"
+
+    results = dict(
+        pair
+        for group in senders.run(
+            range(6),
+            send,
+            lambda _: lane,
+            lambda *_: "timed out",
+            lambda *_: "never started",
+            every=0.05,
+        )
+        for pair in group
+    )
+    assert results == dict.fromkeys(range(6), "sent")
+    assert sorted(calls) == list(range(6))

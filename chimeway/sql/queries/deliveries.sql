@@ -164,6 +164,10 @@ SELECT * FROM moved ORDER BY move_n
 -- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
 -- evidence for letting it through (a critical notifier's bypass of an opt-out).
 -- The recipient's profile comes back with a dispatched delivery, for the adapter.
+-- A delivery dispatched by `claimant` itself is `orphaned` (a claimant never claims what one
+-- of its calls holds: engine/liveness.py): its claim committed but the reply was lost, so
+-- the claimant never sent it; it is claimed again at once (a new start, no attempt and no
+-- takeover spent).
 WITH previous AS (
     SELECT d.id, d.status, d.orchestration_state, d.retry_at, d.takeovers,
            d.status_changed_at AS was_changed_at,
@@ -177,6 +181,8 @@ WITH previous AS (
                AS attempts,
            d.status = 'pending' AND d.orchestration_state = 'deferred'
                AND d.next_eligible_at <= now() AS due_deferred,
+           d.status = 'dispatched' AND %(claimant)s::uuid IS NOT NULL
+               AND d.claimed_by IS NOT DISTINCT FROM %(claimant)s::uuid AS orphaned,
            %(policy_checked)s OR (
                d.channel <> ALL(%(throttled)s::text[])
                AND (d.status NOT IN ('pending', 'failed')
@@ -190,14 +196,15 @@ WITH previous AS (
     ORDER BY d.id
     FOR UPDATE OF d
 ), due AS (
-    SELECT p.*, p.status = 'dispatched' AS takeover,
-           p.status = 'dispatched' AND p.takeovers >= %(max_takeovers)s AS abandon
+    SELECT p.*, p.status = 'dispatched' AND NOT p.orphaned AS takeover,
+           p.status = 'dispatched' AND NOT p.orphaned AND p.takeovers >= %(max_takeovers)s
+               AS abandon
     FROM previous p
     WHERE p.orchestration_state = 'ready'
       AND p.status = ANY(%(from_statuses)s::chimeway_delivery_status[])
       AND (p.status = 'pending'
            OR (p.status = 'failed' AND (p.retry_at IS NULL OR p.retry_at <= now()))
-           OR (p.status = 'dispatched' AND p.takeover_at <= now()))
+           OR (p.status = 'dispatched' AND (p.takeover_at <= now() OR p.orphaned)))
 ), sendable AS (
     SELECT * FROM due WHERE let_through
 ), moved AS (
@@ -229,6 +236,7 @@ WITH previous AS (
     SELECT m.id, s.status, m.status,
            CASE WHEN s.abandon THEN 'abandoned_after_interruptions'
                 WHEN s.takeover THEN 'redispatched_after_interruption'
+                WHEN s.orphaned THEN 'redispatched_after_lost_claim'
                 ELSE 'dispatched' END,
            CASE WHEN s.takeover THEN jsonb_build_object('takeovers', m.takeovers)
                 ELSE '{}'::jsonb END
@@ -382,6 +390,10 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'dispatched' AND claimed_by = %(cla
 -- -> cancelled). A send whose delivery moved on keeps its attempt as evidence and changes
 -- nothing else. A sent in-app delivery also puts its notification in the inbox. One row per
 -- send, in input order, with the delivery as it was and, when it moved, as it is now.
+-- A record made again after its first commit's reply was lost (the worker cannot tell a
+-- lost write from a lost reply) finds its own attempt already there (same claim start,
+-- outcome and provider data: a takeover's `interrupted` attempt shares only the start) and
+-- is a no-op, `replayed`: never a second attempt or move.
 WITH x AS (
     SELECT * FROM unnest(
         %(ids)s::uuid[], %(numbers)s::int[], %(outcomes)s::chimeway_attempt_outcome[],
@@ -402,6 +414,17 @@ WITH x AS (
     WHERE d.id = ANY(%(ids)s::uuid[])
     ORDER BY d.id
     FOR UPDATE
+), replayed AS (
+    -- (A record the delivery still waits for is never a replay: its attempt is not there.)
+    SELECT x.id FROM x JOIN locked l ON l.id = x.id
+    WHERE NOT (l.status = 'dispatched' AND l.attempts + 1 = x.number)
+      AND EXISTS (
+        SELECT FROM chimeway_delivery_attempts a
+        WHERE a.delivery_id = x.id AND a.started_at = x.started_at AND a.outcome = x.outcome
+          AND a.error_class IS NOT DISTINCT FROM x.error_class
+          AND a.error IS NOT DISTINCT FROM x.error
+          AND a.provider_message_id IS NOT DISTINCT FROM x.provider_message_id
+    )
 ), appended AS (
     INSERT INTO chimeway_delivery_attempts (
         delivery_id, attempt_number, outcome, error_class, error, provider_message_id,
@@ -410,6 +433,7 @@ WITH x AS (
     SELECT x.id, l.attempts + 1, x.outcome, x.error_class, x.error, x.provider_message_id,
            x.response, x.started_at
     FROM x JOIN locked l ON l.id = x.id
+    WHERE x.id NOT IN (SELECT id FROM replayed)
     RETURNING delivery_id, attempt_number, outcome, error_class
 ), ours AS (
     SELECT x.* FROM x JOIN locked l ON l.id = x.id
@@ -459,7 +483,7 @@ WITH x AS (
 SELECT x.n AS input_n, x.id AS input_id, l.status AS was_status,
        a.attempt_number AS recorded_number, a.outcome AS recorded_outcome,
        a.error_class AS recorded_error_class, (SELECT n FROM announced) AS announced,
-       m.id IS NOT NULL AS moved, m.*
+       x.id IN (SELECT id FROM replayed) AS replayed, m.id IS NOT NULL AS moved, m.*
 FROM x
 LEFT JOIN locked l ON l.id = x.id
 LEFT JOIN appended a ON a.delivery_id = x.id

@@ -147,9 +147,9 @@ LIMIT %(limit)s
 
 -- name: transitions_for_delivery
 SELECT t.id, t.reason, t.from_state, t.to_state, t.context, t.created_at
-FROM chimeway_workflow_transitions t
-JOIN chimeway_workflow_runs r ON r.id = t.run_id
-WHERE t.delivery_id = %(delivery_id)s AND r.tenant_id = %(tenant_id)s
+FROM chimeway_deliveries d
+JOIN chimeway_workflow_transitions t ON t.run_id = d.workflow_run_id AND t.delivery_id = d.id
+WHERE d.id = %(delivery_id)s AND d.tenant_id = %(tenant_id)s
 ORDER BY t.id
 
 -- name: run_delivery_ids

@@ -51,7 +51,8 @@ JOIN (
     SELECT DISTINCT a.tenant_id, a.actor_id
     FROM unnest(%(tenant_ids)s::text[], %(actor_ids)s::text[]) AS a (tenant_id, actor_id)
 ) a ON r.tenant_id = a.tenant_id AND r.recipient_id = a.actor_id
-WHERE r.state = 'waiting' AND r.pending_signals && %(events)s::text[]
+WHERE r.suspended_until IS NOT NULL  -- waiting (the partial index's predicate)
+  AND r.state = 'waiting' AND r.pending_signals && %(events)s::text[]
 ORDER BY r.id
 FOR UPDATE OF r
 
