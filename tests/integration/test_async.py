@@ -9,8 +9,17 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
-from chimeway import Chimeway, Duplicate, InvalidNotifier, SignalTracked, Triggered, WrongConnection
+from chimeway import (
+    Chimeway,
+    Duplicate,
+    InvalidNotifier,
+    SignalTracked,
+    Triggered,
+    WrongConnection,
+    db,
+)
 from chimeway.testing import drain
 from tests.integration.conftest import Recorders, count
 from tests.integration.framework_support import (
@@ -222,3 +231,28 @@ def test_the_event_loop_runs_while_chimeway_waits(cw: Chimeway, committed_db: st
 
     assert isinstance(run(committed_db, body), Duplicate)
     assert count(committed_db, "SELECT count(*) FROM chimeway_events") == 1
+
+
+def test_a_borrowed_connection_follows_its_owner_and_leaves_it_its_notifications(
+    committed_db: str,
+) -> None:
+    """db.borrow (what the async seam and Django's connection() use): the owner's
+    autocommit is read live, its notifications stay its own, and it stays open."""
+    with psycopg.connect(committed_db, autocommit=True) as owner:
+        heard: list[str] = []
+        owner.add_notify_handler(lambda n: heard.append(n.payload))
+        owner.execute("LISTEN chimeway_test")
+        borrowed = db.borrow(owner)
+        borrowed.execute("SELECT 1")
+        assert owner.info.transaction_status == TransactionStatus.IDLE  # autocommit
+        owner.autocommit = False  # what Django's atomic() does
+        borrowed.execute("SELECT 1")
+        assert owner.info.transaction_status == TransactionStatus.INTRANS
+        owner.rollback()
+        with psycopg.connect(committed_db, autocommit=True) as other:
+            other.execute("NOTIFY chimeway_test, 'hello'")
+        borrowed.execute("SELECT 1")  # the notification arrives with this result
+        assert heard == ["hello"]
+        del borrowed
+        assert not owner.closed
+        assert owner.execute("SELECT 2").fetchone() == (2,)

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from chimeway import migrations
+from chimeway.store import migrations as tracking
 from tests.integration.conftest import count
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +141,20 @@ def test_procrastinate_django_first_then_chimeway_migrate_then_a_worker_delivers
             output, _ = worker.communicate()
     assert "adapters in_app=LoggerAdapter" in output
     assert count(empty_db, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == 0
+
+
+def test_a_newer_chimeways_migrations_are_applied_by_the_next_migrate(empty_db: str) -> None:
+    """Upgrading Chimeway needs no new Django migration: the app applies what is pending
+    after every `migrate`, once its own migration has run."""
+    manage(empty_db, "migrate", settings=PROCRASTINATE_ONLY)
+    *older, newest = migrations.chimeway_migrations()
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        # What an older Chimeway's `migrate` left: every migration but the newest.
+        tracking.create_table(conn)
+        for mig in older:
+            migrations._apply(conn, mig)
+    # Recorded as applied by an older Chimeway's Django migration; the newest is pending.
+    done = manage(empty_db, "migrate", "chimeway", "--fake")
+    assert f"Chimeway: applying 1/1: {newest.label}" in done.stdout
+    with psycopg.connect(empty_db) as conn:
+        assert [s.state for s in migrations.status(conn)] == ["applied"] * (len(older) + 1)

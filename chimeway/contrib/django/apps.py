@@ -14,15 +14,23 @@ class ChimewayConfig(AppConfig):
     verbose_name = "Chimeway"
 
     def ready(self) -> None:
-        post_migrate.connect(_pin_fetch_plans, sender=self)
+        post_migrate.connect(_after_migrate, sender=self)
 
 
-def _pin_fetch_plans(using: str = "default", **_: Any) -> None:
-    """After every ``migrate``: a Procrastinate migration that replaced the job-fetch
-    function dropped its custom plans; give them back (what ``chimeway migrate`` does)."""
+def _after_migrate(using: str = "default", verbosity: int = 1, **_: Any) -> None:
+    """After every ``migrate``, once Chimeway's Django migration has created its schema:
+    apply the Chimeway migrations a newer Chimeway brought (so upgrading Chimeway needs no
+    new Django migration), and give Procrastinate's job fetch its custom plans again (a
+    Procrastinate migration that replaced the function dropped them), as ``chimeway
+    migrate`` does."""
     from chimeway import migrations
     from chimeway.contrib.django import connection
 
     conn = connection(using)
-    if migrations.procrastinate_external(conn) or migrations.applied_migrations(conn):
-        migrations.pin_fetch_plans(conn)
+    if not migrations.applied_migrations(conn):
+        return  # Chimeway's Django migration has not run (yet): nothing of ours here
+    notes: list[str] = []
+    result = migrations.migrate_on(conn, report=notes.append)
+    if verbosity >= 1 and result.applied:
+        for note in notes:
+            print(f"  Chimeway: {note}")

@@ -1,8 +1,8 @@
 """Chimeway's schema (and Procrastinate's, unless ``procrastinate.contrib.django`` manages
 it: then this runs after Procrastinate's batch-defer migration, whose function Chimeway
 calls), applied in this migration's transaction by Chimeway's own runner, so
-``chimeway migrate status`` agrees. A Chimeway release that changes the schema ships the
-next migration here, with the same body."""
+``chimeway migrate status`` agrees. Migrations of later Chimeway releases are applied at
+the end of every ``migrate`` (the app's ``post_migrate``), once this one has run."""
 
 from __future__ import annotations
 
