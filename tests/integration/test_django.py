@@ -158,3 +158,30 @@ def test_a_newer_chimeways_migrations_are_applied_by_the_next_migrate(empty_db: 
     assert f"Chimeway: applying 1/1: {newest.label}" in done.stdout
     with psycopg.connect(empty_db) as conn:
         assert [s.state for s in migrations.status(conn)] == ["applied"] * (len(older) + 1)
+
+
+def test_connection_refuses_a_database_that_is_not_postgresql() -> None:
+    script = (
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(DATABASES={'default': {'ENGINE': 'django.db.backends.sqlite3',"
+        " 'NAME': ':memory:'}})\n"
+        "django.setup()\n"
+        "from chimeway import ConfigurationError\n"
+        "from chimeway.contrib.django import connection\n"
+        "try:\n"
+        "    connection()\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        cwd=ROOT,
+        env=env("postgresql://unused"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Django database 'default' is sqlite, not PostgreSQL"
