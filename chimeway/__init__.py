@@ -23,7 +23,14 @@ from chimeway.adapters import (
     WebhookAdapter,
 )
 from chimeway.app import Chimeway
-from chimeway.config import Maintenance, Retention, RetryPolicy, Settings, Throttle
+from chimeway.config import (
+    ChimewaySettings,
+    Maintenance,
+    Retention,
+    RetryPolicy,
+    Settings,
+    Throttle,
+)
 from chimeway.content import ContentSchemas
 from chimeway.dsl import OnOutcome, OnSignal, Step, Stop, WaitUntil, Workflow
 from chimeway.errors import (
@@ -61,6 +68,8 @@ from chimeway.results import (
     DeliverResult,
     Delivery,
     DeliveryExplanation,
+    DeliveryRedriven,
+    DeliverySummary,
     DeliveryTransition,
     Duplicate,
     FeedbackProcessed,
@@ -79,6 +88,7 @@ from chimeway.results import (
     RecipientPreferences,
     RecipientRecord,
     Routed,
+    RunCancelled,
     RunExplanation,
     SignalTracked,
     Stopped,
@@ -108,6 +118,7 @@ __all__ = [
     "CapSetting",
     "Chimeway",
     "ChimewayError",
+    "ChimewaySettings",
     "Completed",
     "ConfigurationError",
     "Conflict",
@@ -120,8 +131,10 @@ __all__ = [
     "DeliveryExplanation",
     "DeliveryFailure",
     "DeliveryReason",
+    "DeliveryRedriven",
     "DeliveryRequest",
     "DeliveryStatus",
+    "DeliverySummary",
     "DeliveryTransition",
     "Duplicate",
     "ErrorClass",
@@ -168,6 +181,7 @@ __all__ = [
     "Retention",
     "RetryPolicy",
     "Routed",
+    "RunCancelled",
     "RunExplanation",
     "RunState",
     "SchemaNotReady",

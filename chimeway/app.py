@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import procrastinate
 from psycopg_pool import ConnectionPool
@@ -18,7 +18,15 @@ from starlette.applications import Starlette
 
 from chimeway import db, http, jobs
 from chimeway.adapters import Adapter
-from chimeway.config import ENV_SECRET, Maintenance, Retention, RetryPolicy, Settings, Throttle
+from chimeway.config import (
+    ENV_SECRET,
+    ChimewaySettings,
+    Maintenance,
+    Retention,
+    RetryPolicy,
+    Settings,
+    Throttle,
+)
 from chimeway.content import ContentSchemas
 from chimeway.db import AsyncConn, Conn
 from chimeway.engine import (
@@ -26,6 +34,7 @@ from chimeway.engine import (
     explain,
     inbox,
     maintenance,
+    operations,
     preferences,
     recipients,
     retention,
@@ -44,6 +53,8 @@ from chimeway.results import (
     DeliverResult,
     Delivery,
     DeliveryExplanation,
+    DeliveryRedriven,
+    DeliverySummary,
     Duplicate,
     FeedbackProcessed,
     Forgotten,
@@ -59,6 +70,7 @@ from chimeway.results import (
     RecipientPreferences,
     RecipientRecord,
     Routed,
+    RunCancelled,
     RunExplanation,
     SignalTracked,
     SweepReport,
@@ -69,6 +81,7 @@ from chimeway.results import (
 from chimeway.storable import preview
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Chimeway:
@@ -98,6 +111,12 @@ class Chimeway:
     a send rate shared by every worker.
     ``retention``: how long finished jobs and history are kept before the periodic prune
     removes them (:class:`~chimeway.Retention`).
+
+    Each of ``stuck_after``, ``delivery_batch_size``, ``send_concurrency``, ``send_timeout``,
+    ``max_takeovers``, ``pool_min_size``, ``pool_max_size``, ``pool_timeout``,
+    ``unsubscribe_ttl``, ``default_retry``, ``maintenance`` and ``retention`` not given here
+    is read from its ``CHIMEWAY_*`` variable (:class:`~chimeway.ChimewaySettings`,
+    docs/production.md#settings-from-the-environment), else its default.
     """
 
     def __init__(
@@ -111,33 +130,34 @@ class Chimeway:
         content_schemas: ContentSchemas | None = None,
         retry: Mapping[str, RetryPolicy] | None = None,
         default_retry: RetryPolicy | None = None,
-        stuck_after: dt.timedelta = dt.timedelta(minutes=5),
+        stuck_after: dt.timedelta | None = None,
         maintenance: Maintenance | None = None,
         retention: Retention | None = None,
-        delivery_batch_size: int = 50,
-        send_concurrency: int = 32,
+        delivery_batch_size: int | None = None,
+        send_concurrency: int | None = None,
         send_timeout: dt.timedelta | None = None,
-        max_takeovers: int = 3,
-        pool_min_size: int = 1,
-        pool_max_size: int = 10,
-        pool_timeout: float = 30.0,
+        max_takeovers: int | None = None,
+        pool_min_size: int | None = None,
+        pool_max_size: int | None = None,
+        pool_timeout: float | None = None,
         secret: str | bytes | Sequence[str | bytes] | None = None,
         public_url: str | None = None,
         throttles: Mapping[str, Throttle] | None = None,
-        unsubscribe_ttl: dt.timedelta = dt.timedelta(days=90),
+        unsubscribe_ttl: dt.timedelta | None = None,
     ) -> None:
+        env = ChimewaySettings.from_environment()
         settings = Settings(
             retry=dict(retry or {}),
-            default_retry=default_retry or RetryPolicy(),
-            stuck_after=stuck_after,
-            maintenance=maintenance or Maintenance(),
-            retention=retention or Retention(),
-            delivery_batch_size=delivery_batch_size,
-            send_concurrency=send_concurrency,
-            send_timeout=send_timeout,
-            max_takeovers=max_takeovers,
+            default_retry=_given(default_retry, env.default_retry),
+            stuck_after=_given(stuck_after, env.stuck_after),
+            maintenance=_given(maintenance, env.maintenance),
+            retention=_given(retention, env.retention),
+            delivery_batch_size=_given(delivery_batch_size, env.delivery_batch_size),
+            send_concurrency=_given(send_concurrency, env.send_concurrency),
+            send_timeout=_given(send_timeout, env.send_timeout),
+            max_takeovers=_given(max_takeovers, env.max_takeovers),
             throttles=dict(throttles or {}),
-            unsubscribe_ttl=unsubscribe_ttl,
+            unsubscribe_ttl=_given(unsubscribe_ttl, env.unsubscribe_ttl),
         )
         #: The engine the services run on (internal: its shape may change).
         self.engine = Engine(
@@ -148,9 +168,9 @@ class Chimeway:
             content_schemas=content_schemas,
             notifiers=notifiers,
             webhook_providers=webhook_providers,
-            pool_min_size=pool_min_size,
-            pool_max_size=pool_max_size,
-            pool_timeout=pool_timeout,
+            pool_min_size=_given(pool_min_size, env.pool_min_size),
+            pool_max_size=_given(pool_max_size, env.pool_max_size),
+            pool_timeout=_given(pool_timeout, env.pool_timeout),
             secrets=_secrets(secret),
             public_url=public_url,
         )
@@ -385,6 +405,69 @@ class Chimeway:
         """The delivery row; another tenant's is NotFound, exactly like a missing one."""
         with self.engine.transaction(conn) as tx:
             return explain.delivery(tx, tenant_id, _uuid(delivery_id, "delivery"))
+
+    # -- operator actions --------------------------------------------------------------
+
+    def cancel_run(
+        self,
+        tenant_id: str,
+        run_id: uuid.UUID | str,
+        reason: str,
+        *,
+        cancelled_by: str | None = None,
+        conn: Conn | None = None,
+    ) -> RunCancelled:
+        """Stop a workflow run (active or waiting) and cancel its deliveries not sent yet,
+        in one transaction (the caller's, with ``conn``); ``reason`` and ``cancelled_by``
+        (an operator's name, not a recipient's address) go into the run's trace. A finished
+        run is left alone (``cancelled`` False); another tenant's run is NotFound."""
+        run = _uuid(run_id, "workflow run")
+        with self.engine.transaction(conn) as tx:
+            return operations.cancel_run(self.engine, tx, tenant_id, run, reason, cancelled_by)
+
+    def redrive_delivery(
+        self,
+        tenant_id: str,
+        delivery_id: uuid.UUID | str,
+        *,
+        redriven_by: str | None = None,
+        conn: Conn | None = None,
+    ) -> DeliveryRedriven:
+        """Send a failed delivery now, or one cancelled after its provider gave up
+        (retries exhausted, a permanent failure, abandoned) once more: it goes back to
+        ``pending`` and its job is deferred, in one transaction (the caller's, with
+        ``conn``); ``redriven_by`` goes into its history. Other statuses raise
+        ``InvalidTransition``; another tenant's delivery is NotFound."""
+        delivery = _uuid(delivery_id, "delivery")
+        with self.engine.transaction(conn) as tx:
+            return operations.redrive_delivery(self.engine, tx, tenant_id, delivery, redriven_by)
+
+    def find(
+        self,
+        tenant_id: str,
+        *,
+        recipient: str | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        conn: Conn | None = None,
+    ) -> list[DeliverySummary]:
+        """What happened to a recipient's notifications, or to an event: the tenant's
+        deliveries to ``recipient``, of the event triggered with ``idempotency_key``, or of
+        the events carrying ``correlation_id`` (one of them; none: the tenant's latest),
+        only those in ``status`` if given, newest first, at most ``limit`` (up to 1000).
+        Another tenant's rows never match. ``cw.explain_delivery`` tells each one's story."""
+        with self.engine.transaction(conn) as tx:
+            return operations.find(
+                tx,
+                tenant_id,
+                recipient=recipient,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                status=status,
+                limit_to=limit,
+            )
 
 
 class Recipients:
@@ -823,6 +906,11 @@ def _secrets(
     if secret is None:
         return ()
     return [secret] if isinstance(secret, str | bytes) else list(secret)
+
+
+def _given(value: T | None, from_environment: T) -> T:
+    """An argument given in code wins over its ``CHIMEWAY_*`` variable (or default)."""
+    return from_environment if value is None else value
 
 
 def _embedded_warning(message: str) -> None:

@@ -2,18 +2,24 @@
 deliveries are batched.
 
 Plain frozen dataclasses, validated when built; :class:`~chimeway.Chimeway` gathers them into
-one :class:`Settings` that the engine reads.
+one :class:`Settings` that the engine reads. :class:`ChimewaySettings` reads the same knobs
+from ``CHIMEWAY_*`` environment variables (a 12-factor deploy), named like the
+``Chimeway(...)`` arguments; an argument given in code wins over the environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from chimeway.errors import InvalidArgument
+import pydantic
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chimeway.errors import ConfigurationError, InvalidArgument
 
 #: Where every command and ``Chimeway()`` look for the database URL when none is given.
 ENV_DATABASE_URL = "CHIMEWAY_DATABASE_URL"
@@ -204,3 +210,185 @@ class Settings:
         """The key of the channel's throttle's budget, or ``None`` when it has none."""
         throttle = self.throttles.get(channel)
         return None if throttle is None else throttle.key or channel
+
+
+# -- the environment ----------------------------------------------------------------------
+
+#: The prefix of every setting's variable; a nested field joins with ``__``
+#: (``CHIMEWAY_MAINTENANCE__BATCH_SIZE``).
+ENV_PREFIX = "CHIMEWAY_"
+ENV_NESTED = "__"
+#: What an optional setting reads as ``None`` (``CHIMEWAY_RETENTION__HISTORY=none``).
+ENV_NONE = "none"
+
+
+class ChimewaySettings(BaseSettings):
+    """The ``Chimeway(...)`` arguments that may come from the environment, each from
+    ``CHIMEWAY_<ARGUMENT>`` (``CHIMEWAY_STUCK_AFTER=PT10M``); the fields of ``maintenance``,
+    ``retention`` and ``default_retry`` from ``CHIMEWAY_<ARGUMENT>__<FIELD>``
+    (``CHIMEWAY_RETENTION__HISTORY=P30D``). Durations are ISO 8601 (``PT90S``, ``P7D``) or
+    ``[D days, ]HH:MM:SS``; ``none`` turns an optional one off. ``Chimeway()`` reads these
+    for every argument it is not given; ``ChimewaySettings()`` shows what it would read."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        env_parse_none_str=ENV_NONE,
+        frozen=True,
+        extra="ignore",
+    )
+
+    pool_min_size: int = pydantic.Field(
+        default=1, ge=0, description="Connections the pool keeps open for triggers and reads."
+    )
+    pool_max_size: int = pydantic.Field(
+        default=10, ge=1, description="Connections the pool may open (the delivery pool too)."
+    )
+    pool_timeout: float = pydantic.Field(
+        default=30.0, gt=0, description="Seconds to wait for a pool connection before failing."
+    )
+    stuck_after: dt.timedelta = pydantic.Field(
+        default=Settings.stuck_after,
+        description="How long a delivery may stay `dispatched` before another worker may "
+        "take it over.",
+    )
+    delivery_batch_size: int = pydantic.Field(
+        default=Settings.delivery_batch_size,
+        description="Deliveries planned together share `deliver_many` jobs of up to this many.",
+    )
+    send_concurrency: int = pydantic.Field(
+        default=Settings.send_concurrency,
+        description="Calls one process makes at once to an adapter that does not say.",
+    )
+    send_timeout: dt.timedelta | None = pydantic.Field(
+        default=Settings.send_timeout,
+        description="Deadline of a send to an adapter that does not say (none: a minute, "
+        "or a quarter of `stuck_after` if less).",
+    )
+    max_takeovers: int = pydantic.Field(
+        default=Settings.max_takeovers,
+        description="Takeovers of a silent send before the delivery is cancelled `abandoned`.",
+    )
+    unsubscribe_ttl: dt.timedelta = pydantic.Field(
+        default=Settings.unsubscribe_ttl, description="How long an unsubscribe link stays valid."
+    )
+    default_retry: RetryPolicy = pydantic.Field(
+        default_factory=RetryPolicy, description="Retries of a channel without its own policy."
+    )
+    maintenance: Maintenance = pydantic.Field(
+        default_factory=Maintenance, description="When maintenance runs."
+    )
+    retention: Retention = pydantic.Field(
+        default_factory=Retention, description="How long finished work is kept."
+    )
+
+    @classmethod
+    def from_environment(cls) -> ChimewaySettings:
+        """The settings of the process environment, or a
+        :class:`~chimeway.ConfigurationError` that names the variable that is wrong."""
+        try:
+            return cls()
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ENV_PREFIX + ENV_NESTED.join(str(p) for p in first["loc"]).upper()
+            raise ConfigurationError(f"{where}: {first['msg']}") from None
+        except InvalidArgument as exc:
+            raise ConfigurationError(f"{ENV_PREFIX}* settings: {exc.message}") from None
+
+
+#: What each nested field means, for the documented table.
+_NESTED_HELP: Mapping[str, str] = {
+    "default_retry.max_attempts": "Attempts before a delivery is cancelled `retries_exhausted`.",
+    "default_retry.base_delay": "Wait before the second attempt; doubled for each next one.",
+    "default_retry.max_delay": "The longest wait between attempts.",
+    "default_retry.jitter": "Up to this fraction of each wait is removed at random.",
+    "maintenance.sweep_cron": "When the sweep runs (due waits, deferred and stuck "
+    "deliveries); a 6th field gives seconds.",
+    "maintenance.stalled_cron": "When jobs of dead workers are retried.",
+    "maintenance.stalled_after": "A worker silent this long is dead.",
+    "maintenance.redrive_after": "A ready delivery not sent for this long is re-driven.",
+    "maintenance.timer_horizon": "Waits due within this get their timer job.",
+    "maintenance.batch_size": "Rows one sweep transaction handles.",
+    "retention.cron": "When the prune runs (none: never on its own).",
+    "retention.jobs": "Finished jobs are kept this long (none: forever).",
+    "retention.history": "Finished events, deliveries and runs are kept this long.",
+    "retention.signals": "Routed signals are kept this long.",
+    "retention.webhooks": "Processed provider webhook events are kept this long.",
+    "retention.processes": "Stopped processes are forgotten after this long.",
+    "retention.batch_size": "Rows one prune transaction removes.",
+}
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    """One documented setting: its variable, the ``Chimeway(...)`` argument (dotted for a
+    field of one), its default as the variable would spell it, and what it does."""
+
+    name: str
+    argument: str
+    default: str
+    description: str
+
+
+def environment_variables() -> list[EnvironmentVariable]:
+    """Every variable :class:`ChimewaySettings` reads, in declaration order."""
+    out = []
+    for name, info in ChimewaySettings.model_fields.items():
+        nested = info.annotation if dataclasses.is_dataclass(info.annotation) else None
+        if nested is None:
+            out.append(
+                EnvironmentVariable(
+                    ENV_PREFIX + name.upper(),
+                    name,
+                    env_value(info.default),
+                    info.description or "",
+                )
+            )
+            continue
+        for sub in dataclasses.fields(nested):
+            default = sub.default_factory() if callable(sub.default_factory) else sub.default
+            out.append(
+                EnvironmentVariable(
+                    f"{ENV_PREFIX}{name.upper()}{ENV_NESTED}{sub.name.upper()}",
+                    f"{name}.{sub.name}",
+                    env_value(default),
+                    _NESTED_HELP[f"{name}.{sub.name}"],
+                )
+            )
+    return out
+
+
+def env_value(value: object) -> str:
+    """``value`` as a variable would spell it (durations in ISO 8601)."""
+    if value is None:
+        return ENV_NONE
+    if isinstance(value, dt.timedelta):
+        return _iso_duration(value)
+    return str(value)
+
+
+def _iso_duration(value: dt.timedelta) -> str:
+    days, seconds = value.days, value.seconds + value.microseconds / 1_000_000
+    if seconds == 0:
+        return f"P{days}D"
+    amount = f"{seconds:g}" if seconds % 1 else str(int(seconds))
+    if seconds % 3600 == 0:
+        amount, unit = str(int(seconds // 3600)), "H"
+    elif seconds % 60 == 0:
+        amount, unit = str(int(seconds // 60)), "M"
+    else:
+        unit = "S"
+    return f"P{days}DT{amount}{unit}" if days else f"PT{amount}{unit}"
+
+
+def environment_table() -> str:
+    """The markdown table of :func:`environment_variables` that docs/production.md shows."""
+    rows = [
+        "| Variable | `Chimeway(...)` argument | Default | What it sets |",
+        "| --- | --- | --- | --- |",
+    ]
+    rows += [
+        f"| `{v.name}` | `{v.argument}` | `{v.default}` | {v.description} |"
+        for v in environment_variables()
+    ]
+    return "\n".join(rows) + "\n"

@@ -34,7 +34,10 @@ REGENERATE: Final = "python -m chimeway.diagrams > docs/states.md"
 DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ("pending", "dispatched"): "A worker claims it to send (`dispatched`).",
     ("pending", "suppressed"): "Not to be sent; `suppression_reason` says why.",
-    ("pending", "cancelled"): "Cancelled before any attempt.",
+    ("pending", "cancelled"): (
+        "Cancelled before any attempt: an operator cancelled its run (`manual`, history "
+        "`run_cancelled`)."
+    ),
     ("dispatched", "dispatched"): (
         "Takeover: its send has been `dispatched` longer than `stuck_after`, so another "
         "worker claims it (`redispatched_after_interruption`); or its claimant's claim "
@@ -63,7 +66,16 @@ DELIVERY_MOVES: Final[Mapping[tuple[str, str], str]] = {
     ),
     ("failed", "cancelled"): (
         "The last attempt failed (`retries_exhausted`), or its run moved on through an "
-        "explicit `temporary_failure` rule (`superseded`)."
+        "explicit `temporary_failure` rule (`superseded`), or an operator cancelled its run "
+        "(`manual`, history `run_cancelled`)."
+    ),
+    ("failed", "pending"): (
+        "An operator's redrive (`cw.redrive_delivery`, history `redriven`): sent now, not at "
+        "its retry time."
+    ),
+    ("cancelled", "pending"): (
+        "An operator's redrive of a delivery whose provider gave up (`retries_exhausted`, "
+        "`permanent_failure`, `abandoned`): one more attempt."
     ),
 }
 
@@ -81,11 +93,17 @@ RUN_MOVES: Final[Mapping[tuple[str, str], str]] = {
         "A terminal outcome with no matching rule (`implicit_completion`), or a cancel "
         "signal with no `OnSignal` rule (`wait_cancelled_by_signal`)."
     ),
-    ("active", "stopped"): "A `Stop` rule matched the outcome (`stopped_on_<outcome>`).",
+    ("active", "stopped"): (
+        "A `Stop` rule matched the outcome (`stopped_on_<outcome>`), or an operator "
+        "cancelled the run (`cw.cancel_run`, `run_cancelled`)."
+    ),
     ("active", "failed"): "The run cannot go on.",
     ("waiting", "active"): (
         "The wait is due (`reactivated_from_wait`) or a listened-for signal arrived "
         "(`signal_received`)."
+    ),
+    ("waiting", "stopped"): (
+        "An operator cancelled the run during its wait (`cw.cancel_run`, `run_cancelled`)."
     ),
 }
 

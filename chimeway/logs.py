@@ -1,12 +1,17 @@
 """Log output for the command line: one line per record, with the ``extra`` fields that
-Chimeway's (and Procrastinate's) loggers attach, as ``key=value`` or as JSON."""
+Chimeway's (and Procrastinate's) loggers attach, as ``key=value`` or as JSON, each stamped
+with its time in ISO 8601, in UTC (``2026-03-01T12:00:00.123Z``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
 from typing import Any
+
+#: The levels ``--log-level`` accepts.
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -17,7 +22,16 @@ def extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+def iso_time(record: logging.LogRecord) -> str:
+    """The record's time in ISO 8601, UTC, to the millisecond."""
+    when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class KeyValueFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record)
+
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         fields = " ".join(f"{k}={v}" for k, v in extras(record).items() if v is not None)
@@ -27,7 +41,7 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
-            "time": self.formatTime(record),
+            "time": iso_time(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -38,7 +52,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure(level: str = "INFO", as_json: bool = False) -> None:
+def configure(level: str = "INFO", as_json: bool = False, *, keep_handlers: bool = False) -> None:
+    """Chimeway's log lines at ``level`` on stderr. With ``keep_handlers``, handlers the
+    application already put on the root logger stay (Chimeway's records go through them)
+    and only when there are none is Chimeway's own handler installed."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter()
@@ -46,9 +63,12 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
         else KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    if not (keep_handlers and root.handlers):
+        root.handlers[:] = [handler]
+        root.setLevel(logging.WARNING)
     chosen = logging.getLevelName(level.upper())
+    if not isinstance(chosen, int):
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
     logging.getLogger("chimeway").setLevel(chosen)
     # Procrastinate logs every job at INFO; Chimeway's own lines say what changed. Its
     # details come back with --log-level DEBUG.

@@ -366,6 +366,54 @@ class PruneReport:
         )
 
 
+# -- operator actions and lookups --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunCancelled:
+    """What ``cw.cancel_run`` did. ``cancelled`` is False when the run had already finished
+    (``state`` says how; nothing changed); else the run is now ``stopped`` and
+    ``delivery_ids`` are its deliveries that were still to be sent (pending, or failed and
+    waiting for a retry), now ``cancelled(manual)``. A send already in flight is not
+    recalled: its outcome is recorded, and the run stays stopped."""
+
+    run_id: uuid.UUID
+    cancelled: bool
+    state: RunState
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeliveryRedriven:
+    """What ``cw.redrive_delivery`` did: the delivery is ``pending`` again (from
+    ``previous_status``) and its ``deliver`` job was deferred in the same transaction."""
+
+    delivery_id: uuid.UUID
+    previous_status: DeliveryStatus
+    previous_reason: DeliveryReason | None
+    status: DeliveryStatus = DeliveryStatus.PENDING
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    """One delivery as an operator's lookup (``cw.find``) lists it, with the event it
+    came from."""
+
+    delivery_id: uuid.UUID
+    tenant_id: str
+    event_id: uuid.UUID
+    notification_key: str
+    idempotency_key: str
+    correlation_id: str | None
+    recipient_id: str
+    channel: str
+    status: DeliveryStatus
+    suppression_reason: DeliveryReason | None
+    workflow_run_id: uuid.UUID | None
+    created_at: dt.datetime
+    status_changed_at: dt.datetime
+
+
 # -- rows operators read -----------------------------------------------------------------
 
 

@@ -95,6 +95,9 @@ def drain(
     queues: Iterable[str] | None = None,
     max_rounds: int = 50,
     conn: Conn | None = None,
+    *,
+    tenant_id: str | None = None,
+    event_ids: Iterable[uuid.UUID | str] | None = None,
 ) -> None:
     """Run every due job in ``queues`` (default: Chimeway's), including the jobs those jobs
     defer, until none is due. Jobs scheduled in the future are left alone.
@@ -102,10 +105,27 @@ def drain(
     Without ``conn``, through Procrastinate's own worker, on committed rows. With ``conn``,
     inside that connection's transaction (what the jobs would do, done by the engine on
     ``conn``; a job that raises raises here): tests can then run in a transaction they roll
-    back, as Django's ``TestCase`` does. Adapters are called inside that transaction."""
+    back, as Django's ``TestCase`` does. Adapters are called inside that transaction.
+
+    ``tenant_id`` and ``event_ids`` scope the drain to the jobs about that tenant's rows
+    and about those events' deliveries and runs (a signal belongs to a tenant, so with
+    ``event_ids`` the signals of those events' tenants are routed); other jobs (other
+    tenants', other tests', maintenance and your own tasks) are left queued. A chunk job
+    whose deliveries are partly in scope sends only those and stays queued for the rest.
+    A scoped drain runs the jobs in this process through the engine, each in a transaction
+    of its own (or in ``conn``'s), and a job that raises raises here."""
     names = sorted(set(queues or QUEUES.values()))
+    scope = None
+    if tenant_id is not None or event_ids is not None:
+        scope = _Scope(
+            tenant_id,
+            None if event_ids is None else frozenset(_event_id(e) for e in event_ids),
+        )
     if conn is not None:
-        _drain_in(cw, conn, names, max_rounds)
+        _drain_in(cw, conn, names, max_rounds, scope)
+        return
+    if scope is not None:
+        _drain_scoped(cw, names, max_rounds, scope)
         return
     for _ in range(max_rounds):
         if due_jobs(cw, names) == 0:
@@ -121,27 +141,144 @@ def drain(
     raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
 
 
-def _drain_in(cw: Chimeway, conn: Conn, queues: list[str], max_rounds: int) -> None:
+def _event_id(value: uuid.UUID | str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidArgument(f"event_ids must be event ids, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class _Scope:
+    tenant_id: str | None
+    event_ids: frozenset[uuid.UUID] | None
+
+
+@dataclass(frozen=True)
+class _Work:
+    """A due job to run: its task and the ids in scope; ``whole``: all of its ids are."""
+
+    job_id: int
+    task: str
+    ids: list[uuid.UUID]
+    whole: bool
+
+
+#: Task -> the kind of row its job names, and the argument that names it (or them).
+_SUBJECT_ARGS = {
+    TASKS["deliver"]: ("delivery", "delivery_id"),
+    TASKS["deliver_many"]: ("delivery", "delivery_ids"),
+    TASKS["progress"]: ("run", "run_id"),
+    TASKS["route_signal"]: ("signal", "signal_id"),
+    TASKS["process_webhook"]: ("ingress", "ingress_id"),
+}
+
+
+def _ids(job: jobs.QueuedJob) -> list[uuid.UUID]:
+    _, arg = _SUBJECT_ARGS[job.task_name]
+    value = job.args[arg]
+    return [uuid.UUID(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _select(conn: Conn, due: list[jobs.QueuedJob], scope: _Scope | None) -> list[_Work]:
+    """The work among ``due`` jobs that is in ``scope`` (all of it without one)."""
+    if scope is None:
+        return [
+            _Work(j.id, j.task_name, _ids(j) if j.task_name in _SUBJECT_ARGS else [], True)
+            for j in due
+        ]
+    known = [j for j in due if j.task_name in _SUBJECT_ARGS]
+    named: dict[str, list[uuid.UUID]] = {"delivery": [], "run": [], "signal": [], "ingress": []}
+    for job in known:
+        named[_SUBJECT_ARGS[job.task_name][0]].extend(_ids(job))
+    found = jobs.subjects(
+        conn,
+        delivery_ids=named["delivery"],
+        run_ids=named["run"],
+        signal_ids=named["signal"],
+        ingress_ids=named["ingress"],
+        event_ids=sorted(scope.event_ids or ()),
+    )
+    tenants = {s.tenant_id for s in found if s.kind == "event"}
+    owners = {(s.kind, s.id): s for s in found if s.kind != "event"}
+
+    def admits(subject: jobs.Subject | None) -> bool:
+        if subject is None or (
+            scope.tenant_id is not None and subject.tenant_id != scope.tenant_id
+        ):
+            return False
+        if scope.event_ids is None:
+            return True
+        if subject.event_id is None:  # a signal: routed for its tenant
+            return subject.tenant_id in tenants
+        return subject.event_id in scope.event_ids
+
+    work = []
+    for job in known:
+        kind = _SUBJECT_ARGS[job.task_name][0]
+        ids = _ids(job)
+        wanted = [i for i in ids if admits(owners.get((kind, i)))]
+        if wanted:
+            work.append(_Work(job.id, job.task_name, wanted, len(wanted) == len(ids)))
+    return work
+
+
+def _run(cw: Chimeway, conn: Conn, work: _Work, *, scoped: bool) -> None:
+    """Do what ``work``'s job does, in ``conn``'s transaction."""
     engine = cw.engine
+    if work.task in (TASKS["deliver"], TASKS["deliver_many"]):
+        deliver.deliver_in(engine, conn, work.ids)
+    elif work.task == TASKS["progress"]:
+        progress_timer_in(engine, conn, work.ids[0], take_along=not scoped)
+    elif work.task == TASKS["route_signal"]:
+        signals.route_signal(engine, conn, work.ids[0])
+    elif work.task == TASKS["process_webhook"]:
+        webhooks.process_ingress(engine, conn, work.ids[0])
+    else:
+        raise RuntimeError(f"drain(conn=...) cannot run {work.task} jobs in a transaction")
+
+
+def _drain_in(
+    cw: Chimeway, conn: Conn, queues: list[str], max_rounds: int, scope: _Scope | None = None
+) -> None:
+    kept: set[int] = set()  # partly in scope: their in-scope ids are done
     for _ in range(max_rounds):
-        due = jobs.lock_due(conn, queues)
-        if not due:
+        due = [j for j in jobs.lock_due(conn, queues) if j.id not in kept]
+        work = _select(conn, due, scope)
+        if not work:
             return
-        for job in due:
-            jobs.delete(conn, job.id)
-            task, args = job.task_name, job.args
-            if task == TASKS["deliver"]:
-                deliver.deliver_in(engine, conn, [uuid.UUID(args["delivery_id"])])
-            elif task == TASKS["deliver_many"]:
-                deliver.deliver_in(engine, conn, [uuid.UUID(d) for d in args["delivery_ids"]])
-            elif task == TASKS["progress"]:
-                progress_timer_in(engine, conn, uuid.UUID(args["run_id"]))
-            elif task == TASKS["route_signal"]:
-                signals.route_signal(engine, conn, uuid.UUID(args["signal_id"]))
-            elif task == TASKS["process_webhook"]:
-                webhooks.process_ingress(engine, conn, uuid.UUID(args["ingress_id"]))
+        for item in work:
+            if item.whole:
+                jobs.delete(conn, item.job_id)
             else:
-                raise RuntimeError(f"drain(conn=...) cannot run {task} jobs in a transaction")
+                kept.add(item.job_id)
+            _run(cw, conn, item, scoped=scope is not None)
+    raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
+
+
+def _drain_scoped(cw: Chimeway, queues: list[str], max_rounds: int, scope: _Scope) -> None:
+    """A scoped drain on committed rows: each round takes the due jobs in scope off the
+    queue in one transaction, then does their work, each in a transaction of its own
+    (sends outside any, as a worker does)."""
+    engine = cw.engine
+    kept: set[int] = set()
+    for _ in range(max_rounds):
+        with engine.transaction() as conn:
+            due = [j for j in jobs.lock_due(conn, queues) if j.id not in kept]
+            work = _select(conn, due, scope)
+            for item in work:
+                if item.whole:
+                    jobs.delete(conn, item.job_id)
+                else:
+                    kept.add(item.job_id)
+        if not work:
+            return
+        for item in work:
+            if item.task in (TASKS["deliver"], TASKS["deliver_many"]):
+                deliver.deliver_many(engine, item.ids)
+            else:
+                with engine.transaction() as conn:
+                    _run(cw, conn, item, scoped=True)
     raise RuntimeError(f"jobs were still due after {max_rounds} rounds of draining")
 
 

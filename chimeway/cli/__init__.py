@@ -20,6 +20,7 @@ from chimeway.config import ENV_DATABASE_URL
 from chimeway.engine.readiness import startup_line
 from chimeway.errors import ChimewayError, ConfigurationError, InvalidSignal, InvalidTrigger
 from chimeway.results import Duplicate
+from chimeway.types import DeliveryStatus
 
 
 class CliState:
@@ -29,6 +30,10 @@ class CliState:
         self._explicit_url = database_url
         self._url: str | None = None
         self.verbose = verbose
+
+    def use_url(self, database_url: str) -> None:
+        """A command's own ``--database-url`` (wins over the one before the command)."""
+        self._explicit_url, self._url = database_url, None
 
     @property
     def url(self) -> str:
@@ -102,11 +107,15 @@ def migrate(ctx: click.Context) -> None:
 
 
 @migrate.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
-def migrate_status(state: CliState) -> None:
+def migrate_status(state: CliState, as_json: bool) -> None:
     """Show each migration with its applied time, or pending."""
     with db.connect(state.url) as conn:
         rows = migrations.status(conn)
+    if as_json:
+        reports.write_json(rows, sys.stdout)
+        return
     width = max(len(f"{r.line} {r.version}") for r in rows)
     for row in rows:
         when = row.applied_at.isoformat(timespec="seconds") if row.applied_at else "-"
@@ -158,6 +167,28 @@ def load_app(spec: str | None, url: str) -> Chimeway:
     return found
 
 
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    help="Level of Chimeway's log lines (Procrastinate's below WARNING come with DEBUG).",
+)
+
+
+def configure_logging(ctx: click.Context, level: str, as_json: bool) -> None:
+    """Logging for a long-running command, set up after ``--app`` was imported (see
+    docs/cli.md#logging): ``--log-level`` always sets the level of Chimeway's (and
+    Procrastinate's) loggers; Chimeway's stderr handler replaces the root logger's handlers
+    unless the app configured some and ``--log-json`` was not given."""
+    source = ctx.get_parameter_source("log_json")
+    explicit = source in (
+        click.core.ParameterSource.COMMANDLINE,
+        click.core.ParameterSource.ENVIRONMENT,
+    )
+    logs.configure(level, as_json=as_json, keep_handlers=not (explicit and as_json))
+
+
 APP_OPTION = click.option(
     "--app",
     "app_spec",
@@ -192,7 +223,7 @@ APP_OPTION = click.option(
     default=None,
     help="Seconds to wait for running jobs on stop (default: until they finish).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@LOG_LEVEL_OPTION
 @click.option(
     "--waker/--no-waker",
     default=True,
@@ -216,9 +247,9 @@ def worker(
     log_json: bool,
 ) -> None:
     """Run a worker: deliveries, timers, signals, maintenance and your own tasks."""
-    logs.configure(log_level, as_json=log_json)
     state: CliState = ctx.obj
     if processes > 1:
+        configure_logging(ctx, log_level, log_json)  # the parent imports no app
         argv = [
             "worker",
             "--concurrency",
@@ -239,6 +270,7 @@ def worker(
         # The URL goes through the environment: command lines are visible to every user.
         ctx.exit(worker_module.run_processes(argv, processes, database_url=state.url))
     cw = load_app(app_spec, state.url)
+    configure_logging(ctx, log_level, log_json)
     selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     note(startup_line(cw.engine, selected, concurrency))
     options = worker_module.WorkerOptions(
@@ -266,11 +298,11 @@ def worker(
     help="An origin whose pages may call the inbox routes, like https://app.example.com "
     "(repeat it; env CHIMEWAY_CORS_ORIGINS, space-separated).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@LOG_LEVEL_OPTION
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
-@click.pass_obj
+@click.pass_context
 def serve(
-    state: CliState,
+    ctx: click.Context,
     app_spec: str | None,
     host: str,
     port: int,
@@ -285,9 +317,10 @@ def serve(
 
     from chimeway.http.inbox import RedactAccessTokens
 
-    logs.configure(log_level, as_json=log_json)
-    logging.getLogger("uvicorn.access").addFilter(RedactAccessTokens())
+    state: CliState = ctx.obj
     cw = load_app(app_spec, state.url)
+    configure_logging(ctx, log_level, log_json)
+    logging.getLogger("uvicorn.access").addFilter(RedactAccessTokens())
     providers = ", ".join(sorted(cw.engine.webhook_providers)) or "none (pass webhook_providers)"
     inbox = "tokens signed" if cw.engine.signer else "no secret: inbox tokens refused"
     note(
@@ -310,12 +343,16 @@ def serve(
 
 @cli.command()
 @APP_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
-def sweep(state: CliState, app_spec: str | None) -> None:
+def sweep(state: CliState, app_spec: str | None, as_json: bool) -> None:
     """Run one maintenance sweep: due waits, due deferred and stuck deliveries."""
     with load_app(app_spec, state.url) as cw:
-        report = cw.sweep(report=note)
-    click.echo(f"Sweep done: {report}.")
+        report = cw.sweep(report=None if as_json else note)
+    if as_json:
+        reports.write_json(report, sys.stdout)
+    else:
+        click.echo(f"Sweep done: {report}.")
 
 
 @cli.command()
@@ -324,6 +361,7 @@ def sweep(state: CliState, app_spec: str | None) -> None:
 @click.option("--actor", required=True, help="Actor (recipient id) the signal is about.")
 @click.option("--payload", help="A JSON object carried with the signal.")
 @click.option("--idempotency-key", help="Repeated keys (per tenant) are ignored.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.argument("event")
 @click.pass_obj
 def signal(
@@ -333,13 +371,16 @@ def signal(
     actor: str,
     payload: str | None,
     idempotency_key: str | None,
+    as_json: bool,
     event: str,
 ) -> None:
     """Send a signal EVENT (e.g. chimeway.notification.read) to waiting runs."""
     body = parse_json_object(payload, "--payload", InvalidSignal)
     with load_app(app_spec, state.url) as cw:
         tracked = cw.track_signal(tenant, actor, event, body, idempotency_key)
-    if tracked.duplicate:
+    if as_json:
+        reports.write_json(tracked, sys.stdout)
+    elif tracked.duplicate:
         click.echo(f"Duplicate: signal {tracked.signal_id} was already recorded; nothing sent.")
     else:
         click.echo(f"Signal {tracked.signal_id} recorded; a worker routes it.")
@@ -347,6 +388,23 @@ def signal(
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 TENANT_OPTION = click.option("--tenant", required=True, help="Tenant the record belongs to.")
+BY_OPTION = click.option(
+    "--by",
+    default=lambda: os.environ.get("USER") or None,
+    help="Who does it, kept in the history [default: $USER].",
+)
+STATUS_OPTION = click.option(
+    "--status",
+    type=click.Choice([s.value for s in DeliveryStatus]),
+    help="Only deliveries in this status.",
+)
+LIMIT_OPTION = click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="At most this many.",
+)
 
 
 @cli.command()
@@ -450,6 +508,29 @@ def runs_list(
     reports.show(found, as_json, reports.runs, sys.stdout)
 
 
+@runs.command("cancel")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--reason", required=True, help="Why, kept in the run's trace.")
+@BY_OPTION
+@click.argument("run_id")
+@click.pass_obj
+def runs_cancel(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    reason: str,
+    by: str | None,
+    run_id: str,
+) -> None:
+    """Stop a run and cancel its deliveries not sent yet (who and why go in its trace)."""
+    with load_app(app_spec, state.url) as cw:
+        result = cw.cancel_run(tenant, run_id, reason, cancelled_by=by)
+    reports.show(result, as_json, reports.run_cancelled, sys.stdout)
+
+
 @cli.group(cls=ChimewayGroup)
 def deliveries() -> None:
     """Deliveries."""
@@ -468,6 +549,92 @@ def deliveries_explain(
     with load_app(app_spec, state.url) as cw:
         explained = cw.explain_delivery(tenant, delivery_id)
     reports.show(explained, as_json, reports.delivery, sys.stdout)
+
+
+@deliveries.command("redrive")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@BY_OPTION
+@click.argument("delivery_id")
+@click.pass_obj
+def deliveries_redrive(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    by: str | None,
+    delivery_id: str,
+) -> None:
+    """Send a failed delivery now, or one whose provider gave up once more."""
+    with load_app(app_spec, state.url) as cw:
+        result = cw.redrive_delivery(tenant, delivery_id, redriven_by=by)
+    reports.show(result, as_json, reports.delivery_redriven, sys.stdout)
+
+
+@deliveries.command("list")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--recipient", help="Only deliveries to this recipient id.")
+@STATUS_OPTION
+@LIMIT_OPTION
+@click.pass_obj
+def deliveries_list(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    recipient: str | None,
+    status: str | None,
+    limit: int,
+) -> None:
+    """A tenant's deliveries, newest first (to one recipient, in one status)."""
+    with load_app(app_spec, state.url) as cw:
+        found = cw.find(tenant, recipient=recipient, status=status, limit=limit)
+    reports.show(found, as_json, reports.delivery_summaries, sys.stdout)
+
+
+@cli.group(cls=ChimewayGroup)
+def events() -> None:
+    """Triggered events."""
+
+
+@events.command("find")
+@APP_OPTION
+@TENANT_OPTION
+@JSON_OPTION
+@click.option("--recipient", help="Deliveries to this recipient id.")
+@click.option("--idempotency-key", help="Deliveries of the event triggered with this key.")
+@click.option("--correlation-id", help="Deliveries of the events carrying this correlation id.")
+@STATUS_OPTION
+@LIMIT_OPTION
+@click.pass_obj
+def events_find(
+    state: CliState,
+    app_spec: str | None,
+    tenant: str,
+    as_json: bool,
+    recipient: str | None,
+    idempotency_key: str | None,
+    correlation_id: str | None,
+    status: str | None,
+    limit: int,
+) -> None:
+    """What happened to a recipient's notifications, or to an event, by key."""
+    keys = [k for k in (recipient, idempotency_key, correlation_id) if k is not None]
+    if len(keys) != 1:
+        raise click.UsageError("give one of --recipient, --idempotency-key, --correlation-id")
+    with load_app(app_spec, state.url) as cw:
+        found = cw.find(
+            tenant,
+            recipient=recipient,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            status=status,
+            limit=limit,
+        )
+    reports.show(found, as_json, reports.delivery_summaries, sys.stdout)
 
 
 @cli.command()
@@ -502,8 +669,10 @@ def trigger(
             correlation_id=correlation_id,
         )
     out = sys.stdout
-    if as_json:
-        reports.write_json(result, out)
+    if as_json:  # a Duplicate has only the event id: say which it is
+        reports.write_json(
+            {"duplicate": isinstance(result, Duplicate), **reports.to_jsonable(result)}, out
+        )
     elif isinstance(result, Duplicate):
         click.echo(f"Duplicate: event {result.event_id} already exists; nothing was written.")
     else:
@@ -589,18 +758,48 @@ def preferences_set(
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def doctor(ctx: click.Context) -> None:
+def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check the database, migrations, LISTEN/NOTIFY, workers, jobs and overdue waits."""
     from chimeway.cli.doctor import run_checks
 
     state: CliState = ctx.obj
     checks = run_checks(state.url)
+    if as_json:
+        ok = all(c.ok for c in checks)
+        reports.write_json({"ok": ok, "checks": checks}, sys.stdout)
+        ctx.exit(0 if ok else 1)
     for check in checks:
         click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
     failed = [c for c in checks if not c.ok]
     click.echo(f"{len(checks) - len(failed)} ok, {len(failed)} failing.")
     ctx.exit(1 if failed else 0)
+
+
+def _command_url(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        state = ctx.find_object(CliState)
+        assert state is not None
+        state.use_url(value)
+
+
+def accept_database_url(command: click.Command) -> None:
+    """Give ``command`` and every command under it its own ``--database-url``, so that
+    ``chimeway migrate --database-url URL`` works as well as ``chimeway --database-url URL
+    migrate`` (the command's own wins)."""
+    if command is not cli and not any(p.name == "command_database_url" for p in command.params):
+        command.params.append(
+            click.Option(
+                ["--database-url", "command_database_url"],
+                expose_value=False,
+                callback=_command_url,
+                help="PostgreSQL URL (as before the command) [env CHIMEWAY_DATABASE_URL].",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_database_url(sub)
 
 
 def parse_json_object(
@@ -617,6 +816,9 @@ def parse_json_object(
     if not isinstance(value, dict):
         raise error(f"{option} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+accept_database_url(cli)
 
 
 def main() -> None:

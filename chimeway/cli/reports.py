@@ -15,8 +15,11 @@ from typing import Any, TextIO, TypeVar
 
 from chimeway.results import (
     DeliveryExplanation,
+    DeliveryRedriven,
+    DeliverySummary,
     PreferenceRecord,
     RecipientPreferences,
+    RunCancelled,
     RunExplanation,
     Transition,
 )
@@ -121,6 +124,11 @@ def run_explanation(run: RunExplanation, out: TextIO) -> None:
         ("terminal reason", run.terminal_reason),
         ("started", run.started_at),
     ]
+    if run.status_reason == "cancelled":  # cw.cancel_run: who and why
+        context = run.status_context
+        rows.append(
+            ("cancelled", f"by {context.get('cancelled_by') or '-'}: {context.get('reason')}")
+        )
     out.write(table(["field", "value"], rows))
 
 
@@ -153,6 +161,48 @@ def runs(items: Sequence[RunExplanation], out: TextIO) -> None:
         for r in items
     ]
     out.write(table(["run", "workflow", "recipient", "state", "step", "reason", "started"], rows))
+
+
+def delivery_summaries(items: Sequence[DeliverySummary], out: TextIO) -> None:
+    """Deliveries an operator looked up, newest first."""
+    if not items:
+        out.write("No deliveries found.\n")
+        return
+    rows = [
+        (
+            d.delivery_id,
+            d.recipient_id,
+            d.channel,
+            d.status if not d.suppression_reason else f"{d.status} ({d.suppression_reason})",
+            d.notification_key,
+            d.idempotency_key,
+            d.correlation_id,
+            d.workflow_run_id,
+            d.created_at,
+        )
+        for d in items
+    ]
+    headers = ["delivery", "recipient", "channel", "status", "notifier", "idempotency key"]
+    out.write(table([*headers, "correlation id", "run", "created"], rows))
+
+
+def run_cancelled(result: RunCancelled, out: TextIO) -> None:
+    if not result.cancelled:
+        out.write(f"Run {result.run_id} had already finished ({result.state}); nothing changed.\n")
+    else:
+        out.write(
+            f"Run {result.run_id} cancelled: now {result.state}; "
+            f"{len(result.delivery_ids)} delivery(ies) not sent yet cancelled.\n"
+        )
+
+
+def delivery_redriven(result: DeliveryRedriven, out: TextIO) -> None:
+    was = str(result.previous_status)
+    if result.previous_reason:
+        was = f"{was} ({result.previous_reason})"
+    out.write(
+        f"Delivery {result.delivery_id} redriven: {was} -> {result.status}; a worker sends it.\n"
+    )
 
 
 def delivery(explanation: DeliveryExplanation, out: TextIO) -> None:

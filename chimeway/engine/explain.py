@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimeway.db import Conn
+from chimeway.engine.operations import REDRIVEN, RUN_CANCELLED
 from chimeway.errors import InvalidArgument, NotFound
 from chimeway.inputs import identifier, limit
 from chimeway.policy import sentences
@@ -290,6 +291,10 @@ def why(
                 "before it recorded an outcome, so each may or may not have reached the "
                 f"provider); abandoned after {lost - 1} takeovers."
             )
+        if move is not None and move.reason == RUN_CANCELLED:
+            return f"Not sent: {_by(move.context, 'cancelled_by')} cancelled its run" + (
+                f" ({move.context['reason']})." if move.context.get("reason") else "."
+            )
         return f"Not sent: cancelled ({reason or 'manual'})."
     if status == DeliveryStatus.FAILED:
         return (
@@ -309,4 +314,14 @@ def why(
             f"Not sent yet: deferred until {head.next_eligible_at:%Y-%m-%d %H:%M:%S %Z}"
             f" ({head.planning_reason})."
         )
+    if move is not None and move.reason == REDRIVEN:
+        return (
+            f"Not sent yet: {_by(move.context, 'redriven_by')} redrove it; its delivery job "
+            "is waiting for a worker."
+        )
     return "Not sent yet: its delivery job is waiting for a worker."
+
+
+def _by(context: dict[str, Any], key: str) -> str:
+    who = context.get(key)
+    return f"{who} (an operator)" if who else "an operator"

@@ -187,9 +187,10 @@ $$;
 --
 
 CREATE FUNCTION public.chimeway_policy_applies(p_tenant text, p_recipient text, p_channel text, p_category text, p_workflow text) RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
-    SELECT EXISTS (
+BEGIN
+    RETURN EXISTS (
                SELECT 1 FROM chimeway_preferences r
                WHERE r.tenant_id = p_tenant
                  AND coalesce(r.recipient_id, '') IN (p_recipient, '')
@@ -206,7 +207,8 @@ CREATE FUNCTION public.chimeway_policy_applies(p_tenant text, p_recipient text, 
                WHERE k.tenant_id = p_tenant
                  AND coalesce(k.recipient_id, '') IN (p_recipient, '')
                  AND k.max_count IS NOT NULL
-                 AND (k.channel IS NULL OR k.channel = p_channel))
+                 AND (k.channel IS NULL OR k.channel = p_channel));
+END
 $$;
 
 --

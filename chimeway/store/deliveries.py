@@ -23,7 +23,7 @@ from chimeway import db
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.errors import InvalidTransition, NotFound
-from chimeway.results import Attempt, Delivery, DeliveryTransition
+from chimeway.results import Attempt, Delivery, DeliverySummary, DeliveryTransition
 from chimeway.store import jobs as jobs_store
 from chimeway.store.jobs import NO_JOBS, JobSpec
 from chimeway.types import (
@@ -42,13 +42,15 @@ S = DeliveryStatus
 #: after the first attempt). Terminal statuses lead nowhere, except that provider feedback may
 #: overturn a send the provider had accepted: ``succeeded -> cancelled`` (a late bounce or
 #: permanent failure) and ``succeeded -> failed`` (a late temporary failure, retried).
+#: An operator's redrive (``cw.redrive_delivery``) sends a failed delivery now or a cancelled
+#: one once more: ``failed -> pending`` and ``cancelled -> pending``.
 ALLOWED: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     S.PENDING: frozenset({S.DISPATCHED, S.SUPPRESSED, S.CANCELLED}),
     S.DISPATCHED: frozenset({S.DISPATCHED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
-    S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED, S.SUPPRESSED}),
+    S.FAILED: frozenset({S.DISPATCHED, S.CANCELLED, S.SUPPRESSED, S.PENDING}),
     S.SUCCEEDED: frozenset({S.CANCELLED, S.FAILED}),
     S.SUPPRESSED: frozenset(),
-    S.CANCELLED: frozenset(),
+    S.CANCELLED: frozenset({S.PENDING}),
     S.DIGESTED: frozenset(),
 }
 
@@ -593,3 +595,36 @@ def record_many(conn: Conn, records: Sequence[NewRecord]) -> list[Recorded]:
             )
         )
     return out
+
+
+#: What :func:`find` can look deliveries up by.
+FIND_KEYS = ("recipient_id", "idempotency_key", "correlation_id")
+
+
+def find(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    key: str | None,
+    value: str | None,
+    status: DeliveryStatus | None,
+    limit: int,
+) -> list[DeliverySummary]:
+    """A tenant's deliveries whose recipient, event idempotency key or event correlation id
+    (``key``, one of :data:`FIND_KEYS`) is ``value`` (``key`` ``None``: all of them),
+    optionally of one ``status``, newest first; each key has the query that uses its index.
+    Another tenant's rows never match."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "status": status, "limit": limit}
+    if key == "recipient_id":
+        query = db.query("deliveries_find_recipient")
+    elif key == "idempotency_key":
+        query = db.query("deliveries_find_idempotency_key")
+    elif key == "correlation_id":
+        query = db.query("deliveries_find_correlation_id")
+    else:
+        assert key is None, key
+        query = db.query("deliveries_find_tenant")
+    if key is not None:
+        params[key] = value
+    with conn.cursor(row_factory=db.dataclass_row(DeliverySummary)) as cur:
+        return cur.execute(query, params).fetchall()

@@ -312,3 +312,36 @@ def delete_queued(conn: Conn, queueing_locks: Sequence[str]) -> int:
         return 0
     cur = conn.execute(db.query("jobs_queued_delete"), {"locks": list(queueing_locks)})
     return cur.rowcount
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The tenant and event of a row a job names (``event_id`` ``None`` for a signal)."""
+
+    kind: str
+    id: uuid.UUID
+    tenant_id: str
+    event_id: uuid.UUID | None
+
+
+def subjects(
+    conn: Conn,
+    *,
+    delivery_ids: Sequence[uuid.UUID] = (),
+    run_ids: Sequence[uuid.UUID] = (),
+    signal_ids: Sequence[uuid.UUID] = (),
+    ingress_ids: Sequence[uuid.UUID] = (),
+    event_ids: Sequence[uuid.UUID] = (),
+) -> list[Subject]:
+    """Who each of these rows belongs to; missing ones are left out."""
+    with conn.cursor(row_factory=db.dataclass_row(Subject)) as cur:
+        return cur.execute(
+            db.query("job_subjects"),
+            {
+                "delivery_ids": list(delivery_ids),
+                "run_ids": list(run_ids),
+                "signal_ids": list(signal_ids),
+                "ingress_ids": list(ingress_ids),
+                "event_ids": list(event_ids),
+            },
+        ).fetchall()

@@ -25,10 +25,11 @@ from chimeway.types import RunState
 
 R = RunState
 
-#: Which run state may follow which. ``active -> active`` moves the cursor to a later step.
+#: Which run state may follow which. ``active -> active`` moves the cursor to a later step;
+#: ``waiting -> stopped`` is an operator's cancel (``cw.cancel_run``) during a wait.
 ALLOWED: dict[RunState, frozenset[RunState]] = {
     R.ACTIVE: frozenset({R.ACTIVE, R.WAITING, R.COMPLETED, R.STOPPED, R.FAILED}),
-    R.WAITING: frozenset({R.ACTIVE}),
+    R.WAITING: frozenset({R.ACTIVE, R.STOPPED}),
     R.COMPLETED: frozenset(),
     R.STOPPED: frozenset(),
     R.FAILED: frozenset(),

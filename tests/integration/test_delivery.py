@@ -270,6 +270,9 @@ def test_allowed_table_matches_design() -> None:
         # Provider feedback after the send (design §5, §12): a late bounce or failure.
         ("succeeded", "cancelled"),
         ("succeeded", "failed"),
+        # An operator's redrive (cw.redrive_delivery): now, or once more.
+        ("failed", "pending"),
+        ("cancelled", "pending"),
     }
 
 

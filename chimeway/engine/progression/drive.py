@@ -182,11 +182,17 @@ def progress_timer(
 
 
 def progress_timer_in(
-    engine: Engine, conn: Conn, run_id: uuid.UUID, now: dt.datetime | None = None
+    engine: Engine,
+    conn: Conn,
+    run_id: uuid.UUID,
+    now: dt.datetime | None = None,
+    *,
+    take_along: bool = True,
 ) -> ProgressResult:
-    """:func:`progress_timer` in the caller's transaction (``chimeway.testing.drain``)."""
+    """:func:`progress_timer` in the caller's transaction (``chimeway.testing.drain``);
+    without ``take_along``, only this run (a drain scoped to a tenant or to events)."""
     result = progress_in(engine, conn, run_id, now)
-    if isinstance(result, Advanced):
+    if isinstance(result, Advanced) and take_along:
         claimed = runs.claim_due(conn, now, TAKE_ALONG)
         _elapse(engine, conn, claimed, now or clock.now(conn))
     elif isinstance(result, Noop) and result.reason == "wait_not_due":

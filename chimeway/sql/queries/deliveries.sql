@@ -530,3 +530,56 @@ WITH resumed AS (
     SELECT id, 'pending', 'pending', 'resumed_from_deferral' FROM resumed
 )
 SELECT id FROM resumed
+
+-- name: deliveries_find_recipient
+-- An operator's lookup: a tenant's deliveries to one recipient, newest first, optionally of
+-- one status (through the recipient index).
+SELECT d.id AS delivery_id, d.tenant_id, e.id AS event_id, e.notification_key,
+       e.idempotency_key, e.correlation_id, d.recipient_id, d.channel, d.status,
+       d.suppression_reason, d.workflow_run_id, d.created_at, d.status_changed_at
+FROM chimeway_deliveries d
+JOIN chimeway_notifications n ON n.id = d.notification_id
+JOIN chimeway_events e ON e.id = n.event_id
+WHERE d.tenant_id = %(tenant_id)s AND d.recipient_id = %(recipient_id)s
+  AND (%(status)s::chimeway_delivery_status IS NULL OR d.status = %(status)s)
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s
+
+-- name: deliveries_find_idempotency_key
+-- The deliveries of the tenant's event with this idempotency key (its unique index).
+SELECT d.id AS delivery_id, d.tenant_id, e.id AS event_id, e.notification_key,
+       e.idempotency_key, e.correlation_id, d.recipient_id, d.channel, d.status,
+       d.suppression_reason, d.workflow_run_id, d.created_at, d.status_changed_at
+FROM chimeway_events e
+JOIN chimeway_notifications n ON n.event_id = e.id
+JOIN chimeway_deliveries d ON d.notification_id = n.id
+WHERE e.tenant_id = %(tenant_id)s AND e.idempotency_key = %(idempotency_key)s
+  AND (%(status)s::chimeway_delivery_status IS NULL OR d.status = %(status)s)
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s
+
+-- name: deliveries_find_correlation_id
+-- The deliveries of the tenant's events carrying this correlation id (its partial index).
+SELECT d.id AS delivery_id, d.tenant_id, e.id AS event_id, e.notification_key,
+       e.idempotency_key, e.correlation_id, d.recipient_id, d.channel, d.status,
+       d.suppression_reason, d.workflow_run_id, d.created_at, d.status_changed_at
+FROM chimeway_events e
+JOIN chimeway_notifications n ON n.event_id = e.id
+JOIN chimeway_deliveries d ON d.notification_id = n.id
+WHERE e.tenant_id = %(tenant_id)s AND e.correlation_id = %(correlation_id)s
+  AND (%(status)s::chimeway_delivery_status IS NULL OR d.status = %(status)s)
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s
+
+-- name: deliveries_find_tenant
+-- A tenant's latest deliveries, optionally of one status.
+SELECT d.id AS delivery_id, d.tenant_id, e.id AS event_id, e.notification_key,
+       e.idempotency_key, e.correlation_id, d.recipient_id, d.channel, d.status,
+       d.suppression_reason, d.workflow_run_id, d.created_at, d.status_changed_at
+FROM chimeway_deliveries d
+JOIN chimeway_notifications n ON n.id = d.notification_id
+JOIN chimeway_events e ON e.id = n.event_id
+WHERE d.tenant_id = %(tenant_id)s
+  AND (%(status)s::chimeway_delivery_status IS NULL OR d.status = %(status)s)
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s

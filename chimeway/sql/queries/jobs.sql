@@ -66,3 +66,29 @@ DELETE FROM procrastinate_jobs WHERE id = %(id)s
 -- is fetching at this moment is waited for, then left alone (it is no longer todo).
 DELETE FROM procrastinate_jobs
 WHERE status = 'todo' AND queueing_lock = ANY(%(locks)s::text[])
+
+-- name: job_subjects
+-- The tenant and event of each row jobs name (chimeway.testing.drain's scope): deliveries,
+-- runs, signals (a tenant, no event) and provider webhook events (through their delivery),
+-- and the tenants of the events given.
+SELECT 'delivery' AS kind, d.id, d.tenant_id, n.event_id
+FROM chimeway_deliveries d JOIN chimeway_notifications n ON n.id = d.notification_id
+WHERE d.id = ANY(%(delivery_ids)s::uuid[])
+UNION ALL
+SELECT 'run', r.id, r.tenant_id, n.event_id
+FROM chimeway_workflow_runs r JOIN chimeway_notifications n ON n.id = r.notification_id
+WHERE r.id = ANY(%(run_ids)s::uuid[])
+UNION ALL
+SELECT 'signal', s.id, s.tenant_id, NULL::uuid
+FROM chimeway_signals s WHERE s.id = ANY(%(signal_ids)s::uuid[])
+UNION ALL
+SELECT 'ingress', i.id, d.tenant_id, n.event_id
+FROM chimeway_webhook_ingress i
+JOIN chimeway_deliveries d ON d.id = coalesce(i.delivery_id, i.delivery_ref)
+    OR (i.delivery_id IS NULL AND i.delivery_ref IS NULL
+        AND d.provider_message_id = i.provider_message_id)
+JOIN chimeway_notifications n ON n.id = d.notification_id
+WHERE i.id = ANY(%(ingress_ids)s::uuid[])
+UNION ALL
+SELECT 'event', e.id, e.tenant_id, e.id
+FROM chimeway_events e WHERE e.id = ANY(%(event_ids)s::uuid[])
