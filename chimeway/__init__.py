@@ -55,6 +55,7 @@ from chimeway.errors import (
     WebhookUnauthorized,
     WebhookUnparseable,
     WorkflowVersionConflict,
+    WrongConnection,
 )
 from chimeway.notifiers import Notifier, Recipient
 from chimeway.policy import PreferenceScope, PreferenceUpdate
@@ -212,4 +213,5 @@ __all__ = [
     "WebhookUnparseable",
     "Workflow",
     "WorkflowVersionConflict",
+    "WrongConnection",
 ]

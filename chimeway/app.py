@@ -28,7 +28,7 @@ from chimeway.config import (
     Throttle,
 )
 from chimeway.content import ContentSchemas
-from chimeway.db import Conn
+from chimeway.db import AsyncConn, Conn
 from chimeway.engine import (
     deliver,
     explain,
@@ -240,6 +240,20 @@ class Chimeway:
         ``"TOKEN"`` any tenant (docs/http.md)."""
         return http.build(self.engine, cors_origins=cors_origins, operator_tokens=operator_tokens)
 
+    def blueprint(self) -> procrastinate.Blueprint:
+        """Chimeway's tasks as a new Procrastinate Blueprint, for an App of your own; load
+        it under the namespace ``"chimeway"`` (the jobs name their tasks so), or call
+        :meth:`add_tasks_to`, which does."""
+        return jobs.build_blueprint(self.engine)
+
+    def add_tasks_to(self, app: procrastinate.App) -> procrastinate.App:
+        """Load Chimeway's tasks into your own Procrastinate ``app`` (one that already runs
+        your tasks, e.g. ``procrastinate.contrib.django``'s), so its workers run them too:
+        they must listen to Chimeway's queues (``chimeway_delivery``, ``chimeway_progress``,
+        ``chimeway_signals``, ``chimeway_maintenance``) or to all queues. ``app``."""
+        app.add_tasks_from(self.blueprint(), namespace=jobs.NAMESPACE)
+        return app
+
     def register_notifier(self, notifier: type[Notifier] | Notifier) -> Notifier:
         """Make ``notifier`` known by its key (for ``trigger("key", ...)`` and the CLI)."""
         return self.engine.register_notifier(notifier)
@@ -298,6 +312,51 @@ class Chimeway:
             idempotency_key,
             conn=conn,
             route=route,
+        )
+
+    # -- async twins: the same calls, joining an AsyncConnection ------------------------
+
+    async def trigger_async(
+        self,
+        notifier: type[Notifier] | Notifier | str,
+        params: Mapping[str, Any],
+        *,
+        tenant_id: str,
+        idempotency_key: str,
+        correlation_id: str | None = None,
+        conn: AsyncConn | None = None,
+    ) -> Triggered | Duplicate:
+        """:meth:`trigger` for async code: with ``conn`` (a psycopg ``AsyncConnection``;
+        a SQLAlchemy ``AsyncSession``'s through ``chimeway.contrib.sqlalchemy``), in its
+        open transaction, which stays yours to commit; the event loop is not blocked."""
+        return await db.joined(
+            conn,
+            lambda tx: self.trigger(
+                notifier,
+                params,
+                tenant_id=tenant_id,
+                idempotency_key=idempotency_key,
+                correlation_id=correlation_id,
+                conn=tx,
+            ),
+        )
+
+    async def track_signal_async(
+        self,
+        tenant_id: str,
+        actor_id: str,
+        event_name: str,
+        payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        conn: AsyncConn | None = None,
+        route: Literal["job", "now"] = "job",
+    ) -> SignalTracked:
+        """:meth:`track_signal` for async code, in ``conn``'s transaction when given."""
+        return await db.joined(
+            conn,
+            lambda tx: self.track_signal(
+                tenant_id, actor_id, event_name, payload, idempotency_key, conn=tx, route=route
+            ),
         )
 
     # -- what jobs do, on demand -------------------------------------------------------
@@ -708,6 +767,50 @@ class Inbox:
         ``chimeway.notification.seen`` or ``chimeway.notification.read`` is tracked for the
         recipient in the same transaction: an escalation waiting for it is cancelled."""
         return inbox.mark(self._engine, tenant_id, recipient_id, notification_ids, action, conn)
+
+    async def list_async(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        *,
+        status: InboxStatus = "all",
+        archived: bool = False,
+        limit: int = 50,
+        cursor: str | None = None,
+        conn: AsyncConn | None = None,
+    ) -> InboxPage:
+        """:meth:`list` for async code (``conn``: a psycopg ``AsyncConnection``)."""
+        return await db.joined(
+            conn,
+            lambda tx: self.list(
+                tenant_id,
+                recipient_id,
+                status=status,
+                archived=archived,
+                limit=limit,
+                cursor=cursor,
+                conn=tx,
+            ),
+        )
+
+    async def counts_async(
+        self, tenant_id: str, recipient_id: str, conn: AsyncConn | None = None
+    ) -> InboxCounts:
+        """:meth:`counts` for async code (``conn``: a psycopg ``AsyncConnection``)."""
+        return await db.joined(conn, lambda tx: self.counts(tenant_id, recipient_id, tx))
+
+    async def mark_async(
+        self,
+        tenant_id: str,
+        recipient_id: str,
+        notification_ids: Sequence[uuid.UUID | str] | Literal["all"],
+        action: InboxAction,
+        conn: AsyncConn | None = None,
+    ) -> InboxMarked:
+        """:meth:`mark` for async code, in ``conn``'s transaction when given."""
+        return await db.joined(
+            conn, lambda tx: self.mark(tenant_id, recipient_id, notification_ids, action, tx)
+        )
 
     def token(
         self,

@@ -7,6 +7,7 @@ name through :func:`query`; Python never assembles SQL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
@@ -21,10 +22,12 @@ from psycopg.rows import BaseRowFactory, RowMaker
 
 from chimeway import embedded
 from chimeway.config import ENV_DATABASE_URL
-from chimeway.errors import DatabaseUnavailable
+from chimeway.errors import DatabaseUnavailable, WrongConnection
 
 #: A synchronous psycopg connection, as every store function takes it.
 Conn = psycopg.Connection[Any]
+#: An asynchronous psycopg connection, as the ``*_async`` methods take it.
+AsyncConn = psycopg.AsyncConnection[Any]
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -125,3 +128,129 @@ def dataclass_row(cls: type[T]) -> BaseRowFactory[T]:
         return make
 
     return factory
+
+
+# -- the one seam between async callers and the sync engine --------------------------------
+
+
+def check_sync(conn: object) -> None:
+    """Refuse, with :class:`WrongConnection`, a ``conn=`` that is not a psycopg
+    ``Connection``, saying what to pass instead."""
+    if not isinstance(conn, psycopg.Connection):
+        raise WrongConnection(f"conn= takes a psycopg Connection; got {_kind(conn)}")
+
+
+def check_async(conn: object) -> None:
+    """Refuse, with :class:`WrongConnection`, a ``conn=`` of an ``*_async`` method that is
+    not a psycopg ``AsyncConnection``."""
+    if not isinstance(conn, psycopg.AsyncConnection):
+        raise WrongConnection(
+            f"conn= of an *_async method takes a psycopg AsyncConnection; got {_kind(conn)}"
+        )
+
+
+def _kind(conn: object) -> str:
+    name = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    root = type(conn).__module__.split(".")[0]
+    if isinstance(conn, psycopg.AsyncConnection):
+        return f"{name}: call the *_async method instead"
+    if isinstance(conn, psycopg.Connection):
+        return f"{name}: call the method without _async instead"
+    if root == "sqlalchemy":
+        return (
+            f"{name}: pass chimeway.contrib.sqlalchemy.connection(session) (or "
+            "`await chimeway.contrib.sqlalchemy.async_connection(session)` for *_async)"
+        )
+    if root == "django":
+        return f"{name}: pass chimeway.contrib.django.connection()"
+    if root == "psycopg2":
+        return f"{name}: Chimeway needs psycopg 3 (psycopg2 cannot join)"
+    return name
+
+
+async def joined(aconn: AsyncConn | None, work: Callable[[Conn | None], T]) -> T:
+    """Run the sync ``work`` for an async caller, in a thread, so the event loop goes on.
+
+    With ``aconn``, ``work`` gets a sync psycopg ``Connection`` over the same libpq
+    connection: the same session and the same open transaction, which stays the caller's
+    to commit or roll back. So the engine is written once, synchronously (design §2), and
+    still joins an ``AsyncConnection`` (a SQLAlchemy ``AsyncSession``'s too). The caller's
+    connection lock is held meanwhile: nothing else runs on it. Without ``aconn``, ``work``
+    gets ``None`` and takes a pool connection of its own.
+    """
+    if aconn is None:
+        return await asyncio.to_thread(work, None)
+    check_async(aconn)
+    if aconn.closed:
+        raise WrongConnection("conn= is closed")
+    async with aconn.lock:
+        if aconn._pipeline is not None:
+            raise WrongConnection("conn= is in pipeline mode; call Chimeway outside the pipeline")
+        return await asyncio.to_thread(_on_borrowed, aconn, work)
+
+
+def _on_borrowed(aconn: AsyncConn, work: Callable[[Conn | None], T]) -> T:
+    return work(borrow(aconn))
+
+
+class _Borrowed(psycopg.Connection[Any]):
+    """A psycopg ``Connection`` over another connection's libpq connection (see
+    :func:`borrow`): the owner's transaction settings, read live; default adapters."""
+
+    _owner: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+    # psycopg reads these private attributes when it begins a transaction: the owner's
+    # current values, so a borrowed connection kept across Django's autocommit switches
+    # (atomic blocks) never begins or commits a transaction the owner has open.
+    @property
+    def _autocommit(self) -> bool:
+        return bool(self._owner._autocommit)
+
+    @_autocommit.setter
+    def _autocommit(self, value: bool) -> None:
+        pass  # the owner's setting decides
+
+    @property
+    def _isolation_level(self) -> Any:
+        return self._owner._isolation_level
+
+    @_isolation_level.setter
+    def _isolation_level(self, value: Any) -> None:
+        pass
+
+    @property
+    def _read_only(self) -> bool | None:
+        return self._owner._read_only
+
+    @_read_only.setter
+    def _read_only(self, value: bool | None) -> None:
+        pass
+
+    @property
+    def _deferrable(self) -> bool | None:
+        return self._owner._deferrable
+
+    @_deferrable.setter
+    def _deferrable(self, value: bool | None) -> None:
+        pass
+
+    def _get_tx_start_command(self) -> bytes:
+        self._begin_statement = b""  # never cached: built from the owner's settings
+        return super()._get_tx_start_command()
+
+
+def borrow(owner: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Conn:
+    """A sync psycopg ``Connection`` over ``owner``'s libpq connection: the same session,
+    the same open transaction, with psycopg's default adapters (a framework may load
+    ``jsonb`` as text on its own connection: Django does) and no prepared statements (their
+    names are per psycopg object: the two would clash). It is never closed by Chimeway;
+    notices and notifications stay the owner's."""
+    pgconn = owner.pgconn
+    handlers = (pgconn.notice_handler, pgconn.notify_handler)
+    conn = _Borrowed(pgconn)
+    pgconn.notice_handler, pgconn.notify_handler = handlers
+    conn._owner = owner
+    # Not ours to close: psycopg does not warn about a pooled connection left open.
+    conn._pool = None
+    conn.prepare_threshold = None
+    return conn

@@ -8,6 +8,7 @@
     │   └── MigrationError
     ├── InvalidInput                the caller's input is wrong; nothing was written
     │   ├── InvalidArgument         a plain argument (a limit, a timestamp, a setting)
+    │   │   └── WrongConnection     ``conn=`` is not the connection kind the call joins
     │   ├── InvalidTrigger, InvalidSignal
     │   ├── InvalidNotifier, InvalidWorkflow, InvalidContent   declarations and what they return
     │   ├── InvalidToken ── TokenExpired        unsubscribe and inbox tokens
@@ -80,6 +81,11 @@ class InvalidInput(ChimewayError):
 
 class InvalidArgument(InvalidInput):
     """An argument is invalid."""
+
+
+class WrongConnection(InvalidArgument):
+    """``conn=`` is not a connection this call can join: the sync methods take a psycopg
+    ``Connection``, the ``*_async`` ones a psycopg ``AsyncConnection``."""
 
 
 class InvalidTrigger(InvalidInput):

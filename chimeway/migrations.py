@@ -16,7 +16,15 @@ second (research: fetch-plan-collapse.md).
 
 Every migration runs in its own transaction together with its tracking row, under a
 session advisory lock, so two deploys cannot migrate at once and a failure leaves the
-previously applied state intact.
+previously applied state intact. :func:`migrate_on` does the same on a connection the
+caller holds (an Alembic or Django migration's), each migration in a savepoint of the
+caller's transaction.
+
+A database whose Procrastinate schema someone else manages (``procrastinate.contrib.django``,
+``procrastinate schema --apply``, the app's own migrations) has a ``procrastinate_jobs``
+table that no ``procrastinate`` line records: the runner then applies only Chimeway's line,
+says so, and leaves Procrastinate's schema to its owner, after checking that it has the
+functions Chimeway calls.
 """
 
 from __future__ import annotations
@@ -117,9 +125,22 @@ def procrastinate_baseline() -> Migration:
     )
 
 
-def planned(applied: list[AppliedMigration]) -> list[Migration]:
-    """Every migration this installation knows, given what the database has applied."""
+#: Procrastinate's functions that Chimeway's own queries call (besides the job fetch).
+CALLED_FUNCTIONS = ["procrastinate_defer_jobs_v1"]
+
+EXTERNAL_NOTE = (
+    "Procrastinate's schema is managed outside `chimeway migrate` (found, not recorded "
+    "by it): applying only Chimeway's migrations; keep migrating Procrastinate with "
+    "your own tool"
+)
+
+
+def planned(applied: list[AppliedMigration], *, external: bool = False) -> list[Migration]:
+    """Every migration this installation knows, given what the database has applied
+    (``external``: Procrastinate's schema is someone else's, so only Chimeway's line)."""
     done = [a.version for a in applied if a.line == "procrastinate"]
+    if external and not done:
+        return chimeway_migrations()
     if not done:
         procrastinate = [procrastinate_baseline()]
     else:
@@ -142,12 +163,20 @@ def applied_migrations(conn: Conn) -> list[AppliedMigration]:
     return tracking.applied(conn)
 
 
+def procrastinate_external(conn: Conn, applied: list[AppliedMigration] | None = None) -> bool:
+    """Whether the database's Procrastinate schema is managed by someone else: present,
+    and not recorded by ``chimeway migrate``."""
+    applied = applied_migrations(conn) if applied is None else applied
+    recorded = any(a.line == "procrastinate" for a in applied)
+    return not recorded and tracking.procrastinate_present(conn)
+
+
 def status(conn: Conn) -> list[MigrationStatus]:
     """What is applied, pending, or modified since it was applied."""
     applied = applied_migrations(conn)
     by_key = {(a.line, a.version): a for a in applied}
     rows = []
-    for mig in planned(applied):
+    for mig in planned(applied, external=procrastinate_external(conn, applied)):
         done = by_key.get((mig.line, mig.version))
         if done is None:
             rows.append(MigrationStatus(mig.line, mig.version, mig.name, None, "pending"))
@@ -212,6 +241,8 @@ class MigrateResult:
     already_applied: int
     #: Job-fetch functions that were given custom plans in this run.
     pinned: list[str] = field(default_factory=list)
+    #: Procrastinate's schema is someone else's: only Chimeway's line was applied.
+    procrastinate_external: bool = False
 
 
 def fetch_function() -> str:
@@ -232,35 +263,77 @@ def fetch_plans_pinned(conn: Conn) -> bool | None:
 def migrate(url: str, report: Report = lambda _msg: None) -> MigrateResult:
     """Apply every pending migration. Safe to run concurrently and repeatedly."""
     with db.connect(url, autocommit=True) as conn:
-        if not tracking.lock_try(conn):
-            report("another `chimeway migrate` holds the migration lock; waiting for it")
-            tracking.lock(conn)
-        try:
-            tracking.create_table(conn)
-            applied = applied_migrations(conn)
-            if not any(a.line == "procrastinate" for a in applied) and (
-                tracking.procrastinate_present(conn)
-            ):
-                raise MigrationError(
-                    "this database already has a Procrastinate schema that "
-                    "`chimeway migrate` did not record; migrate it with your own tool "
-                    "(`chimeway migrate print`) or use an empty database"
-                )
-            _refuse_modified(conn)
-            done = {(a.line, a.version) for a in applied}
-            pending = [m for m in planned(applied) if (m.line, m.version) not in done]
-            for index, mig in enumerate(pending, start=1):
-                report(f"applying {index}/{len(pending)}: {mig.label}")
-                _apply(conn, mig)
-            unpinned = tracking.fetch_plans_unpinned(conn)
-            if unpinned:
-                report(f"custom plans for {', '.join(unpinned)}")
-                tracking.pin_fetch_plans(conn)
-            return MigrateResult(applied=pending, already_applied=len(done), pinned=unpinned)
-        finally:
-            # On a broken connection the lock is gone with the session; keep the real error.
-            with contextlib.suppress(psycopg.Error):
-                tracking.unlock(conn)
+        return migrate_on(conn, report)
+
+
+def migrate_on(
+    conn: Conn, report: Report = lambda _msg: None, *, require_fetch: bool = True
+) -> MigrateResult:
+    """Apply every pending migration on ``conn``: each in a transaction of its own on an
+    autocommit connection, else in a savepoint of the caller's open transaction (an
+    Alembic or Django migration), which commits them with the caller's own changes.
+    ``require_fetch=False``: a Procrastinate schema managed elsewhere need not have the
+    installed Procrastinate's job-fetch function yet (Django applies Procrastinate's later
+    migrations in the same ``migrate`` run)."""
+    if not conn.autocommit:
+        # The lock then lasts as long as the caller's transaction, error or not.
+        tracking.lock_for_transaction(conn)
+        return _migrate_locked(conn, report, require_fetch)
+    if not tracking.lock_try(conn):
+        report("another `chimeway migrate` holds the migration lock; waiting for it")
+        tracking.lock(conn)
+    try:
+        return _migrate_locked(conn, report, require_fetch)
+    finally:
+        # On a broken connection the lock is gone with the session; keep the real error.
+        with contextlib.suppress(psycopg.Error):
+            tracking.unlock(conn)
+
+
+def _migrate_locked(conn: Conn, report: Report, require_fetch: bool) -> MigrateResult:
+    tracking.create_table(conn)
+    applied = applied_migrations(conn)
+    external = procrastinate_external(conn, applied)
+    if external:
+        report(EXTERNAL_NOTE)
+        _require_procrastinate_functions(conn, require_fetch)
+    _refuse_modified(conn)
+    done = {(a.line, a.version) for a in applied}
+    pending = [m for m in planned(applied, external=external) if (m.line, m.version) not in done]
+    for index, mig in enumerate(pending, start=1):
+        report(f"applying {index}/{len(pending)}: {mig.label}")
+        _apply(conn, mig)
+    unpinned = tracking.fetch_plans_unpinned(conn)
+    if unpinned:
+        report(f"custom plans for {', '.join(unpinned)}")
+        tracking.pin_fetch_plans(conn)
+    return MigrateResult(
+        applied=pending,
+        already_applied=len(done),
+        pinned=unpinned,
+        procrastinate_external=external,
+    )
+
+
+def _require_procrastinate_functions(conn: Conn, require_fetch: bool) -> None:
+    needed = [fetch_function(), *CALLED_FUNCTIONS] if require_fetch else CALLED_FUNCTIONS
+    missing = tracking.procrastinate_functions_missing(conn, needed)
+    if missing:
+        raise MigrationError(
+            f"the Procrastinate schema in this database lacks {', '.join(missing)}, which "
+            f"procrastinate {metadata.version('procrastinate')} (installed here) calls: apply "
+            "Procrastinate's own migrations first (e.g. Django's `manage.py migrate "
+            "procrastinate`, or `procrastinate schema --migrate`), then `chimeway migrate`"
+        )
+
+
+def pin_fetch_plans(conn: Conn) -> list[str]:
+    """Give the job-fetch functions that lack it ``plan_cache_mode = force_custom_plan``
+    (what every ``chimeway migrate`` does at its end); the ones it changed."""
+    unpinned = tracking.fetch_plans_unpinned(conn)
+    if unpinned:
+        tracking.pin_fetch_plans(conn)
+    return unpinned
 
 
 def _refuse_modified(conn: Conn) -> None:
@@ -273,19 +346,27 @@ def _refuse_modified(conn: Conn) -> None:
         )
 
 
-def render_sql() -> str:
+def render_sql(*, chimeway_only: bool = False) -> str:
     """Every migration as one SQL script, for teams that run their own migration tool.
 
     Applying it to an empty database leaves the same state ``chimeway migrate`` would,
-    tracking rows included, so the runner can take over later.
+    tracking rows included, so the runner can take over later. ``chimeway_only``: only
+    Chimeway's line, for a database whose Procrastinate schema is managed elsewhere (the
+    runner then recognises that schema as someone else's).
     """
-    parts = [
-        "-- Chimeway schema: Procrastinate's schema, then Chimeway's migrations.",
-        "-- Generated by `chimeway migrate print`; run it on an empty database.",
-        "",
-        tracking.table_sql() + ";",
-    ]
-    for mig in planned([]):
+    if chimeway_only:
+        head = [
+            "-- Chimeway's migrations only: Procrastinate's schema is managed elsewhere and",
+            "-- must already be in the database.",
+            "-- Generated by `chimeway migrate print --chimeway-only`.",
+        ]
+    else:
+        head = [
+            "-- Chimeway schema: Procrastinate's schema, then Chimeway's migrations.",
+            "-- Generated by `chimeway migrate print`; run it on an empty database.",
+        ]
+    parts = [*head, "", tracking.table_sql() + ";"]
+    for mig in planned([], external=chimeway_only):
         parts += ["", f"-- {mig.label}", mig.sql.strip(), ""]
         script = tracking.record_script(
             line=mig.line, version=mig.version, name=mig.name, checksum=mig.checksum

@@ -126,9 +126,15 @@ def migrate_status(state: CliState, as_json: bool) -> None:
 
 
 @migrate.command("print")
-def migrate_print() -> None:
+@click.option(
+    "--chimeway-only",
+    is_flag=True,
+    help="Only Chimeway's migrations, for a database whose Procrastinate schema "
+    "you manage yourself (procrastinate.contrib.django, your own migrations).",
+)
+def migrate_print(chimeway_only: bool) -> None:
     """Print every migration as one SQL script, for your own migration tool."""
-    click.echo(migrations.render_sql(), nl=False)
+    click.echo(migrations.render_sql(chimeway_only=chimeway_only), nl=False)
 
 
 def load_app(spec: str | None, url: str) -> Chimeway:

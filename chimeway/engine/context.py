@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from chimeway.adapters import Adapter, DeliveryRequest, InboxAdapter, Sent
 from chimeway.config import RetryPolicy, Settings
 from chimeway.content import ContentSchemas
-from chimeway.db import Conn
+from chimeway.db import Conn, check_sync
 from chimeway.engine import connections, logbook
 from chimeway.engine.batching import GroupCommit
 from chimeway.engine.catalog import Catalog
@@ -170,6 +170,8 @@ class Engine:
     def transaction(self, conn: Conn | None = None) -> Iterator[Conn]:
         """The caller's connection inside a savepoint, or a pool connection committing at
         the end; psycopg errors Chimeway can explain come out as Chimeway errors."""
+        if conn is not None:
+            check_sync(conn)
         with translated(), logbook.held():
             if conn is not None and not conn.autocommit and conn.info.transaction_status == IDLE:
                 # Our first statement opens the caller's transaction, which is theirs to

@@ -57,6 +57,11 @@ def lock(conn: Conn) -> None:
     conn.execute(db.query("migration_lock"))
 
 
+def lock_for_transaction(conn: Conn) -> None:
+    """Wait for the migration lock, held until the caller's transaction ends."""
+    conn.execute(db.query("migration_lock_xact"))
+
+
 def unlock(conn: Conn) -> None:
     conn.execute(db.query("migration_unlock"))
 
@@ -64,6 +69,12 @@ def unlock(conn: Conn) -> None:
 def procrastinate_present(conn: Conn) -> bool:
     row = conn.execute(db.query("procrastinate_schema_present")).fetchone()
     return bool(row and row[0])
+
+
+def procrastinate_functions_missing(conn: Conn, names: list[str]) -> list[str]:
+    """Which of these functions the database lacks."""
+    rows = conn.execute(db.query("procrastinate_functions_missing"), {"names": names})
+    return [row[0] for row in rows.fetchall()]
 
 
 def fetch_plans_unpinned(conn: Conn) -> list[str]:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
+from werkzeug.serving import make_server
+
+from chimeway.testing import RecordingAdapter, drain
+from examples.flask_app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,3 +121,33 @@ def test_comment_digest(committed_db: str) -> None:
     assert rows(committed_db, "SELECT state::text, member_count FROM chimeway_digests") == [
         ("closed", 7)
     ]
+
+
+def test_the_flask_example(committed_db: str) -> None:
+    """A real werkzeug server: the failing request leaves nothing, the committed one
+    lands with its job, which a worker (drain) sends."""
+    recorder = RecordingAdapter()
+    app, cw, pool = create_app(committed_db, adapters={"in_app": recorder})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        with httpx.Client(base_url=base) as client:
+            failed = client.post(
+                "/orders", json={"id": "o1", "customer": "ada", "total": 1, "fail": True}
+            )
+            assert failed.status_code == 409
+            assert rows(committed_db, "SELECT count(*) FROM chimeway_events") == [(0,)]
+            placed = client.post("/orders", json={"id": "o2", "customer": "ada", "total": 42})
+            assert placed.status_code == 200, placed.text
+    finally:
+        server.shutdown()
+        thread.join(10)
+        pool.close()
+    assert rows(committed_db, "SELECT id FROM orders") == [("o2",)]
+    assert rows(committed_db, "SELECT count(*) FROM chimeway_events") == [(1,)]
+    assert rows(committed_db, "SELECT count(*) FROM procrastinate_jobs") == [(1,)]
+    with cw:
+        drain(cw)
+    assert len(recorder.sent) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -51,6 +52,29 @@ def test_print_needs_no_database() -> None:
     assert code == 0
     assert "CREATE TABLE chimeway_events" in out
     assert "INSERT INTO chimeway_migrations" in out
+
+
+def test_migrate_on_a_database_whose_procrastinate_schema_is_managed_elsewhere(
+    empty_db: str,
+) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(migrations.procrastinate_baseline().sql.encode())
+    code, out, err = run("--database-url", empty_db, "migrate")
+    assert code == 0, err
+    assert migrations.EXTERNAL_NOTE in err
+    chimeway_only = len(migrations.chimeway_migrations())
+    assert f"Applied {chimeway_only} migration(s)" in out
+    assert "procrastinate" not in out.split("Set custom plans")[0]
+    code, out, _ = run("--database-url", empty_db, "migrate", "status")
+    assert out.strip().splitlines()[-1] == f"{chimeway_only} applied, 0 pending."
+
+
+def test_print_chimeway_only_leaves_procrastinate_out() -> None:
+    code, out, _ = run("migrate", "print", "--chimeway-only")
+    assert code == 0
+    assert "CREATE TABLE chimeway_events" in out
+    assert "CREATE TABLE procrastinate_jobs" not in out
+    assert "'procrastinate'" not in out
 
 
 def test_unreachable_database_is_one_line_and_exit_1() -> None:

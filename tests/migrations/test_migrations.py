@@ -142,11 +142,65 @@ def test_printed_sql_builds_the_same_schema_and_tracking(committed_db: str, empt
     assert migrations.migrate(empty_db).applied == []
 
 
-def test_unrecorded_procrastinate_schema_is_not_applied_twice(empty_db: str) -> None:
+def test_a_procrastinate_schema_managed_elsewhere_is_left_alone(
+    committed_db: str, empty_db: str
+) -> None:
+    """The adopter's case: Procrastinate's schema came from someone else's tool. Only
+    Chimeway's line is applied, the run says so, and the result is the same schema."""
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(migrations.procrastinate_baseline().sql.encode())
-    with pytest.raises(MigrationError, match="already has a Procrastinate schema"):
+    notes: list[str] = []
+    result = migrations.migrate(empty_db, report=notes.append)
+    assert result.procrastinate_external
+    assert [m.line for m in result.applied] == ["chimeway"] * len(migrations.chimeway_migrations())
+    assert notes[0] == migrations.EXTERNAL_NOTE
+    assert describe(empty_db) == describe(committed_db)
+    assert {line for line, _ in applied(empty_db)} == {"chimeway"}
+    with psycopg.connect(empty_db) as conn:
+        assert {s.line for s in migrations.status(conn)} == {"chimeway"}
+        assert all(s.state == "applied" for s in migrations.status(conn))
+    again = migrations.migrate(empty_db)
+    assert (again.applied, again.procrastinate_external) == ([], True)
+
+
+def test_an_outdated_external_procrastinate_schema_is_refused_naming_what_lacks(
+    empty_db: str,
+) -> None:
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(migrations.procrastinate_baseline().sql.encode())
+        conn.execute("DROP FUNCTION procrastinate_defer_jobs_v1")
+    with pytest.raises(MigrationError, match="lacks procrastinate_defer_jobs_v1") as caught:
         migrations.migrate(empty_db)
+    assert "apply Procrastinate's own migrations first" in str(caught.value)
+    assert applied(empty_db) == []
+
+
+def test_printed_chimeway_only_sql_completes_an_external_procrastinate_schema(
+    committed_db: str, empty_db: str
+) -> None:
+    script = migrations.render_sql(chimeway_only=True)
+    assert "CREATE TABLE procrastinate_jobs" not in script
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(migrations.procrastinate_baseline().sql.encode())
+        conn.execute(script.encode())
+    assert describe(empty_db) == describe(committed_db)
+    after = migrations.migrate(empty_db)
+    assert (after.applied, after.procrastinate_external) == ([], True)
+
+
+def test_migrate_on_joins_the_callers_transaction(committed_db: str, empty_db: str) -> None:
+    """What the Alembic and Django helpers run: every migration in the caller's
+    transaction, so its rollback leaves nothing and its commit everything."""
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("CREATE TABLE app_things (id int)")
+        migrations.migrate_on(conn)
+        conn.rollback()
+        assert conn.execute("SELECT to_regclass('chimeway_events')").fetchone() == (None,)
+        assert conn.execute("SELECT to_regclass('app_things')").fetchone() == (None,)
+        result = migrations.migrate_on(conn)
+        conn.commit()
+    assert len(result.applied) == len(migrations.planned([]))
+    assert describe(empty_db) == describe(committed_db)
 
 
 def test_migrate_gives_the_job_fetch_custom_plans_again_after_it_was_replaced(

@@ -62,7 +62,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["chimeway.app", "chimeway.http"]),
     (
         "top",
-        ["chimeway.worker", "chimeway.waker", "chimeway.testing", "chimeway.cli", "chimeway"],
+        [
+            "chimeway.worker",
+            "chimeway.waker",
+            "chimeway.testing",
+            "chimeway.cli",
+            "chimeway.contrib",
+            "chimeway",
+        ],
     ),
 ]
 

@@ -114,6 +114,7 @@ PINNED = [
     "WebhookUnparseable",
     "Workflow",
     "WorkflowVersionConflict",
+    "WrongConnection",
 ]
 
 

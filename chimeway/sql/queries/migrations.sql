@@ -28,6 +28,10 @@ SELECT pg_try_advisory_lock(hashtextextended('chimeway.migrate', 0)) AS locked
 -- name: migration_lock
 SELECT pg_advisory_lock(hashtextextended('chimeway.migrate', 0))
 
+-- name: migration_lock_xact
+-- Inside a caller's transaction (Alembic, Django): released by its commit or rollback.
+SELECT pg_advisory_xact_lock(hashtextextended('chimeway.migrate', 0))
+
 -- name: migration_unlock
 SELECT pg_advisory_unlock(hashtextextended('chimeway.migrate', 0))
 
@@ -75,3 +79,9 @@ $$
 SELECT coalesce(p.proconfig, '{}') AS settings
 FROM pg_proc p
 WHERE p.pronamespace = current_schema()::regnamespace AND p.proname = %(name)s
+
+-- name: procrastinate_functions_missing
+-- The functions Chimeway calls that a Procrastinate schema managed elsewhere lacks.
+SELECT name FROM unnest(%(names)s::text[]) AS name
+WHERE NOT EXISTS (SELECT FROM pg_proc p WHERE p.proname = name)
+ORDER BY name
