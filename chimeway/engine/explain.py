@@ -143,7 +143,11 @@ def _digest(conn: Conn, tenant_id: str, delivery_id: uuid.UUID) -> DigestExplana
     )
 
 
-_CLOSED_BY = {"window_elapsed": "its window ended", "max_items": "it reached max_items"}
+_CLOSED_BY = {
+    "window_elapsed": "its window ended",
+    "max_items": "it reached max_items",
+    "run_cancelled": "its run was cancelled",
+}
 
 
 def digest_why(digest: DigestExplanation, status: str, said: str) -> str:

@@ -22,7 +22,7 @@ from chimeway.errors import InvalidArgument, InvalidTransition, NotFound
 from chimeway.inputs import identifier, limit, non_blank
 from chimeway.results import DeliveryRedriven, DeliverySummary, RunCancelled
 from chimeway.storable import preview
-from chimeway.store import deliveries, runs
+from chimeway.store import deliveries, digests, runs
 from chimeway.types import DeliveryReason, DeliveryStatus, RunState
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,18 @@ REDRIVABLE = frozenset(
 MAX_NOTE_CHARS = 500
 #: The most rows one lookup returns.
 MAX_FIND = 1000
+
+
+def _close_digest(conn: Conn, run_id: uuid.UUID) -> list[uuid.UUID]:
+    """Close the run's digest if it is still open; its members' held deliveries."""
+    digest = digests.lock_by_runs(conn, [run_id]).get(run_id)
+    if digest is None or not digests.cancel(conn, [digest.id]):
+        return []
+    return [
+        m.delivery_id
+        for m in digests.members(conn, [digest.id]).get(digest.id, [])
+        if m.delivery_id is not None
+    ]
 
 
 def cancel_run(
@@ -70,9 +82,15 @@ def cancel_run(
     if run.state not in (RunState.ACTIVE, RunState.WAITING):
         return RunCancelled(run.id, cancelled=False, state=RunState(run.state))
     context: dict[str, Any] = {"cancelled_by": who, "reason": why}
+    # A run still collecting a digest closes it (lock order: runs, digests, deliveries), and
+    # its members' held deliveries are cancelled with the run's own: nothing joins a batch
+    # that will never be sent, nothing stays held for it.
+    held = _close_digest(conn, run.id)
     open_ids = [
         d.id
-        for d in deliveries.lock_many(conn, runs.delivery_ids(conn, tenant, run.id)).values()
+        for d in deliveries.lock_many(
+            conn, [*runs.delivery_ids(conn, tenant, run.id), *held]
+        ).values()
         if d.status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
     ]
     moved = deliveries.transition_many(

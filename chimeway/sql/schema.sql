@@ -905,7 +905,7 @@ CREATE TABLE public.chimeway_digests (
     closed_at timestamp with time zone,
     close_reason text,
     delivery_id uuid,
-    CONSTRAINT chimeway_digests_close_reason_check CHECK ((close_reason = ANY (ARRAY['window_elapsed'::text, 'max_items'::text]))),
+    CONSTRAINT chimeway_digests_close_reason_check CHECK ((close_reason = ANY (ARRAY['window_elapsed'::text, 'max_items'::text, 'run_cancelled'::text]))),
     CONSTRAINT chimeway_digests_closed_when CHECK (((state = 'closed'::public.chimeway_digest_state) = ((closed_at IS NOT NULL) AND (close_reason IS NOT NULL)))),
     CONSTRAINT chimeway_digests_max_items_check CHECK ((max_items >= 2)),
     CONSTRAINT chimeway_digests_member_count_check CHECK ((member_count >= 1))

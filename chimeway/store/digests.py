@@ -160,6 +160,16 @@ def close(conn: Conn, digest_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Digest
     return {row.id: row for row in rows}
 
 
+def cancel(conn: Conn, digest_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Digest]:
+    """Close the open ones among these digests because their run was cancelled; the closed
+    rows by id."""
+    if not digest_ids:
+        return {}
+    with conn.cursor(row_factory=db.dataclass_row(Digest)) as cur:
+        rows = cur.execute(db.query("digest_cancel"), {"ids": list(digest_ids)}).fetchall()
+    return {row.id: row for row in rows}
+
+
 @dataclass(frozen=True)
 class Member:
     digest_id: uuid.UUID

@@ -593,3 +593,31 @@ def test_triggers_racing_the_close_each_land_in_exactly_one_batch(
         assert count(
             conn, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'digested'"
         ) == (digests[0][1] - 1)
+
+
+def test_cancelling_a_collecting_run_closes_its_batch_and_cancels_its_members(
+    tx_cw: Chimeway, db: Any, adapters: Recorders
+) -> None:
+    """Nothing may join a batch that will never be sent, nor stay held for it."""
+    a, b, c = (comment(tx_cw, n, conn=db) for n in range(3))
+    [run_id] = {r.run_ids[0] for r in (a, b, c)}
+    cancelled = tx_cw.cancel_run("t1", run_id, "spam thread", cancelled_by="ops", conn=db)
+    assert cancelled.cancelled and sorted(cancelled.delivery_ids) == sorted(
+        b.delivery_ids + c.delivery_ids
+    )
+    assert rows(db, "SELECT state::text, close_reason FROM chimeway_digests") == [
+        ("closed", "run_cancelled")
+    ]
+    assert statuses(db) == {"cancelled": 2}
+    explained = tx_cw.explain_delivery("t1", b.delivery_ids[0], conn=db)
+    assert explained.digest is not None and explained.digest.close_reason == "run_cancelled"
+    d = comment(tx_cw, 3, conn=db)  # a new batch, with a run of its own
+    assert d.run_ids != [run_id]
+    assert sorted(rows(db, "SELECT state::text, member_count FROM chimeway_digests")) == [
+        ("closed", 3),
+        ("open", 1),
+    ]
+    result = tx_cw.progression.progress_run(d.run_ids[0], now=later(db), conn=db)
+    assert isinstance(result, Advanced)  # the new batch closes and sends as usual
+    drain(tx_cw, conn=db)
+    assert len(adapters["email"].sent) == 1

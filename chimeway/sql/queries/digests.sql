@@ -85,6 +85,13 @@ SET state = 'closed', closed_at = now(), close_reason = 'window_elapsed'
 WHERE id = ANY(%(ids)s::uuid[]) AND state = 'open'
 RETURNING *
 
+-- name: digest_cancel
+-- Open digests whose run was cancelled close now, as `run_cancelled`.
+UPDATE chimeway_digests
+SET state = 'closed', closed_at = now(), close_reason = 'run_cancelled'
+WHERE id = ANY(%(ids)s::uuid[]) AND state = 'open'
+RETURNING *
+
 -- name: digest_members
 -- The members of these digests, in order, with what render_batch needs.
 SELECT m.digest_id, m.position, m.notification_id, m.delivery_id, m.joined_at,
