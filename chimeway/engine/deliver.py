@@ -151,7 +151,8 @@ class _Chain:
     run's advance planned for now (planning deferred no job for it), and this process sends
     it next, and so on for up to :data:`MAX_CHAIN` steps: a job fetch, a claim and a job's
     end fewer per step. A claimed step dies with this process like any send (the stuck sweep
-    takes it over after ``stuck_after``); one not claimed gets its job in that transaction."""
+    takes it over after ``stuck_after``); one policy keeps from the claim gets its job from
+    policy, in that transaction."""
 
     def __init__(self, engine: Engine, parent: telemetry.Parent) -> None:
         self.engine = engine
@@ -163,14 +164,14 @@ class _Chain:
         self.abandon()  # what an earlier try of this record claimed was rolled back (or not)
         if not delivery_ids:
             return
-        mine, _busy = self.engine.liveness.hold(delivery_ids)
+        mine, busy = self.engine.liveness.hold(delivery_ids)
         self.held = mine
         claimant = self.engine.liveness.ensure()
+        # One the claim does not take was handled by it: policy deferred, held or suppressed
+        # it (with its job), or it is not sendable. One another call holds gets its job.
         self.claimed, _why_not = _claim_in(self.engine, conn, mine, claimant=claimant)
-        sending_now = {c[0].id for c in self.claimed}
-        for delivery_id in delivery_ids:
-            if delivery_id not in sending_now:
-                self.engine.deferrer.deliver_if_not_queued(conn, delivery_id)
+        for delivery_id in busy:
+            self.engine.deferrer.deliver_if_not_queued(conn, delivery_id)
 
     def abandon(self) -> None:
         """Forget what was claimed: if it was committed after all (a lost COMMIT reply), the

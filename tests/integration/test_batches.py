@@ -28,11 +28,13 @@ from chimeway import (
     Step,
     Stop,
     Temporary,
+    Throttle,
     Triggered,
     WaitUntil,
     Workflow,
 )
 from chimeway.adapters import DeliveryRequest
+from chimeway.engine import deliver
 from tests.integration.conftest import concurrently, count
 from tests.integration.notifiers import WithWorkflow
 from tests.integration.snapshots import snapshot
@@ -434,3 +436,52 @@ def test_each_recorded_outcome_logs_its_action(
         ("crashing", "delivery.retry_scheduled", None),
     }
     assert all(r.attempt_number == 1 for r in caplog.records)
+
+
+# -- chained steps ------------------------------------------------------------------------------
+
+
+def jobs_for(url: str, delivery_id: uuid.UUID) -> list[tuple[str, bool]]:
+    """(status, due now) of the deliver jobs that name the delivery."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT status::text, scheduled_at IS NULL OR scheduled_at <= now() "
+            "FROM procrastinate_jobs WHERE args->>'delivery_id' = %s "
+            "OR args->'delivery_ids' ? %s",
+            [str(delivery_id), str(delivery_id)],
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_a_deliver_job_sends_its_runs_next_step_itself(make_cw: Any, committed_db: str) -> None:
+    """What a `deliver` job does (chain=True): the run's email step, due at once, is claimed
+    in the record of its notice and sent by the same call, with no job of its own."""
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    start(cw, ["sent-1"])
+    notice, run_id = step_deliveries(committed_db, "notice")["sent-1"]
+    assert deliver.deliver(cw.engine, notice, chain=True).action == "succeeded"
+    email = step_deliveries(committed_db, "email")["sent-1"][0]
+    assert cw.delivery("t", email).status == "succeeded"
+    assert jobs_for(committed_db, email) == []
+    assert cw.workflows.explain("t", run_id).state == RunState.COMPLETED
+    assert set(adapter.calls.values()) == {1}
+
+
+def test_a_chained_step_that_a_throttle_holds_gets_its_job_at_the_throttles_time(
+    make_cw: Any, committed_db: str
+) -> None:
+    adapter = ByRecipient()
+    cw = make_cw(
+        adapters={"in_app": adapter, "email": adapter},
+        throttles={"email": Throttle(1, per=dt.timedelta(hours=1))},
+    )
+    start(cw, ["sent-1", "alsosent-1"])
+    notices = step_deliveries(committed_db, "notice")
+    assert deliver.deliver(cw.engine, notices["sent-1"][0], chain=True).action == "succeeded"
+    assert deliver.deliver(cw.engine, notices["alsosent-1"][0], chain=True).action == "succeeded"
+    emails = step_deliveries(committed_db, "email")
+    assert cw.delivery("t", emails["sent-1"][0]).status == "succeeded"  # chained
+    held = emails["alsosent-1"][0]
+    assert cw.delivery("t", held).status == "pending"  # the throttle's hour is used up
+    assert jobs_for(committed_db, held) == [("todo", False)]  # at the throttle's time, not now
