@@ -17,10 +17,13 @@ median of the pairs' ratios (each pair ran back to back). Target: policy/none >=
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -59,18 +62,26 @@ def configure(cw: Chimeway, tenant: str, users: list[str]) -> None:
         cw.preferences.set_cap(tenant, user, 100, dt.timedelta(hours=1), channel="email")
 
 
-def phase(url: str, workers: Workers, tenant: str, n: int, timeout: float) -> dict[str, Any]:
-    """Trigger the workflow for ``n`` recipients of ``tenant`` in one transaction; time from
-    its commit to the last attempt of the last step."""
+def phase(
+    url: str,
+    workers: Workers,
+    tenant: str,
+    n: int,
+    timeout: float,
+    around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> dict[str, Any]:
+    """Trigger the workflow for ``n`` recipients of ``tenant`` in one transaction (inside
+    ``around()``: bench.telemetry's caller span); time from its commit to the last attempt of
+    the last step."""
     done_before = common.scalar(
         url, "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
     )
-    with bench_app.build(url) as cw, cw.pool.connection() as conn:
+    with bench_app.build(url) as cw, cw.pool.connection() as conn, around():
         cw.trigger(
             bench_app.TwoStep,
             {"n": n, "prefix": tenant},
             tenant_id=tenant,
-            idempotency_key=f"policy-{tenant}-{time.time_ns()}",
+            idempotency_key=f"{tenant}-{time.time_ns()}",
             conn=conn,
         )
         meter = CpuMeter(workers, url)

@@ -17,67 +17,14 @@ the ratio is the median of the pairs' ratios.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from bench import bench_app, common
-from bench.common import CpuMeter, Workers
-
-
-def phase(url: str, workers: Workers, tenant: str, n: int, timeout: float) -> dict[str, Any]:
-    """Trigger ``n`` runs in one transaction; time from its commit to the last attempt."""
-    done_before = common.scalar(
-        url, "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
-    )
-    tracer = trace.get_tracer("bench")
-    with (
-        bench_app.build(url) as cw,
-        cw.pool.connection() as conn,
-        tracer.start_as_current_span("bench trigger"),
-    ):
-        cw.trigger(
-            bench_app.TwoStep,
-            {"n": n, "prefix": tenant},
-            tenant_id=tenant,
-            idempotency_key=f"otel-{tenant}-{time.time_ns()}",
-            conn=conn,
-        )
-        meter = CpuMeter(workers, url)
-        conn.commit()
-        start = time.time()
-    common.wait_for(
-        lambda: common.scalar(
-            url,
-            "SELECT count(*) >= %s FROM chimeway_workflow_runs WHERE state = 'completed'",
-            [done_before + n],
-        ),
-        timeout,
-        every=0.1,
-        what=f"{n} runs of {tenant} completed",
-    )
-    cpu = meter.read()
-    end = common.scalar(
-        url,
-        "SELECT extract(epoch FROM max(a.finished_at))::float8 FROM chimeway_delivery_attempts a"
-        " JOIN chimeway_deliveries d ON d.id = a.delivery_id WHERE d.tenant_id = %s",
-        [tenant],
-    )
-    steps = common.scalar(
-        url,
-        "SELECT count(*) FROM chimeway_deliveries WHERE tenant_id = %s AND status = 'succeeded'",
-        [tenant],
-    )
-    elapsed = end - start
-    return {
-        "runs": n,
-        "steps": steps,
-        "seconds": round(elapsed, 2),
-        "per_s": round(steps / elapsed, 1),
-        **cpu,
-    }
+from bench import common
+from bench.common import Workers
+from bench.policy import phase
 
 
 def main() -> None:
@@ -88,13 +35,21 @@ def main() -> None:
     common.worker_options(p, processes=2)
     args = p.parse_args()
     trace.set_tracer_provider(TracerProvider())
+    tracer = trace.get_tracer("bench")
     results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     with common.fresh_database(args.database_url, "telemetry", args.keep_db) as url:
         for r in range(args.rounds):
             for kind in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 env = {"BENCH_LATENCY_MS": "0", "BENCH_OTEL": "1" if kind == "on" else "0"}
                 with Workers.from_args(url, args, f"otel-{kind}", env=env) as workers:
-                    result = phase(url, workers, f"{kind}{r}", args.n, args.timeout)
+                    result = phase(
+                        url,
+                        workers,
+                        f"{kind}{r}",
+                        args.n,
+                        args.timeout,
+                        around=lambda: tracer.start_as_current_span("bench trigger"),
+                    )
                 results[kind].append(result)
                 common.note(f"{kind}{r}: {result['per_s']} steps/s")
         pairs = [
