@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from importlib import resources
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +14,7 @@ from chimeway import migrations
 from chimeway.errors import MigrationError
 from chimeway.migrations import Migration
 from chimeway.types import PG_ENUMS
+from tests.conftest import Databases
 
 
 def describe(url: str) -> list[tuple[str, str, str]]:
@@ -25,20 +28,29 @@ def applied(url: str) -> list[tuple[str, str]]:
         return rows.fetchall()
 
 
-def test_migrations_give_exactly_the_committed_snapshot(committed_db: str, empty_db: str) -> None:
+@pytest.fixture(scope="module")
+def migrated(databases: Databases) -> Iterator[list[tuple[str, str, str]]]:
+    """The schema of a database the runner migrated (a fresh clone of the session's
+    template), described once: the tests below only compare against it."""
+    for url in databases.create():
+        yield describe(url)
+
+
+def test_migrations_give_exactly_the_committed_snapshot(
+    migrated: list[tuple[str, str, str]], empty_db: str
+) -> None:
     snapshot = (resources.files("chimeway.sql") / "schema.sql").read_text(encoding="utf-8")
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(snapshot.encode())
     expected = describe(empty_db)
     assert expected, "the snapshot created nothing"
-    assert describe(committed_db) == expected, (
+    assert migrated == expected, (
         "migrations and chimeway/sql/schema.sql disagree: run scripts/update-schema-snapshot"
     )
 
 
-def test_postgres_enums_agree_with_python(committed_db: str) -> None:
-    with psycopg.connect(committed_db) as conn:
-        rows = migrations.enum_labels(conn)
+def test_postgres_enums_agree_with_python(db: psycopg.Connection[Any]) -> None:
+    rows = migrations.enum_labels(db)  # reads only: the session's migrated database
     assert set(rows) == set(PG_ENUMS)
     for name, enum in PG_ENUMS.items():
         assert rows[name] == [member.value for member in enum], name
@@ -135,15 +147,17 @@ def test_edited_applied_migration_is_refused(
         migrations.migrate(empty_db)
 
 
-def test_printed_sql_builds_the_same_schema_and_tracking(committed_db: str, empty_db: str) -> None:
+def test_printed_sql_builds_the_same_schema_and_tracking(
+    migrated: list[tuple[str, str, str]], empty_db: str
+) -> None:
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(migrations.render_sql().encode())
-    assert describe(empty_db) == describe(committed_db)
+    assert describe(empty_db) == migrated
     assert migrations.migrate(empty_db).applied == []
 
 
 def test_a_procrastinate_schema_managed_elsewhere_is_left_alone(
-    committed_db: str, empty_db: str
+    migrated: list[tuple[str, str, str]], empty_db: str
 ) -> None:
     """The adopter's case: Procrastinate's schema came from someone else's tool. Only
     Chimeway's line is applied, the run says so, and the result is the same schema."""
@@ -154,7 +168,7 @@ def test_a_procrastinate_schema_managed_elsewhere_is_left_alone(
     assert result.procrastinate_external
     assert [m.line for m in result.applied] == ["chimeway"] * len(migrations.chimeway_migrations())
     assert notes[0] == migrations.EXTERNAL_NOTE
-    assert describe(empty_db) == describe(committed_db)
+    assert describe(empty_db) == migrated
     assert {line for line, _ in applied(empty_db)} == {"chimeway"}
     with psycopg.connect(empty_db) as conn:
         assert {s.line for s in migrations.status(conn)} == {"chimeway"}
@@ -176,19 +190,21 @@ def test_an_outdated_external_procrastinate_schema_is_refused_naming_what_lacks(
 
 
 def test_printed_chimeway_only_sql_completes_an_external_procrastinate_schema(
-    committed_db: str, empty_db: str
+    migrated: list[tuple[str, str, str]], empty_db: str
 ) -> None:
     script = migrations.render_sql(chimeway_only=True)
     assert "CREATE TABLE procrastinate_jobs" not in script
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(migrations.procrastinate_baseline().sql.encode())
         conn.execute(script.encode())
-    assert describe(empty_db) == describe(committed_db)
+    assert describe(empty_db) == migrated
     after = migrations.migrate(empty_db)
     assert (after.applied, after.procrastinate_external) == ([], True)
 
 
-def test_migrate_on_joins_the_callers_transaction(committed_db: str, empty_db: str) -> None:
+def test_migrate_on_joins_the_callers_transaction(
+    migrated: list[tuple[str, str, str]], empty_db: str
+) -> None:
     """What the Alembic and Django helpers run: every migration in the caller's
     transaction, so its rollback leaves nothing and its commit everything."""
     with psycopg.connect(empty_db) as conn:
@@ -200,7 +216,7 @@ def test_migrate_on_joins_the_callers_transaction(committed_db: str, empty_db: s
         result = migrations.migrate_on(conn)
         conn.commit()
     assert len(result.applied) == len(migrations.planned([]))
-    assert describe(empty_db) == describe(committed_db)
+    assert describe(empty_db) == migrated
 
 
 def test_migrate_gives_the_job_fetch_custom_plans_again_after_it_was_replaced(
