@@ -282,8 +282,41 @@ SHARED_TABLES = (
 )
 
 
+COMMITTED_ROWS = (
+    "SELECT " + ", ".join(f"(SELECT count(*) FROM {table})" for table in SHARED_TABLES)
+).encode()
+
+
+class CommittedRows:
+    """Counts the rows committed to the shared tables, on a connection of its own
+    (autocommit: each count sees what is committed at that moment), kept for the session
+    and made again if a test ended it: one round trip per check."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def __call__(self) -> dict[str, int]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = psycopg.connect(self.url, autocommit=True)
+        row = self.conn.execute(COMMITTED_ROWS).fetchone()
+        assert row is not None
+        return {table: n for table, n in zip(SHARED_TABLES, row, strict=True) if n}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+@pytest.fixture(scope="session")
+def committed_rows(shared_db: str) -> Iterator[CommittedRows]:
+    check = CommittedRows(shared_db)
+    yield check
+    check.close()
+
+
 @pytest.fixture
-def db(shared_db: str) -> Iterator[psycopg.Connection[Any]]:
+def db(shared_db: str, committed_rows: CommittedRows) -> Iterator[psycopg.Connection[Any]]:
     """A connection to a migrated database inside a transaction that is rolled back.
 
     The transaction is open from the start, so the engine's savepoints stay savepoints (on
@@ -291,10 +324,5 @@ def db(shared_db: str) -> Iterator[psycopg.Connection[Any]]:
     after the test, another connection checks that nothing was committed."""
     with psycopg.connect(shared_db) as conn, conn.transaction(force_rollback=True):
         yield conn
-    with psycopg.connect(shared_db) as other:
-        left = {
-            table: other.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
-            for table in SHARED_TABLES
-        }
-    committed = {table: row[0] for table, row in left.items() if row and row[0]}
+    committed = committed_rows()
     assert committed == {}, f"a rolled-back test committed rows: {committed}"
