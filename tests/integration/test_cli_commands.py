@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -12,7 +13,9 @@ from click.testing import CliRunner, Result
 
 from chimeway import Chimeway, Triggered, migrations
 from chimeway.cli import cli
-from chimeway.testing import drain
+from chimeway.testing import RecordingAdapter, drain
+from tests.conftest import Databases
+from tests.integration.conftest import IMMEDIATE
 from tests.integration.notifiers import WithWorkflow
 from tests.integration.test_progression import WAIT_30M
 
@@ -23,8 +26,7 @@ def run(url: str, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--database-url", url, *args])
 
 
-@pytest.fixture
-def started(cw: Chimeway) -> Triggered:
+def start(cw: Chimeway) -> Triggered:
     result = cw.trigger(
         WithWorkflow(WAIT_30M), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
     )
@@ -33,7 +35,23 @@ def started(cw: Chimeway) -> Triggered:
     return result
 
 
-def test_explain_shows_the_run(committed_db: str, started: Triggered) -> None:
+@pytest.fixture
+def started(cw: Chimeway) -> Triggered:
+    return start(cw)
+
+
+@pytest.fixture(scope="module")
+def seeded(databases: Databases) -> Iterator[tuple[str, Triggered]]:
+    """One committed database with one started run, shared by the tests that only read it
+    through the read-only commands (explain, trace, runs list, deliveries explain)."""
+    for url in databases.create():
+        adapters = {c: RecordingAdapter() for c in ("in_app", "email", "sms", "push", "chat")}
+        with Chimeway(url, default_retry=IMMEDIATE, adapters=adapters) as cw:
+            yield url, start(cw)
+
+
+def test_explain_shows_the_run(seeded: tuple[str, Triggered]) -> None:
+    committed_db, started = seeded
     result = run(committed_db, "explain", "--tenant", "t", str(started.run_ids[0]))
     assert result.exit_code == 0, result.stderr
     assert "waiting_for_step_progression" in result.stdout
@@ -45,7 +63,8 @@ def test_explain_shows_the_run(committed_db: str, started: Triggered) -> None:
     assert as_json["id"] == str(started.run_ids[0])
 
 
-def test_trace_lists_transitions_oldest_first(committed_db: str, started: Triggered) -> None:
+def test_trace_lists_transitions_oldest_first(seeded: tuple[str, Triggered]) -> None:
+    committed_db, started = seeded
     result = run(committed_db, "trace", "--tenant", "t", str(started.run_ids[0]))
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
@@ -66,7 +85,8 @@ def test_trace_lists_transitions_oldest_first(committed_db: str, started: Trigge
     assert [t["reason"] for t in limited] == ["workflow_started"]
 
 
-def test_runs_list_filters(committed_db: str, started: Triggered) -> None:
+def test_runs_list_filters(seeded: tuple[str, Triggered]) -> None:
+    committed_db, started = seeded
     listed = json.loads(run(committed_db, "runs", "list", "--tenant", "t", "--json").stdout)
     assert [r["id"] for r in listed] == [str(started.run_ids[0])]
     none = json.loads(
@@ -84,7 +104,8 @@ def test_runs_list_filters(committed_db: str, started: Triggered) -> None:
     assert "unknown run state 'sleeping'" in bad.stderr
 
 
-def test_deliveries_explain(committed_db: str, started: Triggered) -> None:
+def test_deliveries_explain(seeded: tuple[str, Triggered]) -> None:
+    committed_db, started = seeded
     delivery_id = str(started.delivery_ids[0])
     result = run(committed_db, "deliveries", "explain", "--tenant", "t", delivery_id)
     assert result.exit_code == 0
@@ -102,8 +123,9 @@ def test_deliveries_explain(committed_db: str, started: Triggered) -> None:
 )
 @pytest.mark.parametrize("target", ["other-tenant", "unknown", "malformed"])
 def test_not_found_is_one_line_and_exit_1(
-    committed_db: str, started: Triggered, command: list[str], target: str
+    seeded: tuple[str, Triggered], command: list[str], target: str
 ) -> None:
+    committed_db, started = seeded
     real = started.delivery_ids[0] if command[0] == "deliveries" else started.run_ids[0]
     tenant, ident = {
         "other-tenant": ("t2", str(real)),
