@@ -21,23 +21,28 @@ The target is 1,000 events/s into ingress rows.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psutil
 import standardwebhooks
+import uvloop
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -138,7 +143,12 @@ def api_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]
         return timed(url, threads, events, process)
 
 
-def http_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any]:
+def http_phase(
+    url: str, connections: int, events: Sequence[Event], path: str = "/v1/webhooks/receipts"
+) -> dict[str, Any]:
+    """POST each event to ``chimeway serve`` (a subprocess) from :func:`load` (another
+    subprocess), over ``connections`` keep-alive connections; the server's CPU seconds are
+    read around the load, the client's from itself."""
     port = free_port()
     log = Path(f"/tmp/chimeway-bench-serve-{port}.log")
     env = {**os.environ, "CHIMEWAY_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
@@ -164,14 +174,43 @@ def http_phase(url: str, threads: int, events: Sequence[Event]) -> dict[str, Any
     base = f"http://127.0.0.1:{port}"
     try:
         common.wait_for(lambda: _up(base, server), 30, what="chimeway serve up")
-        clients = threading_local_clients(base)
-
-        def post(event: Event) -> None:
-            body, headers = event
-            answer = clients().post("/v1/webhooks/receipts", content=body, headers=headers)
-            assert answer.status_code == 200, answer.text
-
-        return timed(url, threads, events, post, psutil.Process(server.pid))
+        with tempfile.NamedTemporaryFile(suffix=".requests") as requests:
+            pickle.dump([http_request(port, path, e) for e in events], requests)
+            requests.flush()
+            meter = CpuMeter(url=url)
+            serving = psutil.Process(server.pid)
+            before = _cpu(serving)
+            ran = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.webhooks",
+                    "--load",
+                    requests.name,
+                    "--port",
+                    str(port),
+                    "--threads",
+                    str(connections),
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            if ran.returncode:
+                raise RuntimeError(f"the load generator failed: {ran.stderr.decode()[-2000:]}")
+            server_cpu = _cpu(serving) - before
+            measured = meter.read()
+        client = json.loads(ran.stdout.decode().strip().splitlines()[-1])
+        assert client["statuses"] == {"200": len(events)}, client["statuses"]
+        return {
+            "events": len(events),
+            "seconds": round(client["seconds"], 2),
+            "per_s": round(len(events) / client["seconds"], 1),
+            "sender_cpu_s": round(client["cpu_s"], 2),
+            "server_cpu_s": round(server_cpu, 2),
+            **measured,
+        }
     finally:
         server.terminate()
         server.wait(15)
@@ -186,17 +225,95 @@ def _up(base: str, server: subprocess.Popen[bytes]) -> bool:
         return False
 
 
-def threading_local_clients(base: str) -> Callable[[], httpx.Client]:
-    """One keep-alive client per sending thread."""
-    local = threading.local()
+def http_request(port: int, path: str, event: Event) -> bytes:
+    """The bytes of one keep-alive ``POST`` of ``event``."""
+    body, headers = event
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: 127.0.0.1:{port}",
+        f"content-length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
-    def client() -> httpx.Client:
-        found: httpx.Client | None = getattr(local, "client", None)
-        if found is None:
-            found = local.client = httpx.Client(base_url=base, timeout=30)
-        return found
 
-    return client
+class _Sender(asyncio.Protocol):
+    """One keep-alive connection sending requests one after another: the next leaves when
+    the answer to the previous one is complete."""
+
+    def __init__(
+        self, todo: deque[bytes], statuses: Counter[str], done: asyncio.Future[None]
+    ) -> None:
+        self.todo, self.statuses, self.done = todo, statuses, done
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.need = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+
+    def send_next(self) -> None:
+        assert self.transport is not None
+        if not self.todo:
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        self.buffer, self.need = b"", -1
+        self.transport.write(self.todo.popleft())
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.need < 0:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = 0
+            for line in self.buffer[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            self.need = end + 4 + length
+        if len(self.buffer) >= self.need:
+            self.statuses[self.buffer[9:12].decode()] += 1
+            self.send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the server closed the connection"))
+
+
+def load(requests_file: str, port: int, connections: int) -> None:
+    """The load generator (``--load``, a process of its own): sends the pickled requests
+    over ``connections`` keep-alive connections from one uvloop loop, every request once,
+    and prints one JSON line: seconds from the first request to the last answer, this
+    process's CPU seconds meanwhile, answers by status."""
+    with open(requests_file, "rb") as f:
+        todo: deque[bytes] = deque(pickle.load(f))
+    statuses: Counter[str] = Counter()
+
+    async def run() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        senders = []
+        for _ in range(connections):
+            done: asyncio.Future[None] = loop.create_future()
+            _, sender = await loop.create_connection(
+                lambda done=done: _Sender(todo, statuses, done),  # type: ignore[misc]
+                "127.0.0.1",
+                port,
+            )
+            senders.append(sender)
+        cpu, start = time.process_time(), time.perf_counter()
+        for sender in senders:
+            sender.send_next()
+        await asyncio.gather(*(sender.done for sender in senders))
+        return {
+            "seconds": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu,
+            "statuses": dict(statuses),
+        }
+
+    print(json.dumps(uvloop.run(run())))
 
 
 def free_port() -> int:
@@ -208,8 +325,15 @@ def free_port() -> int:
 def main() -> None:
     p = common.parser(__doc__ or "")
     p.add_argument("--n", type=int, default=5000, help="events per phase")
-    p.add_argument("--threads", type=int, default=8, help="sending threads")
+    p.add_argument(
+        "--threads", type=int, default=8, help="sending threads (HTTP: keep-alive connections)"
+    )
+    p.add_argument("--load", metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.load:
+        load(args.load, args.port, args.threads)
+        return
     with common.fresh_database(args.database_url, "webhooks", args.keep_db) as url:
         common.note(f"signing {3 * args.n} receipts")
         batches = [receipts(args.n) for _ in range(3)]
