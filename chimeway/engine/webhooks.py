@@ -219,6 +219,8 @@ class WebhookWriter:
                 self._full.clear()
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
+            if not batch:  # another flusher took them while this one waited
+                break
             try:
                 stored = await self._write([events for events, _ in batch])
             except BaseException as exc:
