@@ -174,8 +174,14 @@ def _webhook_endpoint(engine: Engine, writer: webhooks.WebhookWriter) -> Endpoin
         if len(body) > MAX_BODY_BYTES:
             return _problem(413, "the body is too large")
         try:
+            # A plain dict (the first of repeated headers, as Starlette's Headers reads
+            # them): providers look headers up several times, and Headers decodes every
+            # raw header at each lookup.
+            headers: dict[str, str] = {}
+            for key, value in request.scope["headers"]:
+                headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
             result = await webhooks.process_async(
-                engine, writer, provider, body, request.headers, url=str(request.url)
+                engine, writer, provider, body, headers, url=str(request.url)
             )
         except WebhookUnauthorized as exc:
             return _refused(provider, 401, exc)

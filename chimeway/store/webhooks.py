@@ -4,12 +4,11 @@ process them."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from psycopg.types.json import Jsonb
 
 from chimeway import db
 from chimeway.db import AsyncConn, Conn
@@ -43,16 +42,22 @@ async def insert_async(
 
 
 def _params(events: Sequence[tuple[uuid.UUID, FeedbackEvent]]) -> dict[str, Any]:
+    rows = [
+        {
+            "id": str(i),
+            "provider": e.provider,
+            "event_id": e.provider_event_id,
+            "kind": str(e.kind),
+            "delivery_ref": None if e.delivery_id is None else str(e.delivery_id),
+            "message_id": e.provider_message_id,
+            "occurred_at": None if e.occurred_at is None else e.occurred_at.isoformat(),
+            "permanent": e.permanent,
+            "evidence": e.evidence,
+        }
+        for i, e in events
+    ]
     return {
-        "ids": [i for i, _ in events],
-        "providers": [e.provider for _, e in events],
-        "event_ids": [e.provider_event_id for _, e in events],
-        "kinds": [str(e.kind) for _, e in events],
-        "delivery_refs": [e.delivery_id for _, e in events],
-        "message_ids": [e.provider_message_id for _, e in events],
-        "occurred_at": [e.occurred_at for _, e in events],
-        "permanent": [e.permanent for _, e in events],
-        "evidence": [Jsonb(e.evidence) for _, e in events],
+        "events": json.dumps(rows),
         "queue": QUEUES[WEBHOOK_TASK],
         "task": TASKS[WEBHOOK_TASK],
         "priority": 0,

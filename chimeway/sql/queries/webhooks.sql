@@ -2,7 +2,8 @@
 
 -- name: ingress_insert_and_defer
 -- Verified events (of one webhook or of several sharing a commit), with the ids the caller
--- gave them, and the process_webhook job of each row inserted, in one statement: alone on an
+-- gave them (one JSON array: a single parameter to send, where nine arrays cost the client
+-- more than the statement costs the server), and the process_webhook job of each row inserted, in one statement: alone on an
 -- autocommit connection it is its own transaction, so storing a batch costs one round trip
 -- (the jobs are built server-side, like jobs_defer_per_id). An event its provider sent
 -- before (same provider and event id) is skipped, also within the batch. One row: the ids
@@ -14,13 +15,11 @@ WITH stored AS (
     )
     SELECT x.id, x.provider, x.event_id, x.kind, x.delivery_ref, x.message_id,
            x.occurred_at, x.permanent, x.evidence
-    FROM unnest(
-        %(ids)s::uuid[], %(providers)s::text[], %(event_ids)s::text[],
-        %(kinds)s::chimeway_feedback_status[], %(delivery_refs)s::uuid[],
-        %(message_ids)s::text[], %(occurred_at)s::timestamptz[], %(permanent)s::boolean[],
-        %(evidence)b::jsonb[]
-    ) AS x (id, provider, event_id, kind, delivery_ref, message_id, occurred_at, permanent,
-            evidence)
+    FROM jsonb_to_recordset(%(events)s::jsonb) AS x (
+        id uuid, provider text, event_id text, kind chimeway_feedback_status,
+        delivery_ref uuid, message_id text, occurred_at timestamptz, permanent boolean,
+        evidence jsonb
+    )
     ON CONFLICT (provider, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
     RETURNING id
 )
