@@ -14,7 +14,11 @@ transaction:
 2. ``cw.webhooks.process``: verify the signature, parse, insert the row and defer its job in
    one transaction, in this process;
 3. ``POST /v1/webhooks/receipts``: the same over HTTP to ``chimeway serve`` (uvicorn, one
-   process, a subprocess of this script), from keep-alive ``httpx`` clients.
+   process, a subprocess of this script). The load comes from another subprocess
+   (``--load``): ``--threads`` keep-alive connections on one uvloop loop, each sending the
+   next pre-built request when the previous answer is complete, so the client costs a few
+   hundredths of a millisecond per request and the figure measures the server. The server's
+   CPU per event is read around the load; every answer must be ``200``.
 
 The target is 1,000 events/s into ingress rows.
 """
@@ -326,7 +330,10 @@ def main() -> None:
     p = common.parser(__doc__ or "")
     p.add_argument("--n", type=int, default=5000, help="events per phase")
     p.add_argument(
-        "--threads", type=int, default=8, help="sending threads (HTTP: keep-alive connections)"
+        "--threads",
+        type=int,
+        default=8,
+        help="sending threads (over HTTP: keep-alive connections, one request in flight each)",
     )
     p.add_argument("--load", metavar="FILE", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
