@@ -187,7 +187,8 @@ class WebhookWriter:
         self.linger = linger
         self.flushers = flushers
         self._queue: list[tuple[list[FeedbackEvent], asyncio.Future[list[uuid.UUID]]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # counted in _flush itself: a done callback would run too late
         self._full: asyncio.Event | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opened: asyncio.Future[AsyncConnectionPool[Any]] | None = None
@@ -202,16 +203,25 @@ class WebhookWriter:
             self._full = asyncio.Event()
         if len(self._queue) >= self.max_batch:
             self._full.set()
-        if len(self._running) < self.flushers:
+        if self._flushing < self.flushers:
+            self._flushing += 1
             task = loop.create_task(self._flush())
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             return await done
         except Exception as exc:  # one exception object, raised in every waiting request
             raise _own(exc) from exc
 
     async def _flush(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # No await between the drain's last look at the queue and this: a webhook
+            # queued after that look finds a flusher slot free and starts one.
+            self._flushing -= 1
+
+    async def _drain(self) -> None:
         while self._queue:
             if self.linger and len(self._queue) < self.max_batch and self._full is not None:
                 with contextlib.suppress(TimeoutError):
@@ -223,13 +233,15 @@ class WebhookWriter:
                 break
             try:
                 stored = await self._write([events for events, _ in batch])
-            except BaseException as exc:
+            except Exception as exc:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
                 continue
+            except BaseException:  # cancelled (the loop is closing): so are its requests
+                for _, done in batch:
+                    done.cancel()
+                raise
             for (_, done), ids in zip(batch, stored, strict=True):
                 if not done.done():  # its request may have been cancelled meanwhile
                     done.set_result(ids)
@@ -265,8 +277,8 @@ class WebhookWriter:
 
     async def close(self) -> None:
         """Close the connections (after the requests in flight were answered)."""
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
         self._pool = self._opened = None

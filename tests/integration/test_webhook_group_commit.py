@@ -10,6 +10,7 @@ transaction id (``xmin``): that is what shows they were committed together.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -23,8 +24,9 @@ import pytest
 import uvicorn
 
 from chimeway import Chimeway
-from chimeway.engine.webhooks import WebhookWriter
+from chimeway.engine.webhooks import WebhookWriter, verified
 from chimeway.errors import InvalidArgument
+from chimeway.feedback import FeedbackEvent
 from chimeway.http.app import build
 from tests.adapters.conftest import free_port
 from tests.integration.conftest import count
@@ -32,7 +34,7 @@ from tests.integration.webhook_support import PROVIDER, receipt
 
 #: How long a writer waits for its batch to fill: far longer than the client waits.
 LINGER = 60.0
-CLIENT_TIMEOUT = 20.0
+CLIENT_TIMEOUT = 15.0
 
 Serve = Callable[[WebhookWriter], str]
 
@@ -185,3 +187,30 @@ def test_a_lone_request_is_written_at_once_without_linger(
 def test_writer_options_are_checked(cw: Chimeway, options: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         WebhookWriter(cw.engine, **options)
+
+
+def test_a_webhook_stored_right_after_the_last_write_ends_is_written(
+    cw: Chimeway, committed_db: str
+) -> None:
+    """The caller of a write resumes before the write's task has ended: a webhook it
+    stores at once must still find a flusher (with one flusher: none other is running)."""
+
+    def events() -> list[FeedbackEvent]:
+        body, headers = receipt("delivered", uuid.uuid4())
+        return verified(cw.engine, "receipts", body, headers, None)
+
+    async def one_after_the_other() -> list[list[uuid.UUID]]:
+        writer = WebhookWriter(cw.engine, flushers=1)
+        try:
+            first = await writer.store(events())
+            # In this task (asyncio.timeout, not wait_for's new task), so the second store
+            # runs before the first write's task has ended.
+            async with asyncio.timeout(CLIENT_TIMEOUT):
+                second = await writer.store(events())
+            return [first, second]
+        finally:
+            await writer.close()
+
+    first, second = asyncio.run(one_after_the_other())
+    assert len(first) == len(second) == 1
+    assert stored(committed_db) == (2, 2)
