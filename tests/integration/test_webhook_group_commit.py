@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from chimeway import Chimeway
-from chimeway.engine.webhooks import WebhookWriter, verified
+from chimeway.engine.webhooks import INLINE_BODY_BYTES, WebhookWriter, verified
 from chimeway.errors import InvalidArgument
 from chimeway.feedback import FeedbackEvent
 from chimeway.http.app import build
@@ -214,3 +214,18 @@ def test_a_webhook_stored_right_after_the_last_write_ends_is_written(
     first, second = asyncio.run(one_after_the_other())
     assert len(first) == len(second) == 1
     assert stored(committed_db) == (2, 2)
+
+
+def test_a_large_body_is_verified_off_the_event_loop_and_stored(
+    cw: Chimeway, serve: Serve, committed_db: str
+) -> None:
+    body, headers = receipt("delivered", uuid.uuid4(), note="x" * (2 * INLINE_BODY_BYTES))
+    assert len(body) > INLINE_BODY_BYTES
+    base = serve(WebhookWriter(cw.engine))
+    [answer] = post_all(base, [(body, headers)])
+    assert answer.status_code == 200
+    assert answer.json() == {"events": 1, "stored": 1, "duplicates": 0}
+    forged = {**headers, "webhook-signature": "v1,AAAA"}
+    [refused] = post_all(base, [(body, forged)])
+    assert refused.status_code == 401
+    assert stored(committed_db) == (1, 1)
