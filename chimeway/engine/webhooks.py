@@ -4,10 +4,11 @@ processed by its ``process_webhook`` job, becomes evidence and decisions.
 :func:`process` verifies the webhook on its raw body, parses it into events, and writes one
 ingress row per new event with its job, in one statement (one transaction); an event the
 provider sent before is inert, and a request that is not authentic or not understood writes
-nothing. Without a caller's connection, webhooks arriving at once share that statement and
-its commit (group commit, :mod:`chimeway.engine.batching`): one commit for many
-single-event requests. :func:`process_async` does the same from asyncio code (the HTTP
-app), through a :class:`WebhookWriter`: an asyncio pool and group commit without threads.
+nothing. Without a caller's connection, the statement runs in autocommit mode (one round
+trip), and webhooks arriving at once share that statement and its commit (group commit,
+:mod:`chimeway.engine.batching`): one commit for many single-event requests.
+:func:`process_async` does the same from asyncio code (the HTTP app), through a
+:class:`WebhookWriter`: an asyncio pool and group commit without threads.
 :func:`process_ingress` then, in one transaction per row (lock order: the run, then the
 delivery), finds the delivery the event is about and acts on it:
 
@@ -36,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio.to_thread
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chimeway import telemetry
@@ -153,9 +155,28 @@ def _store(
     """Store the events of one or more webhooks with their jobs, in one statement; for
     each webhook, the ids of its rows that are new."""
     given = [[(uuid.uuid4(), e) for e in events] for events in webhooks_events]
-    with engine.transaction(conn) as tx:
-        new = webhooks.insert(tx, [pair for pairs in given for pair in pairs])
+    flat = [pair for pairs in given for pair in pairs]
+    if conn is None:
+        new = _insert_alone(engine, flat)
+    else:
+        with engine.transaction(conn) as tx:
+            new = webhooks.insert(tx, flat)
     return [[i for i, _ in pairs if i in new] for pairs in given]
+
+
+def _insert_alone(engine: Engine, pairs: list[tuple[uuid.UUID, FeedbackEvent]]) -> set[uuid.UUID]:
+    """The statement alone in autocommit mode on a pool connection: rows, jobs and commit
+    in one round trip (BEGIN and COMMIT of their own would be two more). The connection
+    goes back to the pool as it came (not in autocommit), or closed if it cannot."""
+    with translated(), engine.pool.connection() as own:
+        own.autocommit = True
+        try:
+            return webhooks.insert(own, pairs)
+        finally:
+            try:
+                own.autocommit = False
+            except psycopg.Error:
+                own.close()  # broken: the pool drops it rather than hand it out as is
 
 
 class WebhookWriter:

@@ -229,3 +229,31 @@ def test_a_large_body_is_verified_off_the_event_loop_and_stored(
     [refused] = post_all(base, [(body, forged)])
     assert refused.status_code == 401
     assert stored(committed_db) == (1, 1)
+
+
+def test_process_stores_in_one_autocommit_statement_and_returns_the_connection_as_it_was(
+    make_cw: Callable[..., Chimeway], committed_db: str
+) -> None:
+    """``cw.webhooks.process`` without ``conn=``: the same one statement, in autocommit
+    mode on a pool connection that goes back to the pool in transaction mode, also when
+    the statement fails."""
+    one = make_cw(webhook_providers=[PROVIDER], pool_min_size=1, pool_max_size=1)
+    result = one.webhooks.process("receipts", *receipt("delivered", uuid.uuid4()))
+    assert len(result.ingress_ids) == 1
+    with one.engine.pool.connection() as conn:
+        assert conn.autocommit is False
+    assert stored(committed_db) == (1, 1)
+    with psycopg.connect(committed_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_all() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'refused'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_all BEFORE INSERT ON chimeway_webhook_ingress"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_all()"
+        )
+    with pytest.raises(psycopg.errors.RaiseException):
+        one.webhooks.process("receipts", *receipt("delivered", uuid.uuid4()))
+    with one.engine.pool.connection() as conn:
+        assert conn.autocommit is False
+    assert stored(committed_db) == (1, 1)
