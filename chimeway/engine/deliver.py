@@ -11,6 +11,7 @@ finished (:mod:`chimeway.engine.recording`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
@@ -41,6 +42,9 @@ S = DeliveryStatus
 WATCH = 1.0
 #: The most steps of one run a job sends one after the other (chained steps).
 MAX_CHAIN = 16
+#: A ``deliver`` job whose delivery waited this long since it was planned takes the jobs
+#: queued behind it along (:func:`_gather`).
+BACKLOG_AFTER = dt.timedelta(milliseconds=20)
 
 #: A claimed delivery (moved to dispatched), its attempt number and its recipient's profile.
 _Claimed = tuple[Delivery, int, RecipientProfile | None]
@@ -94,21 +98,30 @@ def _deliver_held(
     chain: bool,
 ) -> list[DeliverResult]:
     mine, busy = engine.liveness.hold(ids)
-    # A ``deliver`` job takes along the one-delivery jobs queued behind it, up to a chunk.
-    gather = engine.settings.delivery_batch_size - len(mine) if chain and mine else 0
     try:
-        claimed, why_not, taken = _claim(engine, mine, gather=gather)
+        claimed, why_not = _claim(engine, mine)
     except BaseException:
         engine.liveness.let_go(mine, orphaned=True)
         raise
     why_not.update(dict.fromkeys(busy, "being sent by this process"))
+    taken: list[uuid.UUID] = []
     try:
-        if taken and telemetry.tracing():
-            with engine.pool.connection() as conn:
-                parents = {**traces.for_deliveries(conn, taken), **parents}
+        if chain and any(_waited(c[0]) for c in claimed):
+            # A backlog: take the one-delivery jobs queued behind this one along.
+            more, why_more, taken = _gather(engine, engine.settings.delivery_batch_size - len(ids))
+            claimed, why_not = [*claimed, *more], {**why_not, **why_more}
+            if taken and telemetry.tracing():
+                with engine.pool.connection() as conn:
+                    parents = {**traces.for_deliveries(conn, taken), **parents}
         return _send_and_record(engine, ids, claimed, why_not, parents, chain=chain)
     finally:
         engine.liveness.let_go(mine + taken)
+
+
+def _waited(delivery: Delivery) -> bool:
+    """Claimed at least :data:`BACKLOG_AFTER` after it was planned: its job queued behind
+    others (a fresh delivery's job starts within milliseconds of its commit)."""
+    return delivery.status_changed_at - delivery.created_at >= BACKLOG_AFTER
 
 
 def _send_and_record(
@@ -269,50 +282,51 @@ def deliver_in(
 
 
 def _claim(
-    engine: Engine, delivery_ids: Sequence[uuid.UUID], *, gather: int = 0
-) -> tuple[list[_Claimed], dict[uuid.UUID, str], list[uuid.UUID]]:
+    engine: Engine, delivery_ids: Sequence[uuid.UUID]
+) -> tuple[list[_Claimed], dict[uuid.UUID, str]]:
     """Move the deliveries that may be sent now to ``dispatched`` (with their attempt
     numbers), and say why each other one may not. In autocommit: one statement when no
     policy can stop them; else policy's read and the claim too, in one short transaction
     when policy has something to write. None is left open around the sends. Only ids
     no other call of this process holds (:meth:`Liveness.hold`) are claimed here: one of
-    them dispatched by this process lost its claim's reply and is claimed again.
-
-    With ``gather``, up to that many one-delivery jobs queued behind this one are taken
-    along (:func:`_claim_gathering`); their deliveries, now held, come back third."""
+    them dispatched by this process lost its claim's reply and is claimed again."""
     claimant = engine.liveness.ensure()
     with engine.deliver_pool.connection() as conn:
-        if gather > 0:
-            return _claim_gathering(engine, conn, delivery_ids, gather, claimant)
         conn.autocommit = True
         try:
-            return (*_claim_in(engine, conn, delivery_ids, claimant=claimant), [])
+            return _claim_in(engine, conn, delivery_ids, claimant=claimant)
         finally:
             with suppress(psycopg.Error):  # a broken connection is dropped by the pool
                 conn.autocommit = False
 
 
-def _claim_gathering(
-    engine: Engine,
-    conn: Conn,
-    delivery_ids: Sequence[uuid.UUID],
-    gather: int,
-    claimant: uuid.UUID,
+def _gather(
+    engine: Engine, limit: int
 ) -> tuple[list[_Claimed], dict[uuid.UUID, str], list[uuid.UUID]]:
-    """A backlog has formed: this job's claim also takes up to ``gather`` queued ``deliver``
-    jobs (deleted) and claims their deliveries, in one transaction, so that a backlog of
-    one-recipient triggers is sent in chunks like a fan-out (one fetch, claim and record for
-    many). The taken ids are held (:meth:`Liveness.hold`) before the claim: one another call
-    of this process holds is left to it (its job was a spare). A failure rolls the jobs
-    back; a lost COMMIT reply leaves the claimed ones to the beat (``orphaned``)."""
+    """A backlog has formed behind a ``deliver`` job: take up to ``limit`` due ``deliver``
+    jobs queued behind it (deleted) and claim their deliveries, in one transaction, so that
+    a backlog of one-recipient triggers is sent in chunks like a fan-out (one fetch, claim
+    and record for many). The taken ids are held (:meth:`Liveness.hold`) before the claim:
+    one another call of this process holds is left to it (its job was a spare). A failure
+    rolls the jobs back (a lost COMMIT reply leaves the claimed ones to the beat:
+    ``orphaned``) and the job goes on with its own deliveries. The claims, why each taken
+    one was not claimed, and the taken ids, now held."""
+    if limit < 1:
+        return [], {}, []
+    claimant = engine.liveness.ensure()
     taken: list[uuid.UUID] = []
     try:
-        with conn.transaction():
-            taken, _busy = engine.liveness.hold(jobs.take_deliver(conn, gather))
-            claimed, why_not = _claim_in(engine, conn, [*delivery_ids, *taken], claimant=claimant)
-    except BaseException:
+        with engine.deliver_pool.connection() as conn, conn.transaction():
+            taken, _busy = engine.liveness.hold(jobs.take_deliver(conn, limit))
+            claimed, why_not = _claim_in(engine, conn, taken, claimant=claimant)
+    except Exception:
         engine.liveness.let_go(taken, orphaned=True)
-        raise
+        logger.warning(
+            "taking queued deliveries along failed; sending this job's own",
+            exc_info=True,
+            extra={"action": "delivery.gather_failed"},
+        )
+        return [], {}, []
     return claimed, why_not, taken
 
 

@@ -31,11 +31,17 @@ def notices(url: str, users: list[str]) -> dict[str, uuid.UUID]:
 
 
 def fetch(url: str, delivery_id: uuid.UUID) -> None:
-    """What a worker does with the job it runs: takes it out of the todo ones."""
+    """What a worker does with the job it runs, late: takes it out of the todo ones, a
+    second after its delivery was planned (its job queued behind others)."""
     with psycopg.connect(url) as conn:
         conn.execute(
             "UPDATE procrastinate_jobs SET status = 'doing' WHERE args->>'delivery_id' = %s",
             [str(delivery_id)],
+        )
+        conn.execute(
+            "UPDATE chimeway_deliveries SET created_at = created_at - interval '1 second' "
+            "WHERE id = %s",
+            [delivery_id],
         )
 
 
@@ -113,7 +119,25 @@ def test_one_job_per_delivery_takes_nothing_along(gathering: Any, committed_db: 
     assert jobs_for(committed_db, sent["sent-2"]) == [("todo", True)]
 
 
-def test_a_claim_that_fails_puts_the_jobs_it_took_back(gathering: Any, committed_db: str) -> None:
+def test_a_fresh_deliverys_job_takes_nothing_along(gathering: Any, committed_db: str) -> None:
+    cw, _adapter = gathering()
+    users = ["sent-1", "sent-2"]
+    for user in users:
+        start(cw, [user], key=user)
+    sent = notices(committed_db, users)
+    with psycopg.connect(committed_db) as conn:  # planned "just now", whatever this machine's speed
+        conn.execute(
+            "UPDATE chimeway_deliveries SET created_at = now() + interval '1 minute' WHERE id = %s",
+            [sent["sent-1"]],
+        )
+    deliver.deliver(cw.engine, sent["sent-1"], chain=True)  # no backlog: it started at once
+    assert status(committed_db, sent["sent-2"]) == "pending"
+    assert jobs_for(committed_db, sent["sent-2"]) == [("todo", True)]
+
+
+def test_a_claim_of_the_taken_that_fails_puts_their_jobs_back(
+    gathering: Any, committed_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     cw, adapter = gathering()
     users = ["sent-1", "sent-2", "sent-3"]
     for user in users:
@@ -129,17 +153,19 @@ def test_a_claim_that_fails_puts_the_jobs_it_took_back(gathering: Any, committed
             "CREATE TRIGGER refuse BEFORE UPDATE ON chimeway_deliveries "
             "FOR EACH ROW EXECUTE FUNCTION refuse()"
         )
-    with pytest.raises(psycopg.Error, match="refused"):
-        deliver.deliver(cw.engine, sent["sent-1"], chain=True)
-    for user in users:
-        assert status(committed_db, sent[user]) == "pending"
+    fetch(committed_db, sent["sent-1"])
+    # The job sends its own delivery; taking the others along failed and is undone.
+    assert deliver.deliver(cw.engine, sent["sent-1"], chain=True).action == "succeeded"
+    assert "taking queued deliveries along failed" in caplog.text
     for user in ("sent-2", "sent-3"):
+        assert status(committed_db, sent[user]) == "pending"
         assert jobs_for(committed_db, sent[user]) == [("todo", True)]  # back in the queue
-    assert adapter.calls == {}
+    assert list(adapter.calls.values()) == [1, 1]  # sent-1 and its email
     assert cw.engine.liveness._held == set()  # nothing left held
     with psycopg.connect(committed_db) as conn:
         conn.execute("DROP TRIGGER refuse ON chimeway_deliveries")
-    deliver.deliver(cw.engine, sent["sent-1"], chain=True)
+    fetch(committed_db, sent["sent-2"])
+    deliver.deliver(cw.engine, sent["sent-2"], chain=True)
     assert all(status(committed_db, sent[u]) == "succeeded" for u in users)
     assert set(adapter.calls.values()) == {1}
 
@@ -153,6 +179,7 @@ def test_a_queued_spare_job_of_a_delivery_another_call_holds_is_not_sent_twice(
         start(cw, [user], key=user)
     sent = notices(committed_db, users)
     other_call, _busy = cw.engine.liveness.hold([sent["sent-2"]])  # about to claim it
+    fetch(committed_db, sent["sent-1"])
     deliver.deliver(cw.engine, sent["sent-1"], chain=True)
     assert status(committed_db, sent["sent-2"]) == "pending"  # left to the call holding it
     assert adapter.calls[sent["sent-2"]] == 0
