@@ -77,9 +77,7 @@ def trigger(
         recipients=len(plans),
     ) as span:
         traceparent = telemetry.traceparent() if span.recording else None
-        one = _one(
-            engine, resolved, plans, tenant_id, idempotency_key, correlation_id, payload
-        )
+        one = _one(engine, resolved, plans, tenant_id, idempotency_key, correlation_id, payload)
         if one is not None and conn is None:
             # One statement in autocommit: it is a transaction of its own.
             with translated(), engine.pool.connection() as own:
@@ -97,8 +95,16 @@ def trigger(
                 if done is not None:
                     return done
             return _planned(
-                engine, tx, span, resolved, plans, payload, tenant_id, idempotency_key,
-                correlation_id, traceparent,
+                engine,
+                tx,
+                span,
+                resolved,
+                plans,
+                payload,
+                tenant_id,
+                idempotency_key,
+                correlation_id,
+                traceparent,
             )
 
 

@@ -69,9 +69,21 @@ class Written:
 
 
 def write_one(conn: Conn, one: One) -> Written:
-    """Write ``one`` (event, profile, notification, run, delivery with its ``planned``
-    history, its ``deliver`` job) in one statement if no policy can apply to its delivery;
-    else write nothing."""
+    """Write ``one`` in one statement (``trigger_write_one``) if no policy can apply to its
+    delivery; else write nothing.
+
+    The statement's guard (``free``) is ``chimeway_policy_applies`` (migrations 0010, 0016:
+    no preference rule, quiet hours or cap can apply) and, when the channel's adapter needs
+    an address (``needs``), the recipient has it, given inline now or in the directory.
+    When it fails nothing is written and ``free`` is false: the caller plans through
+    :mod:`chimeway.engine.planning`. Otherwise it writes what ``event_insert``,
+    ``recipients_upsert_inline`` (when the recipient carries profile fields),
+    ``notification_insert_batch``, ``run_insert_batch`` (with a workflow),
+    ``delivery_insert_batch`` (a delivery policy let through: pending, ready, with its
+    ``planned`` history and no evidence) and ``jobs_defer_per_id`` (Procrastinate's own
+    ``procrastinate_defer_jobs_v1``, queueing lock ``<DELIVER_LOCK><delivery id>``) write
+    for one row. A repeated idempotency key (even a concurrent one) inserts nothing:
+    ``free`` and no ``event_id``."""
     step = None if one.definition is None else one.definition.first_step
     with conn.cursor(row_factory=db.dataclass_row(Written)) as cur:
         row = cur.execute(
