@@ -51,8 +51,10 @@ class PlanPolicy:
 def for_plans(
     conn: Conn, plans: Sequence[PlanInput], at: dt.datetime | None = None
 ) -> list[PlanPolicy]:
-    """The policy of each delivery about to be planned, in input order, on the database's
-    clock (or at ``at``, for tests)."""
+    """The policy of each delivery about to be planned that some policy can apply to (and
+    of each with ``inherit``), in input order (``n``: its 1-based position in
+    ``plans``), on the database's clock (or at ``at``, for tests). Those left out have no
+    policy that can apply (``chimeway_policy_applies``): they go through as planned."""
     if not plans:
         return []
     with conn.cursor(row_factory=db.dataclass_row(PlanPolicy)) as cur:

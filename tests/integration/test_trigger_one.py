@@ -24,7 +24,7 @@ from chimeway import (
     Workflow,
 )
 from chimeway.engine import trigger as trigger_module
-from chimeway.store import triggers
+from chimeway.store import policy, triggers
 from chimeway.testing import RecordingAdapter
 from tests.integration.conftest import Recorders, concurrently, count
 from tests.integration.notifiers import Welcome, WithWorkflow, in_app
@@ -388,3 +388,47 @@ def test_concurrent_triggers_with_one_key_write_once(
     for table in ("chimeway_events", "chimeway_notifications", "chimeway_deliveries"):
         assert count(committed_db, f"SELECT count(*) FROM {table}") == 1
     assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+# -- planning's read skips what no policy can apply to -------------------------------------
+
+
+def test_planning_reads_policy_only_where_some_can_apply(
+    cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[list[int]] = []
+    real = policy.for_plans
+
+    def observed(conn: Any, plans: Any, at: Any = None) -> list[policy.PlanPolicy]:
+        rows = real(conn, plans, at)
+        read.append([r.n for r in rows])
+        return rows
+
+    monkeypatch.setattr(policy, "for_plans", observed)
+    for who in ("ana", "bo", "cy", "di"):
+        cw.recipients.upsert("t", who, email=f"{who}@example.test", conn=db)
+    params = {"users": ["ana", "bo", "cy", "di", "ed"], "channels": ["email"]}
+    # A tenant without any policy: nothing is read, and the address check still holds.
+    first = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k0", conn=db)
+    assert isinstance(first, Triggered)
+    assert read == [[]]
+    cw.preferences.set("t", "ana", enabled=False, channel="email", conn=db)
+    cw.preferences.set_cap("t", "bo", 1, dt.timedelta(hours=1), conn=db)
+    cw.preferences.set("t", "cy", enabled=False, channel="sms", conn=db)  # not this channel
+    read.clear()
+    result = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k1", conn=db)
+    assert isinstance(result, Triggered)
+    assert read == [[1, 2]]  # ana's opt-out and bo's cap; cy's rule is about sms
+    outcomes = []
+    for delivery_id in [*first.delivery_ids, *result.delivery_ids]:
+        row = cw.delivery("t", delivery_id, conn=db)
+        outcomes.append(str(row.suppression_reason or row.status))
+    assert outcomes == [
+        *["pending"] * 4,
+        "no_address",
+        "channel_disabled",
+        "delivery_cap_reached",
+        "pending",
+        "pending",
+        "no_address",
+    ]
