@@ -432,3 +432,16 @@ def test_planning_reads_policy_only_where_some_can_apply(
         "pending",
         "no_address",
     ]
+
+
+def test_a_large_policy_read_turns_jit_off_for_its_transaction(cw: Chimeway, db: Conn) -> None:
+    def jit() -> str:
+        value: str = db.execute("SELECT current_setting('jit')").fetchone()[0]  # type: ignore[index]
+        return value
+
+    db.execute("SET LOCAL jit = on")
+    cw.trigger(Welcome, {"users": ["ana", "bo"]}, tenant_id="t", idempotency_key="small", conn=db)
+    assert jit() == "on"
+    users = [f"u{i}" for i in range(policy.JIT_FREE + 1)]
+    cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="large", conn=db)
+    assert jit() == "off"
