@@ -314,6 +314,19 @@ def delete_queued(conn: Conn, queueing_locks: Sequence[str]) -> int:
     return cur.rowcount
 
 
+def take_deliver(conn: Conn, limit: int) -> list[uuid.UUID]:
+    """Delete up to ``limit`` due ``deliver`` jobs no worker has taken, oldest first (the
+    fetch's order), skipping locked ones; their deliveries' ids, for the caller to claim in
+    the same transaction."""
+    if limit < 1:
+        return []
+    rows = conn.execute(
+        db.query("jobs_deliver_take"),
+        {"queue": QUEUES["deliver"], "task": TASKS["deliver"], "limit": limit},
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 @dataclass(frozen=True)
 class Subject:
     """The tenant and event of a row a job names (``event_id`` ``None`` for a signal)."""
