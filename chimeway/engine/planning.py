@@ -49,7 +49,7 @@ from chimeway.policy import (
     decide,
     free_instants,
 )
-from chimeway.policy.decision import THROTTLED
+from chimeway.policy.decision import NO_ADDRESS, THROTTLED
 from chimeway.results import Delivery
 from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
@@ -192,6 +192,10 @@ def _planned(
     )
 
 
+#: The verdict on a delivery no policy can apply to.
+_SEND = Verdict("send")
+
+
 def _decide_plans(
     conn: Conn,
     plans: Sequence[DeliveryPlan],
@@ -216,9 +220,31 @@ def _decide_plans(
         ],
         at=now,
     )
+    asked = {row.n - 1: row for row in read}
     planned_here: Counter[tuple[str, str, str | None]] = Counter()
     decided = []
-    for i, (p, found) in enumerate(zip(plans, read, strict=True)):
+    for i, p in enumerate(plans):
+        found = asked.get(i)
+        if found is None:
+            # No policy can apply (the read left it out): what decide() says of no policy.
+            assert p.workflow_key is not None
+            facts = DeliveryFacts(
+                channel=p.channel,
+                workflow=p.workflow_key,
+                category=p.category,
+                critical=p.critical,
+                bypass_quiet_hours=p.bypass_quiet_hours,
+            )
+            need = lacking.get(i)
+            decided.append(
+                (
+                    facts,
+                    _SEND
+                    if need is None
+                    else Verdict("suppress", NO_ADDRESS, None, {"needs": need}),
+                )
+            )
+            continue
         facts = (
             DeliveryFacts(
                 channel=p.channel,

@@ -48,13 +48,22 @@ class PlanPolicy:
     db_now: dt.datetime
 
 
+#: Above this many deliveries, the policy read turns JIT compilation off for the rest of
+#: its transaction first (``policy_read_without_jit``; the caller's transaction included).
+JIT_FREE = 200
+
+
 def for_plans(
     conn: Conn, plans: Sequence[PlanInput], at: dt.datetime | None = None
 ) -> list[PlanPolicy]:
-    """The policy of each delivery about to be planned, in input order, on the database's
-    clock (or at ``at``, for tests)."""
+    """The policy of each delivery about to be planned that some policy can apply to (and
+    of each with ``inherit``), in input order (``n``: its 1-based position in
+    ``plans``), on the database's clock (or at ``at``, for tests). Those left out have no
+    policy that can apply (``chimeway_policy_applies``): they go through as planned."""
     if not plans:
         return []
+    if len(plans) > JIT_FREE:
+        conn.execute(db.query("policy_read_without_jit"))
     with conn.cursor(row_factory=db.dataclass_row(PlanPolicy)) as cur:
         return cur.execute(
             db.query("policy_for_plans"),
