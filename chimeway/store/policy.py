@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from chimeway import db
 from chimeway.db import Conn
 from chimeway.types import DeliveryStatus, OrchestrationState
@@ -48,8 +50,8 @@ class PlanPolicy:
     db_now: dt.datetime
 
 
-#: Above this many deliveries, the policy read turns JIT compilation off for the rest of
-#: its transaction first (``policy_read_without_jit``; the caller's transaction included).
+#: Above this many deliveries, the policy read turns JIT compilation off while it runs
+#: (``policy_read_without_jit``), then puts the transaction's setting back.
 JIT_FREE = 200
 
 
@@ -62,8 +64,18 @@ def for_plans(
     policy that can apply (``chimeway_policy_applies``): they go through as planned."""
     if not plans:
         return []
-    if len(plans) > JIT_FREE:
-        conn.execute(db.query("policy_read_without_jit"))
+    if len(plans) <= JIT_FREE:
+        return _for_plans(conn, plans, at)
+    row = conn.execute(db.query("policy_read_without_jit")).fetchone()
+    assert row is not None
+    try:
+        return _for_plans(conn, plans, at)
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            conn.execute(db.query("jit_restore"), {"was": row[0]})
+
+
+def _for_plans(conn: Conn, plans: Sequence[PlanInput], at: dt.datetime | None) -> list[PlanPolicy]:
     with conn.cursor(row_factory=db.dataclass_row(PlanPolicy)) as cur:
         return cur.execute(
             db.query("policy_for_plans"),

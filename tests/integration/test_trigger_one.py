@@ -434,14 +434,24 @@ def test_planning_reads_policy_only_where_some_can_apply(
     ]
 
 
-def test_a_large_policy_read_turns_jit_off_for_its_transaction(cw: Chimeway, db: Conn) -> None:
+def test_a_large_policy_read_runs_without_jit_and_gives_the_setting_back(
+    cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def jit() -> str:
         value: str = db.execute("SELECT current_setting('jit')").fetchone()[0]  # type: ignore[index]
         return value
 
+    during: list[str] = []
+    read = policy._for_plans
+
+    def spy(conn: Conn, *args: Any) -> Any:
+        during.append(jit())
+        return read(conn, *args)
+
+    monkeypatch.setattr(policy, "_for_plans", spy)
     db.execute("SET LOCAL jit = on")
     cw.trigger(Welcome, {"users": ["ana", "bo"]}, tenant_id="t", idempotency_key="small", conn=db)
-    assert jit() == "on"
     users = [f"u{i}" for i in range(policy.JIT_FREE + 1)]
     cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="large", conn=db)
-    assert jit() == "off"
+    assert during == ["on", "off"]  # the large read compiles nothing
+    assert jit() == "on"  # and the caller's transaction has its own setting back
