@@ -45,7 +45,7 @@ from chimeway.db import Conn
 from chimeway.engine import connections, signals
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_on_feedback
-from chimeway.errors import InvalidArgument, translated
+from chimeway.errors import DatabaseUnavailable, InvalidArgument, SchemaNotReady, translated
 from chimeway.feedback import FeedbackEvent
 from chimeway.policy import unsubscribe_scope
 from chimeway.results import Delivery, FeedbackProcessed, ProgressResult, WebhookResult
@@ -254,11 +254,19 @@ class WebhookWriter:
                 break
             try:
                 stored = await self._write([events for events, _ in batch])
-            except Exception as exc:
+            except (DatabaseUnavailable, SchemaNotReady) as exc:  # all retried later
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
+            except Exception as exc:
+                if len(batch) == 1:
+                    _, done = batch[0]
+                    if not done.done():
+                        done.set_exception(exc)
+                    continue
+                # One webhook the database refuses must not fail the others: each alone.
+                stored = await self._one_by_one(batch)
             except BaseException:  # cancelled (the loop is closing): so are its requests
                 for _, done in batch:
                     done.cancel()
@@ -266,6 +274,22 @@ class WebhookWriter:
             for (_, done), ids in zip(batch, stored, strict=True):
                 if not done.done():  # its request may have been cancelled meanwhile
                     done.set_result(ids)
+
+    async def _one_by_one(
+        self, batch: Sequence[tuple[list[FeedbackEvent], asyncio.Future[list[uuid.UUID]]]]
+    ) -> list[list[uuid.UUID]]:
+        """Write each webhook of a batch that failed in a statement of its own; one that
+        fails again gets its error (its ids: none)."""
+        stored: list[list[uuid.UUID]] = []
+        for events, done in batch:
+            try:
+                [ids] = await self._write([events])
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                ids = []
+            stored.append(ids)
+        return stored
 
     async def _write(self, batch: Sequence[list[FeedbackEvent]]) -> list[list[uuid.UUID]]:
         given = [[(uuid.uuid4(), e) for e in events] for events in batch]
