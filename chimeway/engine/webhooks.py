@@ -311,7 +311,7 @@ class WebhookWriter:
             max_size=self.flushers,
             open=False,
             name="chimeway-webhooks",
-            timeout=self.engine._pool_timeout,  # the engine's own pools' wait
+            timeout=self.engine.pool_timeout,  # the engine's own pools' wait
             kwargs={"autocommit": True},
             # Connections broken by a server restart are replaced, not handed out.
             check=connections.AsyncIdleCheck(),

@@ -180,17 +180,6 @@ class Deferrer:
             priority=AHEAD,
         )
 
-    def process_webhooks(self, conn: Conn, ingress_ids: Sequence[uuid.UUID]) -> list[int]:
-        """A ``process_webhook`` job per new ingress row, in one round trip."""
-        return _defer_per_id(
-            conn,
-            "process_webhook",
-            arg="ingress_id",
-            lock_prefix=WEBHOOK_LOCK,
-            ids=ingress_ids,
-            scheduled_at=[None] * len(ingress_ids),
-        )
-
     def route_signals(self, conn: Conn, signal_ids: Sequence[uuid.UUID]) -> list[int]:
         """A ``route_signal`` job per new signal, in one round trip."""
         return _defer_per_id(
