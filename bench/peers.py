@@ -138,7 +138,15 @@ def run_round(args: argparse.Namespace, found: dict[str, System], number: int) -
                 load = round(os.getloadavg()[0], 2)
                 phase = {**found[name].throughput(mode, variant, tag), "load_1m": load}
                 result.setdefault("throughput", {}).setdefault(mode, {})[label] = phase
-                common.note(f"  {phase['steps_per_s']:,.0f} steps/s")
+                enqueued = phase.get("enqueue_s") or 0
+                common.note(
+                    f"  {phase['steps_per_s']:,.0f} steps/s"
+                    + (
+                        f" (the {phase['units']:,} enqueued in {enqueued:.1f} s)"
+                        if enqueued
+                        else ""
+                    )
+                )
     for workload in ("signals", "timers"):
         if workload not in args.only:
             continue

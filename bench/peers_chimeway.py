@@ -83,6 +83,7 @@ class ChimewaySystem:
 
                     with ThreadPoolExecutor(s.threads) as pool:
                         list(pool.map(one, range(n)))
+                    produced = time.time() - start
                 else:
                     with cw.pool.connection() as conn:
                         cw.trigger(
@@ -94,6 +95,7 @@ class ChimewaySystem:
                         )
                         conn.commit()
                         start = time.time()
+                    produced = 0.0
                 phase.wait(
                     COMPLETED_AT_LEAST,
                     done0 + 1 + n,
@@ -107,7 +109,7 @@ class ChimewaySystem:
                     "FROM chimeway_delivery_attempts"
                 )
                 steps = phase.poll(SUCCEEDED) - steps0
-            return {"units": n, **phase.result(start, end, steps)}
+            return {"units": n, "enqueue_s": round(produced, 3), **phase.result(start, end, steps)}
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples

@@ -126,6 +126,7 @@ class DbosSystem:
                     done0 = common.scalar(self.url, SUCCEEDED)
                     phase.start(workers)
                     start: float | None = None
+                    produced = 0.0
                     if direct:
                         for worker in workers.workers:
                             assert worker.proc is not None
@@ -138,6 +139,7 @@ class DbosSystem:
 
                         with ThreadPoolExecutor(s.threads) as pool:
                             list(pool.map(one, range(n)))
+                        produced = time.time() - start
                     else:
                         with engine.begin() as conn:
                             for i in range(n):
@@ -162,7 +164,11 @@ class DbosSystem:
             finally:
                 client.destroy()
                 engine.dispose()
-            return {"units": n, **phase.result(start or float(first), float(end), 2 * done)}
+            return {
+                "units": n,
+                "enqueue_s": round(produced, 3),
+                **phase.result(start or float(first), float(end), 2 * done),
+            }
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples

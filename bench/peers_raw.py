@@ -86,9 +86,11 @@ class RawSystem:
                 last = common.scalar(self.url, LAST_ID)
                 phase.start(workers)
                 start = time.time()
+                produced = 0.0
                 if mode == "single":
                     with ThreadPoolExecutor(s.threads) as pool:
                         list(pool.map(lambda i: chain1.defer(i=i), range(n)))
+                    produced = time.time() - start
                 else:
                     jobs: list[dict[str, Any]] = [{"i": i} for i in range(n)]
                     chain1.batch_defer(*jobs)
@@ -118,7 +120,7 @@ class RawSystem:
                         last,
                     )
                 phase.completed()
-            return {"units": n, **phase.result(start, end, 2 * n)}
+            return {"units": n, "enqueue_s": round(produced, 3), **phase.result(start, end, 2 * n)}
 
     def signals(self, tag: str) -> list[float]:
         s, n = self.settings, self.settings.samples

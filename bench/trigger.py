@@ -1,7 +1,11 @@
 """Trigger throughput, in this process (no worker): one trigger fanning out to 10,000
 recipients (two-step workflow, and plain in-app deliveries), and 10,000 single-recipient
 triggers from 8 threads; rows and jobs written per second (a fan-out's deliveries share
-``deliver_many`` jobs of ``delivery_batch_size``). Baselines in the same run: raw
+``deliver_many`` jobs of ``delivery_batch_size``). The single-recipient triggers run twice:
+in a tenant without policy (the one-statement trigger) and in a tenant with a default opt-in
+(some policy can apply: planning's path, same rows); for each, the round trips to
+PostgreSQL per trigger on the trigger's connection (libpq's trace: a simple Query or an
+extended-protocol Sync is one round trip). Baselines in the same run: raw
 psycopg inserts of the same number of rows (unnest with text or binary parameters, and COPY),
 Procrastinate's ``batch_defer`` of the same number of jobs, and 10,000 raw "insert one row +
 defer one job" transactions from 8 threads.
@@ -11,11 +15,15 @@ defer one job" transactions from 8 threads.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
@@ -70,15 +78,24 @@ def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
         )
 
 
-def singles(url: str, n: int, threads: int) -> dict[str, Any]:
+#: The tenant of the single-recipient triggers that take planning's path: a default opt-in
+#: (enabled, in-app) makes some policy able to apply to every delivery, and changes nothing.
+PLANNED_TENANT = "t-policy"
+#: The client's protocol messages the server answers before the client goes on.
+WAITS = ("Query", "Sync")
+
+
+def singles(url: str, n: int, threads: int, tenant: str = "t") -> dict[str, Any]:
     with bench_app.build(url) as cw:
         cw.engine.resize_pool(threads + 1)
+        if tenant == PLANNED_TENANT:
+            cw.preferences.set(tenant, None, channel="in_app", enabled=True)
 
         def one(i: int) -> None:
             cw.trigger(
                 bench_app.TwoStep,
                 {"n": 1, "prefix": f"s{i}"},
-                tenant_id="t",
+                tenant_id=tenant,
                 idempotency_key=f"s{i}",
             )
 
@@ -87,7 +104,50 @@ def singles(url: str, n: int, threads: int) -> dict[str, Any]:
                 list(pool.map(one, range(n)))
 
         one(-1)  # warm: the definition is stored and cached
-        return measured(url, f"chimeway single-recipient triggers, {threads} threads", n, run)
+        path = "planning's path" if tenant == PLANNED_TENANT else "one statement"
+        result = measured(
+            url, f"chimeway single-recipient triggers, {threads} threads ({path})", n, run
+        )
+        result["round_trips"] = round_trips(cw, tenant, 200)
+        return result
+
+
+def round_trips(cw: Any, tenant: str, n: int) -> float:
+    """Round trips per single-recipient trigger on the connection the trigger takes from
+    the pool (its checkout is not counted): libpq's trace of each, the client's messages
+    that wait for the server (a simple Query, an extended-protocol Sync) counted."""
+    pool = cw.engine.pool
+    real = pool.connection
+    counted = 0
+
+    @contextmanager
+    def traced(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        nonlocal counted
+        with real(*args, **kwargs) as conn, tempfile.TemporaryFile("w+") as trace:
+            conn.pgconn.trace(trace.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            try:
+                yield conn
+            finally:
+                conn.pgconn.untrace()
+                trace.seek(0)
+                for line in trace:
+                    parts = line.split("\t")
+                    if parts[0] == "F" and len(parts) > 2 and parts[2].strip() in WAITS:
+                        counted += 1
+
+    pool.connection = traced
+    try:
+        for i in range(n):
+            cw.trigger(
+                bench_app.TwoStep,
+                {"n": 1, "prefix": f"rt{i}"},
+                tenant_id=tenant,
+                idempotency_key=f"rt{i}",
+            )
+    finally:
+        del pool.connection
+    return round(counted / n, 2)
 
 
 def raw_rows(url: str, rows: int, how: str) -> dict[str, Any]:
@@ -185,6 +245,8 @@ def main() -> None:
         common.note("single-recipient triggers")
         single = singles(url, args.singles, args.threads)
         raw_single = raw_singles(url, args.singles, args.threads)
+        common.note("single-recipient triggers, planning's path")
+        planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
         common.table(
             "Trigger throughput (in process, no worker)",
             ["what", "n", "seconds", "n/s", "rows", "rows/s", "jobs", "jobs/s"],
@@ -199,7 +261,17 @@ def main() -> None:
                     r["jobs"],
                     r["jobs_per_s"],
                 ]
-                for r in (fan, plain, rows, rows_binary, rows_copy, defer, single, raw_single)
+                for r in (
+                    fan,
+                    plain,
+                    rows,
+                    rows_binary,
+                    rows_copy,
+                    defer,
+                    single,
+                    raw_single,
+                    planned,
+                )
             ],
         )
         met = fan["per_s"] >= TARGET_FANOUT
@@ -214,7 +286,11 @@ def main() -> None:
         )
         print(
             f"single triggers: {single['per_s']:,.0f}/s vs raw insert+defer transactions "
-            f"{raw_single['per_s']:,.0f}/s: {single['per_s'] / raw_single['per_s']:.2f}"
+            f"{raw_single['per_s']:,.0f}/s: {single['per_s'] / raw_single['per_s']:.2f} "
+            f"(target >= 0.8); planning's path (some policy can apply) {planned['per_s']:,.0f}/s: "
+            f"{planned['per_s'] / raw_single['per_s']:.2f}; round trips per trigger "
+            f"{single['round_trips']} (one statement) vs {planned['round_trips']} (planning's "
+            f"path), checkout not counted"
         )
         common.json_line(
             "trigger",
@@ -228,6 +304,7 @@ def main() -> None:
                 "raw_batch_defer": defer,
                 "singles": single,
                 "raw_singles": raw_single,
+                "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
                 "met": met,
             },

@@ -139,7 +139,8 @@ class Settings:
     stuck_after: dt.timedelta = dt.timedelta(minutes=5)
     maintenance: Maintenance = field(default_factory=Maintenance)
     retention: Retention = field(default_factory=Retention)
-    #: Deliveries planned together share ``deliver_many`` jobs of up to this many.
+    #: Deliveries planned together share ``deliver_many`` jobs of up to this many; a
+    #: ``deliver`` job takes queued ones along up to this many.
     delivery_batch_size: int = 50
     #: Calls one process makes at once to an adapter that does not say (``capacity``).
     send_concurrency: int = 32
@@ -254,7 +255,8 @@ class ChimewaySettings(BaseSettings):
     )
     delivery_batch_size: int = pydantic.Field(
         default=Settings.delivery_batch_size,
-        description="Deliveries planned together share `deliver_many` jobs of up to this many.",
+        description="Deliveries planned together share `deliver_many` jobs of up to this many; "
+        "a `deliver` job takes queued ones along up to this many.",
     )
     send_concurrency: int = pydantic.Field(
         default=Settings.send_concurrency,

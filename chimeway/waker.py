@@ -14,6 +14,11 @@ worker may have cleared a wake-up while a fetch was in flight). Each NOTIFY wake
 listening worker once, as an insert does; there is one leader, so there is no stampede.
 
 The workers keep polling: the waker makes jobs start on time, never makes them start at all.
+
+A leader given ``on_due`` calls it first with the queues that came due, and announces only
+what is still due after it: the worker fires the due timers of runs itself this way
+(:func:`chimeway.worker._fire_timers`), at their due time and without a job's hop through
+the queue. A hook that fails is logged; the announcement then covers everything.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -43,6 +48,7 @@ class Waker:
         database_url: str,
         queues: Sequence[str] | None = None,
         *,
+        on_due: Callable[[list[str]], Awaitable[None]] | None = None,
         min_gap: float = 0.005,
         stale_after: float = 0.02,
         lookback: float = 2.0,
@@ -53,6 +59,7 @@ class Waker:
         self.database_url = database_url
         self.queues = sorted(queues) if queues else None
         self.key = "chimeway.waker:" + (",".join(self.queues) if self.queues else "*")
+        self.on_due = on_due
         self.min_gap = min_gap
         self.stale_after = dt.timedelta(seconds=stale_after)
         self.lookback = dt.timedelta(seconds=lookback)
@@ -112,6 +119,9 @@ class Waker:
         repeated_at = 0.0
         while True:
             plan = await self._plan(conn, mark)
+            if plan.due_queues and self.on_due is not None:
+                await self._call_on_due(plan.due_queues)
+                plan = await self._plan(conn, mark)  # what the hook left
             if plan.due_queues:
                 await store.announce(conn, list(zip(plan.due_queues, plan.due_jobs, strict=True)))
                 self.announced += 1
@@ -133,6 +143,17 @@ class Waker:
             if plan.stale_queues:
                 timeout = min(timeout, repeat_in)
             await self._sleep(conn, timeout)
+
+    async def _call_on_due(self, queues: list[str]) -> None:
+        assert self.on_due is not None
+        try:
+            await self.on_due(queues)
+        except Exception:  # the announcement that follows covers what it did not do
+            logger.warning(
+                "the due-time hook failed; announcing the due jobs instead",
+                exc_info=True,
+                extra={"action": "waker.hook_failed"},
+            )
 
     async def _plan(
         self, conn: psycopg.AsyncConnection[Any], mark: dt.datetime | None

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chimeway.engine import readiness
+from chimeway.engine.progression import progress_due_runs
+from chimeway.store.jobs import QUEUES
 from chimeway.waker import Waker, running
 
 if TYPE_CHECKING:
@@ -155,7 +157,24 @@ async def _run_once(cw: Chimeway, options: WorkerOptions, current: dict[str, Any
 
 
 def _waker(cw: Chimeway, options: WorkerOptions) -> Waker | None:
-    return Waker(cw.database_url, options.queues) if options.waker else None
+    if not options.waker:
+        return None
+    serves_timers = options.queues is None or QUEUES["progress"] in options.queues
+
+    async def fire(queues: list[str]) -> None:
+        if QUEUES["progress"] in queues:
+            await asyncio.to_thread(_fire_timers, cw)
+
+    return Waker(cw.database_url, options.queues, on_due=fire if serves_timers else None)
+
+
+def _fire_timers(cw: Chimeway) -> None:
+    """The waker's leader fires the runs' due timers itself, at their due time: the due
+    runs move on set-wise (as a timer job taking others along does) and their timer jobs
+    are deleted in the same transactions, so no job's trip through the queue delays them."""
+    fired = progress_due_runs(cw.engine)
+    if fired:
+        logger.debug("fired due timers", extra={"action": "waker.fired_timers", "runs": len(fired)})
 
 
 class BackgroundWorker:

@@ -106,6 +106,11 @@ class Engine:
     # -- connections -------------------------------------------------------------------
 
     @property
+    def pool_timeout(self) -> float:
+        """How long a caller waits for a connection of the engine's pools (seconds)."""
+        return self._pool_timeout
+
+    @property
     def pool(self) -> ConnectionPool[Conn]:
         pool = self._pool
         return pool if pool is not None else self._open_pool()

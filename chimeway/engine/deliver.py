@@ -11,6 +11,7 @@ finished (:mod:`chimeway.engine.recording`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
@@ -29,7 +30,7 @@ from chimeway.engine.progression import drive
 from chimeway.engine.recording import Sent, record, record_in
 from chimeway.engine.senders import Lane
 from chimeway.results import DeliverResult, Delivery
-from chimeway.store import deliveries, traces
+from chimeway.store import deliveries, jobs, traces
 from chimeway.store.deliveries import PlannedRow
 from chimeway.types import DeliveryStatus, OrchestrationState
 
@@ -41,6 +42,9 @@ S = DeliveryStatus
 WATCH = 1.0
 #: The most steps of one run a job sends one after the other (chained steps).
 MAX_CHAIN = 16
+#: A ``deliver`` job whose delivery waited this long since it was planned takes the jobs
+#: queued behind it along (:func:`_gather`).
+BACKLOG_AFTER = dt.timedelta(milliseconds=20)
 
 #: A claimed delivery (moved to dispatched), its attempt number and its recipient's profile.
 _Claimed = tuple[Delivery, int, RecipientProfile | None]
@@ -100,10 +104,24 @@ def _deliver_held(
         engine.liveness.let_go(mine, orphaned=True)
         raise
     why_not.update(dict.fromkeys(busy, "being sent by this process"))
+    taken: list[uuid.UUID] = []
     try:
+        if chain and any(_waited(c[0]) for c in claimed):
+            # A backlog: take the one-delivery jobs queued behind this one along.
+            more, why_more, taken = _gather(engine, engine.settings.delivery_batch_size - len(ids))
+            claimed, why_not = [*claimed, *more], {**why_not, **why_more}
+            if taken and telemetry.tracing():
+                with engine.pool.connection() as conn:
+                    parents = {**traces.for_deliveries(conn, taken), **parents}
         return _send_and_record(engine, ids, claimed, why_not, parents, chain=chain)
     finally:
-        engine.liveness.let_go(mine)
+        engine.liveness.let_go(mine + taken)
+
+
+def _waited(delivery: Delivery) -> bool:
+    """Claimed at least :data:`BACKLOG_AFTER` after it was planned: its job queued behind
+    others (a fresh delivery's job starts within milliseconds of its commit)."""
+    return delivery.status_changed_at - delivery.created_at >= BACKLOG_AFTER
 
 
 def _send_and_record(
@@ -116,21 +134,43 @@ def _send_and_record(
     chain: bool,
 ) -> list[DeliverResult]:
     _skipped(why_not)
+    steps = chain and any(c[0].workflow_run_id is not None for c in claimed)
+    chained = _Chain(engine) if steps else None
+    try:
+        recorded = _send_all(engine, claimed, parents, chained)
+        if chained is not None:
+            chained.follow(claimed, parents)
+    except BaseException:
+        if chained is not None:
+            chained.abandon()
+        raise
+    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
+
+
+def _send_all(
+    engine: Engine,
+    claimed: Sequence[_Claimed],
+    parents: Mapping[uuid.UUID, telemetry.Parent],
+    chained: _Chain | None,
+) -> dict[uuid.UUID, DeliverResult]:
+    """Send the claimed deliveries and record each group of finished sends; with
+    ``chained``, each record claims its runs' next steps into it. A group whose record
+    fails does not stop the later groups' records; the first failure is raised after."""
     recorded: dict[uuid.UUID, DeliverResult] = {}
     failed: Exception | None = None
-    lone_step = len(claimed) == 1 and claimed[0][0].workflow_run_id is not None
-    chained = _Chain(engine, parents.get(claimed[0][0].id)) if chain and lone_step else None
     for group in _sends(engine, claimed, parents):
         sent = [Sent(delivery, number, outcome) for (delivery, number, _), outcome in group]
+        link = _Link(engine) if chained is not None else None
         try:
-            recorded.update((r.delivery_id, r) for r in record(engine, sent, chain=chained))
+            recorded.update((r.delivery_id, r) for r in record(engine, sent, chain=link))
         except Exception as exc:  # record the later groups, then fail the job
-            failed = exc
+            failed = failed or exc
+            continue
+        if chained is not None and link is not None:
+            chained.adopt(link)
     if failed is not None:
         raise failed
-    if chained is not None:
-        chained.follow()
-    return [recorded.get(d) or DeliverResult(d, "skipped", why_not.get(d, "")) for d in ids]
+    return recorded
 
 
 def _sends(
@@ -146,22 +186,20 @@ def _sends(
     )
 
 
-class _Chain:
-    """Chained steps: a lone send's record claims, in its own transaction, the delivery its
-    run's advance planned for now (planning deferred no job for it), and this process sends
-    it next, and so on for up to :data:`MAX_CHAIN` steps: a job fetch, a claim and a job's
-    end fewer per step. A claimed step dies with this process like any send (the stuck sweep
-    takes it over after ``stuck_after``); one policy keeps from the claim gets its job from
-    policy, in that transaction."""
+class _Link:
+    """One record's part of a chain (:class:`_Chain`): called in the record's transaction
+    with the step deliveries its runs' advance planned for now (planning deferred no job for
+    them), it claims them there; each try of the record calls it again, after forgetting
+    what the earlier try claimed (rolled back, or committed with a lost reply: then the
+    beat releases it, :meth:`Liveness.let_go`)."""
 
-    def __init__(self, engine: Engine, parent: telemetry.Parent) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.parent = parent  # the chained sends continue the first one's trace
         self.claimed: list[_Claimed] = []
         self.held: list[uuid.UUID] = []
 
     def __call__(self, conn: Conn, delivery_ids: list[uuid.UUID]) -> None:
-        self.abandon()  # what an earlier try of this record claimed was rolled back (or not)
+        self.abandon()
         if not delivery_ids:
             return
         mine, busy = self.engine.liveness.hold(delivery_ids)
@@ -174,24 +212,52 @@ class _Chain:
             self.engine.deferrer.deliver_if_not_queued(conn, delivery_id)
 
     def abandon(self) -> None:
-        """Forget what was claimed: if it was committed after all (a lost COMMIT reply), the
-        beat releases it (:meth:`Liveness.let_go`)."""
         self.engine.liveness.let_go(self.held, orphaned=True)
         self.held, self.claimed = [], []
 
-    def follow(self) -> None:
-        """Send and record the chained steps, one after the other; the last one allowed
-        records without chaining (its run's next step gets a job)."""
+
+class _Chain:
+    """Chained steps: the record of a ``deliver`` job's sends claims, in its own
+    transaction, the step deliveries its runs' advance planned for now (:class:`_Link`), and
+    this process sends them next, and so on for up to :data:`MAX_CHAIN` steps: a job fetch,
+    a claim and a job's end fewer per step. A claimed step dies with this process like any
+    send (the stuck sweep takes it over after ``stuck_after``); one policy keeps from the
+    claim gets its job from policy, in that transaction. Each chained send continues the
+    trace of its run's first send."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.claimed: list[_Claimed] = []
+        self.held: list[uuid.UUID] = []
+
+    def adopt(self, link: _Link) -> None:
+        """The record of ``link`` committed: what it claimed is this chain's next hop."""
+        self.claimed.extend(link.claimed)
+        self.held.extend(link.held)
+
+    def abandon(self) -> None:
+        """Give up the claimed steps not sent (the job failed): the beat releases them."""
+        self.engine.liveness.let_go(self.held, orphaned=True)
+        self.held, self.claimed = [], []
+
+    def follow(
+        self, first: Sequence[_Claimed], parents: Mapping[uuid.UUID, telemetry.Parent]
+    ) -> None:
+        """Send and record the chained steps, hop after hop; the last hop allowed records
+        without chaining (its runs' next steps get jobs)."""
+        by_run = {c[0].workflow_run_id: parents.get(c[0].id) for c in first}
         hops = 0
         while self.claimed:
             claimed, held = self.claimed, self.held
             self.claimed, self.held = [], []
             hops += 1
             try:
-                parents = {c[0].id: self.parent for c in claimed}
-                for group in _sends(self.engine, claimed, parents):
-                    sent = [Sent(d, number, outcome) for (d, number, _), outcome in group]
-                    record(self.engine, sent, chain=self if hops < MAX_CHAIN else None)
+                _send_all(
+                    self.engine,
+                    claimed,
+                    {c[0].id: by_run.get(c[0].workflow_run_id) for c in claimed},
+                    self if hops < MAX_CHAIN else None,
+                )
             finally:
                 self.engine.liveness.let_go(held)
 
@@ -232,6 +298,36 @@ def _claim(
         finally:
             with suppress(psycopg.Error):  # a broken connection is dropped by the pool
                 conn.autocommit = False
+
+
+def _gather(
+    engine: Engine, limit: int
+) -> tuple[list[_Claimed], dict[uuid.UUID, str], list[uuid.UUID]]:
+    """A backlog has formed behind a ``deliver`` job: take up to ``limit`` due ``deliver``
+    jobs queued behind it (deleted) and claim their deliveries, in one transaction, so that
+    a backlog of one-recipient triggers is sent in chunks like a fan-out (one fetch, claim
+    and record for many). The taken ids are held (:meth:`Liveness.hold`) before the claim:
+    one another call of this process holds is left to it (its job was a spare). A failure
+    rolls the jobs back (a lost COMMIT reply leaves the claimed ones to the beat:
+    ``orphaned``) and the job goes on with its own deliveries. The claims, why each taken
+    one was not claimed, and the taken ids, now held."""
+    if limit < 1:
+        return [], {}, []
+    claimant = engine.liveness.ensure()
+    taken: list[uuid.UUID] = []
+    try:
+        with engine.deliver_pool.connection() as conn, conn.transaction():
+            taken, _busy = engine.liveness.hold(jobs.take_deliver(conn, limit))
+            claimed, why_not = _claim_in(engine, conn, taken, claimant=claimant)
+    except Exception:
+        engine.liveness.let_go(taken, orphaned=True)
+        logger.warning(
+            "taking queued deliveries along failed; sending this job's own",
+            exc_info=True,
+            extra={"action": "delivery.gather_failed"},
+        )
+        return [], {}, []
+    return claimed, why_not, taken
 
 
 def _claim_in(

@@ -11,9 +11,10 @@ in between wins (an opt-out made after planning suppresses the delivery at its c
 claim is also where throttles grant sends (:func:`enact`), since that is when a send
 happens. Each checkpoint reads what it decides on in one statement per batch.
 
-Inside :func:`chaining` (a lone send's record, :mod:`chimeway.engine.recording`), the one
-step delivery a run's advance plans for now gets no job: the process that recorded the step
-before claims it in the same transaction and sends it itself (design §5, "chained steps").
+Inside :func:`chaining` (a ``deliver`` job's record, :mod:`chimeway.engine.recording`), the
+step deliveries the runs' advance plans for now get no job: the process that recorded the
+steps before claims them in the same transaction and sends them itself (design §5, "chained
+steps").
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from chimeway.policy import (
     decide,
     free_instants,
 )
-from chimeway.policy.decision import THROTTLED
+from chimeway.policy.decision import NO_ADDRESS, THROTTLED
 from chimeway.results import Delivery
 from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
@@ -57,15 +58,15 @@ from chimeway.types import DeliveryReason, DeliveryStatus, DigestState, Orchestr
 
 S = DeliveryStatus
 
-#: The step delivery planned for now inside :func:`chaining` (at most one), else None.
+#: The step deliveries planned for now inside :func:`chaining`, else None.
 _chained: ContextVar[list[uuid.UUID] | None] = ContextVar("chimeway_chained", default=None)
 
 
 @contextmanager
 def chaining() -> Iterator[list[uuid.UUID]]:
-    """While open, :func:`plan` defers no job for the first run step delivery it plans that
-    can be sent at once (not suppressed, not deferred), and puts its id in the list: the
-    caller claims it in the same transaction and sends it, or defers its job."""
+    """While open, :func:`plan` defers no job for the run step deliveries it plans that can
+    be sent at once (not suppressed, not deferred), and puts their ids in the list: the
+    caller claims them in the same transaction and sends them, or defers their jobs."""
     chained: list[uuid.UUID] = []
     token = _chained.set(chained)
     try:
@@ -133,19 +134,30 @@ def plan(
 
 def _insert(engine: Engine, conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
     """The planned rows, with the jobs of the pending ones (now, or when their deferral
-    ends) deferred by the same statement; inside :func:`chaining`, the one step delivery
-    that can be sent at once gets no job and is handed to the caller."""
+    ends) deferred by the same statement; inside :func:`chaining`, the run step deliveries
+    that can be sent at once get no job and are handed to the caller (the rows then come
+    back with those first)."""
     chained = _chained.get()
-    if chained == [] and len(planned) == 1:
-        [one] = planned
-        if one.workflow_run_id and one.suppressed is None and one.deferred_until is None:
-            rows = deliveries.insert_many(conn, planned)  # no job: the caller sends it
-            chained.extend(
-                r.id
-                for r in rows
-                if r.status == S.PENDING and r.orchestration_state == OrchestrationState.READY
-            )
-            return rows
+    now = [p for p in planned if _step_now(p)] if chained is not None else []
+    if chained is None or not now:
+        return _insert_with_jobs(engine, conn, planned)
+    rows = deliveries.insert_many(conn, now)  # no jobs: the caller sends them
+    chained.extend(
+        r.id
+        for r in rows
+        if r.status == S.PENDING and r.orchestration_state == OrchestrationState.READY
+    )
+    later = [p for p in planned if not _step_now(p)]
+    return rows + (_insert_with_jobs(engine, conn, later) if later else [])
+
+
+def _step_now(p: PlannedDelivery) -> bool:
+    return p.workflow_run_id is not None and p.suppressed is None and p.deferred_until is None
+
+
+def _insert_with_jobs(
+    engine: Engine, conn: Conn, planned: Sequence[PlannedDelivery]
+) -> list[PlannedRow]:
     return deliveries.insert_many(
         conn,
         planned,
@@ -180,6 +192,10 @@ def _planned(
     )
 
 
+#: The verdict on a delivery no policy can apply to.
+_SEND = Verdict("send")
+
+
 def _decide_plans(
     conn: Conn,
     plans: Sequence[DeliveryPlan],
@@ -204,9 +220,31 @@ def _decide_plans(
         ],
         at=now,
     )
+    asked = {row.n - 1: row for row in read}
     planned_here: Counter[tuple[str, str, str | None]] = Counter()
     decided = []
-    for i, (p, found) in enumerate(zip(plans, read, strict=True)):
+    for i, p in enumerate(plans):
+        found = asked.get(i)
+        if found is None:
+            # No policy can apply (the read left it out): what decide() says of no policy.
+            assert p.workflow_key is not None
+            facts = DeliveryFacts(
+                channel=p.channel,
+                workflow=p.workflow_key,
+                category=p.category,
+                critical=p.critical,
+                bypass_quiet_hours=p.bypass_quiet_hours,
+            )
+            need = lacking.get(i)
+            decided.append(
+                (
+                    facts,
+                    _SEND
+                    if need is None
+                    else Verdict("suppress", NO_ADDRESS, None, {"needs": need}),
+                )
+            )
+            continue
         facts = (
             DeliveryFacts(
                 channel=p.channel,

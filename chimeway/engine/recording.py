@@ -63,10 +63,10 @@ class Sent:
 
 
 class Chain(Protocol):
-    """Called in a lone send's record transaction with the step delivery its run's advance
-    planned for now (no job was deferred for it; none: an empty list), to claim it or defer
-    its job; each try of the record calls it again. ``abandon`` forgets what an earlier try
-    claimed (the record went on without it)."""
+    """Called in a record's transaction with the step deliveries its runs' advance planned
+    for now (no job was deferred for them; none: an empty list), to claim them or defer
+    their jobs; each try of the record calls it again. ``abandon`` forgets what an earlier
+    try claimed (the record went on without it)."""
 
     def __call__(self, conn: Conn, delivery_ids: list[uuid.UUID]) -> None: ...
 
@@ -83,8 +83,8 @@ def record(
     """Record the sends in one transaction if possible; one result per send, in order. If
     even a send's last-resort record is refused, the others are still recorded, the send is
     released (another process may try it again after ``stuck_after``) and the error raised.
-    With ``chain`` (one send), its run's next step planned for now is handed to ``chain`` in
-    the same transaction, each time the record is tried."""
+    With ``chain``, the runs' next steps planned for now are handed to ``chain`` in the same
+    transaction, each time the record is tried."""
     with telemetry.span("chimeway.record", deliveries=len(sent)):
         return _record(engine, sent, sleep, chain)
 
@@ -224,8 +224,8 @@ def record_attempts(
     transaction: a few statements for any number of sends. One result per send, in order.
     Progressing the runs fails as :class:`_ProgressFailed` (the transaction is then lost:
     record again with ``progress=False``, which gives each run a ``progress`` job). With
-    ``chain``, a lone run's advance plans its next step's delivery without a job and hands
-    it to ``chain`` (always called, with no id when there is none)."""
+    ``chain``, the runs' advance plans their next steps' deliveries due now without jobs and
+    hands them to ``chain`` (always called, with no id when there is none)."""
     # Lock order: runs, then deliveries (each set in id order, the record locks those).
     locked = runs.lock_runs(
         conn, [s.delivery.workflow_run_id for s in sent if s.delivery.workflow_run_id]
@@ -250,7 +250,7 @@ def record_attempts(
         # retry time instead (a savepoint keeps this transaction alive).
         engine.deferrer.deliver_if_not_queued(conn, moved.id, schedule_at=moved.retry_at)
     chained: list[uuid.UUID] = []
-    if progress and chain is not None and len(held) == 1:
+    if progress and chain is not None and held:
         with planning.chaining() as chained:
             _progress_after_record(engine, conn, held)
     elif progress:

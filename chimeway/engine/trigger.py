@@ -7,20 +7,33 @@ transaction (inside a savepoint) or in a transaction of their own, in batches, a
 deliveries are planned through :mod:`chimeway.engine.planning`, which defers their jobs on the
 same connection. The profile fields the recipients carry are merged into the recipient
 directory first, so planning (and every send) reads them.
+
+A trigger that plans one delivery (one recipient; a workflow that does not start with a
+batch, or one channel) is first tried in one statement
+(:func:`chimeway.store.triggers.write_one`), guarded by ``chimeway_policy_applies`` and the
+address check: when no preference rule, quiet hours or cap can apply to the delivery and
+its channel needs no address the recipient lacks, planning could only say "send now", and
+the statement writes the rows and the job planning would have written. Otherwise it writes
+nothing and the trigger is planned as above. Without the caller's connection that
+statement runs on its own in autocommit (it is atomic): one round trip.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import replace
 from typing import Any
+
+import psycopg
 
 from chimeway import telemetry
 from chimeway.db import Conn
 from chimeway.engine import planning, recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import Opened, progress_planned, start_batches
-from chimeway.errors import InvalidTrigger
+from chimeway.errors import InvalidTrigger, translated
 from chimeway.inputs import identifier, json_object
 from chimeway.notifiers import (
     Notifier,
@@ -31,7 +44,7 @@ from chimeway.notifiers import (
 )
 from chimeway.redaction import redact
 from chimeway.results import Duplicate, Triggered
-from chimeway.store import digests, events, runs
+from chimeway.store import digests, events, runs, triggers
 from chimeway.store.definitions import Definition
 from chimeway.store.events import NewNotification
 
@@ -57,38 +70,160 @@ def trigger(
         for recipient in resolve_recipients(resolved, payload)
     ]
     telemetry.add("chimeway.triggers", notification=resolved.key)
-    with (
-        telemetry.span(
-            "chimeway.trigger",
-            tenant_id=tenant_id,
-            notification=resolved.key,
-            recipients=len(plans),
-        ) as span,
-        engine.transaction(conn) as tx,
-    ):
-        event_id = events.insert(
-            tx,
-            tenant_id=tenant_id,
-            notification_key=resolved.key,
-            notification_version=resolved.version,
-            idempotency_key=idempotency_key,
-            correlation_id=correlation_id,
-            payload=redact(payload),
-            # The sends in the workers continue this trace (chimeway.telemetry).
-            traceparent=telemetry.traceparent() if span.recording else None,
+    with telemetry.span(
+        "chimeway.trigger",
+        tenant_id=tenant_id,
+        notification=resolved.key,
+        recipients=len(plans),
+    ) as span:
+        traceparent = telemetry.traceparent() if span.recording else None
+        one = _one(engine, resolved, plans, tenant_id, idempotency_key, correlation_id, payload)
+        if one is not None and conn is None:
+            # One statement in autocommit: it is a transaction of its own.
+            with translated(), engine.pool.connection() as own:
+                own.autocommit = True
+                try:
+                    done = _write_one(own, span, replace(one, traceparent=traceparent))
+                finally:
+                    with suppress(psycopg.Error):  # a broken connection is dropped anyway
+                        own.autocommit = False
+            if done is not None:
+                return done
+        with engine.transaction(conn) as tx:
+            if one is not None and conn is not None:
+                done = _write_one(tx, span, replace(one, traceparent=traceparent))
+                if done is not None:
+                    return done
+            return _planned(
+                engine,
+                tx,
+                span,
+                resolved,
+                plans,
+                payload,
+                tenant_id,
+                idempotency_key,
+                correlation_id,
+                traceparent,
+            )
+
+
+def _planned(
+    engine: Engine,
+    tx: Conn,
+    span: telemetry.Span,
+    resolved: Notifier,
+    plans: list[PlannedNotification],
+    payload: dict[str, Any],
+    tenant_id: str,
+    idempotency_key: str,
+    correlation_id: str | None,
+    traceparent: str | None,
+) -> Triggered | Duplicate:
+    """The trigger written through the batches and planned by planning."""
+    event_id = events.insert(
+        tx,
+        tenant_id=tenant_id,
+        notification_key=resolved.key,
+        notification_version=resolved.version,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        payload=redact(payload),
+        # The sends in the workers continue this trace (chimeway.telemetry).
+        traceparent=traceparent,
+    )
+    if event_id is None:
+        return _duplicate(tx, span, tenant_id, idempotency_key)
+    span.set(event_id=event_id, duplicate=False)
+    return _write(engine, tx, resolved, plans, event_id, tenant_id)
+
+
+def _duplicate(tx: Conn, span: telemetry.Span, tenant_id: str, idempotency_key: str) -> Duplicate:
+    found = events.find(tx, tenant_id, idempotency_key)
+    if found is None:
+        # Committed after this transaction's snapshot (REPEATABLE READ callers).
+        raise InvalidTrigger(
+            f"an event with idempotency key {idempotency_key!r} was written "
+            "concurrently and is not visible to this transaction; it is a duplicate"
         )
-        if event_id is None:
-            found = events.find(tx, tenant_id, idempotency_key)
-            if found is None:
-                # Committed after this transaction's snapshot (REPEATABLE READ callers).
-                raise InvalidTrigger(
-                    f"an event with idempotency key {idempotency_key!r} was written "
-                    "concurrently and is not visible to this transaction; it is a duplicate"
-                )
-            span.set(event_id=found, duplicate=True)
-            return Duplicate(found)
-        span.set(event_id=event_id, duplicate=False)
-        return _write(engine, tx, resolved, plans, event_id, tenant_id)
+    span.set(event_id=found, duplicate=True)
+    return Duplicate(found)
+
+
+def _one(
+    engine: Engine,
+    notifier: Notifier,
+    plans: list[PlannedNotification],
+    tenant_id: str,
+    idempotency_key: str,
+    correlation_id: str | None,
+    payload: dict[str, Any],
+) -> triggers.One | None:
+    """The one-statement form of a trigger that plans one delivery, or ``None`` when it
+    plans more, joins a batch, or its workflow's definition is not known committed yet
+    (planning stores it the first time)."""
+    if len(plans) != 1:
+        return None
+    [plan] = plans
+    workflow = plan.workflow
+    definition = None
+    if workflow is not None:
+        if workflow.batch is not None:
+            return None
+        definition = engine.catalog.cached(workflow)
+        if definition is None:
+            return None
+        channel = definition.first_step.channel
+    elif len(plan.channels) == 1:
+        [channel] = plan.channels
+    else:
+        return None
+    r = plan.recipient
+    return triggers.One(
+        tenant_id=tenant_id,
+        notification_key=notifier.key,
+        notification_version=notifier.version,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        payload=redact(payload),
+        traceparent=None,
+        recipient_id=r.id,
+        recipient_type=r.type,
+        email=r.email,
+        phone=r.phone,
+        locale=r.locale,
+        timezone=r.timezone,
+        data=dict(r.data) if r.data else None,
+        category=notifier.category,
+        assigns=plan.assigns,
+        contents=plan.contents,
+        definition=definition,
+        channel=channel,
+        max_attempts=engine.retry_policy(channel).max_attempts,
+        workflow_key=workflow.key if workflow is not None else notifier.key,
+        critical=notifier.critical,
+        bypass_quiet_hours=notifier.bypass_quiet_hours,
+        needs=engine.address_for(channel),
+    )
+
+
+def _write_one(tx: Conn, span: telemetry.Span, one: triggers.One) -> Triggered | Duplicate | None:
+    """The trigger in one statement; ``None`` when some policy can apply to its delivery
+    (nothing was written: the caller plans it)."""
+    written = triggers.write_one(tx, one)
+    if not written.free:
+        return None
+    if written.event_id is None:
+        return _duplicate(tx, span, one.tenant_id, one.idempotency_key)
+    assert written.notification_id is not None and written.delivery_id is not None
+    span.set(event_id=written.event_id, duplicate=False)
+    telemetry.add("chimeway.deliveries.planned", 1)
+    return Triggered(
+        event_id=written.event_id,
+        notification_ids=[written.notification_id],
+        delivery_ids=[written.delivery_id],
+        run_ids=[] if written.run_id is None else [written.run_id],
+    )
 
 
 def _write(

@@ -2,10 +2,13 @@
 processed by its ``process_webhook`` job, becomes evidence and decisions.
 
 :func:`process` verifies the webhook on its raw body, parses it into events, and writes one
-ingress row per new event with its job, in one transaction; an event the provider sent
-before is inert, and a request that is not authentic or not understood writes nothing.
-Without a caller's connection, webhooks arriving at once share that transaction (group
-commit, :mod:`chimeway.engine.batching`): one commit for many single-event requests.
+ingress row per new event with its job, in one statement (one transaction); an event the
+provider sent before is inert, and a request that is not authentic or not understood writes
+nothing. Without a caller's connection, the statement runs in autocommit mode (one round
+trip), and webhooks arriving at once share that statement and its commit (group commit,
+:mod:`chimeway.engine.batching`): one commit for many single-event requests.
+:func:`process_async` does the same from asyncio code (the HTTP app), through a
+:class:`WebhookWriter`: an asyncio pool and group commit without threads.
 :func:`process_ingress` then, in one transaction per row (lock order: the run, then the
 delivery), finds the delivery the event is about and acts on it:
 
@@ -25,18 +28,24 @@ delivery), finds the delivery the event is about and acts on it:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio.to_thread
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
 from chimeway import telemetry
 from chimeway.db import Conn
-from chimeway.engine import signals
+from chimeway.engine import connections, signals
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import progress_on_feedback
-from chimeway.errors import InvalidArgument
+from chimeway.errors import DatabaseUnavailable, InvalidArgument, SchemaNotReady, translated
 from chimeway.feedback import FeedbackEvent
 from chimeway.policy import unsubscribe_scope
 from chimeway.results import Delivery, FeedbackProcessed, ProgressResult, WebhookResult
@@ -51,6 +60,9 @@ K = FeedbackStatus
 #: What a provider's report of failure may overturn: a send it accepted, one still being
 #: recorded, or one already retrying.
 SENT = (S.DISPATCHED, S.SUCCEEDED, S.FAILED)
+#: A body up to this size is verified and parsed on the event loop (a receipt takes tens of
+#: microseconds); a larger one on a worker thread.
+INLINE_BODY_BYTES = 64_000
 SIGNALS = {K.OPENED: "chimeway.notification.opened", K.CLICKED: "chimeway.notification.clicked"}
 
 
@@ -65,20 +77,55 @@ def process(
 ) -> WebhookResult:
     """Verify, parse and store one webhook request (see the module)."""
     with telemetry.span("chimeway.webhook", provider=provider) as span:
-        result = _process(engine, provider, body, headers, url, conn)
+        events = verified(engine, provider, body, headers, url)
+        if not events:
+            result = WebhookResult(provider, 0)
+        elif conn is None:  # concurrent webhooks share a commit (group commit)
+            stored = engine.webhook_ingress.submit(
+                events, lambda batch: _store(engine, None, batch)
+            )
+            result = _stored(provider, events, stored)
+        else:
+            [stored] = _store(engine, conn, [events])
+            result = _stored(provider, events, stored)
         span.set(events=result.events, duplicates=result.duplicates)
     telemetry.add("chimeway.webhook.events", result.events, provider=provider)
     return result
 
 
-def _process(
+async def process_async(
     engine: Engine,
+    writer: WebhookWriter,
     provider: str,
     body: bytes,
     headers: Mapping[str, str],
-    url: str | None,
-    conn: Conn | None,
+    *,
+    url: str | None = None,
 ) -> WebhookResult:
+    """:func:`process` for asyncio code (the HTTP app): the events are stored by
+    ``writer``, which shares one statement, and its commit, among the webhooks arriving
+    at once. Returns once they are committed; a large body is verified and parsed on a
+    worker thread, so the event loop is never held for long."""
+    with telemetry.span("chimeway.webhook", provider=provider) as span:
+        if len(body) > INLINE_BODY_BYTES:
+            events = await anyio.to_thread.run_sync(
+                lambda: verified(engine, provider, body, headers, url)
+            )
+        else:
+            events = verified(engine, provider, body, headers, url)
+        if events:
+            result = _stored(provider, events, await writer.store(events))
+        else:
+            result = WebhookResult(provider, 0)
+        span.set(events=result.events, duplicates=result.duplicates)
+    telemetry.add("chimeway.webhook.events", result.events, provider=provider)
+    return result
+
+
+def verified(
+    engine: Engine, provider: str, body: bytes, headers: Mapping[str, str], url: str | None
+) -> list[FeedbackEvent]:
+    """The events of a webhook, verified on its raw body before anything parses it."""
     verifier = engine.feedback_provider(provider)
     if not isinstance(body, bytes | bytearray):
         raise InvalidArgument(f"body must be the raw request bytes, got {type(body).__name__}")
@@ -86,13 +133,10 @@ def _process(
         raise InvalidArgument(f"headers must be a mapping, got {type(headers).__name__}")
     raw = bytes(body)
     verifier.verify(raw, headers, url)
-    events = [dataclasses.replace(e, provider=verifier.name) for e in verifier.parse(raw, headers)]
-    if not events:
-        return WebhookResult(provider, 0)
-    if conn is None:  # concurrent webhooks share a commit (group commit)
-        stored = engine.webhook_ingress.submit(events, lambda batch: _store(engine, None, batch))
-    else:
-        [stored] = _store(engine, conn, [events])
+    return [dataclasses.replace(e, provider=verifier.name) for e in verifier.parse(raw, headers)]
+
+
+def _stored(provider: str, events: list[FeedbackEvent], stored: list[uuid.UUID]) -> WebhookResult:
     logger.info(
         "webhook stored",
         extra={
@@ -108,14 +152,190 @@ def _process(
 def _store(
     engine: Engine, conn: Conn | None, webhooks_events: Sequence[list[FeedbackEvent]]
 ) -> list[list[uuid.UUID]]:
-    """Store the events of one or more webhooks with their jobs, in one transaction; for
+    """Store the events of one or more webhooks with their jobs, in one statement; for
     each webhook, the ids of its rows that are new."""
     given = [[(uuid.uuid4(), e) for e in events] for events in webhooks_events]
-    with engine.transaction(conn) as tx:
-        new = webhooks.insert(tx, [pair for pairs in given for pair in pairs])
-        stored = [[i for i, _ in pairs if i in new] for pairs in given]
-        engine.deferrer.process_webhooks(tx, [i for ids in stored for i in ids])
-    return stored
+    flat = [pair for pairs in given for pair in pairs]
+    if conn is None:
+        new = _insert_alone(engine, flat)
+    else:
+        with engine.transaction(conn) as tx:
+            new = webhooks.insert(tx, flat)
+    return [[i for i, _ in pairs if i in new] for pairs in given]
+
+
+def _insert_alone(engine: Engine, pairs: list[tuple[uuid.UUID, FeedbackEvent]]) -> set[uuid.UUID]:
+    """The statement alone in autocommit mode on a pool connection: rows, jobs and commit
+    in one round trip (BEGIN and COMMIT of their own would be two more). The connection
+    goes back to the pool as it came (not in autocommit), or closed if it cannot."""
+    with translated(), engine.pool.connection() as own:
+        own.autocommit = True
+        try:
+            return webhooks.insert(own, pairs)
+        finally:
+            try:
+                own.autocommit = False
+            except psycopg.Error:
+                own.close()  # broken: the pool drops it rather than hand it out as is
+
+
+class WebhookWriter:
+    """Stores verified webhooks' events from asyncio code, with group commit.
+
+    A webhook arriving while no write runs is written at once, alone: no wait is added at
+    low load. Webhooks arriving while ``flushers`` writes run queue up, and the next write
+    takes all of them (up to ``max_batch`` webhooks; with ``linger`` > 0 it first waits up
+    to that many seconds for the batch to fill). A write is one statement on an autocommit
+    connection of its own asyncio pool (rows, their jobs and the commit: one round trip),
+    so no thread is involved. Each caller returns once the statement that holds its events
+    has committed, or raises what that statement raised: every webhook of a failed batch
+    fails, and nothing of the batch is written. Bound to the event loop that first uses it;
+    :meth:`close` it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 500,
+        linger: float = 0.0,
+        flushers: int = 2,
+    ) -> None:
+        if max_batch < 1 or flushers < 1 or linger < 0:
+            raise InvalidArgument("max_batch and flushers must be >= 1, linger >= 0")
+        self.engine = engine
+        self.max_batch = max_batch
+        self.linger = linger
+        self.flushers = flushers
+        self._queue: list[tuple[list[FeedbackEvent], asyncio.Future[list[uuid.UUID]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # counted in _flush itself: a done callback would run too late
+        self._full: asyncio.Event | None = None
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._opened: asyncio.Future[AsyncConnectionPool[Any]] | None = None
+
+    async def store(self, events: list[FeedbackEvent]) -> list[uuid.UUID]:
+        """Write ``events`` (of one webhook) with their jobs, possibly together with other
+        webhooks' events; the ids of the rows that are new, once committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[uuid.UUID]] = loop.create_future()
+        self._queue.append((events, done))
+        if self._full is None:
+            self._full = asyncio.Event()
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
+        if self._flushing < self.flushers:
+            self._flushing += 1
+            task = loop.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            return await done
+        except Exception as exc:  # one exception object, raised in every waiting request
+            raise _own(exc) from exc
+
+    async def _flush(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            # No await between the drain's last look at the queue and this: a webhook
+            # queued after that look finds a flusher slot free and starts one.
+            self._flushing -= 1
+
+    async def _drain(self) -> None:
+        while self._queue:
+            if self.linger and len(self._queue) < self.max_batch and self._full is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.linger)
+                self._full.clear()
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            if not batch:  # another flusher took them while this one waited
+                break
+            try:
+                stored = await self._write([events for events, _ in batch])
+            except (DatabaseUnavailable, SchemaNotReady) as exc:  # all retried later
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            except Exception as exc:
+                if len(batch) == 1:
+                    _, done = batch[0]
+                    if not done.done():
+                        done.set_exception(exc)
+                    continue
+                # One webhook the database refuses must not fail the others: each alone.
+                stored = await self._one_by_one(batch)
+            except BaseException:  # cancelled (the loop is closing): so are its requests
+                for _, done in batch:
+                    done.cancel()
+                raise
+            for (_, done), ids in zip(batch, stored, strict=True):
+                if not done.done():  # its request may have been cancelled meanwhile
+                    done.set_result(ids)
+
+    async def _one_by_one(
+        self, batch: Sequence[tuple[list[FeedbackEvent], asyncio.Future[list[uuid.UUID]]]]
+    ) -> list[list[uuid.UUID]]:
+        """Write each webhook of a batch that failed in a statement of its own; one that
+        fails again gets its error (its ids: none)."""
+        stored: list[list[uuid.UUID]] = []
+        for events, done in batch:
+            try:
+                [ids] = await self._write([events])
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                ids = []
+            stored.append(ids)
+        return stored
+
+    async def _write(self, batch: Sequence[list[FeedbackEvent]]) -> list[list[uuid.UUID]]:
+        given = [[(uuid.uuid4(), e) for e in events] for events in batch]
+        with translated():
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                new = await webhooks.insert_async(conn, [p for pairs in given for p in pairs])
+        return [[i for i, _ in pairs if i in new] for pairs in given]
+
+    async def _connections(self) -> AsyncConnectionPool[Any]:
+        if self._opened is None:
+            self._opened = asyncio.ensure_future(self._open())
+        return await asyncio.shield(self._opened)
+
+    async def _open(self) -> AsyncConnectionPool[Any]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self.engine.database_url,
+            min_size=0,
+            max_size=self.flushers,
+            open=False,
+            name="chimeway-webhooks",
+            timeout=self.engine.pool_timeout,  # the engine's own pools' wait
+            kwargs={"autocommit": True},
+            # Connections broken by a server restart are replaced, not handed out.
+            check=connections.AsyncIdleCheck(),
+        )
+        await pool.open()
+        self._pool = pool
+        return pool
+
+    async def close(self) -> None:
+        """Close the connections (after the requests in flight were answered)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = self._opened = None
+
+
+def _own(error: Exception) -> Exception:
+    """A new exception like ``error`` for one request of a failed batch: one instance
+    raised in several tasks would share (and overwrite) one traceback."""
+    try:
+        return type(error)(*error.args)
+    except Exception:
+        return RuntimeError(f"the shared write failed: {error!r}")
 
 
 def process_ingress(engine: Engine, conn: Conn, ingress_id: uuid.UUID) -> FeedbackProcessed:

@@ -17,8 +17,12 @@
 * ``/dashboard``: the read-only operator dashboard, behind an operator token
   (:mod:`chimeway.http.dashboard`).
 
-The engine's calls are synchronous (psycopg with a pool); they run on Starlette's thread
-pool, so a slow query never blocks the event loop. Response bodies are small JSON objects
+Webhooks are stored without leaving the event loop: verified and parsed there (a large
+body on a thread), then written by a :class:`~chimeway.engine.webhooks.WebhookWriter`,
+which gives the requests arriving at once one statement and one commit (group commit) on
+an asyncio connection pool, and answers each once that commit is done. The engine's other
+calls are synchronous (psycopg with a pool); they run on Starlette's thread pool, so a slow
+query never blocks the event loop. Response bodies are small JSON objects
 that name the problem and never repeat what was posted.
 """
 
@@ -70,41 +74,19 @@ def build(
     *,
     cors_origins: Iterable[str] = (),
     operator_tokens: Iterable[str] | None = None,
+    webhook_writer: webhooks.WebhookWriter | None = None,
 ) -> Starlette:
     """The ASGI app for ``engine``; mount it in your own ASGI app or serve it with uvicorn.
     Pages served from ``cors_origins`` may call the inbox routes. ``operator_tokens`` (else
-    ``$CHIMEWAY_OPERATOR_TOKENS``) open the operator dashboard (:mod:`.dashboard`)."""
+    ``$CHIMEWAY_OPERATOR_TOKENS``) open the operator dashboard (:mod:`.dashboard`).
+    ``webhook_writer`` stores the webhooks (default: a :class:`~.webhooks.WebhookWriter`
+    with its defaults); the app closes it when it shuts down."""
+    writer = webhook_writer or webhooks.WebhookWriter(engine)
     operators = dashboard_routes.Operators.configured(operator_tokens)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: metrics.snapshot(engine)))
 
-    async def receive_webhook(request: Request) -> Response:
-        provider = request.path_params["provider"]
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _problem(413, "the body is too large")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _problem(413, "the body is too large")
-        try:
-            result = await run_in_threadpool(
-                webhooks.process, engine, provider, body, request.headers, url=str(request.url)
-            )
-        except WebhookUnauthorized as exc:
-            return _refused(provider, 401, exc)
-        except (WebhookUnparseable, InvalidInput) as exc:
-            return _refused(provider, 400, exc)
-        except NotFound as exc:
-            return _refused(provider, 404, exc)
-        except DatabaseError as exc:
-            return _unavailable(exc)
-        return JSONResponse(
-            {
-                "events": result.events,
-                "stored": len(result.ingress_ids),
-                "duplicates": result.duplicates,
-            }
-        )
+    receive_webhook = _webhook_endpoint(engine, writer)
 
     async def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -159,6 +141,7 @@ def build(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await hub.close()
+        await writer.close()
 
     app = Starlette(
         routes=[
@@ -177,6 +160,46 @@ def build(
     )
     app.state.inbox_hub = hub
     return app
+
+
+def _webhook_endpoint(engine: Engine, writer: webhooks.WebhookWriter) -> Endpoint:
+    """``POST /v1/webhooks/{provider}`` (see the module)."""
+
+    async def receive_webhook(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _problem(413, "the body is too large")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _problem(413, "the body is too large")
+        try:
+            # A plain dict (the first of repeated headers, as Starlette's Headers reads
+            # them): providers look headers up several times, and Headers decodes every
+            # raw header at each lookup.
+            headers: dict[str, str] = {}
+            for key, value in request.scope["headers"]:
+                headers.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+            result = await webhooks.process_async(
+                engine, writer, provider, body, headers, url=str(request.url)
+            )
+        except WebhookUnauthorized as exc:
+            return _refused(provider, 401, exc)
+        except (WebhookUnparseable, InvalidInput) as exc:
+            return _refused(provider, 400, exc)
+        except NotFound as exc:
+            return _refused(provider, 404, exc)
+        except DatabaseError as exc:
+            return _unavailable(exc)
+        return JSONResponse(
+            {
+                "events": result.events,
+                "stored": len(result.ingress_ids),
+                "duplicates": result.duplicates,
+            }
+        )
+
+    return receive_webhook
 
 
 class AtMountRoot:

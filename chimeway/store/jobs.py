@@ -180,17 +180,6 @@ class Deferrer:
             priority=AHEAD,
         )
 
-    def process_webhooks(self, conn: Conn, ingress_ids: Sequence[uuid.UUID]) -> list[int]:
-        """A ``process_webhook`` job per new ingress row, in one round trip."""
-        return _defer_per_id(
-            conn,
-            "process_webhook",
-            arg="ingress_id",
-            lock_prefix=WEBHOOK_LOCK,
-            ids=ingress_ids,
-            scheduled_at=[None] * len(ingress_ids),
-        )
-
     def route_signals(self, conn: Conn, signal_ids: Sequence[uuid.UUID]) -> list[int]:
         """A ``route_signal`` job per new signal, in one round trip."""
         return _defer_per_id(
@@ -312,6 +301,19 @@ def delete_queued(conn: Conn, queueing_locks: Sequence[str]) -> int:
         return 0
     cur = conn.execute(db.query("jobs_queued_delete"), {"locks": list(queueing_locks)})
     return cur.rowcount
+
+
+def take_deliver(conn: Conn, limit: int) -> list[uuid.UUID]:
+    """Delete up to ``limit`` due ``deliver`` jobs no worker has taken, oldest first (the
+    fetch's order), skipping locked ones; their deliveries' ids, for the caller to claim in
+    the same transaction."""
+    if limit < 1:
+        return []
+    rows = conn.execute(
+        db.query("jobs_deliver_take"),
+        {"queue": QUEUES["deliver"], "task": TASKS["deliver"], "limit": limit},
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 @dataclass(frozen=True)

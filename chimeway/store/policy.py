@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from chimeway import db
 from chimeway.db import Conn
 from chimeway.types import DeliveryStatus, OrchestrationState
@@ -48,13 +50,32 @@ class PlanPolicy:
     db_now: dt.datetime
 
 
+#: Above this many deliveries, the policy read turns JIT compilation off while it runs
+#: (``policy_read_without_jit``), then puts the transaction's setting back.
+JIT_FREE = 200
+
+
 def for_plans(
     conn: Conn, plans: Sequence[PlanInput], at: dt.datetime | None = None
 ) -> list[PlanPolicy]:
-    """The policy of each delivery about to be planned, in input order, on the database's
-    clock (or at ``at``, for tests)."""
+    """The policy of each delivery about to be planned that some policy can apply to (and
+    of each with ``inherit``), in input order (``n``: its 1-based position in
+    ``plans``), on the database's clock (or at ``at``, for tests). Those left out have no
+    policy that can apply (``chimeway_policy_applies``): they go through as planned."""
     if not plans:
         return []
+    if len(plans) <= JIT_FREE:
+        return _for_plans(conn, plans, at)
+    row = conn.execute(db.query("policy_read_without_jit")).fetchone()
+    assert row is not None
+    try:
+        return _for_plans(conn, plans, at)
+    finally:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            conn.execute(db.query("jit_restore"), {"was": row[0]})
+
+
+def _for_plans(conn: Conn, plans: Sequence[PlanInput], at: dt.datetime | None) -> list[PlanPolicy]:
     with conn.cursor(row_factory=db.dataclass_row(PlanPolicy)) as cur:
         return cur.execute(
             db.query("policy_for_plans"),

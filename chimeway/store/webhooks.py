@@ -4,40 +4,74 @@ process them."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from chimeway import db
-from chimeway.db import Conn
+from chimeway.db import AsyncConn, Conn
 from chimeway.feedback import FeedbackEvent
+from chimeway.store.jobs import QUEUES, TASKS, WEBHOOK_LOCK
 from chimeway.types import FeedbackStatus, IngressState
+
+#: The task that processes an ingress row (chimeway.jobs), one job per row.
+WEBHOOK_TASK = "process_webhook"
 
 
 def insert(conn: Conn, events: Sequence[tuple[uuid.UUID, FeedbackEvent]]) -> set[uuid.UUID]:
-    """One queued row per (id, event), in one statement; events their provider sent before
-    (same provider event id), in an earlier statement or earlier in this one, are skipped.
-    The ids inserted."""
+    """One queued row per (id, event) and the ``process_webhook`` job of each, in one
+    statement (on an autocommit connection, one transaction of its own); events their
+    provider sent before (same provider event id), in an earlier statement or earlier in
+    this one, get neither. The ids inserted."""
     if not events:
         return set()
-    rows = conn.execute(
-        db.query("ingress_insert_batch"),
+    row = conn.execute(db.query("ingress_insert_and_defer"), _params(events)).fetchone()
+    return _inserted(row)
+
+
+async def insert_async(
+    conn: AsyncConn, events: Sequence[tuple[uuid.UUID, FeedbackEvent]]
+) -> set[uuid.UUID]:
+    """:func:`insert` on an asyncio connection."""
+    if not events:
+        return set()
+    cur = await conn.execute(db.query("ingress_insert_and_defer"), _params(events))
+    return _inserted(await cur.fetchone())
+
+
+def _params(events: Sequence[tuple[uuid.UUID, FeedbackEvent]]) -> dict[str, Any]:
+    rows = [
         {
-            "ids": [i for i, _ in events],
-            "providers": [e.provider for _, e in events],
-            "event_ids": [e.provider_event_id for _, e in events],
-            "kinds": [str(e.kind) for _, e in events],
-            "delivery_refs": [e.delivery_id for _, e in events],
-            "message_ids": [e.provider_message_id for _, e in events],
-            "occurred_at": [e.occurred_at for _, e in events],
-            "permanent": [e.permanent for _, e in events],
-            "evidence": [Jsonb(e.evidence) for _, e in events],
-        },
-    ).fetchall()
-    return {row[0] for row in rows}
+            "id": str(i),
+            "provider": e.provider,
+            "event_id": e.provider_event_id,
+            "kind": str(e.kind),
+            "delivery_ref": None if e.delivery_id is None else str(e.delivery_id),
+            "message_id": e.provider_message_id,
+            "occurred_at": None if e.occurred_at is None else e.occurred_at.isoformat(),
+            "permanent": e.permanent,
+            "evidence": e.evidence,
+        }
+        for i, e in events
+    ]
+    return {
+        "events": json.dumps(rows),
+        "queue": QUEUES[WEBHOOK_TASK],
+        "task": TASKS[WEBHOOK_TASK],
+        "priority": 0,
+        "lock_prefix": WEBHOOK_LOCK,
+    }
+
+
+def _inserted(row: Any) -> set[uuid.UUID]:
+    if row is None:  # every event was a duplicate
+        return set()
+    ids, jobs = row
+    if jobs != len(ids):
+        raise RuntimeError(f"{len(ids)} ingress rows but {jobs} process_webhook jobs")
+    return set(ids)
 
 
 @dataclass(frozen=True)

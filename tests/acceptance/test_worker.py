@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,33 @@ def test_sigterm_during_a_burst_loses_no_job(
         ),
         timeout=90,
     )
+    assert (
+        scalar(
+            committed_db,
+            "SELECT count(*) FROM (SELECT delivery_id FROM chimeway_delivery_attempts "
+            "GROUP BY delivery_id HAVING count(*) > 1) twice",
+        )
+        == 0
+    )
+    cw.close()
+
+
+def test_a_backlog_of_one_recipient_triggers_is_sent_once_by_two_workers(
+    workers: Workers, app_env: Any, committed_db: str
+) -> None:
+    """Jobs queued one per trigger are taken along by the jobs that run (engine/deliver.py
+    gathers a backlog into chunks) while two worker processes race for them: every step of
+    every run is sent exactly once."""
+    cw = app_env(WAIT_SECONDS="1")
+    users = [f"u{i}" for i in range(150)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda u: trigger(cw, [u], key=u), users))
+    queued = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:deliver'"
+    assert scalar(committed_db, queued) == len(users)
+    workers.start("--processes", "2", "--concurrency", "4", WAIT_SECONDS="1")
+    completed = "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
+    wait_until(lambda: scalar(committed_db, completed) == len(users), timeout=120)
+    assert scalar(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 3 * len(users)
     assert (
         scalar(
             committed_db,

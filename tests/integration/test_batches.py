@@ -421,9 +421,12 @@ def test_each_recorded_outcome_logs_its_action(
     caplog.set_level(logging.INFO, logger="chimeway.engine.recording")
     cw.deliver_many([d for d, _ in notices.values()])
     by_delivery = {d: u.split("-")[0] for u, (d, _) in notices.items()}
+    # Only the record's lines: an earlier test may have set the `chimeway` logger to INFO
+    # (the CLI configures logging), which lets the runs' lines through too.
+    records = [r for r in caplog.records if r.name == "chimeway.engine.recording"]
     logged = {
         (by_delivery[uuid.UUID(r.delivery_id)], r.action, getattr(r, "reason", None))
-        for r in caplog.records
+        for r in records
         if r.action != "delivery.dispatched"
     }
     assert logged == {
@@ -435,7 +438,7 @@ def test_each_recorded_outcome_logs_its_action(
         ("exhausted", "delivery.retries_exhausted", "retries_exhausted"),
         ("crashing", "delivery.retry_scheduled", None),
     }
-    assert all(r.attempt_number == 1 for r in caplog.records)
+    assert all(r.attempt_number == 1 for r in records)
 
 
 # -- chained steps ------------------------------------------------------------------------------

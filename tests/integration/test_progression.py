@@ -256,6 +256,29 @@ def test_due_sweep_advances_due_waits_only(cw: Chimeway) -> None:
     assert cw.progression.progress_due_runs(now=due_at + dt.timedelta(minutes=1)) == []
 
 
+WAIT_5M = Workflow(
+    key="soon",
+    version=1,
+    steps=[
+        Step("notice", channel="in_app", progress=[WaitUntil(delay=300, to_step="email")]),
+        Step("email", channel="email"),
+    ],
+)
+TIMERS = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+
+
+def test_the_due_sweep_deletes_the_timer_jobs_of_the_runs_it_moves(
+    cw: Chimeway, committed_db: str
+) -> None:
+    runs = start(cw, WAIT_5M, users=["u0", "u1", "u2"]).run_ids
+    drain(cw)
+    assert count(committed_db, TIMERS) == 3  # due within the timer horizon: queued
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    results = cw.progression.progress_due_runs(now=later)
+    assert sorted(r.run_id for r in results if isinstance(r, Advanced)) == sorted(runs)
+    assert count(committed_db, TIMERS) == 0  # they would have found their runs moved on
+
+
 def test_concurrent_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:
     cw = make_cw(pool_max_size=12)
     runs = start(cw, WAIT_30M, users=[f"u{i}" for i in range(30)]).run_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from chimeway import Chimeway, Maintenance
+from chimeway import Chimeway, Maintenance, RunState, Step, Triggered, WaitUntil, Workflow
 from chimeway.store import waker as store
 from chimeway.waker import Waker
 from chimeway.worker import BackgroundWorker, WorkerOptions
 from tests.acceptance.conftest import wait_until
+from tests.integration.conftest import Recorders
+from tests.integration.notifiers import WithWorkflow
 
 NEVER = "0 0 1 1 *"  # maintenance once a year: no periodic job wakes the worker meanwhile
 LONG_POLL = 30.0
@@ -113,6 +116,43 @@ def test_a_job_due_in_a_second_starts_long_before_the_next_poll(
             schedule(conn, "t", 1.0)
         # Its insert woke the worker, which found nothing due and sleeps for 30 s.
         assert stamps.ran.wait(timeout=10), "the job did not start before the poll"
+
+
+def test_the_leader_fires_a_runs_due_timer_itself(
+    committed_db: str, adapters: Recorders, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="chimeway.worker")
+    waits = Workflow(
+        key="second",
+        version=1,
+        steps=[
+            Step("notice", channel="in_app", progress=[WaitUntil(delay=1, to_step="email")]),
+            Step("email", channel="email"),
+        ],
+    )
+    cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
+    chosen = {c: adapters[c] for c in ("in_app", "email")}
+    with (
+        Chimeway(committed_db, maintenance=cron, adapters=chosen) as cw,
+        BackgroundWorker(cw, WorkerOptions(poll_interval=LONG_POLL)) as worker,
+    ):
+        assert worker.waker is not None
+        wait_until(worker.waker.leading.is_set, timeout=10)
+        wait_until(lambda: listening(committed_db), timeout=10)
+        result = cw.trigger(
+            WithWorkflow(waits), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
+        )
+        assert isinstance(result, Triggered)
+        run_id = result.run_ids[0]
+        wait_until(lambda: cw.workflows.explain("t", run_id).state == RunState.COMPLETED, 15)
+    # Not through its timer job (no fetch could find it before the 30 s poll): the leader
+    # moved the run on at its due time and deleted the job.
+    assert "fired due timers" in caplog.text
+    with psycopg.connect(committed_db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+        ).fetchone()
+    assert row == (0,)
 
 
 def test_without_the_waker_the_same_job_waits_for_the_poll(

@@ -290,9 +290,10 @@ def progress_due_runs(
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
     number of sweepers can run at once; one transaction per batch, moved set-wise by the
-    same code that moves one run on its timer. If a batch fails, its runs are retried one
-    by one, each in a savepoint: a run that fails is logged and left for the next sweep;
-    the others go on."""
+    same code that moves one run on its timer. Their timer jobs still queued are deleted in
+    that transaction (they would find their runs moved on and do nothing). If a batch fails,
+    its runs are retried one by one, each in a savepoint: a run that fails is logged and
+    left for the next sweep; the others go on."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
@@ -300,6 +301,8 @@ def progress_due_runs(
         with logbook.held(), engine.pool.connection() as conn, conn.transaction():
             claimed = runs.claim_due(conn, now, size, tried)
             tried.extend(run.id for run in claimed)
+            # Before the runs move: a wait their advance starts queues a timer of its own.
+            jobs.delete_queued(conn, [jobs.progress_lock(run.id) for run in claimed])
             results.extend(_elapse_claimed(engine, conn, claimed, now or clock.now(conn)))
         if len(claimed) < size:
             break

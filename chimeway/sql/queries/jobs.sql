@@ -67,6 +67,24 @@ DELETE FROM procrastinate_jobs WHERE id = %(id)s
 DELETE FROM procrastinate_jobs
 WHERE status = 'todo' AND queueing_lock = ANY(%(locks)s::text[])
 
+-- name: jobs_deliver_take
+-- A backlog of one-delivery jobs, taken along by a running `deliver` job (engine/deliver.py):
+-- up to `limit` due `deliver` jobs of the queue, in the order a worker would fetch them,
+-- skipping any a worker is fetching or another job is taking at this moment, are deleted;
+-- their deliveries' ids come back, for the caller's claim in the same transaction (rolled
+-- back with it, they are queued again). Jobs with a Procrastinate lock are left alone.
+DELETE FROM procrastinate_jobs
+WHERE id = ANY(ARRAY(
+    SELECT id FROM procrastinate_jobs
+    WHERE status = 'todo' AND queue_name = %(queue)s AND task_name = %(task)s
+      AND lock IS NULL
+      AND (scheduled_at IS NULL OR scheduled_at <= now())
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING (args ->> 'delivery_id')::uuid AS delivery_id
+
 -- name: job_subjects
 -- The tenant and event of each row jobs name (chimeway.testing.drain's scope): deliveries,
 -- runs, signals (a tenant, no event) and provider webhook events (through their delivery),

@@ -1,23 +1,36 @@
 -- Provider feedback: webhook ingress rows and what processing reads (chimeway/store/webhooks.py).
 
--- name: ingress_insert_batch
+-- name: ingress_insert_and_defer
 -- Verified events (of one webhook or of several sharing a commit), with the ids the caller
--- gave them; an event its provider sent before (same provider and event id) is skipped,
--- also within the batch. The ids of the rows inserted.
-INSERT INTO chimeway_webhook_ingress (
-    id, provider, provider_event_id, kind, delivery_ref, provider_message_id, occurred_at,
-    permanent, evidence
+-- gave them (one JSON array: a single parameter to send, where nine arrays cost the client
+-- more than the statement costs the server), and the process_webhook job of each row inserted, in one statement: alone on an
+-- autocommit connection it is its own transaction, so storing a batch costs one round trip
+-- (the jobs are built server-side, like jobs_defer_per_id). An event its provider sent
+-- before (same provider and event id) is skipped, also within the batch. One row: the ids
+-- inserted and how many jobs were deferred; no row when every event was a duplicate.
+WITH stored AS (
+    INSERT INTO chimeway_webhook_ingress (
+        id, provider, provider_event_id, kind, delivery_ref, provider_message_id,
+        occurred_at, permanent, evidence
+    )
+    SELECT x.id, x.provider, x.event_id, x.kind, x.delivery_ref, x.message_id,
+           x.occurred_at, x.permanent, x.evidence
+    FROM jsonb_to_recordset(%(events)s::jsonb) AS x (
+        id uuid, provider text, event_id text, kind chimeway_feedback_status,
+        delivery_ref uuid, message_id text, occurred_at timestamptz, permanent boolean,
+        evidence jsonb
+    )
+    ON CONFLICT (provider, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+    RETURNING id
 )
-SELECT x.id, x.provider, x.event_id, x.kind, x.delivery_ref, x.message_id, x.occurred_at,
-       x.permanent, x.evidence
-FROM unnest(
-    %(ids)s::uuid[], %(providers)s::text[], %(event_ids)s::text[],
-    %(kinds)s::chimeway_feedback_status[], %(delivery_refs)s::uuid[], %(message_ids)s::text[],
-    %(occurred_at)s::timestamptz[], %(permanent)s::boolean[], %(evidence)b::jsonb[]
-) AS x (id, provider, event_id, kind, delivery_ref, message_id, occurred_at, permanent,
-        evidence)
-ON CONFLICT (provider, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
-RETURNING id
+SELECT array_agg(s.id) AS ids,
+       cardinality(procrastinate_defer_jobs_v1(array_agg(
+           ROW(%(queue)s, %(task)s, %(priority)s, NULL, %(lock_prefix)s || s.id::text,
+               jsonb_build_object('ingress_id', s.id::text), NULL
+           )::procrastinate_job_to_defer_v1
+       ))) AS jobs
+FROM stored AS s
+HAVING count(*) > 0
 
 -- name: ingress_lock
 SELECT * FROM chimeway_webhook_ingress WHERE id = %(id)s FOR UPDATE

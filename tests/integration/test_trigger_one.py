@@ -1,0 +1,457 @@
+"""The one-statement trigger (chimeway/store/triggers.py): a trigger that plans one delivery
+no policy can apply to writes exactly the rows, history and job the planning path writes;
+every kind of policy (and a missing address, and a batch) sends it down the planning path
+with nothing written twice; idempotency keys behave as on the planning path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from chimeway import (
+    Batch,
+    Chimeway,
+    DeliveryStatus,
+    Duplicate,
+    OnOutcome,
+    Step,
+    Triggered,
+    Workflow,
+)
+from chimeway.engine import trigger as trigger_module
+from chimeway.store import policy, triggers
+from chimeway.testing import RecordingAdapter
+from tests.integration.conftest import Recorders, concurrently, count
+from tests.integration.notifiers import Welcome, WithWorkflow, in_app
+
+Conn = psycopg.Connection[Any]
+
+TWO_STEP = Workflow(
+    "two_step",
+    1,
+    [
+        Step("notice", "in_app", [OnOutcome(outcome="delivered", to_step="mail")]),
+        Step("mail", "email"),
+    ],
+)
+BATCHED = Workflow("batched", 1, [Batch(window=dt.timedelta(minutes=5)), Step("notice", "in_app")])
+
+
+class EmailRecorder(RecordingAdapter):
+    """Sends to the profile's email address."""
+
+    address = "email"
+
+
+class WithProfile(Welcome):
+    """One recipient per user, each with an inline email."""
+
+    key = "with_profile"
+
+    def recipients(self, params: dict[str, Any]) -> list[Any]:
+        return [{"id": u, "email": f"{u}@example.test", "locale": "fr"} for u in params["users"]]
+
+
+class Batched(WithWorkflow):
+    key = "batched"
+
+    def __init__(self) -> None:
+        super().__init__(BATCHED)
+
+    def render_batch(
+        self, items: list[dict[str, Any]], recipient: Any, channel: str
+    ) -> dict[str, Any]:
+        return in_app(f"{len(items)} new")
+
+
+@pytest.fixture
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[triggers.Written]:
+    """What each one-statement write returned (the real function, observed)."""
+    results: list[triggers.Written] = []
+    real = triggers.write_one
+
+    def observed(conn: Any, one: triggers.One) -> triggers.Written:
+        written = real(conn, one)
+        results.append(written)
+        return written
+
+    monkeypatch.setattr(triggers, "write_one", observed)
+    return results
+
+
+@pytest.fixture
+def cw(make_tx_cw: Callable[..., Chimeway], adapters: Recorders) -> Chimeway:
+    adapters["email"] = EmailRecorder()
+    return make_tx_cw(adapters={c: adapters[c] for c in ("in_app", "email", "sms")})
+
+
+@pytest.fixture
+def planning_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
+    """Switch the one-statement form off (the planning path) or on again."""
+    real = trigger_module._one
+
+    def switch(off: bool) -> None:
+        monkeypatch.setattr(trigger_module, "_one", (lambda *a, **k: None) if off else real)
+
+    yield switch
+
+
+# -- the rows of both paths -----------------------------------------------------------------
+
+
+def _normal(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (v is None if k.endswith("_at") else _normal(v, names))
+            for k, v in value.items()
+            if k not in ("idempotency_key", "id") or (isinstance(v, str) and v in names)
+        }
+    if isinstance(value, list):
+        return [_normal(v, names) for v in value]
+    if isinstance(value, str):
+        for raw, name in names.items():
+            value = value.replace(raw, name)
+    return value
+
+
+def rows_of(db: Conn, result: Triggered) -> dict[str, Any]:
+    """Every row the trigger wrote (jobs included), with its ids named and its instants
+    reduced to whether they are set."""
+    [notification_id] = result.notification_ids
+    [delivery_id] = result.delivery_ids
+    names = {str(result.event_id): "<event>", str(notification_id): "<notification>"}
+    names[str(delivery_id)] = "<delivery>"
+    for run_id in result.run_ids:
+        names[str(run_id)] = "<run>"
+    queries = {
+        "event": ("SELECT to_jsonb(t) FROM chimeway_events t WHERE id = %s", result.event_id),
+        "notification": (
+            "SELECT to_jsonb(t) FROM chimeway_notifications t WHERE event_id = %s",
+            result.event_id,
+        ),
+        "runs": (
+            "SELECT to_jsonb(t) FROM chimeway_workflow_runs t WHERE notification_id = %s",
+            notification_id,
+        ),
+        "run_history": (
+            "SELECT to_jsonb(t) - 'id' FROM chimeway_workflow_transitions t "
+            "JOIN chimeway_workflow_runs r ON r.id = t.run_id WHERE r.notification_id = %s "
+            "ORDER BY t.id",
+            notification_id,
+        ),
+        "deliveries": (
+            "SELECT to_jsonb(t) FROM chimeway_deliveries t WHERE notification_id = %s",
+            notification_id,
+        ),
+        "delivery_history": (
+            "SELECT to_jsonb(t) - 'id' FROM chimeway_delivery_transitions t "
+            "WHERE delivery_id = %s ORDER BY t.id",
+            delivery_id,
+        ),
+        "jobs": (
+            "SELECT to_jsonb(t) - 'id' FROM procrastinate_jobs t WHERE args::text LIKE %s",
+            f"%{delivery_id}%",
+        ),
+    }
+    found = {
+        what: [_normal(r[0], names) for r in db.execute(sql.encode(), [arg]).fetchall()]
+        for what, (sql, arg) in queries.items()
+    }
+    found["profile"] = [
+        _normal(r[0], names)
+        for r in db.execute(
+            "SELECT to_jsonb(t) FROM chimeway_recipients t WHERE recipient_id = 'ana'"
+        )
+    ]
+    return found
+
+
+CASES: list[tuple[str, Any, dict[str, Any]]] = [
+    ("plain", Welcome, {"users": ["ana"]}),
+    ("plain email", Welcome, {"users": ["ana"], "channels": ["email"]}),
+    ("workflow", WithWorkflow(TWO_STEP), {"users": ["ana"]}),
+    ("inline profile", WithProfile, {"users": ["ana"], "channels": ["email"]}),
+]
+
+
+@pytest.mark.parametrize("caller", [True, False], ids=["caller's transaction", "autocommit"])
+@pytest.mark.parametrize(("name", "notifier", "params"), CASES, ids=[c[0] for c in CASES])
+def test_one_statement_writes_what_planning_writes(
+    make_cw: Callable[..., Chimeway],
+    adapters: Recorders,
+    committed_db: str,
+    seen: list[triggers.Written],
+    planning_only: Callable[[bool], None],
+    name: str,
+    notifier: Any,
+    params: dict[str, Any],
+    caller: bool,
+) -> None:
+    adapters["email"] = EmailRecorder()
+    cw = make_cw(adapters={c: adapters[c] for c in ("in_app", "email", "sms")})
+    # A first trigger stores the workflow's definition (the one-statement form needs it
+    # known committed).
+    cw.trigger(notifier, params, tenant_id="t", idempotency_key="warm")
+
+    with psycopg.connect(committed_db) as db:
+
+        def fire(key: str) -> Triggered:
+            db.execute("DELETE FROM chimeway_recipients")
+            if name != "inline profile":
+                cw.recipients.upsert("t", "ana", email="ana@example.test", conn=db)
+            db.commit()
+            result = cw.trigger(
+                notifier, params, tenant_id="t", idempotency_key=key, conn=db if caller else None
+            )
+            db.commit()
+            assert isinstance(result, Triggered)
+            return result
+
+        seen.clear()
+        planning_only(True)
+        planned = fire("planned")
+        assert seen == []
+        before = rows_of(db, planned)
+        planning_only(False)
+        one = fire("one")
+        assert [(w.free, w.event_id, w.jobs) for w in seen] == [(True, one.event_id, 1)]
+        after = rows_of(db, one)
+    assert after == before
+    assert len(after["deliveries"]) == len(after["jobs"]) == 1
+    assert after["deliveries"][0]["status"] == "pending"
+    assert len(after["runs"]) == (1 if name == "workflow" else 0)
+    assert len(after["run_history"]) == (2 if name == "workflow" else 0)
+    assert len(after["profile"]) == 1
+
+
+def test_autocommit_write_commits_alone_and_returns_its_connection(
+    make_cw: Callable[..., Chimeway], committed_db: str, seen: list[triggers.Written]
+) -> None:
+    cw = make_cw()
+    result = cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    assert [w.free for w in seen] == [True]
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+    with cw.engine.pool.connection() as conn:
+        assert conn.autocommit is False
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    again = cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="k")
+    assert again == Duplicate(result.event_id)
+    assert count(committed_db, "SELECT count(*) FROM chimeway_events") == 1
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 1
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+# -- every kind of policy takes the planning path ----------------------------------------
+
+Setup = Callable[[Chimeway, Conn], None]
+
+
+def _quiet(recipient: str | None) -> Setup:
+    def setup(cw: Chimeway, db: Conn) -> None:
+        now: dt.datetime = db.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        now = now.astimezone(dt.UTC)
+        start, end = now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)
+        cw.preferences.set_quiet_hours(
+            "t", recipient, start.time(), end.time(), timezone="UTC", conn=db
+        )
+
+    return setup
+
+
+def _pref(recipient: str | None, enabled: bool, **scope: str) -> Setup:
+    return lambda cw, db: (
+        cw.preferences.set("t", recipient, enabled=enabled, conn=db, **scope) and None
+    )
+
+
+def _cap(recipient: str | None, **scope: str) -> Setup:
+    return lambda cw, db: (
+        cw.preferences.set_cap("t", recipient, 1, dt.timedelta(hours=1), conn=db, **scope) and None
+    )
+
+
+def _no_email(cw: Chimeway, db: Conn) -> None:
+    cw.recipients.upsert("t", "ana", clear=["email"], conn=db)
+
+
+POLICIES: list[tuple[str, Setup, str]] = [
+    ("channel off", _pref("ana", False, channel="email"), "channel_disabled"),
+    ("tenant channel off", _pref(None, False, channel="email"), "channel_disabled"),
+    ("category off", _pref("ana", False, category="account"), "category_disabled"),
+    ("workflow off", _pref("ana", False, workflow="welcome"), "workflow_disabled"),
+    ("an opt-in", _pref("ana", True, channel="email"), "pending"),
+    ("cap", _cap("ana"), "delivery_cap_reached"),
+    ("tenant cap on the channel", _cap(None, channel="email"), "delivery_cap_reached"),
+    ("quiet hours", _quiet("ana"), "deferred"),
+    ("tenant quiet hours", _quiet(None), "deferred"),
+    ("no address", _no_email, "no_address"),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "expected"), POLICIES, ids=[p[0] for p in POLICIES])
+def test_any_policy_takes_the_planning_path(
+    cw: Chimeway,
+    db: Conn,
+    seen: list[triggers.Written],
+    name: str,
+    setup: Setup,
+    expected: str,
+) -> None:
+    cw.recipients.upsert("t", "ana", email="ana@example.test", conn=db)
+    params = {"users": ["ana"], "channels": ["email"]}
+    first = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k0", conn=db)
+    assert [w.free for w in seen] == [True]  # nothing set yet; it fills a cap's window
+    setup(cw, db)
+    seen.clear()
+    result = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k", conn=db)
+    assert isinstance(result, Triggered) and isinstance(first, Triggered)
+    # The guard wrote nothing: the planning path's own event insert was not a duplicate.
+    assert [(w.free, w.event_id, w.notification_id, w.jobs) for w in seen] == [
+        (False, None, None, 0)
+    ]
+    assert count(db, "SELECT count(*) FROM chimeway_events") == 2
+    assert count(db, "SELECT count(*) FROM chimeway_notifications") == 2
+    [delivery_id] = result.delivery_ids
+    row = cw.delivery("t", delivery_id, conn=db)
+    if row.status == DeliveryStatus.SUPPRESSED:
+        assert str(row.suppression_reason) == expected
+    elif row.orchestration_state == "deferred":
+        assert expected == "deferred"
+    else:
+        assert expected == str(row.status)
+    jobs = count(
+        db, "SELECT count(*) FROM procrastinate_jobs WHERE args::text LIKE %s", f"%{delivery_id}%"
+    )
+    assert jobs == (0 if row.status == DeliveryStatus.SUPPRESSED else 1)
+
+
+def test_a_batch_and_several_deliveries_take_the_planning_path(
+    cw: Chimeway, db: Conn, seen: list[triggers.Written]
+) -> None:
+    batched = cw.trigger(Batched(), {"users": ["ana"]}, tenant_id="t", idempotency_key="b", conn=db)
+    two = cw.trigger(
+        Welcome,
+        {"users": ["ana"], "channels": ["in_app", "email"]},
+        tenant_id="t",
+        idempotency_key="two",
+        conn=db,
+    )
+    many = cw.trigger(
+        Welcome, {"users": ["ana", "bo"]}, tenant_id="t", idempotency_key="m", conn=db
+    )
+    assert seen == []
+    assert isinstance(batched, Triggered) and isinstance(two, Triggered)
+    assert isinstance(many, Triggered)
+    assert count(db, "SELECT count(*) FROM chimeway_digests") == 1
+    assert len(two.delivery_ids) == len(many.delivery_ids) == 2
+
+
+# -- idempotency --------------------------------------------------------------------------
+
+
+def test_a_repeated_key_is_a_duplicate_and_writes_nothing(
+    cw: Chimeway, db: Conn, seen: list[triggers.Written]
+) -> None:
+    first = cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="k", conn=db)
+    again = cw.trigger(Welcome, {"users": ["bo"]}, tenant_id="t", idempotency_key="k", conn=db)
+    assert isinstance(first, Triggered)
+    assert again == Duplicate(first.event_id)
+    assert [(w.free, w.event_id is None) for w in seen] == [(True, False), (True, True)]
+    for table in ("chimeway_notifications", "chimeway_deliveries", "procrastinate_jobs"):
+        assert count(db, f"SELECT count(*) FROM {table}") == 1
+    # The key is the tenant's: another tenant's same key is a new event.
+    other = cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t2", idempotency_key="k", conn=db)
+    assert isinstance(other, Triggered)
+
+
+def test_concurrent_triggers_with_one_key_write_once(
+    make_cw: Callable[..., Chimeway], committed_db: str, seen: list[triggers.Written]
+) -> None:
+    cw = make_cw()
+    cw.engine.resize_pool(9)
+    results = concurrently(
+        8,
+        lambda: cw.trigger(
+            Welcome, {"users": [f"u{uuid.uuid4().hex[:6]}"]}, tenant_id="t", idempotency_key="k"
+        ),
+    )
+    triggered = [r for r in results if isinstance(r, Triggered)]
+    assert len(triggered) == 1
+    assert all(r == Duplicate(triggered[0].event_id) for r in results if r not in triggered)
+    assert len(seen) == 8 and all(w.free for w in seen)
+    for table in ("chimeway_events", "chimeway_notifications", "chimeway_deliveries"):
+        assert count(committed_db, f"SELECT count(*) FROM {table}") == 1
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+# -- planning's read skips what no policy can apply to -------------------------------------
+
+
+def test_planning_reads_policy_only_where_some_can_apply(
+    cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[list[int]] = []
+    real = policy.for_plans
+
+    def observed(conn: Any, plans: Any, at: Any = None) -> list[policy.PlanPolicy]:
+        rows = real(conn, plans, at)
+        read.append([r.n for r in rows])
+        return rows
+
+    monkeypatch.setattr(policy, "for_plans", observed)
+    for who in ("ana", "bo", "cy", "di"):
+        cw.recipients.upsert("t", who, email=f"{who}@example.test", conn=db)
+    params = {"users": ["ana", "bo", "cy", "di", "ed"], "channels": ["email"]}
+    # A tenant without any policy: nothing is read, and the address check still holds.
+    first = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k0", conn=db)
+    assert isinstance(first, Triggered)
+    assert read == [[]]
+    cw.preferences.set("t", "ana", enabled=False, channel="email", conn=db)
+    cw.preferences.set_cap("t", "bo", 1, dt.timedelta(hours=1), conn=db)
+    cw.preferences.set("t", "cy", enabled=False, channel="sms", conn=db)  # not this channel
+    read.clear()
+    result = cw.trigger(Welcome, params, tenant_id="t", idempotency_key="k1", conn=db)
+    assert isinstance(result, Triggered)
+    assert read == [[1, 2]]  # ana's opt-out and bo's cap; cy's rule is about sms
+    outcomes = []
+    for delivery_id in [*first.delivery_ids, *result.delivery_ids]:
+        row = cw.delivery("t", delivery_id, conn=db)
+        outcomes.append(str(row.suppression_reason or row.status))
+    assert outcomes == [
+        *["pending"] * 4,
+        "no_address",
+        "channel_disabled",
+        "delivery_cap_reached",
+        "pending",
+        "pending",
+        "no_address",
+    ]
+
+
+def test_a_large_policy_read_runs_without_jit_and_gives_the_setting_back(
+    cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def jit() -> str:
+        value: str = db.execute("SELECT current_setting('jit')").fetchone()[0]  # type: ignore[index]
+        return value
+
+    during: list[str] = []
+    read = policy._for_plans
+
+    def spy(conn: Conn, *args: Any) -> Any:
+        during.append(jit())
+        return read(conn, *args)
+
+    monkeypatch.setattr(policy, "_for_plans", spy)
+    db.execute("SET LOCAL jit = on")
+    cw.trigger(Welcome, {"users": ["ana", "bo"]}, tenant_id="t", idempotency_key="small", conn=db)
+    users = [f"u{i}" for i in range(policy.JIT_FREE + 1)]
+    cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="large", conn=db)
+    assert during == ["on", "off"]  # the large read compiles nothing
+    assert jit() == "on"  # and the caller's transaction has its own setting back
