@@ -16,6 +16,7 @@ import pytest
 
 # The inbox's browser test serves the app in process and sends email to a real SMTP server.
 from tests.adapters.conftest import start_smtp  # noqa: F401
+from tests.integration.conftest import uvicorns  # noqa: F401 (serve_fixture's servers)
 from tests.integration.inbox_support import serve_fixture  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 
 from chimeway import Chimeway, RetryPolicy
 from chimeway.testing import RecordingAdapter
 
 # The adapter tests' real SMTP server, for engine tests that send through SmtpAdapter.
-from tests.adapters.conftest import smtp_server, start_smtp  # noqa: F401
+from tests.adapters.conftest import free_port, smtp_server, start_smtp  # noqa: F401
 
 IMMEDIATE = RetryPolicy(base_delay=dt.timedelta(0), jitter=0)
 
@@ -142,3 +144,37 @@ def shared_cw(shared_db: str) -> Iterator[Chimeway]:
         adapters={c: RecordingAdapter() for c in ("in_app", "email", "sms", "push", "chat")},
     ) as cw:
         yield cw
+
+
+class Uvicorns:
+    """uvicorn servers on threads of this process (:func:`uvicorns`), all stopped at the end
+    of the test."""
+
+    def __init__(self) -> None:
+        self.servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(self, app: Any, port: int | None = None, **options: Any) -> str:
+        """Serve ``app`` on 127.0.0.1 (a free port unless given); its base URL once up."""
+        port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        self.servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        for server, thread in self.servers:
+            server.should_exit = True
+            thread.join(10)
+
+
+@pytest.fixture
+def uvicorns() -> Iterator[Uvicorns]:
+    servers = Uvicorns()
+    yield servers
+    servers.stop()

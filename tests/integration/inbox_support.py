@@ -10,17 +10,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from chimeway import Chimeway, Triggered
 from chimeway.testing import drain
-from tests.adapters.conftest import free_port
+from tests.integration.conftest import Uvicorns
 from tests.integration.notifiers import Welcome
 
 SECRET = "an inbox secret that is long enough to sign tokens"
@@ -29,33 +28,9 @@ Serve = Callable[..., str]
 
 
 @pytest.fixture(name="serve")
-def serve_fixture() -> Iterator[Serve]:
+def serve_fixture(uvicorns: Uvicorns) -> Serve:
     """``serve(cw, cors_origins=...)`` runs uvicorn with ``cw.asgi()``; its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(cw: Chimeway, **options: Any) -> str:
-        port = free_port()
-        config = uvicorn.Config(
-            cw.asgi(**options),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    return lambda cw, **options: uvicorns.start(cw.asgi(**options), timeout_graceful_shutdown=2)
 
 
 def send(cw: Chimeway, user: str, tenant: str = "t") -> uuid.UUID:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from chimeway import (
     Chimeway,
@@ -24,8 +22,8 @@ from chimeway import (
 )
 from chimeway.feedback import MailgunProvider
 from chimeway.testing import RecordingAdapter, drain
-from tests.adapters.conftest import SmtpServer, free_port
-from tests.integration.conftest import count
+from tests.adapters.conftest import SmtpServer
+from tests.integration.conftest import Uvicorns, count
 from tests.integration.webhook_support import PROVIDER, bounce_flow, receipt, signed
 
 SIGNING_KEY = "key-7e55d003b4ba60aa8ed2ec2f33ad06bd"
@@ -35,27 +33,9 @@ Serve = Callable[[Chimeway], str]
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
+def serve(uvicorns: Uvicorns) -> Serve:
     """``serve(cw)`` runs uvicorn with ``cw.asgi()`` on a thread; its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(cw: Chimeway) -> str:
-        port = free_port()
-        config = uvicorn.Config(cw.asgi(), host="127.0.0.1", port=port, log_config=None)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    return lambda cw: uvicorns.start(cw.asgi())
 
 
 def mailgun_failure(message_id: str, event_id: str | None = None) -> bytes:

@@ -6,15 +6,12 @@ the same one."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from chimeway import (
     Chimeway,
@@ -29,6 +26,7 @@ from chimeway import (
 from chimeway.policy import PreferenceScope, TokenSigner, UnsubscribeClaims
 from chimeway.testing import RecordingAdapter, drain
 from tests.adapters.conftest import SmtpServer, free_port
+from tests.integration.conftest import Uvicorns
 from tests.integration.notifiers import Welcome
 from tests.integration.webhook_support import PROVIDER, receipt
 
@@ -186,27 +184,9 @@ def test_a_complaint_and_an_unsubscribe_webhook_write_what_the_link_writes(
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Chimeway, int], str]]:
+def serve(uvicorns: Uvicorns) -> Callable[[Chimeway, int], str]:
     """``serve(cw, port)``: uvicorn serving ``cw.asgi()`` on a thread; its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(cw: Chimeway, port: int) -> str:
-        server = uvicorn.Server(
-            uvicorn.Config(cw.asgi(), host="127.0.0.1", port=port, log_config=None)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    return lambda cw, port: uvicorns.start(cw.asgi(), port)
 
 
 @pytest.fixture

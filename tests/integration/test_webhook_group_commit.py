@@ -11,25 +11,21 @@ transaction id (``xmin``): that is what shows they were committed together.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
 from chimeway import Chimeway
 from chimeway.engine.webhooks import INLINE_BODY_BYTES, WebhookWriter, verified
 from chimeway.errors import InvalidArgument
 from chimeway.feedback import FeedbackEvent
 from chimeway.http.app import build
-from tests.adapters.conftest import free_port
-from tests.integration.conftest import count
+from tests.integration.conftest import Uvicorns, count
 from tests.integration.webhook_support import PROVIDER, receipt
 
 #: How long a writer waits for its batch to fill: far longer than the client waits.
@@ -45,27 +41,9 @@ def cw(make_cw: Callable[..., Chimeway]) -> Chimeway:
 
 
 @pytest.fixture
-def serve(cw: Chimeway) -> Iterator[Serve]:
+def serve(cw: Chimeway, uvicorns: Uvicorns) -> Serve:
     """``serve(writer)`` runs uvicorn with the app storing webhooks through ``writer``."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(writer: WebhookWriter) -> str:
-        port = free_port()
-        app = build(cw.engine, webhook_writer=writer)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    return lambda writer: uvicorns.start(build(cw.engine, webhook_writer=writer))
 
 
 def post_all(base: str, requests: list[tuple[bytes, dict[str, str]]]) -> list[httpx.Response]:
