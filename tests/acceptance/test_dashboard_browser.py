@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -46,7 +47,23 @@ def go(driver: WebDriver, by: str, value: str) -> None:
     """Click what leads to another page, and wait until that page replaced this one."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(by, value).click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 10).until(lambda _: _replaced(page))
+
+
+def _replaced(page: WebElement) -> bool:
+    """Whether ``page`` (the old document's root) is gone. Selenium's ``staleness_of`` knows
+    the stale-element error only; chromedriver may answer a lookup made while the new
+    document replaces the old with "Node with given id does not belong to the document"
+    instead, which says the same."""
+    try:
+        page.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def sign_in(driver: WebDriver, base: str, token: str) -> None:

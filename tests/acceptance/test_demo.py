@@ -57,6 +57,7 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
 
 def test_the_demo_can_keep_its_inbox_page_up(committed_db: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
+    env["PYTHONFAULTHANDLER"] = "1"
     with subprocess.Popen(
         [chimeway_script(), "--database-url", committed_db, "demo", "--keep-serving"],
         env=env,
@@ -79,7 +80,14 @@ def test_the_demo_can_keep_its_inbox_page_up(committed_db: str) -> None:
             [item] = page.json()["items"]
             assert item["content"]["body"] == "Barbara mentioned you in Q3 plan"
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=30) == 0
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # Where it hangs: faulthandler prints every thread's stack on SIGABRT.
+                proc.send_signal(signal.SIGABRT)
+                proc.wait(timeout=10)
+                pytest.fail("the demo did not stop on SIGINT:\n" + proc.stderr.read()[-20000:])
+            assert code == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
