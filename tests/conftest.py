@@ -139,6 +139,8 @@ def drop_stale_databases(url: str) -> None:
             # chimeway_tests_<pid>[gw<n>]_...: pytest-xdist's workers add their id.
             pid = re.match(r"\d*", name[len(PREFIX) :]).group()  # type: ignore[union-attr]
             if pid and int(pid) != os.getpid() and not _alive(int(pid)):
+                # A run's template database must stop being one before it can be dropped.
+                conn.execute(f'ALTER DATABASE "{name}" IS_TEMPLATE false'.encode())
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 

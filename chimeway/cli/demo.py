@@ -14,6 +14,7 @@ run's explanation and trace is printed, then a summary.
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 import time
 import uuid
@@ -153,6 +154,7 @@ def run_demo(
         out.write(f"The SMTP server accepted {mail.received} email(s).\n")
         out.flush()
         if keep_serving:
+            _stop_on_signals()
             note(f"{SHOWN}'s inbox stays up at {page} ; press Ctrl-C to stop")
             web.wait()
     finally:
@@ -161,6 +163,14 @@ def run_demo(
         smtp.close()
         mail.__exit__(None, None, None)
     return 0
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT), or a service manager's SIGTERM, stops the page that stays up, even
+    when the demo was started with SIGINT ignored (a background job of a non-interactive
+    shell passes that on, and Python then raises no ``KeyboardInterrupt``)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class BackgroundServer:
