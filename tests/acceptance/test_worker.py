@@ -28,6 +28,17 @@ def scalar(url: str, sql: str, *params: Any) -> Any:
     return row[0] if row else None
 
 
+def sent_twice(url: str) -> int:
+    """How many deliveries were attempted more than once."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM (SELECT delivery_id FROM chimeway_delivery_attempts "
+            "GROUP BY delivery_id HAVING count(*) > 1) twice",
+        )
+    )
+
+
 def run_state(url: str, run_id: uuid.UUID) -> tuple[str, str | None]:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -285,14 +296,7 @@ def test_sigterm_during_a_burst_loses_no_job(
         ),
         timeout=90,
     )
-    assert (
-        scalar(
-            committed_db,
-            "SELECT count(*) FROM (SELECT delivery_id FROM chimeway_delivery_attempts "
-            "GROUP BY delivery_id HAVING count(*) > 1) twice",
-        )
-        == 0
-    )
+    assert sent_twice(committed_db) == 0
     cw.close()
 
 
@@ -312,14 +316,7 @@ def test_a_backlog_of_one_recipient_triggers_is_sent_once_by_two_workers(
     completed = "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
     wait_until(lambda: scalar(committed_db, completed) == len(users), timeout=120)
     assert scalar(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 3 * len(users)
-    assert (
-        scalar(
-            committed_db,
-            "SELECT count(*) FROM (SELECT delivery_id FROM chimeway_delivery_attempts "
-            "GROUP BY delivery_id HAVING count(*) > 1) twice",
-        )
-        == 0
-    )
+    assert sent_twice(committed_db) == 0
     cw.close()
 
 

@@ -4,8 +4,6 @@ joins the session's transaction, and Alembic applies Chimeway's migrations in it
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +12,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from alembic import command
 from alembic.config import Config
 from psycopg.conninfo import conninfo_to_dict
@@ -26,8 +23,7 @@ from chimeway import Chimeway, MigrationError, Triggered, WrongConnection, migra
 from chimeway.contrib.sqlalchemy import async_connection, connection
 from chimeway.testing import RecordingAdapter, drain
 from examples.fastapi_sqlalchemy.app import create_app
-from tests.adapters.conftest import free_port
-from tests.integration.conftest import Recorders, count
+from tests.integration.conftest import Recorders, Uvicorns, count
 from tests.integration.framework_support import (
     NOTHING,
     PARAMS,
@@ -187,21 +183,11 @@ def test_alembic_downgrade_of_chimeways_revision_is_refused(empty_db: str) -> No
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """A real uvicorn serving ``app`` (lifespan included) on a thread; its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    servers = Uvicorns()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield servers.start(app, lifespan="on")
     finally:
-        server.should_exit = True
-        thread.join(10)
+        servers.stop()
 
 
 def test_the_fastapi_example_sync_and_async_routes(empty_db: str) -> None:
