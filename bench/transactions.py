@@ -57,6 +57,13 @@ SYSTEMS = {
     "dbos": ("dbos queue", "dbos", "queue"),
     "raw": ("raw procrastinate", "raw", "keep"),
 }
+#: Each system's sessions by ``application_name``: its workers', then its producers' (DBOS
+#: names its own sessions: its workers ``dbos_transact``, its client ``dbos_transact_client``).
+APPS = {
+    "chimeway": ({"bench-worker"}, {"bench-producer"}),
+    "dbos": ({"dbos_transact"}, {"dbos_transact_client", "bench-producer"}),
+    "raw": ({"bench-worker"}, {"bench-producer"}),
+}
 
 
 @dataclass
@@ -133,6 +140,17 @@ def calibrate(url: str, listeners: int = 2, notifies: int = 200) -> float:
             admin.execute(f"DROP DATABASE {dbname} WITH (FORCE)")
 
 
+def _merged(by_app: dict[str, Tally], apps: set[str]) -> Tally:
+    """The tallies of ``apps``, taken out of ``by_app`` and added up."""
+    out = Tally()
+    for app in apps:
+        t = by_app.pop(app, Tally())
+        out.transactions += t.transactions
+        out.round_trips += t.round_trips
+        out.statements.update(t.statements)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,7 +204,9 @@ def dbname_of(system: Any) -> str:
     return str(conninfo_to_dict(system.url)["dbname"])
 
 
-def measure(cluster: hosts.Cluster, system: Any, variant: str, tag: str) -> dict[str, Any]:
+def measure(
+    cluster: hosts.Cluster, name: str, system: Any, variant: str, tag: str
+) -> dict[str, Any]:
     """One phase, and its transactions split by who ran them: the server log's lines from
     the phase's first count of ``pg_stat_database`` to its last (workers' start-up before
     and their stop within, as in that count)."""
@@ -212,8 +232,8 @@ def measure(cluster: hosts.Cluster, system: Any, variant: str, tag: str) -> dict
         lines = log.read(marks[-1] - marks[0]).decode(errors="replace").splitlines()
     by_app = tally(lines, dbname_of(system))
     steps = phase["steps"]
-    worker = by_app.pop("bench-worker", Tally())
-    producer = by_app.pop("bench-producer", Tally())
+    worker_apps, producer_apps = APPS[name]
+    worker, producer = _merged(by_app, worker_apps), _merged(by_app, producer_apps)
     other = Tally(
         sum(t.transactions for t in by_app.values()), sum(t.round_trips for t in by_app.values())
     )
@@ -267,7 +287,7 @@ def main() -> None:
                 for name in args.systems:
                     label, system, variant = SYSTEMS[name]
                     common.note(f"round {number}: {label}")
-                    result[name] = measure(cluster, found[system], variant, f"tx{number}")
+                    result[name] = measure(cluster, name, found[system], variant, f"tx{number}")
                 rounds.append(result)
         report(args, rounds, cluster.url, per_wake)
         if args.keep_log:
