@@ -267,7 +267,6 @@ def test_the_pool_pings_only_connections_that_sat_idle(
         assert pings == [conn, conn]
 
 
-
 def test_procrastinates_pool_runs_each_job_statement_in_autocommit(committed_db: str) -> None:
     # A job fetch or finish is one call of a Procrastinate function: one round trip, not
     # BEGIN, the call and COMMIT.
