@@ -168,25 +168,12 @@ def _one(
     payload: dict[str, Any],
     traceparent: str | None,
 ) -> triggers.One | None:
-    """The one-statement form of a trigger that plans one delivery, or ``None`` when it
-    plans more, joins a batch, or its workflow's definition is not known committed yet
-    (planning stores it the first time)."""
-    if len(plans) != 1:
+    """The one-statement form of a trigger whose one delivery planning can plan without
+    policy (:func:`chimeway.engine.planning.lone`), or ``None``."""
+    lone = planning.lone(engine, notifier, plans)
+    if lone is None:
         return None
     [plan] = plans
-    workflow = plan.workflow
-    definition = None
-    if workflow is not None:
-        if workflow.batch is not None:
-            return None
-        definition = engine.catalog.cached(workflow)
-        if definition is None:
-            return None
-        channel = definition.first_step.channel
-    elif len(plan.channels) == 1:
-        [channel] = plan.channels
-    else:
-        return None
     r = plan.recipient
     return triggers.One(
         tenant_id=tenant_id,
@@ -206,13 +193,13 @@ def _one(
         category=notifier.category,
         assigns=plan.assigns,
         contents=plan.contents,
-        definition=definition,
-        channel=channel,
-        max_attempts=engine.retry_policy(channel).max_attempts,
-        workflow_key=workflow.key if workflow is not None else notifier.key,
-        critical=notifier.critical,
-        bypass_quiet_hours=notifier.bypass_quiet_hours,
-        needs=engine.address_for(channel),
+        definition=lone.definition,
+        channel=lone.channel,
+        max_attempts=lone.max_attempts,
+        workflow_key=lone.workflow_key,
+        critical=lone.critical,
+        bypass_quiet_hours=lone.bypass_quiet_hours,
+        needs=lone.needs,
     )
 
 
