@@ -263,19 +263,7 @@ def main() -> None:
         "max_connections=400",
     ]
     with hosts.Cluster(port=_free_port(), settings=settings_pg) as cluster:
-        settings = Settings(
-            admin_url=cluster.url,
-            n=args.n,
-            threads=args.threads,
-            processes=args.processes,
-            concurrency=args.concurrency,
-            poll_interval=args.poll_interval,
-            log_level=args.log_level,
-            samples=0,
-            rate=0.0,
-            timeout=args.timeout,
-            vacuum=frozenset({"raw"}),
-        )
+        settings = Settings.from_args(args, cluster.url, frozenset({"raw"}))
         per_wake = calibrate(cluster.url)
         common.note(f"calibration: {per_wake:.2f} transactions per notify and idle listener")
         stack, found = make_systems(args, settings, cluster.url)
