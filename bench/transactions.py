@@ -38,11 +38,13 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import common, hosts
-from bench.peers import System
 from bench.peers_phase import Phase, Settings
+
+if TYPE_CHECKING:
+    from bench.peers import System  # imports DBOS (the bench extra)
 
 #: The server's log line: ``<database>|<application>|<pid>|<vxid>|LOG:  duration: ...``.
 PREFIX = "%d|%a|%p|%v|"
