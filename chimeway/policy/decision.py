@@ -21,8 +21,9 @@ delivery's history keeps and ``explain_delivery`` puts into one sentence
 
 A delivery that no preference rule, quiet hours or cap can apply to, on a channel that needs
 no address (or whose address the recipient has) and has no throttle, is not asked at all: the
-trigger, planning and the claim test that in SQL (``chimeway_policy_applies``, migration
-0010) and go straight on. Policy data of a new kind must make that function true.
+trigger, planning and the claim test that in SQL (``chimeway_policy_scope``, migration
+0018, inlined into their statements) and go straight on. Policy data of a new kind must make
+that function true.
 """
 
 from __future__ import annotations

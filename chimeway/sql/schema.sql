@@ -199,7 +199,20 @@ CREATE FUNCTION public.chimeway_policy_applies(p_tenant text, p_recipient text, 
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
 BEGIN
-    RETURN EXISTS (
+    RETURN (SELECT s.applies
+            FROM chimeway_policy_scope(p_tenant, p_recipient, p_channel, p_category,
+                                       p_workflow) AS s);
+END
+$$;
+
+--
+-- Name: chimeway_policy_scope(text, text, text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_policy_scope(p_tenant text, p_recipient text, p_channel text, p_category text, p_workflow text) RETURNS TABLE(applies boolean)
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT EXISTS (
                SELECT 1 FROM chimeway_preferences r
                WHERE r.tenant_id = p_tenant
                  AND coalesce(r.recipient_id, '') IN (p_recipient, '')
@@ -216,8 +229,7 @@ BEGIN
                WHERE k.tenant_id = p_tenant
                  AND coalesce(k.recipient_id, '') IN (p_recipient, '')
                  AND k.max_count IS NOT NULL
-                 AND (k.channel IS NULL OR k.channel = p_channel));
-END
+                 AND (k.channel IS NULL OR k.channel = p_channel))
 $$;
 
 --

@@ -61,7 +61,7 @@ def for_plans(
     """The policy of each delivery about to be planned that some policy can apply to (and
     of each with ``inherit``), in input order (``n``: its 1-based position in
     ``plans``), on the database's clock (or at ``at``, for tests). Those left out have no
-    policy that can apply (``chimeway_policy_applies``): they go through as planned."""
+    policy that can apply (``chimeway_policy_scope``): they go through as planned."""
     if not plans:
         return []
     if len(plans) <= JIT_FREE:

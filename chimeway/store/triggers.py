@@ -82,7 +82,7 @@ def write_one(conn: Conn, one: One) -> Written:
     """Write ``one`` in one statement (``trigger_write_one``) if no policy can apply to its
     delivery; else write nothing.
 
-    The statement's guard (``free``) is ``chimeway_policy_applies`` (migrations 0010, 0016:
+    The statement's guard (``free``) is ``chimeway_policy_scope`` (migration 0018, inlined:
     no preference rule, quiet hours or cap can apply) and, when the channel's adapter needs
     an address (``needs``), the recipient has it, given inline now or in the directory.
     When it fails nothing is written and ``free`` is false: the caller plans through

@@ -159,7 +159,7 @@ SELECT * FROM moved ORDER BY move_n
 -- Unless `policy_checked` (policy already let these through), a send that policy could stop
 -- is not claimed but comes back with `needs_policy` (engine/deliver.py asks policy, then
 -- claims with `policy_checked`): a pending or retrying delivery any policy can apply to
--- (chimeway_policy_applies), a send on a channel with a throttle (`throttled`), a deferred
+-- (chimeway_policy_scope, inlined), a send on a channel with a throttle (`throttled`), a deferred
 -- delivery now due.
 -- `notes` (delivery id -> JSON object) adds evidence to a claim's history row: policy's
 -- evidence for letting it through (a critical notifier's bypass of an opt-out).
@@ -186,8 +186,9 @@ WITH previous AS (
            %(policy_checked)s OR (
                d.channel <> ALL(%(throttled)s::text[])
                AND (d.status NOT IN ('pending', 'failed')
-                    OR NOT chimeway_policy_applies(
-                        d.tenant_id, d.recipient_id, d.channel, d.category, d.workflow_key))
+                    OR NOT (SELECT s.applies FROM chimeway_policy_scope(
+                        d.tenant_id, d.recipient_id, d.channel, d.category, d.workflow_key)
+                        AS s))
            ) AS let_through
     FROM chimeway_deliveries d
     LEFT JOIN chimeway_processes c ON c.id = d.claimed_by

@@ -15,7 +15,7 @@
 -- workflow key, critical, bypass_quiet_hours) from the first delivery of its notification
 -- (a workflow's later steps), else from the notification and its event.
 -- A row without `inherit` that no policy can apply to is left out (planning lets it
--- through): its tenant has no policy at all, or chimeway_policy_applies says none applies
+-- through): its tenant has no policy at all, or chimeway_policy_scope says none applies
 -- to it; its recipient's profile and policy are not read.
 WITH clock AS (
     SELECT coalesce(%(at)s::timestamptz, now()) AS at
@@ -61,8 +61,8 @@ WITH clock AS (
     SELECT * FROM facts y
     WHERE y.inherit
        OR (y.tenant_id IN (SELECT tenant_id FROM tenants)
-           AND chimeway_policy_applies(y.tenant_id, y.recipient_id, y.channel, y.fact_category,
-                                       y.fact_workflow_key))
+           AND (SELECT s.applies FROM chimeway_policy_scope(y.tenant_id, y.recipient_id,
+                    y.channel, y.fact_category, y.fact_workflow_key) AS s))
 ), pairs AS (
     SELECT DISTINCT tenant_id, recipient_id FROM asked
 ), policy AS (

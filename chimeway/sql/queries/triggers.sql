@@ -3,14 +3,15 @@
 -- 4 KB cache limit for parsed queries: explanations live there.
 
 -- name: trigger_write_one
--- `free`: no policy can apply, and the address the channel needs is there.
+-- `free`: no policy can apply (chimeway_policy_scope, inlined), and the address the channel
+-- needs is there.
 WITH gate AS (
-  SELECT NOT chimeway_policy_applies(
-    %(tenant_id)s, %(recipient_id)s, %(channel)s, %(category)s, %(workflow_key)s)
+  SELECT NOT s.applies
     AND CASE %(needs)s::text WHEN 'email' THEN coalesce(%(email)s, rc.email)
     WHEN 'phone' THEN coalesce(%(phone)s, rc.phone)
     ELSE '' END IS NOT NULL AS free
-  FROM (VALUES (1)) AS one (x)
+  FROM chimeway_policy_scope(%(tenant_id)s, %(recipient_id)s, %(channel)s, %(category)s,
+    %(workflow_key)s) AS s
   LEFT JOIN chimeway_recipients rc
     ON rc.tenant_id = %(tenant_id)s AND rc.recipient_id = %(recipient_id)s
 ), event AS (
