@@ -1907,32 +1907,11 @@ CREATE TRIGGER procrastinate_trigger_status_events_insert_v1 AFTER INSERT ON pub
 CREATE TRIGGER procrastinate_trigger_status_events_update_v1 AFTER UPDATE OF status ON public.procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION public.procrastinate_trigger_function_status_events_update_v1();
 
 --
--- Name: chimeway_deliveries chimeway_deliveries_notification_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_deliveries
-    ADD CONSTRAINT chimeway_deliveries_notification_id_fkey FOREIGN KEY (notification_id) REFERENCES public.chimeway_notifications(id) ON DELETE CASCADE;
-
---
 -- Name: chimeway_deliveries chimeway_deliveries_workflow_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.chimeway_deliveries
     ADD CONSTRAINT chimeway_deliveries_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
-
---
--- Name: chimeway_delivery_attempts chimeway_delivery_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_delivery_attempts
-    ADD CONSTRAINT chimeway_delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE CASCADE;
-
---
--- Name: chimeway_delivery_transitions chimeway_delivery_transitions_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_delivery_transitions
-    ADD CONSTRAINT chimeway_delivery_transitions_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE CASCADE;
 
 --
 -- Name: chimeway_digest_members chimeway_digest_members_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -1970,13 +1949,6 @@ ALTER TABLE ONLY public.chimeway_digests
     ADD CONSTRAINT chimeway_digests_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
 
 --
--- Name: chimeway_notifications chimeway_notifications_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_notifications
-    ADD CONSTRAINT chimeway_notifications_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.chimeway_events(id) ON DELETE CASCADE;
-
---
 -- Name: chimeway_webhook_ingress chimeway_webhook_ingress_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1984,25 +1956,11 @@ ALTER TABLE ONLY public.chimeway_webhook_ingress
     ADD CONSTRAINT chimeway_webhook_ingress_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.chimeway_deliveries(id) ON DELETE SET NULL;
 
 --
--- Name: chimeway_workflow_runs chimeway_workflow_runs_notification_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_runs
-    ADD CONSTRAINT chimeway_workflow_runs_notification_id_fkey FOREIGN KEY (notification_id) REFERENCES public.chimeway_notifications(id) ON DELETE CASCADE;
-
---
 -- Name: chimeway_workflow_steps chimeway_workflow_steps_definition_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.chimeway_workflow_steps
     ADD CONSTRAINT chimeway_workflow_steps_definition_id_fkey FOREIGN KEY (definition_id) REFERENCES public.chimeway_workflow_definitions(id) ON DELETE CASCADE;
-
---
--- Name: chimeway_workflow_transitions chimeway_workflow_transitions_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_workflow_transitions
-    ADD CONSTRAINT chimeway_workflow_transitions_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.chimeway_workflow_runs(id) ON DELETE CASCADE;
 
 --
 -- Name: procrastinate_events procrastinate_events_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -43,8 +43,14 @@ def count_events(conn: Conn, older_than: dt.timedelta) -> int:
 
 
 def delete_events(conn: Conn, older_than: dt.timedelta, limit: int) -> int:
-    """Remove up to ``limit`` of those events, oldest first, with everything under them."""
-    return _deleted(conn, db.query("retention_events_delete"), older_than, limit, **_event_rule())
+    """Remove up to ``limit`` of those events, oldest first, with everything under them
+    (no foreign key cascades there: the second statement deletes the children itself).
+    Run it in a transaction: the first statement's locks keep the batch whole."""
+    params = {"older_than": older_than, "limit": limit, **_event_rule()}
+    ids = [row[0] for row in conn.execute(db.query("retention_events_lock"), params)]
+    if not ids:
+        return 0
+    return conn.execute(db.query("retention_events_delete"), {"ids": ids}).rowcount
 
 
 def count_signals(conn: Conn, older_than: dt.timedelta) -> int:

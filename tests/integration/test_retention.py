@@ -248,7 +248,8 @@ TABLES = (
     "procrastinate_events",
     "procrastinate_periodic_defers",
 )
-#: Rows that would be left behind if the events' removal did not take everything under them.
+#: Rows that would be left behind if the events' removal did not take everything under them
+#: (no foreign keys cascade between these tables: migration 0018).
 ORPHANS = (
     (
         "chimeway_notifications n",
@@ -265,6 +266,19 @@ ORPHANS = (
     (
         "chimeway_workflow_transitions t",
         "NOT EXISTS (SELECT 1 FROM chimeway_workflow_runs r WHERE r.id = t.run_id)",
+    ),
+    (
+        "chimeway_workflow_runs r",
+        "NOT EXISTS (SELECT 1 FROM chimeway_notifications n WHERE n.id = r.notification_id)",
+    ),
+    (
+        "chimeway_deliveries d",
+        "NOT EXISTS (SELECT 1 FROM chimeway_notifications n WHERE n.id = d.notification_id)",
+    ),
+    (
+        "chimeway_deliveries d",
+        "d.workflow_run_id IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM chimeway_workflow_runs r WHERE r.id = d.workflow_run_id)",
     ),
 )
 

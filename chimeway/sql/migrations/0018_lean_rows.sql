@@ -45,3 +45,28 @@ BEGIN
                                        p_workflow) AS s);
 END
 $$;
+
+-- * No foreign keys between the rows of one notification's work: an event's notifications,
+--   their runs and deliveries, and the history of each (attempts, delivery and run
+--   transitions). Each is written by a statement that has just written or locked its parent
+--   (the trigger writes event, notification, run, delivery and their history together; a
+--   transition writes history for the rows it moves; an attempt is recorded on a claimed
+--   delivery), so the checks only cost a lookup and a row lock of the parent per inserted
+--   row: about ten per step. Retention (the one place that deletes these rows) now deletes
+--   the children itself (retention_events_delete); tests/integration/test_retention.py
+--   checks it leaves no orphans. Keys that guard input stay (digests, webhook ingress,
+--   workflow steps), and so does a delivery's key to its run: deleting a run by hand takes
+--   its deliveries (tests/integration/test_resilience.py), so no worker sends for a run
+--   that is gone.
+ALTER TABLE chimeway_notifications
+    DROP CONSTRAINT chimeway_notifications_event_id_fkey;
+ALTER TABLE chimeway_workflow_runs
+    DROP CONSTRAINT chimeway_workflow_runs_notification_id_fkey;
+ALTER TABLE chimeway_deliveries
+    DROP CONSTRAINT chimeway_deliveries_notification_id_fkey;
+ALTER TABLE chimeway_delivery_attempts
+    DROP CONSTRAINT chimeway_delivery_attempts_delivery_id_fkey;
+ALTER TABLE chimeway_delivery_transitions
+    DROP CONSTRAINT chimeway_delivery_transitions_delivery_id_fkey;
+ALTER TABLE chimeway_workflow_transitions
+    DROP CONSTRAINT chimeway_workflow_transitions_run_id_fkey;

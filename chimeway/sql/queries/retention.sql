@@ -73,9 +73,12 @@ WHERE e.created_at < now() - %(older_than)s::interval
              OR r.last_transition_at >= now() - %(older_than)s::interval)
   )
 
--- name: retention_events_delete
--- A batch of those events, oldest first; the foreign keys take everything under them:
--- notifications, deliveries with their attempts and history, runs with their transitions.
+-- name: retention_events_lock
+-- A batch of those events, oldest first, locked (skipping those another transaction holds),
+-- with their deliveries and runs locked too: a writer adding history to one of them
+-- (a feedback transition) holds or takes that row's lock first, so once this returns,
+-- retention_events_delete, a statement of its own in the same transaction, sees every child
+-- row there is and none can be added until the batch commits.
 WITH doomed AS (
     SELECT e.id FROM chimeway_events e
     WHERE e.created_at < now() - %(older_than)s::interval
@@ -96,8 +99,50 @@ WITH doomed AS (
     ORDER BY e.created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), notifications AS (
+    SELECT n.id FROM chimeway_notifications n WHERE n.event_id IN (SELECT id FROM doomed)
+), runs AS MATERIALIZED (
+    SELECT r.id FROM chimeway_workflow_runs r
+    WHERE r.notification_id IN (SELECT id FROM notifications)
+    ORDER BY r.id FOR UPDATE
+), deliveries AS MATERIALIZED (
+    -- Lock order: runs, then deliveries (the runs are all locked before the first delivery).
+    SELECT d.id FROM chimeway_deliveries d
+    WHERE d.notification_id IN (SELECT id FROM notifications)
+      AND (SELECT count(*) FROM runs) >= 0
+    ORDER BY d.id FOR UPDATE
 )
-DELETE FROM chimeway_events e USING doomed WHERE e.id = doomed.id
+SELECT d.id FROM doomed d WHERE (SELECT count(*) FROM deliveries) >= 0
+
+-- name: retention_events_delete
+-- The events `ids` (locked by retention_events_lock) with everything under them, children
+-- first: there are no foreign keys between these rows (migration 0018) to cascade.
+-- Deleting a delivery still clears its digest membership and the references of digests and
+-- webhook ingress to it (their keys stay); deleting a run takes its digests.
+WITH notifications AS (
+    SELECT n.id FROM chimeway_notifications n WHERE n.event_id = ANY(%(ids)s::uuid[])
+), runs AS (
+    SELECT r.id FROM chimeway_workflow_runs r
+    WHERE r.notification_id IN (SELECT id FROM notifications)
+), deliveries AS (
+    SELECT d.id FROM chimeway_deliveries d
+    WHERE d.notification_id IN (SELECT id FROM notifications)
+    UNION
+    SELECT d.id FROM chimeway_deliveries d WHERE d.workflow_run_id IN (SELECT id FROM runs)
+), attempts AS (
+    DELETE FROM chimeway_delivery_attempts a USING deliveries d WHERE a.delivery_id = d.id
+), delivery_history AS (
+    DELETE FROM chimeway_delivery_transitions t USING deliveries d WHERE t.delivery_id = d.id
+), gone_deliveries AS (
+    DELETE FROM chimeway_deliveries x USING deliveries d WHERE x.id = d.id
+), run_history AS (
+    DELETE FROM chimeway_workflow_transitions t USING runs r WHERE t.run_id = r.id
+), gone_runs AS (
+    DELETE FROM chimeway_workflow_runs x USING runs r WHERE x.id = r.id
+), gone_notifications AS (
+    DELETE FROM chimeway_notifications x USING notifications n WHERE x.id = n.id
+)
+DELETE FROM chimeway_events e WHERE e.id = ANY(%(ids)s::uuid[])
 
 -- name: retention_signals_count
 -- Signals routed longer ago than `older_than` (unrouted ones wait for their job).
