@@ -151,12 +151,18 @@ def _decide_active(engine: Engine, conn: Conn, run: Run, held: Held | None) -> D
 
 
 def _elapse(
-    engine: Engine, conn: Conn, locked: Sequence[Run], now: dt.datetime
+    engine: Engine,
+    conn: Conn,
+    locked: Sequence[Run],
+    now: dt.datetime,
+    *,
+    timers_deleted: bool = False,
 ) -> list[ProgressResult]:
     """Waiting runs (locked by the caller) whose wait is due move to the step the wait
     leads to, set-wise: a timer passes one run, the due sweep a batch. A run collecting a
     batch (design §15) is due when its window ended or the batch filled up: the batch is
-    closed (locked after the runs) and its digest rendered here, for the step to send."""
+    closed (locked after the runs) and its digest rendered here, for the step to send.
+    ``timers_deleted``: the caller took the runs with their timer jobs (the due sweep)."""
     batches = digests.lock_for(conn, [run for run in locked if decide.in_batch(run)])
     decisions: list[Decision] = [
         decide.waiting(
@@ -175,7 +181,7 @@ def _elapse(
     ]
     closed = digests.close(engine, conn, due, now)
     decisions = [_with_digest(d, closed) for d in decisions]
-    if len(locked) > 1:
+    if len(locked) > 1 and not timers_deleted:
         # Taken along by a timer or the sweep: their own timers, still queued, would only
         # find them moved on (and, set ahead of deliveries, delay the sends just planned).
         # Removed before the moves, which may queue new ones under the same locks.
@@ -299,11 +305,13 @@ def progress_due_runs(
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
         with logbook.held(), engine.pool.connection() as conn, conn.transaction():
-            claimed = runs.claim_due(conn, now, size, tried)
+            # With their timer jobs, before the runs move: a wait their advance starts
+            # queues a timer of its own.
+            claimed, fired_at = runs.fire_due(conn, now, size, tried, timer_lock=jobs.PROGRESS_LOCK)
             tried.extend(run.id for run in claimed)
-            # Before the runs move: a wait their advance starts queues a timer of its own.
-            jobs.delete_queued(conn, [jobs.progress_lock(run.id) for run in claimed])
-            results.extend(_elapse_claimed(engine, conn, claimed, now or clock.now(conn)))
+            if claimed:
+                assert fired_at is not None
+                results.extend(_elapse_claimed(engine, conn, claimed, fired_at))
         if len(claimed) < size:
             break
     return results
@@ -314,7 +322,7 @@ def _elapse_claimed(
 ) -> list[ProgressResult]:
     try:
         with logbook.held(), conn.transaction():
-            return _elapse(engine, conn, claimed, now)
+            return _elapse(engine, conn, claimed, now, timers_deleted=True)
     except Exception:
         logger.warning(
             "progressing a batch of due runs failed; retrying them one by one",
