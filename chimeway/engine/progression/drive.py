@@ -9,11 +9,13 @@ delivery.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,28 +295,36 @@ def progress_due_runs(
     now: dt.datetime | None = None,
     limit: int = 10_000,
     batch_size: int = 200,
+    *,
+    conn: Conn | None = None,
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
     number of sweepers can run at once; one transaction per batch, moved set-wise by the
     same code that moves one run on its timer. Their timer jobs still queued are deleted in
     that transaction (they would find their runs moved on and do nothing). If a batch fails,
     its runs are retried one by one, each in a savepoint: a run that fails is logged and
-    left for the next sweep; the others go on."""
+    left for the next sweep; the others go on. ``conn``: the batches run on it (a firing
+    worker's own connection, so it never waits for the pool), each committing on its own
+    when it is idle; otherwise each on a pool connection."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
-        with logbook.held(), engine.pool.connection() as conn, conn.transaction():
+        with logbook.held(), _connection(engine, conn) as tx, tx.transaction():
             # With their timer jobs, before the runs move: a wait their advance starts
             # queues a timer of its own.
-            claimed, fired_at = runs.fire_due(conn, now, size, tried, timer_lock=jobs.PROGRESS_LOCK)
+            claimed, fired_at = runs.fire_due(tx, now, size, tried, timer_lock=jobs.PROGRESS_LOCK)
             tried.extend(run.id for run in claimed)
             if claimed:
                 assert fired_at is not None
-                results.extend(_elapse_claimed(engine, conn, claimed, fired_at))
+                results.extend(_elapse_claimed(engine, tx, claimed, fired_at))
         if len(claimed) < size:
             break
     return results
+
+
+def _connection(engine: Engine, conn: Conn | None) -> AbstractContextManager[Conn]:
+    return engine.pool.connection() if conn is None else contextlib.nullcontext(conn)
 
 
 def _elapse_claimed(
