@@ -307,6 +307,38 @@ def test_the_due_sweep_skips_a_timer_job_a_worker_is_fetching(
     assert reasons(cw, runs[0]).count("reactivated_from_wait") == 1
 
 
+def test_a_batch_that_fails_is_retried_run_by_run_and_the_failing_run_keeps_waiting(
+    cw: Chimeway, committed_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = start(cw, WAIT_5M, users=["u0", "u1", "u2"]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        # Planning u1's next delivery fails (as a constraint or a lost row would).
+        admin.execute(
+            "CREATE FUNCTION fail_u1() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.recipient_id = 'u1' THEN RAISE EXCEPTION 'u1 fails'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER fail_u1 BEFORE INSERT ON chimeway_deliveries "
+            "FOR EACH ROW EXECUTE FUNCTION fail_u1()"
+        )
+        results = cw.progression.progress_due_runs(now=later)
+        assert sorted(r.run_id for r in results) == sorted([runs[0], runs[2]])
+        assert all(isinstance(r, Advanced) for r in results)
+        assert "retrying them one by one" in caplog.text
+        assert "the next sweep tries again" in caplog.text
+        assert run_of(cw, runs[1]).state == RunState.WAITING
+        assert reasons(cw, runs[1]).count("reactivated_from_wait") == 0
+        admin.execute("DROP TRIGGER fail_u1 ON chimeway_deliveries")
+    [again] = cw.progression.progress_due_runs(now=later)
+    assert isinstance(again, Advanced) and again.run_id == runs[1]
+    for run_id in runs:
+        assert reasons(cw, run_id).count("reactivated_from_wait") == 1
+        assert [step for step, _ in run_deliveries(committed_db, run_id)] == ["notice", "email"]
+
+
 def test_an_elapsed_wait_is_recorded_as_reactivated_then_advanced(
     cw: Chimeway, committed_db: str
 ) -> None:

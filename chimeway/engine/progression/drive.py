@@ -302,22 +302,42 @@ def progress_due_runs(
     number of sweepers can run at once; one transaction per batch, moved set-wise by the
     same code that moves one run on its timer. Their timer jobs still queued are deleted in
     that transaction (they would find their runs moved on and do nothing). If a batch fails,
-    its runs are retried one by one, each in a savepoint: a run that fails is logged and
-    left for the next sweep; the others go on. ``conn``: the batches run on it (a firing
-    worker's own connection, so it never waits for the pool), each committing on its own
-    when it is idle; otherwise each on a pool connection."""
+    it is rolled back and its runs are retried one by one, each in a transaction of its
+    own: a run that fails is logged and left for the next sweep; the others go on. (No
+    savepoint around the batch: two round trips fewer per batch on the path that fires
+    timers.) ``conn``: the batches run on it (a firing worker's own connection, so it never
+    waits for the pool), each committing on its own when it is idle; otherwise each on a
+    pool connection."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
         size = min(batch_size, limit - len(results))
-        with logbook.held(), _connection(engine, conn) as tx, tx.transaction():
-            # With their timer jobs, before the runs move: a wait their advance starts
-            # queues a timer of its own.
-            claimed, fired_at = runs.fire_due(tx, now, size, tried, timer_lock=jobs.PROGRESS_LOCK)
-            tried.extend(run.id for run in claimed)
-            if claimed:
-                assert fired_at is not None
-                results.extend(_elapse_claimed(engine, tx, claimed, fired_at))
+        claimed: list[Run] = []
+        fired_at: dt.datetime | None = None
+        with _connection(engine, conn) as tx:
+            try:
+                with logbook.held(), tx.transaction():
+                    # With their timer jobs, before the runs move: a wait their advance
+                    # starts queues a timer of its own.
+                    claimed, fired_at = runs.fire_due(
+                        tx, now, size, tried, timer_lock=jobs.PROGRESS_LOCK
+                    )
+                    tried.extend(run.id for run in claimed)
+                    moved = (
+                        _elapse(engine, tx, claimed, fired_at, timers_deleted=True)
+                        if fired_at is not None
+                        else []
+                    )
+            except Exception:
+                if fired_at is None:  # the claim itself failed: nothing was taken
+                    raise
+                logger.warning(
+                    "progressing a batch of due runs failed; retrying them one by one",
+                    exc_info=True,
+                    extra={"action": "runs.batch_failed", "runs": len(claimed)},
+                )
+                moved = _one_by_one(engine, tx, claimed, fired_at)
+        results.extend(moved)
         if len(claimed) < size:
             break
     return results
@@ -327,26 +347,19 @@ def _connection(engine: Engine, conn: Conn | None) -> AbstractContextManager[Con
     return engine.pool.connection() if conn is None else contextlib.nullcontext(conn)
 
 
-def _elapse_claimed(
+def _one_by_one(
     engine: Engine, conn: Conn, claimed: Sequence[Run], now: dt.datetime
 ) -> list[ProgressResult]:
-    try:
-        with logbook.held(), conn.transaction():
-            return _elapse(engine, conn, claimed, now, timers_deleted=True)
-    except Exception:
-        logger.warning(
-            "progressing a batch of due runs failed; retrying them one by one",
-            exc_info=True,
-            extra={"action": "runs.batch_failed", "runs": len(claimed)},
-        )
     results: list[ProgressResult] = []
     for run in claimed:
         try:
             with logbook.held(), conn.transaction():
-                results.append(progress_in(engine, conn, run.id, now))
+                result = progress_in(engine, conn, run.id, now)
         except Exception:
             logger.exception(
                 "progressing a due run failed; the next sweep tries again",
                 extra={"action": "run.progress_failed", "run_id": str(run.id)},
             )
+        else:
+            results.append(result)
     return results
