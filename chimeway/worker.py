@@ -9,12 +9,15 @@
   restarted), it reconnects and starts again; when that keeps failing it exits non-zero
   so a supervisor restarts it. It never runs on deaf and never exits 0 on a failure.
 * ``processes > 1`` runs that many worker processes under this one, forwarding signals.
+* What the process holds once started is frozen out of the garbage collector's full passes
+  (``gc.freeze``), which otherwise stall every thread of a busy worker for tens of ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -57,7 +60,18 @@ def run(cw: Chimeway, options: WorkerOptions) -> int:
     """Run one worker in this process until stopped; the process exit code. Refuses to
     start (ConfigurationError) while a channel it would send has no adapter."""
     readiness.check_channels(cw.engine, options.queues)
+    _freeze_startup_objects()
     return asyncio.run(_serve(cw, options))
+
+
+def _freeze_startup_objects() -> None:
+    """Move what the process holds after start-up (modules, the app, its libraries: ~75,000
+    objects) out of the collector's reach: a full collection, which holds the interpreter
+    lock and so stalls every job thread and the waker, then scans only what came later.
+    Traced in ``bench.timers --rate 1000``: full collections in a worker took 47-115 ms
+    during the burst, 0.4-0.5 ms with this."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
