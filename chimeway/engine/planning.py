@@ -37,6 +37,7 @@ from chimeway.dsl import RECIPIENT_ZONE, Batch
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument
+from chimeway.notifiers import Notifier, PlannedNotification
 from chimeway.policy import (
     CapCount,
     CapRule,
@@ -54,6 +55,7 @@ from chimeway.results import Delivery
 from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
 from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
+from chimeway.store.triggers import Lone
 from chimeway.types import DeliveryReason, DeliveryStatus, DigestState, OrchestrationState
 
 S = DeliveryStatus
@@ -130,6 +132,41 @@ def plan(
         span.set(planned=len(rows), suppressed=suppressed)
         telemetry.add("chimeway.deliveries.planned", len(rows))
     return rows
+
+
+def lone(engine: Engine, notifier: Notifier, plans: Sequence[PlannedNotification]) -> Lone | None:
+    """The delivery of a trigger that plans exactly one (one recipient; a workflow that
+    does not start with a batch, or one channel), or ``None`` when it plans more, joins a
+    batch, or its workflow's definition is not known committed yet (:func:`plan` stores it
+    the first time). The one-statement trigger (:func:`chimeway.store.triggers.write_one`)
+    writes it only after its guard checked that no policy can apply and the address is
+    there, the two things :func:`plan` would otherwise decide; else the trigger plans
+    through :func:`plan`."""
+    if len(plans) != 1:
+        return None
+    [planned] = plans
+    workflow = planned.workflow
+    definition = None
+    if workflow is not None:
+        if workflow.batch is not None:
+            return None
+        definition = engine.catalog.cached(workflow)
+        if definition is None:
+            return None
+        channel = definition.first_step.channel
+    elif len(planned.channels) == 1:
+        [channel] = planned.channels
+    else:
+        return None
+    return Lone(
+        definition=definition,
+        channel=channel,
+        max_attempts=engine.retry_policy(channel).max_attempts,
+        workflow_key=workflow.key if workflow is not None else notifier.key,
+        critical=notifier.critical,
+        bypass_quiet_hours=notifier.bypass_quiet_hours,
+        needs=engine.address_for(channel),
+    )
 
 
 def _insert(engine: Engine, conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:
