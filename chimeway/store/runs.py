@@ -116,6 +116,9 @@ class Record:
     context: dict[str, Any] | None = None
     step_id: uuid.UUID | None = None
     delivery_id: uuid.UUID | None = None
+    #: The state this transition leaves, when not the one the move starts from: the second
+    #: half of a move made of two (an elapsed wait's advance, ``active -> active``).
+    from_state: RunState | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ def update_runs(conn: Conn, moves: Sequence[Move]) -> list[Run]:
                 "t_contexts": [Jsonb(r.context or {}) for _, r in records],
                 "t_step_ids": [r.step_id for _, r in records],
                 "t_delivery_ids": [r.delivery_id for _, r in records],
+                "t_from_states": [
+                    None if r.from_state is None else str(r.from_state) for _, r in records
+                ],
             },
         ).fetchall()
     if len(rows) != len(moves):
@@ -224,6 +230,30 @@ def claim_due(
         return cur.execute(
             db.query("runs_due_claim"), {"now": now, "limit": limit, "skip": list(skip)}
         ).fetchall()
+
+
+@dataclass(frozen=True)
+class _Fired(Run):
+    fired_at: dt.datetime
+
+
+def fire_due(
+    conn: Conn,
+    now: dt.datetime | None,
+    limit: int,
+    skip: Sequence[uuid.UUID] = (),
+    *,
+    timer_lock: str,
+) -> tuple[list[Run], dt.datetime | None]:
+    """:func:`claim_due`, and in the same statement the claimed runs' timer jobs not started
+    yet (queueing lock ``timer_lock`` + run id) are deleted; with the clock the due times
+    were read on (``now``, else the database's; ``None`` when nothing was due)."""
+    with conn.cursor(row_factory=db.dataclass_row(_Fired)) as cur:
+        rows = cur.execute(
+            db.query("runs_due_fire"),
+            {"now": now, "limit": limit, "skip": list(skip), "timer_lock": timer_lock},
+        ).fetchall()
+    return list(rows), rows[0].fired_at if rows else None
 
 
 @dataclass(frozen=True)

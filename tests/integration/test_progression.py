@@ -31,7 +31,7 @@ from chimeway import (
 )
 from chimeway.db import Conn
 from chimeway.engine.progression import progress_timer
-from chimeway.store import deliveries
+from chimeway.store import deliveries, jobs
 from chimeway.testing import drain
 from tests.integration.conftest import Recorders, concurrently, count, counts
 from tests.integration.notifiers import WithWorkflow
@@ -277,6 +277,92 @@ def test_the_due_sweep_deletes_the_timer_jobs_of_the_runs_it_moves(
     results = cw.progression.progress_due_runs(now=later)
     assert sorted(r.run_id for r in results if isinstance(r, Advanced)) == sorted(runs)
     assert count(committed_db, TIMERS) == 0  # they would have found their runs moved on
+
+
+def test_the_due_sweep_skips_a_timer_job_a_worker_is_fetching(
+    cw: Chimeway, committed_db: str
+) -> None:
+    runs = start(cw, WAIT_5M, users=["u0", "u1", "u2"]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    fetching = jobs.progress_lock(runs[0])
+    with psycopg.connect(committed_db) as worker:
+        # What Procrastinate's fetch holds while it takes the job.
+        worker.execute(
+            "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s FOR UPDATE", [fetching]
+        )
+        swept: list[Any] = []
+        sweeper = threading.Thread(
+            target=lambda: swept.extend(cw.progression.progress_due_runs(now=later))
+        )
+        sweeper.start()
+        sweeper.join(timeout=30)
+        assert not sweeper.is_alive(), "the sweep waited for the job being fetched"
+        worker.rollback()
+    assert sorted(r.run_id for r in swept if isinstance(r, Advanced)) == sorted(runs)
+    # The job being fetched was left alone; its worker finds its run moved on.
+    assert count(committed_db, TIMERS + " AND queueing_lock = %s", fetching) == 1
+    assert count(committed_db, TIMERS) == 1
+    assert isinstance(progress_timer(cw.engine, runs[0], now=later), Noop)
+    assert reasons(cw, runs[0]).count("reactivated_from_wait") == 1
+
+
+def test_a_batch_that_fails_is_retried_run_by_run_and_the_failing_run_keeps_waiting(
+    cw: Chimeway, committed_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = start(cw, WAIT_5M, users=["u0", "u1", "u2"]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        # Planning u1's next delivery fails (as a constraint or a lost row would).
+        admin.execute(
+            "CREATE FUNCTION fail_u1() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.recipient_id = 'u1' THEN RAISE EXCEPTION 'u1 fails'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER fail_u1 BEFORE INSERT ON chimeway_deliveries "
+            "FOR EACH ROW EXECUTE FUNCTION fail_u1()"
+        )
+        results = cw.progression.progress_due_runs(now=later)
+        assert sorted(r.run_id for r in results) == sorted([runs[0], runs[2]])
+        assert all(isinstance(r, Advanced) for r in results)
+        assert "retrying them one by one" in caplog.text
+        assert "the next sweep tries again" in caplog.text
+        assert run_of(cw, runs[1]).state == RunState.WAITING
+        assert reasons(cw, runs[1]).count("reactivated_from_wait") == 0
+        admin.execute("DROP TRIGGER fail_u1 ON chimeway_deliveries")
+    [again] = cw.progression.progress_due_runs(now=later)
+    assert isinstance(again, Advanced) and again.run_id == runs[1]
+    for run_id in runs:
+        assert reasons(cw, run_id).count("reactivated_from_wait") == 1
+        assert [step for step, _ in run_deliveries(committed_db, run_id)] == ["notice", "email"]
+
+
+def test_an_elapsed_wait_is_recorded_as_reactivated_then_advanced(
+    cw: Chimeway, committed_db: str
+) -> None:
+    runs = start(cw, WAIT_30M, users=["u0", "u1", "u2"]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert isinstance(cw.progression.progress_run(runs[0], now=later), Advanced)  # its timer
+    assert len(cw.progression.progress_due_runs(now=later)) == 2  # the sweep, one batch
+    for run_id in runs:
+        with psycopg.connect(committed_db) as conn:
+            history = conn.execute(
+                "SELECT reason, from_state::text, to_state::text, "
+                "context->>'step_key', step_id = r.current_step_id "
+                "FROM chimeway_workflow_transitions t "
+                "JOIN chimeway_workflow_runs r ON r.id = t.run_id "
+                "WHERE t.run_id = %s ORDER BY t.id",
+                [run_id],
+            ).fetchall()
+        assert history[-3:] == [
+            ("waiting_for_step_progression", "active", "waiting", None, False),
+            ("reactivated_from_wait", "waiting", "active", None, False),
+            ("step_activated", "active", "active", "email", True),
+        ]
+        assert run_of(cw, run_id).state == RunState.ACTIVE
 
 
 def test_concurrent_sweepers_advance_each_run_once(make_cw: Any, committed_db: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from chimeway import Chimeway, Maintenance, RunState, Step, Triggered, WaitUntil, Workflow
 from chimeway.store import waker as store
@@ -153,6 +154,61 @@ def test_the_leader_fires_a_runs_due_timer_itself(
             "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
         ).fetchone()
     assert row == (0,)
+
+
+def test_the_leader_fires_on_its_own_connection_while_the_jobs_hold_the_pools(
+    committed_db: str, adapters: Recorders
+) -> None:
+    waits = Workflow(
+        key="second",
+        version=1,
+        steps=[
+            Step("notice", channel="in_app", progress=[WaitUntil(delay=1, to_step="email")]),
+            Step("email", channel="email"),
+        ],
+    )
+    cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
+    chosen = {c: adapters[c] for c in ("in_app", "email")}
+
+    def state(run_id: Any) -> str:
+        with psycopg.connect(committed_db) as conn:
+            row = conn.execute(
+                "SELECT state::text FROM chimeway_workflow_runs WHERE id = %s", [run_id]
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def start(key: str) -> Any:
+        result = cw.trigger(
+            WithWorkflow(waits), {"users": [key]}, tenant_id="t", idempotency_key=key
+        )
+        assert isinstance(result, Triggered)
+        return result.run_ids[0]
+
+    with (
+        Chimeway(committed_db, maintenance=cron, adapters=chosen) as cw,
+        BackgroundWorker(cw, WorkerOptions(poll_interval=LONG_POLL)) as worker,
+    ):
+        assert worker.waker is not None
+        wait_until(worker.waker.leading.is_set, timeout=10)
+        wait_until(lambda: listening(committed_db), timeout=10)
+        first = start("u1")  # its firing takes the leader's connection
+        wait_until(lambda: state(first) == "completed", 15)
+        second = start("u2")
+        wait_until(lambda: state(second) == "waiting", 15)
+        held = []  # every other connection of the pool, as busy jobs would hold them
+        try:
+            while True:
+                held.append(cw.engine.pool.getconn(timeout=0.5))
+        except PoolTimeout:
+            pass
+        try:
+            # Due in a second; the poll is 30 s away and no pool connection is free.
+            wait_until(lambda: state(second) != "waiting", 15)
+        finally:
+            for conn in held:
+                cw.engine.pool.putconn(conn)
+        wait_until(lambda: state(second) == "completed", 15)
 
 
 def test_without_the_waker_the_same_job_waits_for_the_poll(

@@ -53,11 +53,8 @@ def apply(engine: Engine, conn: Conn, decisions: Sequence[Decision]) -> list[Pro
         [d.supersede for _, d in advances if d.supersede]
         + [d.supersede for _, d in finishes if d.supersede],
     )
-    reactivated = runs.update_runs(conn, [decide.reactivation(e) for _, e in elapses])
-    advances += [
-        (i, decide.advance_after_wait(e, run))
-        for (i, e), run in zip(elapses, reactivated, strict=True)
-    ]
+    # An elapsed wait is reactivated and advanced by the advances' one update.
+    advances += [(i, decide.elapsed(e)) for i, e in elapses]
     advances.sort(key=lambda pair: pair[0])
     for (i, _), result in zip(
         advances, _advance(engine, conn, [a for _, a in advances]), strict=True
@@ -127,6 +124,8 @@ def _advance(engine: Engine, conn: Conn, advances: Sequence[Advance]) -> list[Pr
                         "step_activated",
                         {"step_key": a.target.step_key, "source": a.source},
                         a.target.id,
+                        # After an elapsed wait's reactivation, recorded first.
+                        from_state=RunState.ACTIVE,
                     ),
                 ],
             )

@@ -9,6 +9,7 @@ writes, so the rules can be tested row by row without PostgreSQL (tests/unit/tes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -360,6 +361,14 @@ def advance_after_wait(elapse: ElapseWait, reactivated: Run) -> Advance:
         },
         source="wait_elapsed",
     )
+
+
+def elapsed(elapse: ElapseWait) -> Advance:
+    """Both halves as one move of the waiting run: reactivated (its transition recorded
+    first, ``waiting -> active``) and advanced to the wait's step, written by one guarded
+    update, so a batch of due waits costs one run statement, not two."""
+    advance = advance_after_wait(elapse, elapse.run)
+    return dataclasses.replace(advance, prior=[*reactivation(elapse).records, *advance.prior])
 
 
 def waiting_move(start: StartWait) -> Move:

@@ -36,8 +36,9 @@ SELECT * FROM chimeway_workflow_runs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id
 -- name: runs_update
 -- The one guarded move of runs: each only from its expected state. The transitions that
 -- explain the moves (t_*, each naming its move by position) are appended in the same
--- statement, in the order given. Rows come back in input order; a run no longer in its
--- expected state is left out.
+-- statement, in the order given, each from the state its move left unless it names its
+-- own (a move made of two steps: a wait that elapsed and the advance it leads to). Rows
+-- come back in input order; a run no longer in its expected state is left out.
 WITH m AS (
     SELECT * FROM unnest(
         %(ids)s::uuid[], %(from_states)s::chimeway_run_state[],
@@ -68,11 +69,13 @@ WITH m AS (
     INSERT INTO chimeway_workflow_transitions (
         run_id, step_id, delivery_id, from_state, to_state, reason, context
     )
-    SELECT mv.id, t.step_id, t.delivery_id, mv.move_from, mv.state, t.reason, t.context
+    SELECT mv.id, t.step_id, t.delivery_id, coalesce(t.from_state, mv.move_from), mv.state,
+           t.reason, t.context
     FROM unnest(
         %(t_moves)s::bigint[], %(t_reasons)s::text[], %(t_contexts)b::jsonb[],
-        %(t_step_ids)s::uuid[], %(t_delivery_ids)s::uuid[]
-    ) WITH ORDINALITY AS t (move_n, reason, context, step_id, delivery_id, k)
+        %(t_step_ids)s::uuid[], %(t_delivery_ids)s::uuid[],
+        %(t_from_states)s::chimeway_run_state[]
+    ) WITH ORDINALITY AS t (move_n, reason, context, step_id, delivery_id, from_state, k)
     JOIN moved mv ON mv.move_n = t.move_n
     ORDER BY t.k
 )
@@ -96,6 +99,32 @@ WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, no
 ORDER BY suspended_until
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
+
+-- name: runs_due_fire
+-- What the due sweep and a firing worker take, in one statement: due waits as
+-- runs_due_claim takes them, their timer jobs not started yet deleted (they would only
+-- find their runs moved on, and, queued ahead of the deliveries the moves plan, delay
+-- them), and the database's clock the due times were read on. A timer job a worker is
+-- fetching at this moment is skipped, not waited for: that worker finds its run moved on
+-- (it waits for this transaction's run lock), as a job fetched a moment earlier does.
+WITH claimed AS (
+    SELECT * FROM chimeway_workflow_runs
+    WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
+      AND NOT (id = ANY(%(skip)s::uuid[]))
+    ORDER BY suspended_until
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), idle AS (
+    DELETE FROM procrastinate_jobs
+    WHERE id = ANY(ARRAY(
+        SELECT j.id FROM procrastinate_jobs j
+        WHERE j.status = 'todo'
+          AND j.queueing_lock = ANY(ARRAY(SELECT %(timer_lock)s || id::text FROM claimed))
+        FOR UPDATE SKIP LOCKED
+    ))
+)
+SELECT claimed.*, coalesce(%(now)s::timestamptz, now()) AS fired_at
+FROM claimed ORDER BY suspended_until
 
 -- name: runs_to_arm
 -- Waits due within the horizon whose timer job is not queued yet (Procrastinate's unique
