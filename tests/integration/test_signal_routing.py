@@ -190,8 +190,8 @@ def test_route_now_with_a_repeated_key_is_inert(cw: Chimeway) -> None:
     assert reasons(cw, runs["u1"]).count("signal_received") == 1
 
 
-def test_an_unknown_route_is_refused(cw: Chimeway, committed_db: str) -> None:
-    before = counts(committed_db)
+def test_an_unknown_route_is_refused(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    before = counts(db)
     with pytest.raises(InvalidSignal, match="route must be 'job' or 'now', not 'later'"):
-        cw.track_signal("t", "u1", READ, route="later")  # type: ignore[arg-type]
-    assert counts(committed_db) == before
+        tx_cw.track_signal("t", "u1", READ, route="later", conn=db)  # type: ignore[arg-type]
+    assert counts(db) == before
