@@ -171,7 +171,15 @@ class Workers:
             *([] if waker else ["--no-waker"]),
         ]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHIMEWAY_")}
-        self.env.update(CHIMEWAY_DATABASE_URL=url, PYTHONPATH=str(ROOT), **(env or {}))
+        self.env.update(
+            {
+                "CHIMEWAY_DATABASE_URL": url,
+                "PYTHONPATH": str(ROOT),
+                # The workers' sessions, apart in pg_stat_activity and the server log.
+                "PGAPPNAME": "bench-worker",
+                **(env or {}),
+            }
+        )
         fd, path = tempfile.mkstemp(prefix=f"chimeway-bench-{label}-", suffix=".log")
         os.close(fd)
         self.log = Path(path)

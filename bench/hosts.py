@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import psutil
 import psycopg
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 @dataclass(frozen=True)
@@ -125,15 +126,19 @@ def forwarder(listen: str, port: int, target_port: int) -> Iterator[None]:
 
 class Cluster:
     """A private PostgreSQL 15 cluster (stock settings, ``max_connections`` raised for many
-    workers), listening on loopback and the hosts' gateways and trusting the hosts; removed
-    on exit."""
+    workers, plus ``settings``), listening on loopback and the hosts' gateways and trusting
+    the hosts; removed on exit. Its server log is :attr:`log`."""
 
-    def __init__(self, made: list[Host], port: int = 55432) -> None:
+    def __init__(
+        self, made: Sequence[Host] = (), port: int = 55432, settings: Sequence[str] = ()
+    ) -> None:
         self.addresses = [host.gateway for host in made]
         self.clients = [host.address for host in made]
         self.port = port
+        self.settings = list(settings)
         self.root = Path(tempfile.mkdtemp(prefix="chimeway-cluster-"))
         self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,10 +149,12 @@ class Cluster:
         return f"postgresql://postgres@{address}:{self.port}/{dbname}"
 
     def _as_postgres(self, *argv: str) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *argv]
+        """``argv`` as the ``postgres`` user when this is root (the server refuses root)."""
+        return ["runuser", "-u", "postgres", "--", *argv] if _ROOT else list(argv)
 
     def __enter__(self) -> Cluster:
-        shutil.chown(self.root, "postgres", "postgres")
+        if _ROOT:
+            shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(
             self._as_postgres(
                 str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"
@@ -159,9 +166,10 @@ class Cluster:
             for address in self.clients:
                 hba.write(f"host all all {address}/32 trust\n")
         listen = ",".join(["127.0.0.1", *self.addresses])
-        log = self.root / "postgres.log"
+        log = self.log
         with log.open("wb") as out:
-            shutil.chown(log, "postgres", "postgres")
+            if _ROOT:
+                shutil.chown(log, "postgres", "postgres")
             self.proc = subprocess.Popen(
                 self._as_postgres(
                     str(PG_BIN / "postgres"),
@@ -175,6 +183,7 @@ class Cluster:
                     f"unix_socket_directories={self.root}",
                     "-c",
                     "max_connections=400",
+                    *(arg for setting in self.settings for arg in ("-c", setting)),
                 ),
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, time, timedelta
@@ -577,6 +578,12 @@ class Step(_Declaration):
         }
 
 
+#: :meth:`Workflow.checksum` by workflow object (id -> the object and its checksum).
+_CHECKSUMS: dict[int, tuple[Workflow, str]] = {}
+_CHECKSUMS_LOCK = threading.Lock()
+_CHECKSUMS_KEPT = 1024
+
+
 class Workflow(_Declaration):
     """A versioned, ordered list of steps; stored once per ``(key, version)``.
 
@@ -675,10 +682,20 @@ class Workflow(_Declaration):
         return rows
 
     def checksum(self) -> str:
-        """sha256 (hex) of the canonical JSON of key, version and step rows."""
+        """sha256 (hex) of the canonical JSON of key, version and step rows (remembered per
+        workflow object: a trigger asks for it each time, and it costs some 25 µs)."""
+        known = _CHECKSUMS.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
         document = {"key": self.key, "version": self.version, "steps": self.step_rows()}
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        value = hashlib.sha256(canonical.encode()).hexdigest()
+        with _CHECKSUMS_LOCK:
+            if len(_CHECKSUMS) >= _CHECKSUMS_KEPT:
+                _CHECKSUMS.clear()  # workflows built afresh per trigger: keep it bounded
+            # The workflow is kept with its checksum, so its id is not reused while here.
+            _CHECKSUMS[id(self)] = (self, value)
+        return value
 
     @classmethod
     def from_rows(cls, key: str, version: int, rows: Iterable[Any]) -> Workflow:

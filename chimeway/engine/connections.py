@@ -31,6 +31,12 @@ def tune_for_delivery(conn: Conn) -> None:
     conn.commit()
 
 
+async def autocommit(conn: Any) -> None:
+    """The ``configure`` of the pool Procrastinate's worker uses: its connections in
+    autocommit (each of its statements there is one call of one of its functions)."""
+    await conn.set_autocommit(True)
+
+
 class _Idle:
     """When each connection was last checked or handed out."""
 

@@ -159,6 +159,10 @@ class Engine:
                 # Procrastinate pings every connection it takes (two extra round trips per
                 # job: its fetch and its finish); ping only the ones that sat idle.
                 "check": connections.AsyncIdleCheck(),
+                # Each of its statements on this pool is one call of one of its functions:
+                # in autocommit a fetch or a finish is one round trip, not BEGIN, the call
+                # and COMMIT.
+                "configure": connections.autocommit,
             }
         )
 

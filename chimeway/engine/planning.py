@@ -37,6 +37,7 @@ from chimeway.dsl import RECIPIENT_ZONE, Batch
 from chimeway.engine import recipients
 from chimeway.engine.context import Engine
 from chimeway.errors import InvalidArgument
+from chimeway.notifiers import Notifier, PlannedNotification
 from chimeway.policy import (
     CapCount,
     CapRule,
@@ -53,6 +54,7 @@ from chimeway.policy.decision import NO_ADDRESS, THROTTLED
 from chimeway.results import Delivery
 from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
+from chimeway.store.definitions import Definition
 from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
 from chimeway.types import DeliveryReason, DeliveryStatus, DigestState, OrchestrationState
 
@@ -130,6 +132,56 @@ def plan(
         span.set(planned=len(rows), suppressed=suppressed)
         telemetry.add("chimeway.deliveries.planned", len(rows))
     return rows
+
+
+@dataclass(frozen=True)
+class Lone:
+    """A trigger's one delivery, as planning plans it when no policy can apply to it and
+    its channel needs no address the recipient lacks: sent now, with the facts policy
+    decides on. The one-statement trigger (:func:`chimeway.store.triggers.write_one`)
+    writes it only after its guard checked exactly those two conditions; else the trigger
+    plans through :func:`plan`."""
+
+    definition: Definition | None
+    channel: str
+    max_attempts: int
+    workflow_key: str
+    critical: bool
+    bypass_quiet_hours: bool
+    #: The profile field the channel's adapter sends to (``email``, ``phone``), if any.
+    needs: str | None
+
+
+def lone(engine: Engine, notifier: Notifier, plans: Sequence[PlannedNotification]) -> Lone | None:
+    """The delivery of a trigger that plans exactly one (one recipient; a workflow that
+    does not start with a batch, or one channel), or ``None`` when it plans more, joins a
+    batch, or its workflow's definition is not known committed yet (:func:`plan` stores it
+    the first time)."""
+    if len(plans) != 1:
+        return None
+    [planned] = plans
+    workflow = planned.workflow
+    definition = None
+    if workflow is not None:
+        if workflow.batch is not None:
+            return None
+        definition = engine.catalog.cached(workflow)
+        if definition is None:
+            return None
+        channel = definition.first_step.channel
+    elif len(planned.channels) == 1:
+        [channel] = planned.channels
+    else:
+        return None
+    return Lone(
+        definition=definition,
+        channel=channel,
+        max_attempts=engine.retry_policy(channel).max_attempts,
+        workflow_key=workflow.key if workflow is not None else notifier.key,
+        critical=notifier.critical,
+        bypass_quiet_hours=notifier.bypass_quiet_hours,
+        needs=engine.address_for(channel),
+    )
 
 
 def _insert(engine: Engine, conn: Conn, planned: Sequence[PlannedDelivery]) -> list[PlannedRow]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from contextlib import suppress
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -77,13 +76,22 @@ def trigger(
         recipients=len(plans),
     ) as span:
         traceparent = telemetry.traceparent() if span.recording else None
-        one = _one(engine, resolved, plans, tenant_id, idempotency_key, correlation_id, payload)
+        one = _one(
+            engine,
+            resolved,
+            plans,
+            tenant_id,
+            idempotency_key,
+            correlation_id,
+            payload,
+            traceparent,
+        )
         if one is not None and conn is None:
             # One statement in autocommit: it is a transaction of its own.
             with translated(), engine.pool.connection() as own:
                 own.autocommit = True
                 try:
-                    done = _write_one(own, span, replace(one, traceparent=traceparent))
+                    done = _write_one(own, span, one)
                 finally:
                     with suppress(psycopg.Error):  # a broken connection is dropped anyway
                         own.autocommit = False
@@ -91,7 +99,7 @@ def trigger(
                 return done
         with engine.transaction(conn) as tx:
             if one is not None and conn is not None:
-                done = _write_one(tx, span, replace(one, traceparent=traceparent))
+                done = _write_one(tx, span, one)
                 if done is not None:
                     return done
             return _planned(
@@ -158,26 +166,14 @@ def _one(
     idempotency_key: str,
     correlation_id: str | None,
     payload: dict[str, Any],
+    traceparent: str | None,
 ) -> triggers.One | None:
-    """The one-statement form of a trigger that plans one delivery, or ``None`` when it
-    plans more, joins a batch, or its workflow's definition is not known committed yet
-    (planning stores it the first time)."""
-    if len(plans) != 1:
+    """The one-statement form of a trigger whose one delivery planning can plan without
+    policy (:func:`chimeway.engine.planning.lone`), or ``None``."""
+    lone = planning.lone(engine, notifier, plans)
+    if lone is None:
         return None
     [plan] = plans
-    workflow = plan.workflow
-    definition = None
-    if workflow is not None:
-        if workflow.batch is not None:
-            return None
-        definition = engine.catalog.cached(workflow)
-        if definition is None:
-            return None
-        channel = definition.first_step.channel
-    elif len(plan.channels) == 1:
-        [channel] = plan.channels
-    else:
-        return None
     r = plan.recipient
     return triggers.One(
         tenant_id=tenant_id,
@@ -186,7 +182,7 @@ def _one(
         idempotency_key=idempotency_key,
         correlation_id=correlation_id,
         payload=redact(payload),
-        traceparent=None,
+        traceparent=traceparent,
         recipient_id=r.id,
         recipient_type=r.type,
         email=r.email,
@@ -197,13 +193,13 @@ def _one(
         category=notifier.category,
         assigns=plan.assigns,
         contents=plan.contents,
-        definition=definition,
-        channel=channel,
-        max_attempts=engine.retry_policy(channel).max_attempts,
-        workflow_key=workflow.key if workflow is not None else notifier.key,
-        critical=notifier.critical,
-        bypass_quiet_hours=notifier.bypass_quiet_hours,
-        needs=engine.address_for(channel),
+        definition=lone.definition,
+        channel=lone.channel,
+        max_attempts=lone.max_attempts,
+        workflow_key=lone.workflow_key,
+        critical=lone.critical,
+        bypass_quiet_hours=lone.bypass_quiet_hours,
+        needs=lone.needs,
     )
 
 

@@ -521,6 +521,35 @@ def test_drained_in_a_transaction_a_run_that_cannot_be_progressed_keeps_its_send
     assert count(db, "SELECT count(*) FROM chimeway_delivery_attempts") == 2
 
 
+def test_runs_recorded_together_that_cannot_be_progressed_keep_their_sends_and_get_jobs(
+    make_tx_cw: Any, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Several runs recorded in one statement are progressed set-wise with no savepoint:
+    # when that fails, the record is made again without it and every one of them gets a job.
+    cw = make_tx_cw(notifiers=[WithWorkflow(TWO_STEPS)])
+    result = cw.trigger(
+        "with_workflow", {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k", conn=db
+    )
+    refuse_run_updates(db)
+    caplog.set_level(logging.INFO, logger="chimeway.engine")
+
+    done = deliver_in(cw.engine, db, result.delivery_ids)
+
+    assert [d.action for d in done] == ["succeeded", "succeeded"]
+    assert count(db, "SELECT count(*) FROM chimeway_delivery_attempts") == 2
+    jobs = db.execute(
+        "SELECT args ->> 'run_id' FROM procrastinate_jobs WHERE task_name = 'chimeway:progress'"
+    ).fetchall()
+    assert sorted(j[0] for j in jobs) == sorted(str(r) for r in result.run_ids)
+    [deferred] = [r for r in caplog.records if getattr(r, "action", "") == "runs.progress_deferred"]
+    assert sorted(deferred.run_ids) == sorted(str(r) for r in result.run_ids)
+    db.execute("DROP TRIGGER refuse_run ON chimeway_workflow_runs")
+    drain(cw, conn=db)
+    assert count(db, "SELECT count(*) FROM chimeway_delivery_attempts") == 4
+    states = db.execute("SELECT state::text FROM chimeway_workflow_runs").fetchall()
+    assert states == [("completed",), ("completed",)]
+
+
 # -- typed errors and nothing written ----------------------------------------------------------
 
 DEEP: dict[str, Any] = {}

@@ -265,3 +265,25 @@ def test_the_pool_pings_only_connections_that_sat_idle(
         with pytest.raises(psycopg.OperationalError):
             check(conn)  # pinged, found dead: the pool drops it and hands out another
         assert pings == [conn, conn]
+
+
+def test_procrastinates_pool_runs_each_job_statement_in_autocommit(committed_db: str) -> None:
+    # A job fetch or finish is one call of a Procrastinate function: one round trip, not
+    # BEGIN, the call and COMMIT.
+    import asyncio
+
+    from psycopg.pq import TransactionStatus
+
+    async def check() -> tuple[bool, TransactionStatus, int]:
+        with Chimeway(committed_db) as cw:
+            async with cw.procrastinate.open_async():
+                pool = cw.procrastinate.connector.pool  # type: ignore[attr-defined]
+                async with pool.connection() as conn:
+                    cur = await conn.execute("SELECT count(*) FROM procrastinate_jobs")
+                    [jobs] = await cur.fetchone() or [None]
+                    return conn.autocommit, conn.info.transaction_status, jobs
+
+    autocommit, status, jobs = asyncio.run(check())
+    assert autocommit
+    assert status == TransactionStatus.IDLE  # no transaction left open around the call
+    assert jobs == 0

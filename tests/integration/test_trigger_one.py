@@ -358,6 +358,29 @@ def test_a_batch_and_several_deliveries_take_the_planning_path(
     assert len(two.delivery_ids) == len(many.delivery_ids) == 2
 
 
+def test_planning_plans_a_lone_delivery_with_the_facts_policy_decides_on(cw: Chimeway) -> None:
+    from chimeway.engine import planning
+    from chimeway.notifiers import plan_notification, resolve_notifier, resolve_recipients
+
+    def plans(notifier: Any, params: dict[str, Any]) -> tuple[Any, list[Any]]:
+        resolved = resolve_notifier(notifier)
+        return resolved, [
+            plan_notification(resolved, params, r, cw.engine.content_schemas)
+            for r in resolve_recipients(resolved, params)
+        ]
+
+    email = plans(WithProfile, {"users": ["ana"], "channels": ["email"]})
+    lone = planning.lone(cw.engine, *email)
+    assert lone is not None
+    assert (lone.definition, lone.channel, lone.needs) == (None, "email", "email")
+    assert lone.max_attempts == cw.engine.retry_policy("email").max_attempts
+    assert lone.workflow_key == "with_profile"
+    flow = plans(WithWorkflow(TWO_STEP), {"users": ["ana"]})
+    assert planning.lone(cw.engine, *flow) is None  # its definition is not known committed
+    assert planning.lone(cw.engine, *plans(Welcome, {"users": ["ana", "bo"]})) is None
+    assert planning.lone(cw.engine, *plans(Batched(), {"users": ["ana"]})) is None
+
+
 # -- idempotency --------------------------------------------------------------------------
 
 

@@ -242,6 +242,18 @@ def test_checksum_is_sha256_of_canonical_json() -> None:
     assert example().checksum() == wf.checksum()
 
 
+def test_checksum_is_remembered_per_workflow_object_and_stays_bounded() -> None:
+    from chimeway import dsl
+
+    wf = example()
+    assert wf.checksum() is wf.checksum()  # computed once for this object
+    many = [example(key=f"k{i}") for i in range(dsl._CHECKSUMS_KEPT + 5)]
+    sums = [w.checksum() for w in many]
+    assert len(set(sums)) == len(many)  # each its own, whatever was forgotten between
+    assert len(dsl._CHECKSUMS) <= dsl._CHECKSUMS_KEPT
+    assert [w.checksum() for w in many] == sums
+
+
 CHANGES: dict[str, Callable[[], Workflow]] = {
     "key": lambda: example(key="other"),
     "version": lambda: example(version=2),
