@@ -254,19 +254,7 @@ def latency_report(rounds: list[dict[str, Any]], workload: str, title: str) -> d
 
 def main() -> None:
     args = parse_args()
-    settings = Settings(
-        admin_url=args.database_url,
-        n=args.n,
-        threads=args.threads,
-        processes=args.processes,
-        concurrency=args.concurrency,
-        poll_interval=args.poll_interval,
-        log_level=args.log_level,
-        samples=args.samples,
-        rate=args.rate,
-        timeout=args.timeout,
-        vacuum=VACUUMED[args.vacuum],
-    )
+    settings = Settings.from_args(args, args.database_url, VACUUMED[args.vacuum])
     with systems(args, settings) as found:
         rounds = [run_round(args, found, r) for r in range(1, args.rounds + 1)]
     print(

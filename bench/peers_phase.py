@@ -35,6 +35,23 @@ class Settings:
     timeout: float
     vacuum: frozenset[str]  # the systems whose database is vacuumed before each phase
 
+    @classmethod
+    def from_args(cls, args: Any, admin_url: str, vacuum: frozenset[str]) -> Settings:
+        """From a script's options (``--samples`` and ``--rate`` default to none)."""
+        return cls(
+            admin_url=admin_url,
+            n=args.n,
+            threads=args.threads,
+            processes=args.processes,
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            log_level=args.log_level,
+            samples=getattr(args, "samples", 0),
+            rate=getattr(args, "rate", 0.0),
+            timeout=args.timeout,
+            vacuum=vacuum,
+        )
+
 
 # -- worker processes -------------------------------------------------------------------------
 

@@ -38,11 +38,13 @@ import socket
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import common, hosts
-from bench.peers import System
 from bench.peers_phase import Phase, Settings
+
+if TYPE_CHECKING:
+    from bench.peers import System  # imports DBOS (the bench extra)
 
 #: The server's log line: ``<database>|<application>|<pid>|<vxid>|LOG:  duration: ...``.
 PREFIX = "%d|%a|%p|%v|"
@@ -263,19 +265,7 @@ def main() -> None:
         "max_connections=400",
     ]
     with hosts.Cluster(port=_free_port(), settings=settings_pg) as cluster:
-        settings = Settings(
-            admin_url=cluster.url,
-            n=args.n,
-            threads=args.threads,
-            processes=args.processes,
-            concurrency=args.concurrency,
-            poll_interval=args.poll_interval,
-            log_level=args.log_level,
-            samples=0,
-            rate=0.0,
-            timeout=args.timeout,
-            vacuum=frozenset({"raw"}),
-        )
+        settings = Settings.from_args(args, cluster.url, frozenset({"raw"}))
         per_wake = calibrate(cluster.url)
         common.note(f"calibration: {per_wake:.2f} transactions per notify and idle listener")
         stack, found = make_systems(args, settings, cluster.url)

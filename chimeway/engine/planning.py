@@ -54,8 +54,8 @@ from chimeway.policy.decision import NO_ADDRESS, THROTTLED
 from chimeway.results import Delivery
 from chimeway.store import clock, deliveries, digests
 from chimeway.store import policy as store
-from chimeway.store.definitions import Definition
 from chimeway.store.deliveries import Hold, Move, PlannedDelivery, PlannedRow
+from chimeway.store.triggers import Lone
 from chimeway.types import DeliveryReason, DeliveryStatus, DigestState, OrchestrationState
 
 S = DeliveryStatus
@@ -134,29 +134,14 @@ def plan(
     return rows
 
 
-@dataclass(frozen=True)
-class Lone:
-    """A trigger's one delivery, as planning plans it when no policy can apply to it and
-    its channel needs no address the recipient lacks: sent now, with the facts policy
-    decides on. The one-statement trigger (:func:`chimeway.store.triggers.write_one`)
-    writes it only after its guard checked exactly those two conditions; else the trigger
-    plans through :func:`plan`."""
-
-    definition: Definition | None
-    channel: str
-    max_attempts: int
-    workflow_key: str
-    critical: bool
-    bypass_quiet_hours: bool
-    #: The profile field the channel's adapter sends to (``email``, ``phone``), if any.
-    needs: str | None
-
-
 def lone(engine: Engine, notifier: Notifier, plans: Sequence[PlannedNotification]) -> Lone | None:
     """The delivery of a trigger that plans exactly one (one recipient; a workflow that
     does not start with a batch, or one channel), or ``None`` when it plans more, joins a
     batch, or its workflow's definition is not known committed yet (:func:`plan` stores it
-    the first time)."""
+    the first time). The one-statement trigger (:func:`chimeway.store.triggers.write_one`)
+    writes it only after its guard checked that no policy can apply and the address is
+    there, the two things :func:`plan` would otherwise decide; else the trigger plans
+    through :func:`plan`."""
     if len(plans) != 1:
         return None
     [planned] = plans

@@ -193,13 +193,7 @@ def _one(
         category=notifier.category,
         assigns=plan.assigns,
         contents=plan.contents,
-        definition=lone.definition,
-        channel=lone.channel,
-        max_attempts=lone.max_attempts,
-        workflow_key=lone.workflow_key,
-        critical=lone.critical,
-        bypass_quiet_hours=lone.bypass_quiet_hours,
-        needs=lone.needs,
+        delivery=lone,
     )
 
 

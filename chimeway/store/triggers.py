@@ -18,6 +18,22 @@ from chimeway.store.definitions import Definition
 
 
 @dataclass(frozen=True)
+class Lone:
+    """A trigger's one delivery, as planning plans it when no policy can apply to it and
+    its channel needs no address the recipient lacks: sent now, with the facts policy
+    decides on (the run of its workflow: ``definition``, ``None`` without one)."""
+
+    definition: Definition | None
+    channel: str
+    max_attempts: int
+    workflow_key: str
+    critical: bool
+    bypass_quiet_hours: bool
+    #: The profile field the channel's adapter sends to (``email``, ``phone``), if any.
+    needs: str | None
+
+
+@dataclass(frozen=True)
 class One:
     """The event, its one notification (with the recipient's inline profile fields, if
     any), the run of its workflow (``definition``: ``None`` without one) and the one
@@ -41,14 +57,8 @@ class One:
     category: str | None
     assigns: dict[str, Any]
     contents: dict[str, dict[str, Any]]
-    definition: Definition | None
-    channel: str
-    max_attempts: int
-    workflow_key: str
-    critical: bool
-    bypass_quiet_hours: bool
-    #: The profile field the channel's adapter sends to (``email``, ``phone``), if any.
-    needs: str | None
+    #: Its delivery, as planning plans it (:func:`chimeway.engine.planning.lone`).
+    delivery: Lone
 
     @property
     def profile(self) -> bool:
@@ -84,7 +94,8 @@ def write_one(conn: Conn, one: One) -> Written:
     ``procrastinate_defer_jobs_v1``, queueing lock ``<DELIVER_LOCK><delivery id>``) write
     for one row. A repeated idempotency key (even a concurrent one) inserts nothing:
     ``free`` and no ``event_id``."""
-    step = None if one.definition is None else one.definition.first_step
+    d = one.delivery
+    step = None if d.definition is None else d.definition.first_step
     with conn.cursor(row_factory=db.dataclass_row(Written)) as cur:
         row = cur.execute(
             db.query("trigger_write_one"),
@@ -107,16 +118,16 @@ def write_one(conn: Conn, one: One) -> Written:
                 "category": one.category,
                 "assigns": Jsonb(one.assigns),
                 "contents": Jsonb(one.contents),
-                "definition_id": None if one.definition is None else one.definition.id,
+                "definition_id": None if d.definition is None else d.definition.id,
                 "step_id": None if step is None else step.id,
                 "step_key": None if step is None else step.step_key,
-                "channel": one.channel,
-                "render_data": Jsonb(one.contents.get(one.channel, {})),
-                "max_attempts": one.max_attempts,
-                "workflow_key": one.workflow_key,
-                "critical": one.critical,
-                "bypass_quiet_hours": one.bypass_quiet_hours,
-                "needs": one.needs,
+                "channel": d.channel,
+                "render_data": Jsonb(one.contents.get(d.channel, {})),
+                "max_attempts": d.max_attempts,
+                "workflow_key": d.workflow_key,
+                "critical": d.critical,
+                "bypass_quiet_hours": d.bypass_quiet_hours,
+                "needs": d.needs,
                 "queue": jobs.QUEUES["deliver"],
                 "task": jobs.TASKS["deliver"],
                 "lock_prefix": jobs.DELIVER_LOCK,
