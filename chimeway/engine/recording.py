@@ -142,15 +142,17 @@ def _record_while_away(
     chain: Chain | None = None,
 ) -> list[DeliverResult]:
     """One transaction recording ``sent`` and progressing their runs, tried again for as
-    long as the database is away. If progressing fails otherwise, the sends are recorded
-    again without it, each run getting a ``progress`` job instead: the record is never
-    lost to a run that cannot be moved now (no savepoint is paid for that on every send)."""
+    long as the database is away. If progressing them together fails otherwise, the sends
+    are recorded again with each run progressed in a savepoint of its own, and a run that
+    fails again gets a ``progress`` job: the record is never lost to a run that cannot be
+    moved now, nor are the other runs held back (no savepoint is paid for that on every
+    send)."""
     wait, tries = RETRY_FIRST, 0
-    progress = True
+    each = False
     while True:
         try:
             with logbook.held(), engine.deliver_pool.connection() as conn, conn.transaction():
-                return record_attempts(engine, conn, sent, progress=progress, chain=chain)
+                return record_attempts(engine, conn, sent, each=each, chain=chain)
         except AWAY:
             tries += 1
             if tries == 1 or tries % 20 == 0:
@@ -166,10 +168,10 @@ def _record_while_away(
             sleep(wait)
             wait = min(wait * 2, RETRY_CAP)
         except _ProgressFailed as failed:
-            if not progress:
+            if each:
                 raise
             _log_deferred(failed)
-            progress = False
+            each = True
 
 
 def record_in(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverResult]:
@@ -181,13 +183,13 @@ def record_in(engine: Engine, conn: Conn, sent: Sequence[Sent]) -> list[DeliverR
     except _ProgressFailed as failed:
         _log_deferred(failed)
     with logbook.held(), conn.transaction():
-        return record_attempts(engine, conn, sent, progress=False)
+        return record_attempts(engine, conn, sent, each=True)
 
 
 def _log_deferred(failed: _ProgressFailed) -> None:
     logger.error(
-        "progressing runs after their attempts failed; recording the attempts alone and "
-        "deferring the runs",
+        "progressing runs after their attempts failed; recording the attempts again with "
+        "each run on its own (one that fails again gets a progress job)",
         extra={
             "action": "runs.progress_deferred",
             "run_ids": [str(run_id) for run_id in failed.run_ids],
@@ -217,14 +219,15 @@ def record_attempts(
     conn: Conn,
     sent: Sequence[Sent],
     *,
-    progress: bool = True,
+    each: bool = False,
     chain: Chain | None = None,
 ) -> list[DeliverResult]:
     """Append each send's attempt and move its delivery (and its run) on, in the caller's
     transaction: a few statements for any number of sends. One result per send, in order.
-    Progressing the runs fails as :class:`_ProgressFailed` (the transaction is then lost:
-    record again with ``progress=False``, which gives each run a ``progress`` job). With
-    ``chain``, the runs' advance plans their next steps' deliveries due now without jobs and
+    The runs are progressed together with no savepoint, which fails as
+    :class:`_ProgressFailed` (the transaction is then lost: record again with ``each``,
+    which progresses each run in a savepoint and gives one that fails a ``progress`` job).
+    With ``chain``, the runs' advance plans their next steps' deliveries due now without jobs and
     hands them to ``chain`` (always called, with no id when there is none)."""
     # Lock order: runs, then deliveries (each set in id order, the record locks those).
     locked = runs.lock_runs(
@@ -250,14 +253,11 @@ def record_attempts(
         # retry time instead (a savepoint keeps this transaction alive).
         engine.deferrer.deliver_if_not_queued(conn, moved.id, schedule_at=moved.retry_at)
     chained: list[uuid.UUID] = []
-    if progress and chain is not None and held:
+    if chain is not None and held:
         with planning.chaining() as chained:
-            _progress_after_record(engine, conn, held)
-    elif progress:
-        _progress_after_record(engine, conn, held)
-    elif held:
-        now = clock.now(conn)
-        engine.deferrer.timers(conn, [(run_id, now) for run_id in _run_ids(held)])
+            _progress_after_record(engine, conn, held, each=each)
+    else:
+        _progress_after_record(engine, conn, held, each=each)
     if chain is not None:
         chain(conn, chained)
     return results
@@ -348,12 +348,15 @@ def _run_ids(held: Sequence[Held]) -> list[uuid.UUID]:
     return list(dict.fromkeys(h.run.id for h in held))
 
 
-def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) -> None:
-    """Progress the runs with their attempts, set-wise and with no savepoint (two round
-    trips fewer per record): if that fails for another reason than the database being
-    away, :class:`_ProgressFailed` says the record must be made again without it, which
-    gives each of these runs a ``progress`` job. A run seen twice (two of its deliveries
-    in one batch) is progressed again afterwards, from the rows."""
+def _progress_after_record(
+    engine: Engine, conn: Conn, known: Sequence[Held], *, each: bool = False
+) -> None:
+    """Progress the runs with their attempts: together, set-wise and with no savepoint (two
+    round trips fewer per record), where a failure other than the database being away is
+    :class:`_ProgressFailed` (the record is made again with ``each``); or, with ``each``,
+    run by run, each in a savepoint, a run that still fails getting a ``progress`` job
+    while the others move on. A run seen twice (two of its deliveries in one batch) is
+    progressed again afterwards, from the rows."""
     first: dict[uuid.UUID, Held] = {}
     again: list[uuid.UUID] = []
     for k in known:
@@ -361,6 +364,12 @@ def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) ->
             again.append(k.run.id)
         else:
             first[k.run.id] = k
+    if each:
+        for k in first.values():
+            _progress_one(engine, conn, k.run.id, k)
+        for run_id in again:
+            _progress_one(engine, conn, run_id, None)
+        return
     try:
         if first:
             drive.progress_recorded(engine, conn, list(first.values()))
@@ -370,6 +379,20 @@ def _progress_after_record(engine: Engine, conn: Conn, known: Sequence[Held]) ->
         raise
     except Exception as exc:
         raise _ProgressFailed(_run_ids(known)) from exc
+
+
+def _progress_one(engine: Engine, conn: Conn, run_id: uuid.UUID, known: Held | None) -> None:
+    try:
+        with logbook.held(), conn.transaction():
+            drive.progress_in(engine, conn, run_id, held=known)
+    except AWAY:
+        raise
+    except Exception:
+        logger.exception(
+            "progressing the run after an attempt failed; deferring it",
+            extra={"action": "run.progress_deferred", "run_id": str(run_id)},
+        )
+        engine.deferrer.progress(conn, run_id, schedule_at=clock.now(conn))
 
 
 def _log(action: str, delivery: Delivery | None, **details: Any) -> None:

@@ -525,7 +525,8 @@ def test_runs_recorded_together_that_cannot_be_progressed_keep_their_sends_and_g
     make_tx_cw: Any, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Several runs recorded in one statement are progressed set-wise with no savepoint:
-    # when that fails, the record is made again without it and every one of them gets a job.
+    # when that fails, the record is made again with each run in a savepoint of its own, and
+    # every one that fails again gets a job (test_batches: the others move on at once).
     cw = make_tx_cw(notifiers=[WithWorkflow(TWO_STEPS)])
     result = cw.trigger(
         "with_workflow", {"users": ["u1", "u2"]}, tenant_id="t", idempotency_key="k", conn=db
