@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -164,20 +165,28 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"chimeway test database backend: {BACKEND}"
 
 
+#: How many clones are kept made ahead of the tests that will take them.
+AHEAD = int(os.environ.get("CHIMEWAY_TEST_CLONES_AHEAD", "6"))
+
+
 class Databases:
     """Creates databases on the test server, empty or cloned from the migrated template.
 
-    Cloning (``CREATE DATABASE ... TEMPLATE``) and dropping cost a test about a quarter of
-    a second of waiting. One background thread with its own admin connection does both off
-    the tests' path: the next clone is made while the current test runs, and a finished
-    test's database is dropped (``WITH (FORCE)``: its leftover sessions are ended) while
-    the next one runs. Each test still gets a database that no other test has touched."""
+    Cloning (``CREATE DATABASE ... TEMPLATE``) and dropping cost a test a quarter of a
+    second on a quiet machine and over a second on a loaded one. One background thread with
+    its own admin connection does both off the tests' path: it keeps :data:`AHEAD` clones
+    made ahead (filled while the long tests, the worker processes and servers, run; drawn on
+    by a run of short tests, each of which would otherwise wait for its own clone), and a
+    finished test's database is dropped (``WITH (FORCE)``: its leftover sessions are ended)
+    while the next one runs. Each test still gets a database that no other test has
+    touched."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, ahead: int = AHEAD) -> None:
         self.server = server
+        self.ahead = max(1, ahead)
         self._admin: psycopg.Connection[Any] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-databases")
-        self._next: Future[str] | None = None
+        self._ready: deque[Future[str]] = deque()
         self._drops: list[Future[None]] = []
 
     def url(self, dbname: str) -> str:
@@ -218,30 +227,37 @@ class Databases:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
-    def create(self, *, template: bool = True) -> Iterator[str]:
+    def create(self, *, template: bool = True, ahead: bool = True) -> Iterator[str]:
+        """A fresh database for one user; with ``ahead``, the clones of the next ones are
+        made meanwhile (the session's shared database asks for none: a run of rolled-back
+        tests alone makes no clone it does not use)."""
         if not template or not self.server.template_dbname:
             name = f"{DBNAME}_{uuid.uuid4().hex[:10]}"
             with self.janitor(name, template=template):
                 yield self.url(name)
             return
-        made = self._next or self._thread.submit(self._clone)
-        self._next = None
+        made = self._ready.popleft() if self._ready else self._thread.submit(self._clone)
+        # The next tests' clones, made meanwhile (queued behind the drops already asked for).
+        while ahead and len(self._ready) < self.ahead:
+            self._ready.append(self._thread.submit(self._clone))
         name = made.result()
-        self._next = self._thread.submit(self._clone)  # the next test's, made meanwhile
         try:
             yield self.url(name)
         finally:
             self._drops.append(self._thread.submit(self._drop, name))
 
     def close(self) -> None:
-        """Drop the clone made ahead, wait for every drop, and report one that failed."""
-        if self._next is not None:
+        """Drop the clones made ahead (those not started are not made), wait for every
+        drop, and report one that failed."""
+        while self._ready:
+            made = self._ready.popleft()
+            if made.cancel():
+                continue
             try:
-                name = self._next.result()
+                name = made.result()
             except psycopg.Error:
-                pass
-            else:
-                self._drops.append(self._thread.submit(self._drop, name))
+                continue
+            self._drops.append(self._thread.submit(self._drop, name))
         self._thread.shutdown(wait=True)
         if self._admin is not None:
             self._admin.close()
@@ -270,7 +286,7 @@ def empty_db(databases: Databases) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def shared_db(databases: Databases) -> Iterator[str]:
-    yield from databases.create()
+    yield from databases.create(ahead=False)
 
 
 #: Tables a test in a rolled-back transaction must leave empty on the shared database.

@@ -39,7 +39,9 @@ def test_the_users_own_app_runs_chimeways_jobs_next_to_its_own(
     assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == 0
 
 
-def test_a_blueprint_is_new_each_time_and_needs_chimeways_namespace(cw: Chimeway) -> None:
+def test_a_blueprint_is_new_each_time_and_needs_chimeways_namespace(tx_cw: Chimeway) -> None:
+    # No database work: the app's connector is never opened.
+    cw = tx_cw
     first, second = cw.blueprint(), cw.blueprint()
     assert first is not second
     assert {t.split(":")[-1] for t in TASKS.values()} <= set(first.tasks)

@@ -202,7 +202,7 @@ def test_log_json_given_replaces_the_apps_handlers(
 
 
 @pytest.mark.usefixtures("saved_logging")
-def test_without_an_app_handler_chimeway_installs_its_own(committed_db: str) -> None:
+def test_without_an_app_handler_chimeway_installs_its_own() -> None:
     logging.getLogger().handlers[:] = []
     logs.configure("INFO", keep_handlers=True)
     (handler,) = logging.getLogger().handlers

@@ -94,9 +94,10 @@ def test_drain_in_a_transaction_is_scoped_too(
     assert count(db, QUEUED) == 0
 
 
-def test_a_bad_event_id_is_refused(cw: Chimeway) -> None:
-    with pytest.raises(InvalidArgument, match="event_ids must be event ids"):
-        drain(cw, event_ids=["nope"])
+def test_a_bad_event_id_is_refused(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    for conn in (None, db):  # refused before any job is looked at, in either mode
+        with pytest.raises(InvalidArgument, match="event_ids must be event ids"):
+            drain(tx_cw, event_ids=["nope"], conn=conn)
 
 
 def test_signals_are_routed_for_their_tenant_only(cw: Chimeway) -> None:

@@ -374,8 +374,8 @@ def test_the_periodic_task_prunes_and_is_deduplicated(cw: Chimeway) -> None:
     assert exists(cw, "chimeway_events", [made.event_id]) == 0
 
 
-def test_no_cron_no_periodic_prune(make_cw: Callable[..., Chimeway]) -> None:
-    cw = make_cw(retention=Retention(cron=None))
+def test_no_cron_no_periodic_prune(make_tx_cw: Callable[..., Chimeway]) -> None:
+    cw = make_tx_cw(retention=Retention(cron=None))  # reads no database
     names = [p.task.name for p in cw.procrastinate.periodic_registry.periodic_tasks.values()]
     assert TASKS["prune"] not in names
     assert TASKS["sweep"] in names

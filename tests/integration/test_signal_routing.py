@@ -19,35 +19,46 @@ from tests.integration.notifiers import WithWorkflow
 from tests.integration.test_signals import CLICKED, READ, WF, traces
 
 
-def waiting_runs(cw: Chimeway, users: list[str], key: str = "k") -> dict[str, uuid.UUID]:
-    result = cw.trigger(WithWorkflow(WF), {"users": users}, tenant_id="t", idempotency_key=key)
+def waiting_runs(
+    cw: Chimeway, users: list[str], key: str = "k", conn: psycopg.Connection[Any] | None = None
+) -> dict[str, uuid.UUID]:
+    """Runs waiting for a signal, one per user: committed, or in ``conn``'s transaction."""
+    result = cw.trigger(
+        WithWorkflow(WF), {"users": users}, tenant_id="t", idempotency_key=key, conn=conn
+    )
     assert isinstance(result, Triggered)
-    drain(cw)
-    with psycopg.connect(cw.database_url) as conn:
-        rows = conn.execute(
-            "SELECT recipient_id, id FROM chimeway_workflow_runs WHERE state = 'waiting'"
-        ).fetchall()
-    return dict(rows)
+    drain(cw, conn=conn)
+    query = b"SELECT recipient_id, id FROM chimeway_workflow_runs WHERE state = 'waiting'"
+    if conn is not None:
+        return dict(conn.execute(query).fetchall())
+    with psycopg.connect(cw.database_url) as own:
+        return dict(own.execute(query).fetchall())
 
 
-def route_jobs(url: str) -> list[tuple[str, str]]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT queueing_lock, args->>'signal_id' FROM procrastinate_jobs"
-            " WHERE task_name = 'chimeway:route_signal' ORDER BY id"
-        ).fetchall()
+def route_jobs(where: str | psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    query = (
+        b"SELECT queueing_lock, args->>'signal_id' FROM procrastinate_jobs"
+        b" WHERE task_name = 'chimeway:route_signal' ORDER BY id"
+    )
+    if isinstance(where, psycopg.Connection):
+        rows = where.execute(query).fetchall()
+    else:
+        with psycopg.connect(where) as conn:
+            rows = conn.execute(query).fetchall()
     return [(lock, signal) for lock, signal in rows]
 
 
-def reasons(cw: Chimeway, run_id: uuid.UUID) -> list[str]:
-    return [t.reason for t in traces(cw, run_id)]
+def reasons(
+    cw: Chimeway, run_id: uuid.UUID, conn: psycopg.Connection[Any] | None = None
+) -> list[str]:
+    return [t.reason for t in traces(cw, run_id, conn=conn)]
 
 
 def test_each_signal_gets_one_route_job_with_its_queueing_lock(
-    cw: Chimeway, committed_db: str
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
 ) -> None:
-    tracked = cw.track_signal("t", "u1", READ)
-    assert route_jobs(committed_db) == [
+    tracked = tx_cw.track_signal("t", "u1", READ, conn=db)
+    assert route_jobs(db) == [
         (f"chimeway:route_signal:{tracked.signal_id}", str(tracked.signal_id))
     ]
     assert tracked.routed is None
@@ -182,16 +193,18 @@ def test_route_now_rolls_back_with_the_callers_transaction(cw: Chimeway, committ
     assert cw.workflows.explain("t", runs["u1"]).state == "waiting"
 
 
-def test_route_now_with_a_repeated_key_is_inert(cw: Chimeway) -> None:
-    runs = waiting_runs(cw, ["u1", "u2"])
-    first = cw.track_signal("t", "u1", READ, idempotency_key="w1", route="now")
-    again = cw.track_signal("t", "u1", READ, idempotency_key="w1", route="now")
+def test_route_now_with_a_repeated_key_is_inert(
+    tx_cw: Chimeway, db: psycopg.Connection[Any]
+) -> None:
+    runs = waiting_runs(tx_cw, ["u1", "u2"], conn=db)
+    first = tx_cw.track_signal("t", "u1", READ, idempotency_key="w1", route="now", conn=db)
+    again = tx_cw.track_signal("t", "u1", READ, idempotency_key="w1", route="now", conn=db)
     assert again.duplicate and again.signal_id == first.signal_id and again.routed is None
-    assert reasons(cw, runs["u1"]).count("signal_received") == 1
+    assert reasons(tx_cw, runs["u1"], conn=db).count("signal_received") == 1
 
 
-def test_an_unknown_route_is_refused(cw: Chimeway, committed_db: str) -> None:
-    before = counts(committed_db)
+def test_an_unknown_route_is_refused(tx_cw: Chimeway, db: psycopg.Connection[Any]) -> None:
+    before = counts(db)
     with pytest.raises(InvalidSignal, match="route must be 'job' or 'now', not 'later'"):
-        cw.track_signal("t", "u1", READ, route="later")  # type: ignore[arg-type]
-    assert counts(committed_db) == before
+        tx_cw.track_signal("t", "u1", READ, route="later", conn=db)  # type: ignore[arg-type]
+    assert counts(db) == before

@@ -163,9 +163,9 @@ def test_a_lone_request_is_written_at_once_without_linger(
 
 
 @pytest.mark.parametrize("options", [{"max_batch": 0}, {"flushers": 0}, {"linger": -1.0}], ids=str)
-def test_writer_options_are_checked(cw: Chimeway, options: dict[str, Any]) -> None:
+def test_writer_options_are_checked(tx_cw: Chimeway, options: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
-        WebhookWriter(cw.engine, **options)
+        WebhookWriter(tx_cw.engine, **options)
 
 
 def test_a_webhook_stored_right_after_the_last_write_ends_is_written(
