@@ -221,17 +221,6 @@ def append_transition(
 # -- sweeps and signal routing -------------------------------------------------------------
 
 
-def claim_due(
-    conn: Conn, now: dt.datetime | None, limit: int, skip: Sequence[uuid.UUID] = ()
-) -> list[Run]:
-    """Waiting runs whose wait is due (on ``now``, else the database's clock), locked with
-    SKIP LOCKED so that sweepers share, oldest due first; ``skip`` leaves some out."""
-    with conn.cursor(row_factory=db.dataclass_row(Run)) as cur:
-        return cur.execute(
-            db.query("runs_due_claim"), {"now": now, "limit": limit, "skip": list(skip)}
-        ).fetchall()
-
-
 @dataclass(frozen=True)
 class _Fired(Run):
     fired_at: dt.datetime
@@ -245,9 +234,11 @@ def fire_due(
     *,
     timer_lock: str,
 ) -> tuple[list[Run], dt.datetime | None]:
-    """:func:`claim_due`, and in the same statement the claimed runs' timer jobs not started
-    yet (queueing lock ``timer_lock`` + run id) are deleted; with the clock the due times
-    were read on (``now``, else the database's; ``None`` when nothing was due)."""
+    """Waiting runs whose wait is due (on ``now``, else the database's clock), locked with
+    SKIP LOCKED so that sweepers share, oldest due first (``skip`` leaves some out); in the
+    same statement, their timer jobs not started yet (queueing lock ``timer_lock`` + run id)
+    are deleted. With the clock the due times were read on (``now``, else the database's;
+    ``None`` when nothing was due)."""
     with conn.cursor(row_factory=db.dataclass_row(_Fired)) as cur:
         rows = cur.execute(
             db.query("runs_due_fire"),

@@ -119,18 +119,21 @@ def test_a_job_due_in_a_second_starts_long_before_the_next_poll(
         assert stamps.ran.wait(timeout=10), "the job did not start before the poll"
 
 
+#: A notice, a one-second wait, an email.
+ONE_SECOND_WAIT = Workflow(
+    key="second",
+    version=1,
+    steps=[
+        Step("notice", channel="in_app", progress=[WaitUntil(delay=1, to_step="email")]),
+        Step("email", channel="email"),
+    ],
+)
+
+
 def test_the_leader_fires_a_runs_due_timer_itself(
     committed_db: str, adapters: Recorders, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="chimeway.worker")
-    waits = Workflow(
-        key="second",
-        version=1,
-        steps=[
-            Step("notice", channel="in_app", progress=[WaitUntil(delay=1, to_step="email")]),
-            Step("email", channel="email"),
-        ],
-    )
     cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
     chosen = {c: adapters[c] for c in ("in_app", "email")}
     with (
@@ -141,7 +144,7 @@ def test_the_leader_fires_a_runs_due_timer_itself(
         wait_until(worker.waker.leading.is_set, timeout=10)
         wait_until(lambda: listening(committed_db), timeout=10)
         result = cw.trigger(
-            WithWorkflow(waits), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
+            WithWorkflow(ONE_SECOND_WAIT), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
         )
         assert isinstance(result, Triggered)
         run_id = result.run_ids[0]
@@ -159,14 +162,6 @@ def test_the_leader_fires_a_runs_due_timer_itself(
 def test_the_leader_fires_on_its_own_connection_while_the_jobs_hold_the_pools(
     committed_db: str, adapters: Recorders
 ) -> None:
-    waits = Workflow(
-        key="second",
-        version=1,
-        steps=[
-            Step("notice", channel="in_app", progress=[WaitUntil(delay=1, to_step="email")]),
-            Step("email", channel="email"),
-        ],
-    )
     cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
     chosen = {c: adapters[c] for c in ("in_app", "email")}
 
@@ -180,7 +175,7 @@ def test_the_leader_fires_on_its_own_connection_while_the_jobs_hold_the_pools(
 
     def start(key: str) -> Any:
         result = cw.trigger(
-            WithWorkflow(waits), {"users": [key]}, tenant_id="t", idempotency_key=key
+            WithWorkflow(ONE_SECOND_WAIT), {"users": [key]}, tenant_id="t", idempotency_key=key
         )
         assert isinstance(result, Triggered)
         return result.run_ids[0]

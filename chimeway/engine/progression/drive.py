@@ -277,8 +277,9 @@ def progress_timer_in(
     without ``take_along``, only this run (a drain scoped to a tenant or to events)."""
     result = progress_in(engine, conn, run_id, now)
     if isinstance(result, Advanced) and take_along:
-        claimed = runs.claim_due(conn, now, TAKE_ALONG)
-        _elapse(engine, conn, claimed, now or clock.now(conn))
+        claimed, fired_at = runs.fire_due(conn, now, TAKE_ALONG, timer_lock=jobs.PROGRESS_LOCK)
+        if fired_at is not None:
+            _elapse(engine, conn, claimed, fired_at, timers_deleted=True)
     elif isinstance(result, Noop) and result.reason == "wait_not_due":
         _rearm_timer(engine, conn, run_id)
     return result

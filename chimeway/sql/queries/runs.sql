@@ -91,20 +91,12 @@ VALUES (
 )
 RETURNING *
 
--- name: runs_due_claim
--- Due waits, through the partial index on suspended_until; SKIP LOCKED lets sweepers share.
-SELECT * FROM chimeway_workflow_runs
-WHERE state = 'waiting' AND suspended_until <= coalesce(%(now)s::timestamptz, now())
-  AND NOT (id = ANY(%(skip)s::uuid[]))
-ORDER BY suspended_until
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
-
 -- name: runs_due_fire
--- What the due sweep and a firing worker take, in one statement: due waits as
--- runs_due_claim takes them, their timer jobs not started yet deleted (they would only
--- find their runs moved on, and, queued ahead of the deliveries the moves plan, delay
--- them), and the database's clock the due times were read on. A timer job a worker is
+-- What the due sweep, a firing worker and a timer's take-along take, in one statement: the
+-- due waits (oldest first, through the partial index on suspended_until; SKIP LOCKED lets
+-- sweepers share), their timer jobs not started yet deleted (they would only find their
+-- runs moved on, and, queued ahead of the deliveries the moves plan, delay them), and the
+-- database's clock the due times were read on. A timer job a worker is
 -- fetching at this moment is skipped, not waited for: that worker finds its run moved on
 -- (it waits for this transaction's run lock), as a job fetched a moment earlier does.
 WITH claimed AS (
