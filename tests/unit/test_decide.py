@@ -433,6 +433,21 @@ def test_a_due_wait_elapses_to_its_step() -> None:
     }
 
 
+def test_an_elapsed_wait_is_one_move_recording_its_reactivation_first() -> None:
+    steps = steps_of()
+    run = waiting_run(steps, T0)
+    decision = decide.waiting(run, steps[0], steps, T0)
+    assert isinstance(decision, ElapseWait)
+    one = decide.elapsed(decision)
+    reactivation = decide.reactivation(decision)
+    two = decide.advance_after_wait(decision, run)
+    # The waiting run itself, moved straight to the wait's step by one guarded update.
+    assert (one.run, one.target, one.source) == (run, steps[1], "wait_elapsed")
+    assert one.status_context == two.status_context
+    assert list(one.prior) == [*reactivation.records, *two.prior]
+    assert one.prior[0].reason == "reactivated_from_wait"
+
+
 def test_a_due_wait_to_a_missing_step_is_a_noop() -> None:
     steps = steps_of()
     run = waiting_run(steps, T0, to_step="nowhere")
