@@ -47,15 +47,57 @@ def counts(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+#: Sessions of the bench's database waiting for the lock every notifying commit takes:
+#: PostgreSQL serialises commits that ran NOTIFY (``LockSharedObject`` on ``pg_database``,
+#: object 0, held through the commit's WAL flush), and every job Procrastinate defers
+#: notifies. Its wait event is ``Lock``/``object``.
+NOTIFY_LOCK_WAITERS = """
+SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'object')
+FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
+WAL_LSN = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+
+
+@contextmanager
+def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
+    """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server)
+    and the mean number of sessions waiting for the NOTIFY commit lock (sampled every
+    5 ms)."""
+    import threading
+
+    found: dict[str, Any] = {}
+    stop = threading.Event()
+    samples: list[int] = []
+
+    def sample() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.wait(0.005):
+                row = conn.execute(NOTIFY_LOCK_WAITERS).fetchone()
+                samples.append(int(row[0]) if row else 0)
+
+    start = int(common.scalar(url, WAL_LSN))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        sampler.join()
+        found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
+        found["notify_lock_waiting"] = round(sum(samples) / max(len(samples), 1), 2)
+
+
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
-    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second."""
+    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second, WAL
+    per operation and the sessions waiting for the NOTIFY commit lock."""
     rows0, jobs0 = counts(url)
     started = time.perf_counter()
-    run()
+    with commit_costs(url, n) as costs:
+        run()
     elapsed = time.perf_counter() - started
     rows1, jobs1 = counts(url)
     rows, jobs = rows1 - rows0, jobs1 - jobs0
-    return {
+    return costs | {
         "what": what,
         "n": n,
         "seconds": round(elapsed, 3),
@@ -249,7 +291,18 @@ def main() -> None:
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
         common.table(
             "Trigger throughput (in process, no worker)",
-            ["what", "n", "seconds", "n/s", "rows", "rows/s", "jobs", "jobs/s"],
+            [
+                "what",
+                "n",
+                "seconds",
+                "n/s",
+                "rows",
+                "rows/s",
+                "jobs",
+                "jobs/s",
+                "WAL B/op",
+                "lock q",
+            ],
             [
                 [
                     r["what"],
@@ -260,6 +313,8 @@ def main() -> None:
                     r["rows_per_s"],
                     r["jobs"],
                     r["jobs_per_s"],
+                    r.get("wal_bytes_per_op", ""),
+                    r.get("notify_lock_waiting", ""),
                 ]
                 for r in (
                     fan,
@@ -291,6 +346,13 @@ def main() -> None:
             f"{planned['per_s'] / raw_single['per_s']:.2f}; round trips per trigger "
             f"{single['round_trips']} (one statement) vs {planned['round_trips']} (planning's "
             f"path), checkout not counted"
+        )
+        print(
+            f"commits: WAL per single trigger {single['wal_bytes_per_op']:,} B vs raw "
+            f"{raw_single['wal_bytes_per_op']:,} B (server-wide); sessions waiting for the "
+            f"NOTIFY commit lock, of {args.threads}: {single['notify_lock_waiting']} vs raw "
+            f"{raw_single['notify_lock_waiting']} (each notifying commit holds it through its "
+            f"WAL flush)"
         )
         common.json_line(
             "trigger",
