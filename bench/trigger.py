@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
@@ -47,44 +48,22 @@ def counts(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-#: Sessions of the bench's database waiting for the lock every notifying commit takes:
-#: PostgreSQL serialises commits that ran NOTIFY (``LockSharedObject`` on ``pg_database``,
-#: object 0, held through the commit's WAL flush), and every job Procrastinate defers
-#: notifies. Its wait event is ``Lock``/``object``.
-NOTIFY_LOCK_WAITERS = """
-SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'object')
-FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
-"""
 WAL_LSN = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
 
 
 @contextmanager
 def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
     """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server)
-    and the mean number of sessions waiting for the NOTIFY commit lock (sampled every
-    5 ms)."""
-    import threading
-
+    and the mean number of sessions waiting for the NOTIFY commit lock
+    (:class:`bench.common.NotifyLockWaiters`)."""
     found: dict[str, Any] = {}
-    stop = threading.Event()
-    samples: list[int] = []
-
-    def sample() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            while not stop.wait(0.005):
-                row = conn.execute(NOTIFY_LOCK_WAITERS).fetchone()
-                samples.append(int(row[0]) if row else 0)
-
     start = int(common.scalar(url, WAL_LSN))
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    waiters = common.NotifyLockWaiters(url, conninfo_to_dict(url)["dbname"])
     try:
         yield found
     finally:
-        stop.set()
-        sampler.join()
+        found["notify_lock_waiting"] = waiters.stop().mean()
         found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
-        found["notify_lock_waiting"] = round(sum(samples) / max(len(samples), 1), 2)
 
 
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
