@@ -133,6 +133,37 @@ def singles(url: str, n: int, threads: int, tenant: str = "t") -> dict[str, Any]
         return result
 
 
+def singles_together(url: str, n: int, threads: int, per_transaction: int) -> dict[str, Any]:
+    """The same single-recipient triggers, ``per_transaction`` of them in each of the
+    threads' transactions (``conn=``): one notifying commit, one WAL flush, for all of
+    them."""
+    with bench_app.build(url) as cw:
+        cw.engine.resize_pool(threads + 1)
+
+        def some(start: int) -> None:
+            with cw.pool.connection() as conn:
+                for i in range(start, min(start + per_transaction, n)):
+                    cw.trigger(
+                        bench_app.TwoStep,
+                        {"n": 1, "prefix": f"g{i}"},
+                        tenant_id="t",
+                        idempotency_key=f"g{i}",
+                        conn=conn,
+                    )
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(some, range(0, n, per_transaction)))
+
+        return measured(
+            url,
+            f"chimeway single-recipient triggers, {threads} threads, "
+            f"{per_transaction} per transaction",
+            n,
+            run,
+        )
+
+
 def round_trips(cw: Any, tenant: str, n: int) -> float:
     """Round trips per single-recipient trigger on the connection the trigger takes from
     the pool (its checkout is not counted): libpq's trace of each, the client's messages
@@ -266,6 +297,7 @@ def main() -> None:
         common.note("single-recipient triggers")
         single = singles(url, args.singles, args.threads)
         raw_single = raw_singles(url, args.singles, args.threads)
+        together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
         common.table(
@@ -304,6 +336,7 @@ def main() -> None:
                     defer,
                     single,
                     raw_single,
+                    together,
                     planned,
                 )
             ],
@@ -331,7 +364,8 @@ def main() -> None:
             f"{raw_single['wal_bytes_per_op']:,} B (server-wide); sessions waiting for the "
             f"NOTIFY commit lock, of {args.threads}: {single['notify_lock_waiting']} vs raw "
             f"{raw_single['notify_lock_waiting']} (each notifying commit holds it through its "
-            f"WAL flush)"
+            f"WAL flush); 10 triggers per transaction {together['per_s']:,.0f}/s: "
+            f"{together['per_s'] / raw_single['per_s']:.2f} of raw"
         )
         common.json_line(
             "trigger",
@@ -345,6 +379,7 @@ def main() -> None:
                 "raw_batch_defer": defer,
                 "singles": single,
                 "raw_singles": raw_single,
+                "singles_together": together,
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
                 "met": met,
