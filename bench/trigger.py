@@ -15,6 +15,7 @@ defer one job" transactions from 8 threads.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import time
 from collections.abc import Iterator
@@ -99,8 +100,10 @@ def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
         )
 
 
-#: The tenant of the single-recipient triggers that take planning's path: a default opt-in
-#: (enabled, in-app) makes some policy able to apply to every delivery, and changes nothing.
+#: The tenant of the single-recipient triggers that take planning's path: a tenant-wide cap on
+#: in-app sends that no recipient reaches (a million a day) makes some policy able to apply
+#: to every delivery, and changes nothing. (An opt-in would not: it cannot change a verdict,
+#: so the one statement goes ahead.)
 PLANNED_TENANT = "t-policy"
 #: The client's protocol messages the server answers before the client goes on.
 WAITS = ("Query", "Sync")
@@ -110,7 +113,7 @@ def singles(url: str, n: int, threads: int, tenant: str = "t", tag: str = "") ->
     with bench_app.build(url) as cw:
         cw.engine.resize_pool(threads + 1)
         if tenant == PLANNED_TENANT:
-            cw.preferences.set(tenant, None, channel="in_app", enabled=True)
+            cw.preferences.set_cap(tenant, None, 1_000_000, dt.timedelta(days=1), channel="in_app")
 
         def one(i: int) -> None:
             cw.trigger(
