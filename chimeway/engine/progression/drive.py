@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -302,6 +302,7 @@ def progress_due_runs(
     batch_size: int = 200,
     *,
     conn: Conn | None = None,
+    claimed_hook: Callable[[], None] | None = None,
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
     number of sweepers can run at once; one transaction per batch, moved set-wise by the
@@ -312,7 +313,10 @@ def progress_due_runs(
     savepoint around the batch: two round trips fewer per batch on the path that fires
     timers.) ``conn``: the batches run on it (a firing worker's own connection, so it never
     waits for the pool), each committing on its own when it is idle; otherwise each on a
-    pool connection."""
+    pool connection. ``claimed_hook`` is called after each claim, its runs locked and their
+    timer jobs deleted (not yet committed): a firing worker then starts another firing, on
+    another connection, for the waits that come due meanwhile (SKIP LOCKED keeps them
+    apart)."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
@@ -328,6 +332,8 @@ def progress_due_runs(
                         tx, now, size, tried, timer_lock=jobs.PROGRESS_LOCK
                     )
                     tried.extend(run.id for run in claimed)
+                    if claimed_hook is not None:
+                        claimed_hook()
                     moved = (
                         _elapse(engine, tx, claimed, fired_at, timers_deleted=True)
                         if fired_at is not None
