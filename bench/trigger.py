@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
@@ -47,15 +48,35 @@ def counts(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+WAL_LSN = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+
+
+@contextmanager
+def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
+    """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server)
+    and the mean number of sessions waiting for the NOTIFY commit lock
+    (:class:`bench.common.NotifyLockWaiters`)."""
+    found: dict[str, Any] = {}
+    start = int(common.scalar(url, WAL_LSN))
+    waiters = common.NotifyLockWaiters(url, conninfo_to_dict(url)["dbname"])
+    try:
+        yield found
+    finally:
+        found["notify_lock_waiting"] = waiters.stop().mean()
+        found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
+
+
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
-    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second."""
+    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second, WAL
+    per operation and the sessions waiting for the NOTIFY commit lock."""
     rows0, jobs0 = counts(url)
     started = time.perf_counter()
-    run()
+    with commit_costs(url, n) as costs:
+        run()
     elapsed = time.perf_counter() - started
     rows1, jobs1 = counts(url)
     rows, jobs = rows1 - rows0, jobs1 - jobs0
-    return {
+    return costs | {
         "what": what,
         "n": n,
         "seconds": round(elapsed, 3),
@@ -110,6 +131,37 @@ def singles(url: str, n: int, threads: int, tenant: str = "t") -> dict[str, Any]
         )
         result["round_trips"] = round_trips(cw, tenant, 200)
         return result
+
+
+def singles_together(url: str, n: int, threads: int, per_transaction: int) -> dict[str, Any]:
+    """The same single-recipient triggers, ``per_transaction`` of them in each of the
+    threads' transactions (``conn=``): one notifying commit, one WAL flush, for all of
+    them."""
+    with bench_app.build(url) as cw:
+        cw.engine.resize_pool(threads + 1)
+
+        def some(start: int) -> None:
+            with cw.pool.connection() as conn:
+                for i in range(start, min(start + per_transaction, n)):
+                    cw.trigger(
+                        bench_app.TwoStep,
+                        {"n": 1, "prefix": f"g{i}"},
+                        tenant_id="t",
+                        idempotency_key=f"g{i}",
+                        conn=conn,
+                    )
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(some, range(0, n, per_transaction)))
+
+        return measured(
+            url,
+            f"chimeway single-recipient triggers, {threads} threads, "
+            f"{per_transaction} per transaction",
+            n,
+            run,
+        )
 
 
 def round_trips(cw: Any, tenant: str, n: int) -> float:
@@ -245,11 +297,23 @@ def main() -> None:
         common.note("single-recipient triggers")
         single = singles(url, args.singles, args.threads)
         raw_single = raw_singles(url, args.singles, args.threads)
+        together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
         common.table(
             "Trigger throughput (in process, no worker)",
-            ["what", "n", "seconds", "n/s", "rows", "rows/s", "jobs", "jobs/s"],
+            [
+                "what",
+                "n",
+                "seconds",
+                "n/s",
+                "rows",
+                "rows/s",
+                "jobs",
+                "jobs/s",
+                "WAL B/op",
+                "lock q",
+            ],
             [
                 [
                     r["what"],
@@ -260,6 +324,8 @@ def main() -> None:
                     r["rows_per_s"],
                     r["jobs"],
                     r["jobs_per_s"],
+                    r.get("wal_bytes_per_op", ""),
+                    r.get("notify_lock_waiting", ""),
                 ]
                 for r in (
                     fan,
@@ -270,6 +336,7 @@ def main() -> None:
                     defer,
                     single,
                     raw_single,
+                    together,
                     planned,
                 )
             ],
@@ -292,6 +359,14 @@ def main() -> None:
             f"{single['round_trips']} (one statement) vs {planned['round_trips']} (planning's "
             f"path), checkout not counted"
         )
+        print(
+            f"commits: WAL per single trigger {single['wal_bytes_per_op']:,} B vs raw "
+            f"{raw_single['wal_bytes_per_op']:,} B (server-wide); sessions waiting for the "
+            f"NOTIFY commit lock, of {args.threads}: {single['notify_lock_waiting']} vs raw "
+            f"{raw_single['notify_lock_waiting']} (each notifying commit holds it through its "
+            f"WAL flush); 10 triggers per transaction {together['per_s']:,.0f}/s: "
+            f"{together['per_s'] / raw_single['per_s']:.2f} of raw"
+        )
         common.json_line(
             "trigger",
             url,
@@ -304,6 +379,7 @@ def main() -> None:
                 "raw_batch_defer": defer,
                 "singles": single,
                 "raw_singles": raw_single,
+                "singles_together": together,
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
                 "met": met,
