@@ -16,20 +16,26 @@ listening worker once, as an insert does; there is one leader, so there is no st
 The workers keep polling: the waker makes jobs start on time, never makes them start at all.
 
 A leader given ``on_due`` calls it first with the queues that came due, and announces only
-what is still due after it: the worker fires the due timers of runs itself this way
-(:func:`chimeway.worker._fire_timers`), at their due time and without a job's hop through
-the queue. A hook that fails is logged; the announcement then covers everything.
+what is still due after it, except in the queues the hook says it covers: the worker fires
+the due timers of runs itself this way (:class:`chimeway.worker._Firing`), at their due time
+and without a job's hop through the queue. The hook may return once its firing has claimed
+the due runs (their timer jobs locked, deleted at its commit): those jobs, still due to
+the next plan, are then not announced, so the leader can go on and start another firing
+for the waits that come due while that one commits. A hook that fails is logged; the
+announcement then covers everything (and the stale repeat covers a covered queue's jobs
+the hook could not take).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -48,7 +54,7 @@ class Waker:
         database_url: str,
         queues: Sequence[str] | None = None,
         *,
-        on_due: Callable[[list[str]], Awaitable[None]] | None = None,
+        on_due: Callable[[list[str]], Awaitable[Collection[str] | None]] | None = None,
         min_gap: float = 0.005,
         stale_after: float = 0.02,
         lookback: float = 2.0,
@@ -119,12 +125,24 @@ class Waker:
         repeated_at = 0.0
         while True:
             plan = await self._plan(conn, mark)
+            covered: Collection[str] = ()
             if plan.due_queues and self.on_due is not None:
-                await self._call_on_due(plan.due_queues)
+                covered = await self._call_on_due(plan.due_queues)
+                seen = plan.db_now
                 plan = await self._plan(conn, mark)  # what the hook left
+                if covered:
+                    # The hook's claim took what was due by `seen`; what came due in its
+                    # queues since is not announced, but calls the hook again.
+                    plan = dataclasses.replace(plan, db_now=seen)
             if plan.due_queues:
-                await store.announce(conn, list(zip(plan.due_queues, plan.due_jobs, strict=True)))
-                self.announced += 1
+                left = [
+                    (queue, job)
+                    for queue, job in zip(plan.due_queues, plan.due_jobs, strict=True)
+                    if queue not in covered
+                ]
+                if left:
+                    await store.announce(conn, left)
+                    self.announced += 1
                 mark = plan.db_now
                 await asyncio.sleep(self.min_gap)
                 continue
@@ -144,16 +162,18 @@ class Waker:
                 timeout = min(timeout, repeat_in)
             await self._sleep(conn, timeout)
 
-    async def _call_on_due(self, queues: list[str]) -> None:
+    async def _call_on_due(self, queues: list[str]) -> Collection[str]:
+        """The queues the hook covers (their due jobs are not announced)."""
         assert self.on_due is not None
         try:
-            await self.on_due(queues)
+            return await self.on_due(queues) or ()
         except Exception:  # the announcement that follows covers what it did not do
             logger.warning(
                 "the due-time hook failed; announcing the due jobs instead",
                 exc_info=True,
                 extra={"action": "waker.hook_failed"},
             )
+            return ()
 
     async def _plan(
         self, conn: psycopg.AsyncConnection[Any], mark: dt.datetime | None

@@ -25,12 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg import Connection
+from psycopg_pool import PoolTimeout
 
 from chimeway.engine import readiness
 from chimeway.engine.progression import progress_due_runs
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     from chimeway.app import Chimeway
 
 logger = logging.getLogger(__name__)
+
+#: Connections the waker's leader fires due timers on (see :class:`_Firing`); the worker's
+#: pool and job threads have as many more.
+FIRING_LANES = 2
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,11 @@ async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
     loop = asyncio.get_running_loop()
     # Sync tasks run in the loop's default executor: give it a thread per job slot.
     loop.set_default_executor(
-        ThreadPoolExecutor(max_workers=options.concurrency + 2, thread_name_prefix="chimeway")
+        ThreadPoolExecutor(
+            max_workers=options.concurrency + 1 + FIRING_LANES, thread_name_prefix="chimeway"
+        )
     )
-    cw.engine.resize_pool(options.concurrency + 2)
+    cw.engine.resize_pool(options.concurrency + 1 + FIRING_LANES)
     stop = asyncio.Event()
     current: dict[str, asyncio.Task[Any]] = {}
     received: list[int] = []
@@ -181,9 +188,10 @@ def _waker(cw: Chimeway, options: WorkerOptions, firing: _Firing) -> Waker | Non
         return None
     serves_timers = options.queues is None or QUEUES["progress"] in options.queues
 
-    async def fire(queues: list[str]) -> None:
-        if QUEUES["progress"] in queues:
-            await asyncio.to_thread(firing.fire)
+    async def fire(queues: list[str]) -> list[str]:
+        if QUEUES["progress"] in queues and await firing.fire():
+            return [QUEUES["progress"]]
+        return []
 
     return Waker(cw.database_url, options.queues, on_due=fire if serves_timers else None)
 
@@ -192,23 +200,97 @@ class _Firing:
     """The waker's leader fires the runs' due timers itself, at their due time: the due
     runs move on set-wise (as a timer job taking others along does) and their timer jobs
     are deleted in the same transactions, so no job's trip through the queue delays them.
-    It fires on a connection of its own, taken from the engine's pool at the first firing
+
+    It fires on connections of its own, taken from the engine's pool at the first firing
     and kept while it leads: in a burst the jobs hold the pool's connections, and a firing
     that queued for one came late by as long (up to 38 ms in ``bench.timers --rate
-    1000``)."""
+    1000``). It has :data:`FIRING_LANES` of them: :meth:`fire` returns once its firing has
+    claimed the due runs, and a wait that comes due while that firing commits is fired on
+    the next free lane at once, rather than after it (lateness is measured from the due
+    time to the transaction that moves the run; traced at ``--rate 1000``, the waits fired
+    late were those that came due during another firing, then taken by their own timer
+    jobs from the queue). The claims skip each other's locked runs, so lanes never take
+    the same run; a lane beyond the first that finds no pool connection soon is not used
+    (the due jobs are then announced, as when the hook fails)."""
 
-    def __init__(self, cw: Chimeway) -> None:
+    def __init__(self, cw: Chimeway, lanes: int = FIRING_LANES) -> None:
         self._cw = cw
+        self._lanes = [_Lane(cw, first=n == 0) for n in range(lanes)]
+        self._running: dict[_Lane, asyncio.Task[None]] = {}
+
+    async def fire(self) -> bool:
+        """Start a firing on a free lane (waiting for one if all fire); ``True`` once it
+        has claimed the due runs, ``False`` if no lane could take it."""
+        lane = next((lane for lane in self._lanes if lane not in self._running), None)
+        while lane is None:
+            await asyncio.wait(set(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+            lane = next((lane for lane in self._lanes if lane not in self._running), None)
+        loop = asyncio.get_running_loop()
+        claimed: asyncio.Future[bool] = loop.create_future()
+
+        def settle(result: bool | BaseException) -> None:
+            if claimed.done():
+                return
+            if isinstance(result, BaseException):
+                claimed.set_exception(result)
+            else:
+                claimed.set_result(result)
+
+        said: list[bool] = []  # in the lane's thread: whether the claim was reported
+
+        def on_claim() -> None:
+            if not said:
+                said.append(True)
+                loop.call_soon_threadsafe(settle, True)
+
+        def run() -> None:
+            try:
+                took = lane.fire(on_claim)
+            except Exception as exc:
+                if not said:  # the hook fails: the waker announces instead
+                    loop.call_soon_threadsafe(settle, exc)
+                    return
+                logger.warning(  # after its claim the hook has returned: logged here
+                    "firing due timers failed",
+                    exc_info=True,
+                    extra={"action": "waker.fire_failed"},
+                )
+                return
+            loop.call_soon_threadsafe(settle, took)
+
+        task = asyncio.create_task(asyncio.to_thread(run))
+        self._running[lane] = task
+        task.add_done_callback(lambda _: self._running.pop(lane, None))
+        return await claimed
+
+    def release(self) -> None:
+        for lane in self._lanes:
+            lane.release()
+
+
+class _Lane:
+    """One connection of :class:`_Firing` and the lock that keeps one firing on it."""
+
+    def __init__(self, cw: Chimeway, *, first: bool) -> None:
+        self._cw = cw
+        self._first = first
         self._conn: Connection[Any] | None = None
         self._lock = threading.Lock()  # one firing at a time; release waits for it
 
-    def fire(self) -> None:
+    def fire(self, on_claim: Callable[[], None]) -> bool:
+        """Fire the due runs; ``False`` if this lane has no connection and the pool gives
+        none soon (the first lane waits for one)."""
         pool = self._cw.engine.pool
         with self._lock:
             if self._conn is None:
-                self._conn = pool.getconn()
+                try:
+                    # The first lane waits as long as the pool says; another lane, at
+                    # most the time it takes the pool to open one more connection.
+                    self._conn = pool.getconn(timeout=None if self._first else 0.05)
+                except PoolTimeout:
+                    return False
             try:
-                fired = progress_due_runs(self._cw.engine, conn=self._conn)
+                fired = progress_due_runs(self._cw.engine, conn=self._conn, claimed_hook=on_claim)
             except Exception:
                 self._release()  # a broken connection goes back to be replaced
                 raise
@@ -216,6 +298,7 @@ class _Firing:
             logger.debug(
                 "fired due timers", extra={"action": "waker.fired_timers", "runs": len(fired)}
             )
+        return True
 
     def release(self) -> None:
         with self._lock:
@@ -245,7 +328,7 @@ class BackgroundWorker:
 
     def start(self, timeout: float = 30.0) -> BackgroundWorker:
         readiness.check_channels(self._cw.engine, self._options.queues)
-        self._cw.engine.resize_pool(self._options.concurrency + 2)
+        self._cw.engine.resize_pool(self._options.concurrency + 1 + FIRING_LANES)
         self._thread.start()
         if not self._started.wait(timeout):
             raise TimeoutError("the background worker did not start")
@@ -263,7 +346,9 @@ class BackgroundWorker:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.set_default_executor(
-            ThreadPoolExecutor(self._options.concurrency + 2, thread_name_prefix="chimeway")
+            ThreadPoolExecutor(
+                self._options.concurrency + 1 + FIRING_LANES, thread_name_prefix="chimeway"
+            )
         )
         async with (
             self._cw.procrastinate.open_async(),

@@ -705,3 +705,49 @@ def test_due_sweep_refuses_a_size_below_one(tx_cw: Chimeway, options: dict[str, 
     # Refused before any connection is taken: no database of its own is needed.
     with pytest.raises(InvalidArgument, match="at least 1"):
         tx_cw.progression.progress_due_runs(**options)
+
+
+def test_a_timer_fires_every_due_wait_in_one_transaction_and_waits_only_for_its_own_held_run(
+    cw: Chimeway, committed_db: str
+) -> None:
+    """A burst's first timer job moves every due wait at once (not its own run first and
+    the others after that transaction); a run another transaction holds (the waker's
+    firing, a signal) is skipped by that batch, and the timer then waits for it alone:
+    it is advanced once, after the holder lets go."""
+    runs = start(cw, WAIT_30M, users=[f"u{i}" for i in range(4)]).run_ids
+    drain(cw)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    held, timer = runs[0], runs[1]
+    others = [r for r in runs if r != held]
+    result: list[Any] = []
+    with psycopg.connect(committed_db) as holder:
+        holder.execute("SELECT 1 FROM chimeway_workflow_runs WHERE id = %s FOR UPDATE", [held])
+        thread = threading.Thread(
+            target=lambda: result.append(progress_timer(cw.engine, timer, now=later))
+        )
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the timer waited for a run another transaction holds"
+        assert isinstance(result[0], Advanced) and result[0].run_id == timer
+        assert {run_of(cw, r).state for r in others} == {RunState.ACTIVE}
+        assert run_of(cw, held).state == RunState.WAITING
+        with psycopg.connect(committed_db) as conn:
+            moved_at = conn.execute(
+                "SELECT count(DISTINCT created_at) FROM chimeway_workflow_transitions "
+                "WHERE reason = 'reactivated_from_wait' AND run_id = ANY(%s)",
+                [others],
+            ).fetchone()
+        assert moved_at == (1,)  # one transaction
+        # The held run's own timer waits for the holder, then advances it once.
+        own: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: own.append(progress_timer(cw.engine, held, now=later))
+        )
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive()
+        holder.rollback()
+        thread.join(timeout=30)
+    assert isinstance(own[0], Advanced) and own[0].run_id == held
+    for run_id in runs:
+        assert reasons(cw, run_id).count("reactivated_from_wait") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from psycopg_pool import PoolTimeout
 
 from chimeway import Chimeway, Maintenance, RunState, Step, Triggered, WaitUntil, Workflow
 from chimeway.store import waker as store
+from chimeway.testing import drain
 from chimeway.waker import Waker
-from chimeway.worker import BackgroundWorker, WorkerOptions
+from chimeway.worker import BackgroundWorker, WorkerOptions, _Firing
 from tests.acceptance.conftest import wait_until
 from tests.integration.conftest import Recorders
 from tests.integration.notifiers import WithWorkflow
@@ -37,6 +39,13 @@ def schedule(conn: psycopg.Connection[Any], queue: str, in_seconds: float) -> in
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def scalar(url: str, query: str) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def plan(url: str, mark: dt.datetime, queues: list[str] | None) -> store.Plan:
@@ -258,3 +267,93 @@ def test_one_waker_leads_per_queue_set(committed_db: str) -> None:
     leaders, took_over, other_led = asyncio.run(run())
     assert leaders == 1
     assert took_over and other_led
+
+
+def test_the_leader_does_not_announce_the_due_jobs_of_a_queue_its_hook_covers(
+    committed_db: str,
+) -> None:
+    """A hook that covers its queue (the firing has claimed the due runs, whose timer jobs
+    stay visible until it commits) keeps those jobs from being announced; one that covers
+    nothing leaves them announced, as before."""
+
+    async def run(queue: str, covers: bool) -> list[int]:
+        called = asyncio.Event()
+
+        async def hook(queues: list[str]) -> list[str]:
+            called.set()
+            return queues if covers else []
+
+        waker = Waker(committed_db, [queue], on_due=hook, stale_after=30)
+        async with await psycopg.AsyncConnection.connect(committed_db, autocommit=True) as ear:
+            await ear.execute(f'LISTEN "procrastinate_queue_v1#{queue}"')
+            task = asyncio.create_task(waker.run())
+            try:
+                await asyncio.wait_for(waker.leading.wait(), 10)
+                with psycopg.connect(committed_db, autocommit=True) as conn:
+                    job = schedule(conn, queue, 0.5)
+                async for _ in ear.notifies(timeout=0.2):  # its insert's own notification
+                    pass
+                assert not called.is_set()
+                await asyncio.wait_for(called.wait(), 10)
+                await asyncio.sleep(0.3)  # the announcement follows the hook at once
+                heard = [json.loads(n.payload)["job_id"] async for n in ear.notifies(timeout=0.1)]
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return [j for j in heard if j == job]
+
+    assert asyncio.run(run("a", covers=True)) == []
+    assert len(asyncio.run(run("b", covers=False))) == 1
+
+
+def test_a_wait_due_while_a_firing_commits_is_fired_at_once_on_another_lane(
+    committed_db: str, adapters: Recorders
+) -> None:
+    """The leader's firing returns once it has claimed its runs; a wait that comes due
+    while that firing still works is claimed on a second connection at once, not after
+    it, and every run is advanced once."""
+    cron = Maintenance(sweep_cron=NEVER, stalled_cron=NEVER)
+    chosen = {c: adapters[c] for c in ("in_app", "email")}
+    with Chimeway(committed_db, maintenance=cron, adapters=chosen) as cw:
+        result = cw.trigger(
+            WithWorkflow(ONE_SECOND_WAIT),
+            {"users": ["u1", "u2"]},
+            tenant_id="t",
+            idempotency_key="k",
+        )
+        assert isinstance(result, Triggered)
+        first, second = result.run_ids
+        drain(cw)
+        waiting = "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'waiting'"
+        due = waiting + " AND suspended_until <= now()"
+        wait_until(lambda: scalar(committed_db, due) == 2, 10)
+        firing = _Firing(cw)
+        with (
+            psycopg.connect(committed_db) as holder,
+            psycopg.connect(committed_db) as blocker,
+        ):
+            # `second` is held (as by a signal) while the first firing claims `first`.
+            holder.execute(
+                "SELECT 1 FROM chimeway_workflow_runs WHERE id = %s FOR UPDATE", [second]
+            )
+            # Every firing then stops at planning the email (as on a busy database).
+            blocker.execute("LOCK TABLE chimeway_deliveries IN SHARE MODE")
+
+            async def fire_both() -> tuple[bool, bool]:
+                try:
+                    one = await asyncio.wait_for(firing.fire(), 10)
+                    holder.rollback()  # `second` is free: it comes due for the leader now
+                    two = await asyncio.wait_for(firing.fire(), 10)  # the first still works
+                    assert scalar(committed_db, waiting) == 2  # neither has committed
+                finally:
+                    blocker.rollback()
+                    holder.rollback()
+                    await asyncio.gather(*firing._running.values())
+                return one, two
+
+            assert asyncio.run(fire_both()) == (True, True)
+        firing.release()
+        for run_id in (first, second):
+            assert cw.workflows.explain("t", run_id).state == RunState.ACTIVE
+            reasons = [t.reason for t in cw.workflows.list_traces("t", run_id)]
+            assert reasons.count("reactivated_from_wait") == 1

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -244,24 +244,28 @@ class Opened:
 def progress_timer(
     engine: Engine, run_id: uuid.UUID, now: dt.datetime | None = None
 ) -> ProgressResult:
-    """What a ``progress`` job does: progress its run and, when that advanced it (its wait
-    elapsed), every other wait due by then (up to :data:`TAKE_ALONG`), set-wise as the due
-    sweep does. Waits fall due in bursts (a fan-out's runs all waited the same delay); one
-    timer job each would queue them behind each other, while their own timers, when they
-    run, find their runs moved on and do nothing. A timer that fired early (a newer wait, a
-    clock skew) is queued again at the due time."""
+    """What a ``progress`` job does: fire every wait due by now (up to :data:`TAKE_ALONG`,
+    its own among them), set-wise in one transaction as the due sweep does, then its own run
+    alone if that batch did not take it (not due yet, or another transaction holds it). Waits
+    fall due in bursts (a fan-out's runs all waited the same delay); one transaction per
+    timer job would queue them behind each other, and the first of them moving its own run
+    before taking the others along made those others late by that transaction (traced at
+    ``bench.timers --rate 1000``: the runs fired late were those a burst's first timer jobs
+    moved one by one). Their own timers, when they run, find their runs moved on. A timer
+    that fired early (a newer wait, a clock skew) is queued again at the due time."""
     parent = None
     if telemetry.tracing():  # the timer continues the trace of the run's trigger
         with engine.pool.connection() as conn:
             parent = traces.for_run(conn, run_id)
     with telemetry.span("chimeway.progress", parent=parent, run_id=run_id, cause="timer") as span:
-        result = progress_run(engine, run_id, now)
+        fired = progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
+        result = next((r for r in fired if r.run_id == run_id), None)
+        if result is None:
+            result = progress_run(engine, run_id, now)
+            if isinstance(result, Noop) and result.reason == "wait_not_due":
+                with logbook.held(), engine.pool.connection() as conn, conn.transaction():
+                    _rearm_timer(engine, conn, run_id)
         span.set(result=type(result).__name__)
-        if isinstance(result, Advanced):
-            progress_due_runs(engine, now, limit=TAKE_ALONG, batch_size=TAKE_ALONG)
-        elif isinstance(result, Noop) and result.reason == "wait_not_due":
-            with logbook.held(), engine.pool.connection() as conn, conn.transaction():
-                _rearm_timer(engine, conn, run_id)
     return result
 
 
@@ -298,6 +302,7 @@ def progress_due_runs(
     batch_size: int = 200,
     *,
     conn: Conn | None = None,
+    claimed_hook: Callable[[], None] | None = None,
 ) -> list[ProgressResult]:
     """Progress waiting runs whose wait is due: batches claimed with SKIP LOCKED, so any
     number of sweepers can run at once; one transaction per batch, moved set-wise by the
@@ -308,7 +313,10 @@ def progress_due_runs(
     savepoint around the batch: two round trips fewer per batch on the path that fires
     timers.) ``conn``: the batches run on it (a firing worker's own connection, so it never
     waits for the pool), each committing on its own when it is idle; otherwise each on a
-    pool connection."""
+    pool connection. ``claimed_hook`` is called after each claim, its runs locked and their
+    timer jobs deleted (not yet committed): a firing worker then starts another firing, on
+    another connection, for the waits that come due meanwhile (SKIP LOCKED keeps them
+    apart)."""
     results: list[ProgressResult] = []
     tried: list[uuid.UUID] = []
     while len(results) < limit:
@@ -324,6 +332,8 @@ def progress_due_runs(
                         tx, now, size, tried, timer_lock=jobs.PROGRESS_LOCK
                     )
                     tried.extend(run.id for run in claimed)
+                    if claimed_hook is not None:
+                        claimed_hook()
                     moved = (
                         _elapse(engine, tx, claimed, fired_at, timers_deleted=True)
                         if fired_at is not None
