@@ -247,6 +247,25 @@ END
 $$;
 
 --
+-- Name: chimeway_uuid7(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_uuid7() RETURNS uuid
+    LANGUAGE sql PARALLEL SAFE
+    AS $$
+    -- A random (version 4) UUID whose first 6 bytes become the time in ms and whose
+    -- version nibble becomes 7 (0100 -> 0111: bits 52 and 53 of the bytea set).
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid()) PLACING
+                    substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                              FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;
+
+--
 -- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -757,7 +776,7 @@ $$;
 --
 
 CREATE TABLE public.chimeway_deliveries (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     notification_id uuid NOT NULL,
     tenant_id text NOT NULL,
     recipient_id text NOT NULL,
@@ -928,7 +947,7 @@ CREATE TABLE public.chimeway_digests (
 --
 
 CREATE TABLE public.chimeway_events (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     tenant_id text NOT NULL,
     notification_key text NOT NULL,
     notification_version integer NOT NULL,
@@ -960,7 +979,7 @@ CREATE TABLE public.chimeway_migrations (
 --
 
 CREATE TABLE public.chimeway_notifications (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     event_id uuid NOT NULL,
     tenant_id text NOT NULL,
     recipient_id text NOT NULL,
@@ -1167,7 +1186,7 @@ CREATE TABLE public.chimeway_workflow_definitions (
 --
 
 CREATE TABLE public.chimeway_workflow_runs (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     tenant_id text NOT NULL,
     definition_id uuid NOT NULL,
     notification_id uuid NOT NULL,
