@@ -488,3 +488,59 @@ def test_a_chained_step_that_a_throttle_holds_gets_its_job_at_the_throttles_time
     held = emails["alsosent-1"][0]
     assert cw.delivery("t", held).status == "pending"  # the throttle's hour is used up
     assert jobs_for(committed_db, held) == [("todo", False)]  # at the throttle's time, not now
+
+
+def open_deliveries(url: str) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """(deliveries not yet terminal, ids in chimeway_open_deliveries)."""
+    with psycopg.connect(url) as conn:
+        not_terminal = conn.execute(
+            "SELECT id FROM chimeway_deliveries WHERE terminal_at IS NULL"
+        ).fetchall()
+        listed = conn.execute("SELECT id FROM chimeway_open_deliveries").fetchall()
+    return {r[0] for r in not_terminal}, {r[0] for r in listed}
+
+
+def test_the_open_deliveries_are_listed_whatever_moves_them(
+    make_cw: Any, committed_db: str
+) -> None:
+    """The stuck sweep finds open deliveries through chimeway_open_deliveries (0019), which
+    triggers keep: every delivery inserted open is listed (fan-out planning, the
+    one-statement trigger, the deliveries advancing runs plan), leaves the list when it ends
+    (sent, cancelled, exhausted) and stays while it retries or waits; a deleted one leaves
+    it too. The sweep then finds every stuck one."""
+    adapter = ByRecipient()
+    cw = make_cw(adapters={"in_app": adapter, "email": adapter})
+    start(cw, [f"{scenario}-1" for scenario in SCRIPTS])
+    start(cw, ["sent-9"], key="lone")  # one recipient: the one-statement trigger
+    with psycopg.connect(committed_db) as conn:
+        conn.execute(
+            "UPDATE chimeway_deliveries SET max_attempts = 1 WHERE recipient_id LIKE 'exh%'"
+        )
+    not_terminal, listed = open_deliveries(committed_db)
+    assert len(not_terminal) == len(SCRIPTS) + 1 and listed == not_terminal
+    notices = step_deliveries(committed_db, "notice")
+    cw.deliver_many([d for d, _ in notices.values()])
+    emails = step_deliveries(committed_db, "email")
+    assert sorted(emails) == ["alsosent-1", "sent-1", "sent-9"]
+    not_terminal, listed = open_deliveries(committed_db)
+    assert listed == not_terminal
+    # Open now: the three emails just planned, and the two notices retrying.
+    assert not_terminal == {d for d, _ in emails.values()} | {
+        notices[u][0] for u in ("retrying-1", "crashing-1")
+    }
+    cw.deliver(emails["sent-9"][0])
+    not_terminal, listed = open_deliveries(committed_db)
+    assert listed == not_terminal and emails["sent-9"][0] not in listed
+
+    with psycopg.connect(committed_db) as conn:  # long ago, and their jobs are lost
+        conn.execute(
+            "UPDATE chimeway_deliveries SET status_changed_at = now() - interval '1 day', "
+            "created_at = now() - interval '1 day', retry_at = now() - interval '1 day'"
+        )
+        conn.execute("DELETE FROM procrastinate_jobs")
+    assert cw.sweep().deliveries_redriven == len(not_terminal)
+
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("DELETE FROM chimeway_deliveries WHERE id = %s", [emails["sent-1"][0]])
+    not_terminal, listed = open_deliveries(committed_db)
+    assert listed == not_terminal and emails["sent-1"][0] not in listed
