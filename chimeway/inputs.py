@@ -19,17 +19,23 @@ The JSON check is iterative: no input, however deep or self-referencing, raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from chimeway.errors import ChimewayError
 from chimeway.storable import (
+    PLAIN_CHAR_BYTES,
+    PLAIN_FLOAT_CHARS,
+    PLAIN_INT,
+    PLAIN_INT_CHARS,
     child_path,
     control_problem,
     float_problem,
     int_problem,
     json_size,
+    plain_text,
     preview,
     short_path,
     text_problem,
@@ -133,7 +139,58 @@ def json_problem(
     the module; ``max_depth`` and ``max_bytes`` are not checked when ``None``. With
     ``max_bytes``, the work done is bounded by it.
     """
+    if max_depth is not None and max_depth <= MAX_DEPTH:
+        # Plain data within every limit is the common case: a quick recursive read (its
+        # depth bounded by max_depth) proves it; anything else takes the exact walk below,
+        # which finds the first problem and its path.
+        budget = _plain_budget(value, max_depth, _UNBOUNDED if max_bytes is None else max_bytes)
+        if budget >= 0:
+            return None
     return _Check(name, max_depth, max_bytes).run(value)
+
+
+_UNBOUNDED: Final = 1 << 62
+
+
+def _plain_budget(value: object, depth: int, budget: int) -> int:
+    """What is left of ``budget`` once ``value`` is counted, or -1 when the quick read
+    cannot prove it is fine: a type other than exactly ``dict``, ``list``, ``tuple``,
+    ``str``, ``int``, ``float``, ``bool`` or ``None`` (subclasses included), a key that is
+    not a ``str``, text with a problem, an int with more than 15 digits, a float that is
+    not finite, containers nested more than ``depth`` deep (a cycle is one), or more than
+    ``budget`` bytes by an upper bound of its compact JSON (:data:`PLAIN_CHAR_BYTES` a
+    character). Every -1 is decided again by the exact walk."""
+    kind = type(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        return budget - 2 - PLAIN_CHAR_BYTES * len(text) if plain_text(text) else -1
+    if kind is dict:
+        if depth <= 0:
+            return -1
+        budget -= 2
+        for key, child in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not plain_text(key):
+                return -1
+            budget = _plain_budget(child, depth - 1, budget - 4 - PLAIN_CHAR_BYTES * len(key))
+            if budget < 0:
+                return -1
+        return budget
+    if kind is list or kind is tuple:
+        if depth <= 0:
+            return -1
+        budget -= 2
+        for child in value:  # type: ignore[attr-defined]
+            budget = _plain_budget(child, depth - 1, budget - 1)
+            if budget < 0:
+                return -1
+        return budget
+    if kind is int:
+        return budget - PLAIN_INT_CHARS if -PLAIN_INT < value < PLAIN_INT else -1  # type: ignore[operator]
+    if kind is bool or value is None:
+        return budget - 5
+    if kind is float:
+        return budget - PLAIN_FLOAT_CHARS if math.isfinite(value) else -1  # type: ignore[arg-type]
+    return -1
 
 
 @dataclass

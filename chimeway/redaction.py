@@ -14,6 +14,8 @@ iteratively: no input, however deep or self-referencing, raises ``RecursionError
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,10 +23,12 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from chimeway.errors import ConfigurationError
 from chimeway.storable import (
+    PLAIN_INT,
     child_path,
     float_problem,
     int_problem,
     json_size,
+    plain_text,
     short_path,
     storable_text,
 )
@@ -103,7 +107,63 @@ def redact(value: Any) -> Any:
     does, keys made strings, tuples and sets made lists, NaN and infinities ``None``, other
     objects their text, a circular reference :data:`CIRCULAR`. Nothing is cut; redacting
     twice changes nothing more."""
+    plain = _plain_redacted(value, MAX_DEPTH)
+    if plain is not _NOT_PLAIN:
+        return plain
     return _Walk(max_depth=None, max_bytes=None, name="", notes=False).run(value)
+
+
+_NOT_PLAIN: Final = object()
+
+
+def _plain_redacted(value: object, depth: int) -> Any:
+    """:func:`redact`'s copy of plain data, by a quick recursive read, or ``_NOT_PLAIN`` for
+    the walk to make: a type other than exactly ``dict``, ``list``, ``tuple``, ``str``,
+    ``int``, ``float``, ``bool`` or ``None``, a key that is not a ``str``, text with a
+    problem, an int with more than 15 digits, a float that is not finite, or containers
+    nested more than ``depth`` deep (a cycle is one). On such data the walk changes nothing
+    but the secrets and the tuples, as here."""
+    kind = type(value)
+    if kind is dict:
+        if depth <= 0:
+            return _NOT_PLAIN
+        copy: dict[str, Any] = {}
+        for key, child in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not plain_text(key):
+                return _NOT_PLAIN
+            if _secret(key):
+                copy[key] = REDACTED
+                continue
+            out = _plain_redacted(child, depth - 1)
+            if out is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copy[key] = out
+        return copy
+    if kind is list or kind is tuple:
+        if depth <= 0:
+            return _NOT_PLAIN
+        items = []
+        for child in value:  # type: ignore[attr-defined]
+            out = _plain_redacted(child, depth - 1)
+            if out is _NOT_PLAIN:
+                return _NOT_PLAIN
+            items.append(out)
+        return items
+    if kind is str:
+        return value if plain_text(value) else _NOT_PLAIN  # type: ignore[arg-type]
+    if kind is int:
+        return value if -PLAIN_INT < value < PLAIN_INT else _NOT_PLAIN  # type: ignore[operator]
+    if kind is float:
+        return value if math.isfinite(value) else _NOT_PLAIN  # type: ignore[arg-type]
+    if kind is bool or value is None:
+        return value
+    return _NOT_PLAIN
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret(key: str) -> bool:
+    """:func:`is_secret`, remembered: the same few keys come back with every trigger."""
+    return is_secret(key)
 
 
 T = TypeVar("T")

@@ -39,6 +39,23 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def plain_text(text: str) -> bool:
+    """Whether ``text`` (a ``str`` itself, not a subclass) has no :func:`text_problem`: the
+    quick test of the fast paths (:func:`chimeway.inputs.json_problem`,
+    :func:`chimeway.redaction.redact`)."""
+    return NUL not in text and (text.isascii() or _SURROGATE.search(text) is None)
+
+
+#: Ints whose compact JSON is at most :data:`PLAIN_INT_CHARS` characters: the fast paths
+#: take these and leave larger ones to the exact walks.
+PLAIN_INT: Final = 10**15
+PLAIN_INT_CHARS: Final = 16
+#: The longest compact JSON of a finite float (``-2.2250738585072014e-308``).
+PLAIN_FLOAT_CHARS: Final = 24
+#: Compact UTF-8 JSON bytes a character can take at most (``\u001f``).
+PLAIN_CHAR_BYTES: Final = 6
+
+
 def control_problem(text: str) -> str | None:
     """Why ``text`` is not printable identifier text (a C0/C1 control character, DEL), or
     ``None``."""

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from chimeway.content import find_json_problem
 from chimeway.errors import InvalidArgument, InvalidTrigger
-from chimeway.inputs import MAX_DEPTH, identifier, json_object, limit
+from chimeway.inputs import MAX_DEPTH, _Check, identifier, json_object, json_problem, limit
 from chimeway.redaction import (
     REDACTED,
     TRUNCATED,
+    _Walk,
     is_secret,
     redact,
     sanitize_json,
@@ -76,6 +77,35 @@ def _cyclic(draw: st.DrawFn) -> Any:
 
 VALUES = JSONISH | _deep() | _cyclic()
 OBJECTS = st.dictionaries(KEYS, VALUES, max_size=4)
+
+# Data the quick reads take (mostly): plain types, text keys, nesting around the limit, and
+# the odd subclass or problem among them, which sends the whole value to the exact walk.
+PLAIN_TEXT = st.text(st.characters(exclude_categories=("Cs",)) | st.sampled_from(' \n"é😀'))
+PLAIN_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**16), 10**16)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | PLAIN_TEXT
+)
+PLAIN = st.recursive(
+    PLAIN_SCALARS | st.sampled_from([True, 2**64, math.nan, "\x00", "\udc00", (1, "a")]),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.tuples(children, children)
+        | st.dictionaries(PLAIN_TEXT | SECRET_KEYS, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@st.composite
+def _nested(draw: st.DrawFn) -> Any:
+    """Plain data wrapped in 25 to 40 lists and dicts: around :data:`MAX_DEPTH`."""
+    value = draw(PLAIN)
+    for level in range(draw(st.integers(25, 40))):
+        value = [value] if level % 2 else {"k": value}
+    return value
 
 
 def _nodes(value: Any) -> Iterator[tuple[Any, int]]:
@@ -198,7 +228,64 @@ def test_sanitize_text_is_always_storable_and_bounded(text: Any) -> None:
     assert all(isinstance(note, str) for note in notes)
 
 
+def _depth(value: Any) -> int:
+    """Containers nested in ``value`` (a plain, acyclic one)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+# Where the quick read's size bound is tightest: numbers, and keys that must be escaped.
+TIGHT = st.lists(
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**16), 10**16) | st.none(),
+    min_size=1,
+    max_size=20,
+) | st.dictionaries(st.text(st.sampled_from('"\\\n\x01\x1fa\x7f'), max_size=6), st.booleans())
+TIGHT |= st.lists(
+    st.sampled_from([None, True, False, 10**15 - 1, -(10**15) + 1, -2.2250738585072014e-308]),
+    min_size=1,
+    max_size=20,
+)
+
+
+@PROPERTY
+@given(PLAIN | _nested() | TIGHT, st.integers(-1, 1), st.integers(-3, 3) | st.none())
+def test_json_problem_quick_read_agrees_with_the_exact_walk_at_the_limits(
+    value: Any, depth_shift: int, bytes_shift: int | None
+) -> None:
+    # The limits are drawn around the value's own depth and size: off by one either way.
+    max_depth = max(1, min(MAX_DEPTH, _depth(value) + depth_shift))
+    max_bytes = None
+    if bytes_shift is not None:
+        try:
+            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        except (ValueError, UnicodeEncodeError):
+            size = 100
+        max_bytes = max(1, size + bytes_shift)
+    # The quick read only ever says "no problem"; the walk must say the same there.
+    exact = _Check("p", max_depth, max_bytes).run(value)
+    assert json_problem(value, name="p", max_depth=max_depth, max_bytes=max_bytes) == exact
+
+
+@PROPERTY
+@given(VALUES, st.integers(1, 40), st.integers(2, 300) | st.none())
+def test_json_problem_quick_read_agrees_with_the_exact_walk(
+    value: Any, max_depth: int, max_bytes: int | None
+) -> None:
+    exact = _Check("p", max_depth, max_bytes).run(value)
+    assert json_problem(value, name="p", max_depth=max_depth, max_bytes=max_bytes) == exact
+
+
 # -- redact -----------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(PLAIN | _nested() | JSONISH | _deep(max_depth=300) | _cyclic())
+def test_redact_quick_copy_agrees_with_the_exact_walk(value: Any) -> None:
+    exact = _Walk(max_depth=None, max_bytes=None, name="", notes=False).run(value)
+    assert redact(value) == exact
 
 
 @PROPERTY
