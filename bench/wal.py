@@ -25,7 +25,7 @@ from bench import bench_app, common
 
 BY_RELATION = """
 WITH r AS (
-    SELECT xid, resource_manager, record_length, fpi_length, block_ref,
+    SELECT xid, resource_manager, record_type, record_length, fpi_length, block_ref,
            substring(block_ref FROM 'rel \\d+/(\\d+)/') AS db,
            substring(block_ref FROM 'rel \\d+/\\d+/(\\d+)')::oid AS filenode
     FROM pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn)
@@ -35,7 +35,8 @@ WITH r AS (
     SELECT * FROM r WHERE db = %(oid)s OR (db IS NULL AND xid IN (SELECT xid FROM own_xids))
 )
 SELECT coalesce(c.relname, CASE WHEN own.filenode IS NULL
-                THEN '(' || own.resource_manager || ')' ELSE own.filenode::text END) AS rel,
+                THEN '(' || own.resource_manager || ')' ELSE own.filenode::text END)
+       || CASE WHEN %(by_type)s THEN ' ' || own.record_type ELSE '' END AS rel,
        count(*) AS records, sum(record_length) AS bytes, sum(fpi_length) AS fpi
 FROM own LEFT JOIN pg_class c ON pg_relation_filenode(c.oid) = own.filenode
 GROUP BY 1 ORDER BY 3 DESC
@@ -53,6 +54,7 @@ def parse_args() -> Any:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--checkpoint", action="store_true", help="CHECKPOINT before the triggers")
     p.add_argument("--top", type=int, default=20, help="relations shown")
+    p.add_argument("--by-type", action="store_true", help="by relation and record type")
     common.worker_options(p, processes=2)
     return p.parse_args()
 
@@ -120,7 +122,8 @@ def main() -> None:
         )
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute(
-                BY_RELATION.encode(), {"start": start_lsn, "end": end_lsn, "oid": oid}
+                BY_RELATION.encode(),
+                {"start": start_lsn, "end": end_lsn, "oid": oid, "by_type": args.by_type},
             ).fetchall()
     steps = 2 * args.n
     total_records = sum(r[1] for r in rows)
