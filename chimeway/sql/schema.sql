@@ -172,51 +172,6 @@ CREATE TYPE public.procrastinate_job_to_defer_v1 AS (
 );
 
 --
--- Name: chimeway_deliveries_opened(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.chimeway_deliveries_opened() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    INSERT INTO chimeway_open_deliveries (id)
-    SELECT id FROM chimeway_added WHERE terminal_at IS NULL;
-    RETURN NULL;
-END
-$$;
-
---
--- Name: chimeway_deliveries_removed(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.chimeway_deliveries_removed() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    DELETE FROM chimeway_open_deliveries o USING chimeway_removed r
-    WHERE o.id = r.id AND r.terminal_at IS NULL;
-    RETURN NULL;
-END
-$$;
-
---
--- Name: chimeway_delivery_ended(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.chimeway_delivery_ended() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF NEW.terminal_at IS NULL THEN
-        INSERT INTO chimeway_open_deliveries (id) VALUES (NEW.id) ON CONFLICT (id) DO NOTHING;
-    ELSE
-        DELETE FROM chimeway_open_deliveries WHERE id = OLD.id;
-    END IF;
-    RETURN NULL;
-END
-$$;
-
---
 -- Name: chimeway_notify_job_scheduled(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1041,14 +996,6 @@ CREATE TABLE public.chimeway_notifications (
 );
 
 --
--- Name: chimeway_open_deliveries; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.chimeway_open_deliveries (
-    id uuid NOT NULL
-);
-
---
 -- Name: chimeway_preferences; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1509,13 +1456,6 @@ ALTER TABLE ONLY public.chimeway_notifications
     ADD CONSTRAINT chimeway_notifications_pkey PRIMARY KEY (id);
 
 --
--- Name: chimeway_open_deliveries chimeway_open_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.chimeway_open_deliveries
-    ADD CONSTRAINT chimeway_open_deliveries_pkey PRIMARY KEY (id);
-
---
 -- Name: chimeway_preferences chimeway_preferences_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1672,6 +1612,12 @@ CREATE UNIQUE INDEX chimeway_deliveries_notification_channel ON public.chimeway_
 --
 
 CREATE INDEX chimeway_deliveries_notification_idx ON public.chimeway_deliveries USING btree (notification_id);
+
+--
+-- Name: chimeway_deliveries_open_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX chimeway_deliveries_open_idx ON public.chimeway_deliveries USING btree (created_at) WHERE (terminal_at IS NULL);
 
 --
 -- Name: chimeway_deliveries_recipient_recent_idx; Type: INDEX; Schema: public; Owner: -
@@ -1912,24 +1858,6 @@ CREATE TRIGGER chimeway_definitions_kept BEFORE DELETE ON public.chimeway_workfl
 --
 
 CREATE TRIGGER chimeway_definitions_kept_truncate BEFORE TRUNCATE ON public.chimeway_workflow_definitions FOR EACH STATEMENT EXECUTE FUNCTION public.chimeway_refuse_definition_delete();
-
---
--- Name: chimeway_deliveries chimeway_deliveries_opened; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER chimeway_deliveries_opened AFTER INSERT ON public.chimeway_deliveries REFERENCING NEW TABLE AS chimeway_added FOR EACH STATEMENT EXECUTE FUNCTION public.chimeway_deliveries_opened();
-
---
--- Name: chimeway_deliveries chimeway_deliveries_removed; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER chimeway_deliveries_removed AFTER DELETE ON public.chimeway_deliveries REFERENCING OLD TABLE AS chimeway_removed FOR EACH STATEMENT EXECUTE FUNCTION public.chimeway_deliveries_removed();
-
---
--- Name: chimeway_deliveries chimeway_delivery_ended; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER chimeway_delivery_ended AFTER UPDATE OF terminal_at ON public.chimeway_deliveries FOR EACH ROW WHEN (((old.terminal_at IS NULL) <> (new.terminal_at IS NULL))) EXECUTE FUNCTION public.chimeway_delivery_ended();
 
 --
 -- Name: procrastinate_jobs chimeway_jobs_rescheduled; Type: TRIGGER; Schema: public; Owner: -

@@ -31,13 +31,11 @@ LIMIT %(limit)s
 
 -- name: dashboard_stuck_deliveries
 -- A tenant's deliveries held in 'dispatched' longer than stuck_after (their process may
--- have died: a sweep takes them over), and its oldest open ones, oldest first (open ones
--- through chimeway_open_deliveries: 0019).
+-- have died: a sweep takes them over), and its oldest open ones, oldest first.
 SELECT d.id, d.recipient_id, d.channel, d.status::text AS status,
        d.suppression_reason::text AS suppression_reason, d.workflow_run_id, d.workflow_key,
        d.created_at, d.status_changed_at, 0::bigint AS attempts
-FROM chimeway_open_deliveries o
-JOIN chimeway_deliveries d ON d.id = o.id
+FROM chimeway_deliveries d
 WHERE d.tenant_id = %(tenant_id)s
   AND d.terminal_at IS NULL
   AND (d.status <> 'dispatched' OR d.status_changed_at < now() - %(stuck_after)s::interval)

@@ -343,20 +343,17 @@ SELECT id FROM resumed
 -- backlog is not a lost job), failed ones whose retry is overdue, and dispatched ones whose
 -- claim is old (the claim decides whether their claimant stopped): each needs a deliver job
 -- again. Found among the open deliveries created before the shorter of the two ages (a
--- delivery is never older in its status than since it was created), through
--- chimeway_open_deliveries (every delivery not yet terminal, kept by triggers: 0019). The
--- queued chunks' ids are listed once and hashed (a probe into every job's arguments per
--- delivery took 18 s for 500 deliveries behind 10,000 queued chunks); with no candidate
--- they are not read at all.
+-- delivery is never older in its status than since it was created), through the open
+-- index. The queued chunks' ids are listed once and hashed (a probe into every job's
+-- arguments per delivery took 18 s for 500 deliveries behind 10,000 queued chunks); with no
+-- candidate they are not read at all.
 WITH queued AS MATERIALIZED (
     SELECT x.id::uuid AS id
     FROM procrastinate_jobs j
     CROSS JOIN LATERAL jsonb_array_elements_text(j.args -> 'delivery_ids') AS x (id)
     WHERE j.task_name = 'chimeway:deliver_many' AND j.status = 'todo'
 )
-SELECT d.id
-FROM chimeway_open_deliveries o
-JOIN chimeway_deliveries d ON d.id = o.id
+SELECT d.id FROM chimeway_deliveries d
 WHERE d.terminal_at IS NULL
   AND d.created_at < now() - least(%(pending_after)s::interval, %(dispatched_after)s::interval)
   AND d.orchestration_state = 'ready'
