@@ -32,6 +32,8 @@ from chimeway import migrations
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 APP = "bench.bench_app:build"
+#: The ``application_name`` of the bench workers' sessions (:class:`Workers` sets PGAPPNAME).
+WORKER_APP_NAME = "bench-worker"
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -176,7 +178,7 @@ class Workers:
                 "CHIMEWAY_DATABASE_URL": url,
                 "PYTHONPATH": str(ROOT),
                 # The workers' sessions, apart in pg_stat_activity and the server log.
-                "PGAPPNAME": "bench-worker",
+                "PGAPPNAME": WORKER_APP_NAME,
                 **(env or {}),
             }
         )
@@ -382,6 +384,50 @@ def json_line(bench: str, url: str, results: dict[str, Any]) -> None:
 
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# -- the NOTIFY commit lock --------------------------------------------------------------------
+
+#: Sessions of a database waiting for the lock every notifying commit takes, by
+#: ``application_name``: PostgreSQL serialises commits that ran NOTIFY (``LockSharedObject``
+#: on ``pg_database``, object 0, held through the commit's WAL flush), and every job
+#: Procrastinate defers notifies. Its wait event is ``Lock``/``object``.
+NOTIFY_LOCK_WAITERS = """
+SELECT coalesce(application_name, ''), count(*)
+FROM pg_stat_activity
+WHERE datname = %s AND pid <> pg_backend_pid()
+  AND wait_event_type = 'Lock' AND wait_event = 'object'
+GROUP BY 1
+"""
+
+
+class NotifyLockWaiters:
+    """Samples, every ``every`` seconds until :meth:`stop`, how many sessions of database
+    ``dbname`` wait for the NOTIFY commit lock; :meth:`mean` is the mean number waiting, per
+    ``application_name`` (``bench-worker``, ``bench-producer``...) or in all."""
+
+    def __init__(self, url: str, dbname: str, every: float = 0.005) -> None:
+        self.samples = 0
+        self.waiting: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, dbname, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, dbname: str, every: float) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not self._stop.wait(every):
+                for name, count in conn.execute(NOTIFY_LOCK_WAITERS.encode(), [dbname]):
+                    self.waiting[name] = self.waiting.get(name, 0) + int(count)
+                self.samples += 1
+
+    def stop(self) -> NotifyLockWaiters:
+        self._stop.set()
+        self._thread.join()
+        return self
+
+    def mean(self, name: str | None = None) -> float:
+        total = sum(n for k, n in self.waiting.items() if name is None or k == name)
+        return round(total / max(self.samples, 1), 2)
 
 
 # -- raw Procrastinate ------------------------------------------------------------------------

@@ -193,6 +193,8 @@ def throughput_report(rounds: list[dict[str, Any]], mode: str) -> dict[str, Any]
         ("PG CPU ms/step", "pg_cpu_ms_per_step"),
         ("worker CPU ms/step", "worker_cpu_ms_per_step"),
         ("worker RSS MB", "worker_rss_mb"),
+        ("NOTIFY lock waiting", "notify_lock_waiting"),
+        ("… of them workers", "notify_lock_waiting_workers"),
     ]
     common.table(
         f"Throughput, {mode}: {rounds[0]['throughput'][mode]['chimeway']['units']:,} two-step "

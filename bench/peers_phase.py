@@ -203,6 +203,7 @@ class Phase:
         self.url = url
         self.walinspect = walinspect
         self.dbname = conninfo_to_dict(url)["dbname"]
+        self.admin_url = settings.admin_url
         self.admin = psycopg.connect(settings.admin_url, autocommit=True)
         self.conn: psycopg.Connection[Any] | None = None
         self.polls = 0
@@ -269,8 +270,10 @@ class Phase:
         self.start_lsn, self.start_wal_records = self._wal()
         self.start_cpu = self._backends()
         self.start_worker_cpu = self.workers.cpu_seconds()
+        self.notify_lock = common.NotifyLockWaiters(self.admin_url, self.dbname, 0.02)
 
     def completed(self) -> None:
+        self.notify_lock.stop()
         self.end_lsn, self.end_wal_records = self._wal()
         self.end_cpu = self._backends()
         self.worker_cpu = self.workers.cpu_seconds() - self.start_worker_cpu
@@ -313,6 +316,10 @@ class Phase:
             "worker_rss_mb": round(self.workers.peak_rss_mb(), 1),
             "backends_unmeasured": max(0, sessions - new_backends),
             "completion_polls": self.polls,
+            # Mean sessions waiting for the NOTIFY commit lock (bench.common), sampled every
+            # 20 ms: the workers' (PGAPPNAME bench-worker) and all.
+            "notify_lock_waiting_workers": self.notify_lock.mean(common.WORKER_APP_NAME),
+            "notify_lock_waiting": self.notify_lock.mean(),
         }
         out.update(self._own_wal(steps))
         return out

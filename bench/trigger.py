@@ -15,6 +15,7 @@ defer one job" transactions from 8 threads.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
@@ -47,15 +49,35 @@ def counts(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+WAL_LSN = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+
+
+@contextmanager
+def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
+    """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server)
+    and the mean number of sessions waiting for the NOTIFY commit lock
+    (:class:`bench.common.NotifyLockWaiters`)."""
+    found: dict[str, Any] = {}
+    start = int(common.scalar(url, WAL_LSN))
+    waiters = common.NotifyLockWaiters(url, conninfo_to_dict(url)["dbname"])
+    try:
+        yield found
+    finally:
+        found["notify_lock_waiting"] = waiters.stop().mean()
+        found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
+
+
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
-    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second."""
+    """Run ``run()`` and report rows (Chimeway's tables) and jobs written per second, WAL
+    per operation and the sessions waiting for the NOTIFY commit lock."""
     rows0, jobs0 = counts(url)
     started = time.perf_counter()
-    run()
+    with commit_costs(url, n) as costs:
+        run()
     elapsed = time.perf_counter() - started
     rows1, jobs1 = counts(url)
     rows, jobs = rows1 - rows0, jobs1 - jobs0
-    return {
+    return costs | {
         "what": what,
         "n": n,
         "seconds": round(elapsed, 3),
@@ -78,25 +100,27 @@ def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
         )
 
 
-#: The tenant of the single-recipient triggers that take planning's path: a default opt-in
-#: (enabled, in-app) makes some policy able to apply to every delivery, and changes nothing.
+#: The tenant of the single-recipient triggers that take planning's path: a tenant-wide cap on
+#: in-app sends that no recipient reaches (a million a day) makes some policy able to apply
+#: to every delivery, and changes nothing. (An opt-in would not: it cannot change a verdict,
+#: so the one statement goes ahead.)
 PLANNED_TENANT = "t-policy"
 #: The client's protocol messages the server answers before the client goes on.
 WAITS = ("Query", "Sync")
 
 
-def singles(url: str, n: int, threads: int, tenant: str = "t") -> dict[str, Any]:
+def singles(url: str, n: int, threads: int, tenant: str = "t", tag: str = "") -> dict[str, Any]:
     with bench_app.build(url) as cw:
         cw.engine.resize_pool(threads + 1)
         if tenant == PLANNED_TENANT:
-            cw.preferences.set(tenant, None, channel="in_app", enabled=True)
+            cw.preferences.set_cap(tenant, None, 1_000_000, dt.timedelta(days=1), channel="in_app")
 
         def one(i: int) -> None:
             cw.trigger(
                 bench_app.TwoStep,
                 {"n": 1, "prefix": f"s{i}"},
                 tenant_id=tenant,
-                idempotency_key=f"s{i}",
+                idempotency_key=f"{tag}s{i}",
             )
 
         def run() -> None:
@@ -108,11 +132,42 @@ def singles(url: str, n: int, threads: int, tenant: str = "t") -> dict[str, Any]
         result = measured(
             url, f"chimeway single-recipient triggers, {threads} threads ({path})", n, run
         )
-        result["round_trips"] = round_trips(cw, tenant, 200)
+        result["round_trips"] = round_trips(cw, tenant, 200, tag)
         return result
 
 
-def round_trips(cw: Any, tenant: str, n: int) -> float:
+def singles_together(url: str, n: int, threads: int, per_transaction: int) -> dict[str, Any]:
+    """The same single-recipient triggers, ``per_transaction`` of them in each of the
+    threads' transactions (``conn=``): one notifying commit, one WAL flush, for all of
+    them."""
+    with bench_app.build(url) as cw:
+        cw.engine.resize_pool(threads + 1)
+
+        def some(start: int) -> None:
+            with cw.pool.connection() as conn:
+                for i in range(start, min(start + per_transaction, n)):
+                    cw.trigger(
+                        bench_app.TwoStep,
+                        {"n": 1, "prefix": f"g{i}"},
+                        tenant_id="t",
+                        idempotency_key=f"g{i}",
+                        conn=conn,
+                    )
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(some, range(0, n, per_transaction)))
+
+        return measured(
+            url,
+            f"chimeway single-recipient triggers, {threads} threads, "
+            f"{per_transaction} per transaction",
+            n,
+            run,
+        )
+
+
+def round_trips(cw: Any, tenant: str, n: int, tag: str = "") -> float:
     """Round trips per single-recipient trigger on the connection the trigger takes from
     the pool (its checkout is not counted): libpq's trace of each, the client's messages
     that wait for the server (a simple Query, an extended-protocol Sync) counted."""
@@ -143,7 +198,7 @@ def round_trips(cw: Any, tenant: str, n: int) -> float:
                 bench_app.TwoStep,
                 {"n": 1, "prefix": f"rt{i}"},
                 tenant_id=tenant,
-                idempotency_key=f"rt{i}",
+                idempotency_key=f"{tag}rt{i}",
             )
     finally:
         del pool.connection
@@ -207,10 +262,13 @@ def raw_batch_defer(url: str, n: int) -> dict[str, Any]:
     return measured(url, "raw Procrastinate batch_defer", n, run)
 
 
-def raw_singles(url: str, n: int, threads: int) -> dict[str, Any]:
-    """What one transaction per trigger costs at least: insert a row, defer a job, commit."""
+def raw_singles(url: str, n: int, threads: int, first: int = 0) -> dict[str, Any]:
+    """What one transaction per trigger costs at least: insert a row, defer a job, commit
+    (rows ``first`` to ``first + n - 1``)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bench_one (id bigint PRIMARY KEY, data jsonb NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_one (id bigint PRIMARY KEY, data jsonb NOT NULL)"
+        )
 
     def work(part: range) -> None:
         with psycopg.connect(url) as conn:
@@ -221,7 +279,7 @@ def raw_singles(url: str, n: int, threads: int) -> dict[str, Any]:
 
     def run() -> None:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(work, [range(t, n, threads) for t in range(threads)]))
+            list(pool.map(work, [range(first + t, first + n, threads) for t in range(threads)]))
 
     return measured(url, f"raw insert + defer + commit, {threads} threads", n, run)
 
@@ -231,6 +289,13 @@ def main() -> None:
     p.add_argument("--recipients", type=int, default=10_000, help="fan-out size")
     p.add_argument("--singles", type=int, default=10_000, help="single-recipient triggers")
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="single-recipient triggers and raw transactions measured this many times, "
+        "alternating which goes first; the median ratio is reported",
+    )
     args = p.parse_args()
     with common.fresh_database(args.database_url, "trigger", args.keep_db) as url:
         common.note("fan-out (workflow)")
@@ -242,14 +307,37 @@ def main() -> None:
         rows_binary = raw_rows(url, fan["rows"], "binary")
         rows_copy = raw_rows(url, fan["rows"], "copy")
         defer = raw_batch_defer(url, args.recipients)
-        common.note("single-recipient triggers")
-        single = singles(url, args.singles, args.threads)
-        raw_single = raw_singles(url, args.singles, args.threads)
+        pairs = []
+        for p in range(args.pairs):
+            common.note(f"single-recipient triggers and raw transactions, pair {p + 1}")
+            chimeway_first = p % 2 == 0  # the order alternates pair by pair
+            if not chimeway_first:
+                raw_pair = raw_singles(url, args.singles, args.threads, p * args.singles)
+            single_pair = singles(url, args.singles, args.threads, tag=f"p{p}")
+            if chimeway_first:
+                raw_pair = raw_singles(url, args.singles, args.threads, p * args.singles)
+            pairs.append((single_pair, raw_pair))
+        ratios = [a["per_s"] / b["per_s"] for a, b in pairs]
+        # The pair whose ratio is the median stands for all in the table and the JSON line.
+        middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
+        single, raw_single = pairs[middle]
+        together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
         common.table(
             "Trigger throughput (in process, no worker)",
-            ["what", "n", "seconds", "n/s", "rows", "rows/s", "jobs", "jobs/s"],
+            [
+                "what",
+                "n",
+                "seconds",
+                "n/s",
+                "rows",
+                "rows/s",
+                "jobs",
+                "jobs/s",
+                "WAL B/op",
+                "lock q",
+            ],
             [
                 [
                     r["what"],
@@ -260,6 +348,8 @@ def main() -> None:
                     r["rows_per_s"],
                     r["jobs"],
                     r["jobs_per_s"],
+                    r.get("wal_bytes_per_op", ""),
+                    r.get("notify_lock_waiting", ""),
                 ]
                 for r in (
                     fan,
@@ -270,6 +360,7 @@ def main() -> None:
                     defer,
                     single,
                     raw_single,
+                    together,
                     planned,
                 )
             ],
@@ -286,11 +377,20 @@ def main() -> None:
         )
         print(
             f"single triggers: {single['per_s']:,.0f}/s vs raw insert+defer transactions "
-            f"{raw_single['per_s']:,.0f}/s: {single['per_s'] / raw_single['per_s']:.2f} "
+            f"{raw_single['per_s']:,.0f}/s: {single['per_s'] / raw_single['per_s']:.2f}, the "
+            f"median of {len(pairs)} pairs ({', '.join(f'{r:.2f}' for r in ratios)}) "
             f"(target >= 0.8); planning's path (some policy can apply) {planned['per_s']:,.0f}/s: "
             f"{planned['per_s'] / raw_single['per_s']:.2f}; round trips per trigger "
             f"{single['round_trips']} (one statement) vs {planned['round_trips']} (planning's "
             f"path), checkout not counted"
+        )
+        print(
+            f"commits: WAL per single trigger {single['wal_bytes_per_op']:,} B vs raw "
+            f"{raw_single['wal_bytes_per_op']:,} B (server-wide); sessions waiting for the "
+            f"NOTIFY commit lock, of {args.threads}: {single['notify_lock_waiting']} vs raw "
+            f"{raw_single['notify_lock_waiting']} (each notifying commit holds it through its "
+            f"WAL flush); 10 triggers per transaction {together['per_s']:,.0f}/s: "
+            f"{together['per_s'] / raw_single['per_s']:.2f} of raw"
         )
         common.json_line(
             "trigger",
@@ -304,6 +404,11 @@ def main() -> None:
                 "raw_batch_defer": defer,
                 "singles": single,
                 "raw_singles": raw_single,
+                "singles_together": together,
+                "singles_pairs": [
+                    {"chimeway": a["per_s"], "raw": b["per_s"], "ratio": round(r, 3)}
+                    for (a, b), r in zip(pairs, ratios, strict=True)
+                ],
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
                 "met": met,

@@ -11,7 +11,7 @@ directory first, so planning (and every send) reads them.
 A trigger that plans one delivery (one recipient; a workflow that does not start with a
 batch, or one channel) is first tried in one statement
 (:func:`chimeway.store.triggers.write_one`), guarded by ``chimeway_policy_scope`` and the
-address check: when no preference rule, quiet hours or cap can apply to the delivery and
+address check: when no opt-out rule, quiet hours or cap can apply to the delivery and
 its channel needs no address the recipient lacks, planning could only say "send now", and
 the statement writes the rows and the job planning would have written. Otherwise it writes
 nothing and the trigger is planned as above. Without the caller's connection that

@@ -19,11 +19,13 @@ Throttles come after all this, when a claimed delivery is about to be sent
 delivery's history keeps and ``explain_delivery`` puts into one sentence
 (:mod:`chimeway.policy.sentences`).
 
-A delivery that no preference rule, quiet hours or cap can apply to, on a channel that needs
+A delivery that no opt-out rule, quiet hours or cap can apply to, on a channel that needs
 no address (or whose address the recipient has) and has no throttle, is not asked at all: the
-trigger, planning and the claim test that in SQL (``chimeway_policy_scope``, migration
-0018, inlined into their statements) and go straight on. Policy data of a new kind must make
-that function true.
+trigger, planning and the claim test that in SQL (``chimeway_policy_scope``, migrations
+0018 and 0021, inlined into their statements) and go straight on. Opt-ins are left out of
+that test: an "on" never changes a verdict (:func:`evaluate_preferences` decides each kind by
+its opt-outs; an opt-in at most overrides a tenant's opt-out, which makes the test true).
+Policy data of a new kind must make that function true.
 """
 
 from __future__ import annotations

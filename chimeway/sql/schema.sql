@@ -216,6 +216,7 @@ CREATE FUNCTION public.chimeway_policy_scope(p_tenant text, p_recipient text, p_
                SELECT 1 FROM chimeway_preferences r
                WHERE r.tenant_id = p_tenant
                  AND coalesce(r.recipient_id, '') IN (p_recipient, '')
+                 AND NOT r.enabled
                  AND (r.channel IS NULL OR r.channel = p_channel)
                  AND (r.category IS NULL OR r.category = p_category)
                  AND (r.workflow IS NULL OR r.workflow = p_workflow))

@@ -82,9 +82,10 @@ def write_one(conn: Conn, one: One) -> Written:
     """Write ``one`` in one statement (``trigger_write_one``) if no policy can apply to its
     delivery; else write nothing.
 
-    The statement's guard (``free``) is ``chimeway_policy_scope`` (migration 0018, inlined:
-    no preference rule, quiet hours or cap can apply) and, when the channel's adapter needs
-    an address (``needs``), the recipient has it, given inline now or in the directory.
+    The statement's guard (``free``) is ``chimeway_policy_scope`` (migrations 0018 and 0021,
+    inlined: no opt-out rule, quiet hours or cap can apply; opt-ins cannot change a verdict)
+    and, when the channel's adapter needs an address (``needs``), the recipient has it,
+    given inline now or in the directory.
     When it fails nothing is written and ``free`` is false: the caller plans through
     :mod:`chimeway.engine.planning`. Otherwise it writes what ``event_insert``,
     ``recipients_upsert_inline`` (when the recipient carries profile fields),

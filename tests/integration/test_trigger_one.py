@@ -182,7 +182,17 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ("plain email", Welcome, {"users": ["ana"], "channels": ["email"]}),
     ("workflow", WithWorkflow(TWO_STEP), {"users": ["ana"]}),
     ("inline profile", WithProfile, {"users": ["ana"], "channels": ["email"]}),
+    # Rules that turn things on never change a verdict: not a policy that can apply.
+    ("opt-ins", Welcome, {"users": ["ana"], "channels": ["email"]}),
 ]
+
+
+def _opt_in(cw: Chimeway, db: Conn) -> None:
+    """Every kind of opt-in the recipient and the tenant can set for ana's email."""
+    cw.preferences.set("t", "ana", enabled=True, channel="email", conn=db)
+    cw.preferences.set("t", "ana", enabled=True, category="account", conn=db)
+    cw.preferences.set("t", None, enabled=True, channel="email", conn=db)
+    cw.preferences.set("t", None, enabled=True, workflow="welcome", conn=db)
 
 
 @pytest.mark.parametrize("caller", [True, False], ids=["caller's transaction", "autocommit"])
@@ -210,6 +220,8 @@ def test_one_statement_writes_what_planning_writes(
             db.execute("DELETE FROM chimeway_recipients")
             if name != "inline profile":
                 cw.recipients.upsert("t", "ana", email="ana@example.test", conn=db)
+            if name == "opt-ins":
+                _opt_in(cw, db)
             db.commit()
             result = cw.trigger(
                 notifier, params, tenant_id="t", idempotency_key=key, conn=db if caller else None
@@ -282,6 +294,13 @@ def _cap(recipient: str | None, **scope: str) -> Setup:
     )
 
 
+def _opt_out_opted_in(cw: Chimeway, db: Conn) -> None:
+    """The tenant turns email off, ana turns it on again: her rule decides, but only
+    planning reads which rule that is."""
+    cw.preferences.set("t", None, enabled=False, channel="email", conn=db)
+    cw.preferences.set("t", "ana", enabled=True, channel="email", conn=db)
+
+
 def _no_email(cw: Chimeway, db: Conn) -> None:
     cw.recipients.upsert("t", "ana", clear=["email"], conn=db)
 
@@ -291,7 +310,7 @@ POLICIES: list[tuple[str, Setup, str]] = [
     ("tenant channel off", _pref(None, False, channel="email"), "channel_disabled"),
     ("category off", _pref("ana", False, category="account"), "category_disabled"),
     ("workflow off", _pref("ana", False, workflow="welcome"), "workflow_disabled"),
-    ("an opt-in", _pref("ana", True, channel="email"), "pending"),
+    ("an opt-in over a tenant opt-out", _opt_out_opted_in, "pending"),
     ("cap", _cap("ana"), "delivery_cap_reached"),
     ("tenant cap on the channel", _cap(None, channel="email"), "delivery_cap_reached"),
     ("quiet hours", _quiet("ana"), "deferred"),
