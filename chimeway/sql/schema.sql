@@ -248,6 +248,25 @@ END
 $$;
 
 --
+-- Name: chimeway_uuid7(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.chimeway_uuid7() RETURNS uuid
+    LANGUAGE sql PARALLEL SAFE
+    AS $$
+    -- A random (version 4) UUID whose first 6 bytes become the time in ms and whose
+    -- version nibble becomes 7 (0100 -> 0111: bits 52 and 53 of the bytea set).
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid()) PLACING
+                    substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                              FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid
+$$;
+
+--
 -- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -758,7 +777,7 @@ $$;
 --
 
 CREATE TABLE public.chimeway_deliveries (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     notification_id uuid NOT NULL,
     tenant_id text NOT NULL,
     recipient_id text NOT NULL,
@@ -792,7 +811,7 @@ CREATE TABLE public.chimeway_deliveries (
     CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
     CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
 )
-WITH (fillfactor='50');
+WITH (fillfactor='25');
 
 --
 -- Name: chimeway_delivery_attempts; Type: TABLE; Schema: public; Owner: -
@@ -929,7 +948,7 @@ CREATE TABLE public.chimeway_digests (
 --
 
 CREATE TABLE public.chimeway_events (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     tenant_id text NOT NULL,
     notification_key text NOT NULL,
     notification_version integer NOT NULL,
@@ -961,7 +980,7 @@ CREATE TABLE public.chimeway_migrations (
 --
 
 CREATE TABLE public.chimeway_notifications (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     event_id uuid NOT NULL,
     tenant_id text NOT NULL,
     recipient_id text NOT NULL,
@@ -1168,7 +1187,7 @@ CREATE TABLE public.chimeway_workflow_definitions (
 --
 
 CREATE TABLE public.chimeway_workflow_runs (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.chimeway_uuid7() NOT NULL,
     tenant_id text NOT NULL,
     definition_id uuid NOT NULL,
     notification_id uuid NOT NULL,
@@ -1185,7 +1204,7 @@ CREATE TABLE public.chimeway_workflow_runs (
     CONSTRAINT chimeway_workflow_runs_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
     CONSTRAINT chimeway_workflow_runs_waiting_has_due CHECK (((state = 'waiting'::public.chimeway_run_state) = (suspended_until IS NOT NULL)))
 )
-WITH (fillfactor='50');
+WITH (fillfactor='20');
 
 --
 -- Name: chimeway_workflow_steps; Type: TABLE; Schema: public; Owner: -

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -287,3 +288,28 @@ def test_a_run_waits_exactly_when_it_has_a_due_time(
             f"('t', gen_random_uuid(), '00000000-0000-0000-0000-00000000000a', 'u', "
             f"gen_random_uuid(), '{state}', 'r', {due})".encode()
         )
+
+
+def test_new_ids_are_time_ordered_uuid7(db: psycopg.Connection) -> None:
+    """Events, notifications, runs and deliveries take chimeway_uuid7() (0019_lean_wal): a
+    UUID version 7 whose first 48 bits are the creation's Unix time in ms, so new rows go to
+    the right edge of the indexes led by an id. Unique (74 random bits besides the time), of
+    the RFC 9562 variant, and ordered by the millisecond they were made in (not within it)."""
+    defaults = db.execute(
+        "SELECT table_name, column_default FROM information_schema.columns "
+        "WHERE column_name = 'id' AND table_name IN ('chimeway_events', "
+        "'chimeway_notifications', 'chimeway_workflow_runs', 'chimeway_deliveries')"
+    ).fetchall()
+    assert len(defaults) == 4
+    assert {d for _, d in defaults} == {"chimeway_uuid7()"}, defaults
+    clock = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    (before,) = db.execute(clock).fetchone() or (0,)
+    ids = [
+        r[0] for r in db.execute("SELECT chimeway_uuid7() FROM generate_series(1, 5000)").fetchall()
+    ]
+    (after,) = db.execute(clock).fetchone() or (0,)
+    assert len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    ms = [int.from_bytes(i.bytes[:6], "big") for i in ids]
+    assert before <= min(ms) and max(ms) <= after
+    assert ms == sorted(ms), "made one after the other, their milliseconds never go back"
