@@ -811,7 +811,7 @@ CREATE TABLE public.chimeway_deliveries (
     CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
     CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
 )
-WITH (fillfactor='25');
+WITH (fillfactor='50');
 
 --
 -- Name: chimeway_delivery_attempts; Type: TABLE; Schema: public; Owner: -
@@ -1204,7 +1204,7 @@ CREATE TABLE public.chimeway_workflow_runs (
     CONSTRAINT chimeway_workflow_runs_tenant_id_check CHECK ((btrim(tenant_id) <> ''::text)),
     CONSTRAINT chimeway_workflow_runs_waiting_has_due CHECK (((state = 'waiting'::public.chimeway_run_state) = (suspended_until IS NOT NULL)))
 )
-WITH (fillfactor='20');
+WITH (fillfactor='50');
 
 --
 -- Name: chimeway_workflow_steps; Type: TABLE; Schema: public; Owner: -

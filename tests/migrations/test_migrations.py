@@ -291,7 +291,7 @@ def test_a_run_waits_exactly_when_it_has_a_due_time(
 
 
 def test_new_ids_are_time_ordered_uuid7(db: psycopg.Connection) -> None:
-    """Events, notifications, runs and deliveries take chimeway_uuid7() (0019_lean_wal): a
+    """Events, notifications, runs and deliveries take chimeway_uuid7() (0019_time_ordered_ids): a
     UUID version 7 whose first 48 bits are the creation's Unix time in ms, so new rows go to
     the right edge of the indexes led by an id. Unique (74 random bits besides the time), of
     the RFC 9562 variant, and ordered by the millisecond they were made in (not within it)."""
