@@ -203,7 +203,8 @@ async def fan_out(url: str, n: int, port: int) -> dict[str, Any]:
         listeners = common.scalar(
             url,
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query = 'LISTEN chimeway_inbox'",
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND query LIKE '%%LISTEN chimeway_inbox'",
         )
         raw: dict[str, float] = {}
         stop = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,49 @@ def test_connect_failure_names_the_database_without_password() -> None:
         db.connect("postgresql://bob:hunter2@127.0.0.1:1/nowhere")
     assert "postgresql://bob:***@127.0.0.1:1/nowhere" in info.value.message
     assert "hunter2" not in info.value.message
+
+
+def _literal_ends_on_its_line(line: str) -> bool:
+    """Whether every string literal opened on ``line`` closes on it (a comment ends it)."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == "'":
+            quoted = not quoted  # '' inside a literal toggles twice
+        elif not quoted and line.startswith("--", i):
+            break
+    return not quoted
+
+
+def test_no_string_literal_of_a_query_spans_lines() -> None:
+    # compact() strips every line: a literal spanning lines would lose its indentation.
+    for name, sql in db.sources().items():
+        if "$$" in sql:
+            assert db.query(name) == f"-- chimeway: {name}\n{sql}"  # sent as it is
+            continue
+        for line in sql.splitlines():
+            assert _literal_ends_on_its_line(line), f"{name}: {line!r}"
+
+
+def test_every_query_as_sent_fits_psycopg_s_cache_of_converted_queries() -> None:
+    # Longer ones would have their placeholders parsed again on every call.
+    for name, sql in db.queries().items():
+        assert len(sql) <= db.PSYCOPG_CACHED_LENGTH, f"{name}: {len(sql)} characters"
+        assert len(set(re.findall(r"%\((\w+)\)[sbt]", sql))) <= 50, name
+
+
+def test_compact_keeps_the_statement_and_drops_what_explains_it() -> None:
+    sql = (
+        "-- Why this query exists.\n"
+        "SELECT 'a  -- not a comment' AS x,\n"
+        "       %(id)s::uuid  -- the id\n"
+        "\n"
+        "    -- a comment line\n"
+        "FROM t"
+    )
+    assert db.compact("things_list", sql) == (
+        "-- chimeway: things_list\n"
+        "SELECT 'a  -- not a comment' AS x,\n"
+        "%(id)s::uuid  -- the id\n"
+        "FROM t"
+    )
+    assert db.query("delivery_claim").startswith("-- chimeway: delivery_claim\n")

@@ -1,6 +1,5 @@
 -- A trigger that plans one delivery no policy can apply to, in one statement
--- (chimeway/store/triggers.py, which says what each part mirrors). Kept under psycopg's
--- 4 KB cache limit for parsed queries: explanations live there.
+-- (chimeway/store/triggers.py, which says what each part mirrors).
 
 -- name: trigger_write_one
 -- `free`: no policy can apply (chimeway_policy_scope, inlined), and the address the channel
