@@ -503,3 +503,47 @@ def test_a_large_policy_read_runs_without_jit_and_gives_the_setting_back(
     cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="large", conn=db)
     assert during == ["on", "off"]  # the large read compiles nothing
     assert jit() == "on"  # and the caller's transaction has its own setting back
+
+
+def _mode(conn: Conn) -> str:
+    value: str = conn.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]  # type: ignore[index]
+    return value
+
+
+def _modes_of_policy_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The plan cache mode each policy read of planning runs under, from now on."""
+    during: list[str] = []
+    read = policy._for_plans
+
+    def spy(conn: Conn, *args: Any) -> Any:
+        during.append(_mode(conn))
+        return read(conn, *args)
+
+    monkeypatch.setattr(policy, "_for_plans", spy)
+    return during
+
+
+def test_a_planned_trigger_of_few_recipients_runs_on_generic_plans_and_gives_the_mode_back(
+    cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    during = _modes_of_policy_reads(monkeypatch)
+    cw.preferences.set("t", None, enabled=False, channel="in_app", conn=db)  # policy applies
+    db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="few", conn=db)
+    users = [f"u{i}" for i in range(trigger_module.GENERIC_PLANS_UP_TO + 1)]
+    cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="many", conn=db)
+    assert during == ["force_generic_plan", "force_custom_plan"]
+    assert _mode(db) == "force_custom_plan"  # the caller's transaction has its mode back
+
+
+def test_generic_plans_end_with_the_trigger_s_own_transaction(
+    make_cw: Callable[..., Chimeway], committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cw = make_cw(pool_min_size=1, pool_max_size=1)  # the trigger's connection is the one
+    during = _modes_of_policy_reads(monkeypatch)
+    cw.preferences.set("t", None, enabled=False, channel="in_app")
+    cw.trigger(Welcome, {"users": ["bo"]}, tenant_id="t", idempotency_key="own")
+    assert during == ["force_generic_plan"]
+    with cw.engine.pool.connection() as own:
+        assert _mode(own) == "auto"
+    assert count(committed_db, "SELECT count(*) FROM chimeway_deliveries") == 1
