@@ -409,12 +409,20 @@ class NotifyLockWaiters:
     def __init__(self, url: str, dbname: str, every: float = 0.005) -> None:
         self.samples = 0
         self.waiting: dict[str, int] = {}
+        #: The sampler's own thread and server process, for CPU counts that leave it out.
+        self.thread_id = 0
+        self.backend_pid = 0
+        self._started = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(url, dbname, every), daemon=True)
         self._thread.start()
+        self._started.wait(10)
 
     def _run(self, url: str, dbname: str, every: float) -> None:
+        self.thread_id = threading.get_native_id()
         with psycopg.connect(url, autocommit=True) as conn:
+            self.backend_pid = conn.info.backend_pid
+            self._started.set()
             while not self._stop.wait(every):
                 for name, count in conn.execute(NOTIFY_LOCK_WAITERS.encode(), [dbname]):
                     self.waiting[name] = self.waiting.get(name, 0) + int(count)
@@ -449,6 +457,45 @@ def _defer_app() -> Any:
     import procrastinate
 
     return procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL server process on this machine."""
+    found = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] in ("postgres", "postmaster") and proc.info["cpu_times"]:
+            found[proc.pid] = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return found
+
+
+class CpuSplit:
+    """CPU seconds spent between :meth:`start` and :meth:`stop` by this process (the client:
+    every thread but ``skip_thread``) and by the PostgreSQL server processes of this machine
+    (every one but ``skip_pid``; one that exits in between is not counted, so keep the
+    measured connections open until :meth:`stop`)."""
+
+    def __init__(self, skip_thread: int = 0, skip_pid: int = 0) -> None:
+        self.skip_thread, self.skip_pid = skip_thread, skip_pid
+        self.client = self.server = 0.0
+
+    def _client(self) -> float:
+        me = psutil.Process()
+        skipped = sum(t.user_time + t.system_time for t in me.threads() if t.id == self.skip_thread)
+        times = me.cpu_times()
+        return times.user + times.system - skipped
+
+    def start(self) -> CpuSplit:
+        self._client0, self._server0 = self._client(), postgres_cpu_by_pid()
+        return self
+
+    def stop(self) -> CpuSplit:
+        self.client = self._client() - self._client0
+        self.server = sum(
+            cpu - self._server0.get(pid, 0.0)
+            for pid, cpu in postgres_cpu_by_pid().items()
+            if pid != self.skip_pid
+        )
+        return self
 
 
 def postgres_cpu_seconds() -> float:

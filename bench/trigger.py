@@ -16,6 +16,7 @@ defer one job" transactions from 8 threads.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,17 +55,23 @@ WAL_LSN = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
 
 @contextmanager
 def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
-    """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server)
-    and the mean number of sessions waiting for the NOTIFY commit lock
-    (:class:`bench.common.NotifyLockWaiters`)."""
+    """Over the block: WAL bytes per operation (server-wide, so run it on a quiet server),
+    the mean number of sessions waiting for the NOTIFY commit lock
+    (:class:`bench.common.NotifyLockWaiters`), and the CPU milliseconds per operation of
+    this process (the client) and of the PostgreSQL server (:class:`bench.common.CpuSplit`;
+    the lock's sampler left out of both)."""
     found: dict[str, Any] = {}
     start = int(common.scalar(url, WAL_LSN))
     waiters = common.NotifyLockWaiters(url, conninfo_to_dict(url)["dbname"])
+    cpu = common.CpuSplit(waiters.thread_id, waiters.backend_pid).start()
     try:
         yield found
     finally:
+        cpu.stop()
         found["notify_lock_waiting"] = waiters.stop().mean()
         found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
+        found["client_cpu_ms"] = round(cpu.client / n * 1000, 3)
+        found["server_cpu_ms"] = round(cpu.server / n * 1000, 3)
 
 
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
@@ -262,26 +269,38 @@ def raw_batch_defer(url: str, n: int) -> dict[str, Any]:
     return measured(url, "raw Procrastinate batch_defer", n, run)
 
 
-def raw_singles(url: str, n: int, threads: int, first: int = 0) -> dict[str, Any]:
+def raw_singles(url: str, n: int, threads: int, first: int = 0, pad: int = 0) -> dict[str, Any]:
     """What one transaction per trigger costs at least: insert a row, defer a job, commit
-    (rows ``first`` to ``first + n - 1``)."""
+    (rows ``first`` to ``first + n - 1``). With ``pad``, each row also carries that many
+    bytes of incompressible text, stored inline: as much WAL per commit as a trigger writes,
+    for the same work otherwise. The threads' connections stay open until the CPU is
+    counted."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_one (id bigint PRIMARY KEY, data jsonb NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS bench_one (id bigint PRIMARY KEY, data jsonb NOT NULL, "
+            "pad text NOT NULL DEFAULT '')"
         )
+        conn.execute("ALTER TABLE bench_one ALTER COLUMN pad SET STORAGE PLAIN")
+    padding = secrets.token_hex(pad // 2 + 1)[:pad]
+    conns = [psycopg.connect(url) for _ in range(threads)]
 
-    def work(part: range) -> None:
-        with psycopg.connect(url) as conn:
-            for i in part:
-                conn.execute("INSERT INTO bench_one VALUES (%s, %s)", [i, Jsonb({"i": i})])
-                common.raw_defer(conn, "bench.noop", [{"i": i}])
-                conn.commit()
+    def work(t: int) -> None:
+        conn = conns[t]
+        for i in range(first + t, first + n, threads):
+            conn.execute("INSERT INTO bench_one VALUES (%s, %s, %s)", [i, Jsonb({"i": i}), padding])
+            common.raw_defer(conn, "bench.noop", [{"i": i}])
+            conn.commit()
 
     def run() -> None:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(work, [range(first + t, first + n, threads) for t in range(threads)]))
+            list(pool.map(work, range(threads)))
 
-    return measured(url, f"raw insert + defer + commit, {threads} threads", n, run)
+    padded = f", rows padded by {pad:,} B" if pad else ""
+    try:
+        return measured(url, f"raw insert + defer + commit, {threads} threads{padded}", n, run)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def main() -> None:
@@ -308,19 +327,24 @@ def main() -> None:
         rows_copy = raw_rows(url, fan["rows"], "copy")
         defer = raw_batch_defer(url, args.recipients)
         pairs = []
-        for p in range(args.pairs):
-            common.note(f"single-recipient triggers and raw transactions, pair {p + 1}")
-            chimeway_first = p % 2 == 0  # the order alternates pair by pair
+        for pair in range(args.pairs):
+            common.note(f"single-recipient triggers and raw transactions, pair {pair + 1}")
+            chimeway_first = pair % 2 == 0  # the order alternates pair by pair
             if not chimeway_first:
-                raw_pair = raw_singles(url, args.singles, args.threads, p * args.singles)
-            single_pair = singles(url, args.singles, args.threads, tag=f"p{p}")
+                raw_pair = raw_singles(url, args.singles, args.threads, pair * args.singles)
+            single_pair = singles(url, args.singles, args.threads, tag=f"p{pair}")
             if chimeway_first:
-                raw_pair = raw_singles(url, args.singles, args.threads, p * args.singles)
-            pairs.append((single_pair, raw_pair))
-        ratios = [a["per_s"] / b["per_s"] for a, b in pairs]
+                raw_pair = raw_singles(url, args.singles, args.threads, pair * args.singles)
+            # Raw again, each row padded to the trigger's WAL: does writing more bind?
+            pad = max(0, single_pair["wal_bytes_per_op"] - raw_pair["wal_bytes_per_op"])
+            padded_pair = raw_singles(
+                url, args.singles, args.threads, (args.pairs + pair) * args.singles, pad
+            )
+            pairs.append((single_pair, raw_pair, padded_pair))
+        ratios = [a["per_s"] / b["per_s"] for a, b, _ in pairs]
         # The pair whose ratio is the median stands for all in the table and the JSON line.
         middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
-        single, raw_single = pairs[middle]
+        single, raw_single, raw_padded = pairs[middle]
         together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
@@ -337,6 +361,8 @@ def main() -> None:
                 "jobs/s",
                 "WAL B/op",
                 "lock q",
+                "client ms/op",
+                "server ms/op",
             ],
             [
                 [
@@ -350,6 +376,8 @@ def main() -> None:
                     r["jobs_per_s"],
                     r.get("wal_bytes_per_op", ""),
                     r.get("notify_lock_waiting", ""),
+                    r.get("client_cpu_ms", ""),
+                    r.get("server_cpu_ms", ""),
                 ]
                 for r in (
                     fan,
@@ -360,6 +388,7 @@ def main() -> None:
                     defer,
                     single,
                     raw_single,
+                    raw_padded,
                     together,
                     planned,
                 )
@@ -392,6 +421,21 @@ def main() -> None:
             f"WAL flush); 10 triggers per transaction {together['per_s']:,.0f}/s: "
             f"{together['per_s'] / raw_single['per_s']:.2f} of raw"
         )
+        cpu_ms = {
+            name: r["client_cpu_ms"] + r["server_cpu_ms"]
+            for name, r in (("chimeway", single), ("raw", raw_single))
+        }
+        print(
+            f"CPU per single trigger: client {single['client_cpu_ms']:.2f} + server "
+            f"{single['server_cpu_ms']:.2f} = {cpu_ms['chimeway']:.2f} ms vs raw "
+            f"{raw_single['client_cpu_ms']:.2f} + {raw_single['server_cpu_ms']:.2f} = "
+            f"{cpu_ms['raw']:.2f} ms; on a busy machine the rates go as CPU per operation: "
+            f"{cpu_ms['raw'] / cpu_ms['chimeway']:.2f} predicted, "
+            f"{single['per_s'] / raw_single['per_s']:.2f} measured. Raw with rows padded to "
+            f"the trigger's WAL ({raw_padded['wal_bytes_per_op']:,} B per commit): "
+            f"{raw_padded['per_s']:,.0f}/s, {raw_padded['per_s'] / raw_single['per_s']:.2f} of "
+            f"raw unpadded"
+        )
         common.json_line(
             "trigger",
             url,
@@ -404,10 +448,20 @@ def main() -> None:
                 "raw_batch_defer": defer,
                 "singles": single,
                 "raw_singles": raw_single,
+                "raw_singles_padded": raw_padded,
                 "singles_together": together,
                 "singles_pairs": [
-                    {"chimeway": a["per_s"], "raw": b["per_s"], "ratio": round(r, 3)}
-                    for (a, b), r in zip(pairs, ratios, strict=True)
+                    {
+                        "chimeway": a["per_s"],
+                        "raw": b["per_s"],
+                        "raw_padded": c["per_s"],
+                        "ratio": round(r, 3),
+                        "cpu_ms": {
+                            "chimeway": a["client_cpu_ms"] + a["server_cpu_ms"],
+                            "raw": b["client_cpu_ms"] + b["server_cpu_ms"],
+                        },
+                    }
+                    for (a, b, c), r in zip(pairs, ratios, strict=True)
                 ],
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
