@@ -501,11 +501,7 @@ class CpuSplit:
 def postgres_cpu_seconds() -> float:
     """CPU seconds used so far by the PostgreSQL server processes on this machine (backends
     that exited since are not counted; pooled connections live through a phase)."""
-    total = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        if proc.info["name"] in ("postgres", "postmaster") and proc.info["cpu_times"]:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return total
+    return sum(postgres_cpu_by_pid().values())
 
 
 def wal_records(url: str) -> int | None:

@@ -8,7 +8,9 @@ PostgreSQL per trigger on the trigger's connection (libpq's trace: a simple Quer
 extended-protocol Sync is one round trip). Baselines in the same run: raw
 psycopg inserts of the same number of rows (unnest with text or binary parameters, and COPY),
 Procrastinate's ``batch_defer`` of the same number of jobs, and 10,000 raw "insert one row +
-defer one job" transactions from 8 threads.
+defer one job" transactions from 8 threads, then again with each row padded to the WAL a
+trigger writes per commit. For every row, CPU per operation of this process (the client) and
+of the PostgreSQL server.
 
     .venv/bin/python -m bench.trigger
 """
