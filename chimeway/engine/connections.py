@@ -17,12 +17,34 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chimeway.db import Conn
 from chimeway.store import sessions
+
+#: Up to this many rows, the work of a trigger or a signal on the app's connections runs on
+#: generic plans (:func:`few_rows`): planning its statements anew on every call (the policy
+#: read 1.8 ms, the delivery insert 0.5 ms, the lock of a signal's waiting runs 0.3 ms) costs
+#: more than the work. For thousands of rows a plan made for their number is the better one
+#: (a 5,000-recipient trigger: 1.35-1.59 s on custom plans, 1.74 s on generic ones).
+GENERIC_PLANS_UP_TO = 10
+
+
+@contextmanager
+def few_rows(conn: Conn, rows: int, *, callers: bool) -> Iterator[None]:
+    """Generic plans for the block's statements when it works on at most
+    ``GENERIC_PLANS_UP_TO`` rows, for ``conn``'s transaction only; on the caller's
+    connection (``callers``) the mode is set back after the block
+    (:func:`chimeway.store.sessions.generic_plans`)."""
+    if rows > GENERIC_PLANS_UP_TO:
+        yield
+        return
+    with sessions.generic_plans(conn, restore=callers):
+        yield
 
 
 def tune_for_delivery(conn: Conn) -> None:

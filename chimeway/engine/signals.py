@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from chimeway import telemetry
 from chimeway.db import Conn
-from chimeway.engine import logbook
+from chimeway.engine import connections, logbook
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import apply, decide
 from chimeway.errors import InvalidSignal
@@ -94,7 +94,7 @@ def track_signal(
         routed = None
         if route == "now":
             signal = Signal(signal_id, tenant_id, actor_id, event_name, stored, None)
-            routed = _route(engine, tx, [signal])[0]
+            routed = _route(engine, tx, [signal], callers=conn is not None)[0]
     logger.info(
         "signal tracked",
         extra={
@@ -119,18 +119,24 @@ def route_signal(engine: Engine, conn: Conn, signal_id: uuid.UUID) -> Routed:
 
 
 def route_pending(
-    engine: Engine, conn: Conn, signal_id: uuid.UUID, limit: int = ROUTE_BATCH
+    engine: Engine,
+    conn: Conn,
+    signal_id: uuid.UUID,
+    limit: int = ROUTE_BATCH,
+    *,
+    callers: bool = True,
 ) -> list[Routed]:
     """What a ``route_signal`` job does, in the caller's transaction: route this signal and
     up to ``limit - 1`` other waiting ones (oldest first, none another router holds), and
     delete the jobs of those others that no worker has taken yet. One result per signal
-    routed, oldest first."""
+    routed, oldest first. ``callers``: the transaction goes on after (else nothing of the
+    session's settings needs setting back)."""
     own = signals.lock(conn, signal_id)
     batch = [own] if own is not None and own.routed_at is None else []
     others = signals.lock_pending(conn, signal_id, limit - len(batch))
     batch += others
     batch.sort(key=lambda s: (s.created_at is None, s.created_at))
-    routed = _route(engine, conn, batch)
+    routed = _route(engine, conn, batch, callers=callers)
     jobs.delete_queued(conn, [jobs.ROUTE_LOCK + str(s.id) for s in others])
     return routed
 
@@ -143,17 +149,26 @@ def route_pending_now(engine: Engine, signal_id: uuid.UUID) -> list[Routed]:
         engine.pool.connection() as conn,
         conn.transaction(),
     ):
-        routed = route_pending(engine, conn, signal_id)
+        routed = route_pending(engine, conn, signal_id, callers=False)
         span.set(signals=len(routed))
         return routed
 
 
-def _route(engine: Engine, conn: Conn, batch: Sequence[Signal]) -> list[Routed]:
+def _route(
+    engine: Engine, conn: Conn, batch: Sequence[Signal], *, callers: bool = True
+) -> list[Routed]:
     """Route these locked, unrouted signals set-wise, in order: each waiting run goes to the
     first signal it listens for (as if they were routed one after the other); the runs are
-    resumed in one statement and progressed in a few (:func:`apply.apply`)."""
+    resumed in one statement and progressed in a few (:func:`apply.apply`). A few signals
+    are routed on generic plans (:func:`~chimeway.engine.connections.few_rows`), set back
+    after on the caller's connection (``callers``)."""
     if not batch:
         return []
+    with connections.few_rows(conn, len(batch), callers=callers):
+        return _route_locked(engine, conn, batch)
+
+
+def _route_locked(engine: Engine, conn: Conn, batch: Sequence[Signal]) -> list[Routed]:
     waiting = signals.lock_waiting_runs(
         conn, [(s.tenant_id, s.actor_id) for s in batch], [s.event_name for s in batch]
     )

@@ -29,7 +29,7 @@ import psycopg
 
 from chimeway import telemetry
 from chimeway.db import Conn
-from chimeway.engine import planning, recipients
+from chimeway.engine import connections, planning, recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import Opened, progress_planned, start_batches
 from chimeway.errors import InvalidTrigger, translated
@@ -43,16 +43,9 @@ from chimeway.notifiers import (
 )
 from chimeway.redaction import redact
 from chimeway.results import Duplicate, Triggered
-from chimeway.store import digests, events, runs, sessions, triggers
+from chimeway.store import digests, events, runs, triggers
 from chimeway.store.definitions import Definition
 from chimeway.store.events import NewNotification
-
-#: Up to this many recipients, a trigger that planning plans runs its statements with generic
-#: plans: planning each call anew costs more than the work for a few rows (bench.trigger's
-#: planning's path: server CPU per trigger 6.3 -> 3.3 ms). For thousands of rows a plan
-#: made for their number is the better one (5,000 recipients: 1.35-1.59 s custom, 1.74 s
-#: generic).
-GENERIC_PLANS_UP_TO = 10
 
 
 def trigger(
@@ -137,9 +130,9 @@ def _planned(
     correlation_id: str | None,
     traceparent: str | None,
 ) -> Triggered | Duplicate:
-    """The trigger written through the batches and planned by planning; with generic plans
-    (:func:`chimeway.store.sessions.generic_plans`) for up to ``GENERIC_PLANS_UP_TO``
-    recipients, set back after it on the caller's connection (``caller_conn``)."""
+    """The trigger written through the batches and planned by planning; for a few
+    recipients on generic plans (:func:`~chimeway.engine.connections.few_rows`), set back
+    after it on the caller's connection (``caller_conn``)."""
     event_id = events.insert(
         tx,
         tenant_id=tenant_id,
@@ -154,9 +147,7 @@ def _planned(
     if event_id is None:
         return _duplicate(tx, span, tenant_id, idempotency_key)
     span.set(event_id=event_id, duplicate=False)
-    if len(plans) > GENERIC_PLANS_UP_TO:
-        return _write(engine, tx, resolved, plans, event_id, tenant_id)
-    with sessions.generic_plans(tx, restore=caller_conn):
+    with connections.few_rows(tx, len(plans), callers=caller_conn):
         return _write(engine, tx, resolved, plans, event_id, tenant_id)
 
 

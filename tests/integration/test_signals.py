@@ -24,6 +24,7 @@ from chimeway import (
     Workflow,
 )
 from chimeway.db import Conn
+from chimeway.engine import signals as signals_engine
 from chimeway.testing import drain
 from tests.integration.conftest import count, counts
 from tests.integration.notifiers import WithWorkflow
@@ -371,3 +372,45 @@ def test_far_waits_get_their_timer_from_a_sweep_within_the_horizon(
     assert cw.sweep().timers_armed == 0  # armed once
     due = cw.workflows.explain("t", run_id).suspended_until
     assert count(committed_db, timers + " AND scheduled_at = %s", due) == 1
+
+
+# -- plans ----------------------------------------------------------------------------------
+
+
+def _plan_modes_while_routing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The plan cache mode each routing of signals runs under, from now on."""
+    seen: list[str] = []
+    route = signals_engine._route_locked
+
+    def spy(engine: Any, conn: Conn, batch: Any) -> Any:
+        seen.append(conn.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0])  # type: ignore[index]
+        return route(engine, conn, batch)
+
+    monkeypatch.setattr(signals_engine, "_route_locked", spy)
+    return seen
+
+
+def test_a_signal_routed_now_runs_on_generic_plans_and_gives_the_mode_back(
+    tx_cw: Chimeway, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = waiting_run(tx_cw, conn=db)
+    seen = _plan_modes_while_routing(monkeypatch)
+    db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    tracked = tx_cw.track_signal("t", "u1", CLICKED, conn=db, route="now")
+    assert tracked.routed is not None and tracked.routed.resumed == [run_id]
+    assert seen == ["force_generic_plan"]
+    mode = db.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]  # type: ignore[index]
+    assert mode == "force_custom_plan"  # the caller's transaction has its own mode back
+
+
+def test_a_routing_job_s_generic_plans_end_with_its_transaction(
+    make_cw: Any, committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cw = make_cw(pool_min_size=1, pool_max_size=1)  # the routing's connection is the one
+    waiting_run(cw)
+    seen = _plan_modes_while_routing(monkeypatch)
+    signal_id = cw.track_signal("t", "u1", CLICKED).signal_id
+    [routed] = signals_engine.route_pending_now(cw.engine, signal_id)
+    assert routed.resumed and seen == ["force_generic_plan"]
+    with cw.engine.pool.connection() as conn:
+        assert conn.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0] == "auto"  # type: ignore[index]

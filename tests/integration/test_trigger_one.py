@@ -23,6 +23,7 @@ from chimeway import (
     Triggered,
     Workflow,
 )
+from chimeway.engine import connections
 from chimeway.engine import trigger as trigger_module
 from chimeway.store import policy, triggers
 from chimeway.testing import RecordingAdapter
@@ -530,7 +531,7 @@ def test_a_planned_trigger_of_few_recipients_runs_on_generic_plans_and_gives_the
     cw.preferences.set("t", None, enabled=False, channel="in_app", conn=db)  # policy applies
     db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="few", conn=db)
-    users = [f"u{i}" for i in range(trigger_module.GENERIC_PLANS_UP_TO + 1)]
+    users = [f"u{i}" for i in range(connections.GENERIC_PLANS_UP_TO + 1)]
     cw.trigger(Welcome, {"users": users}, tenant_id="t", idempotency_key="many", conn=db)
     assert during == ["force_generic_plan", "force_custom_plan"]
     assert _mode(db) == "force_custom_plan"  # the caller's transaction has its mode back
