@@ -1,5 +1,6 @@
-"""How the engine's pools treat their connections: the check on checkout, and the settings
-of the delivery path's connections.
+"""How the engine's pools treat their connections: the check on checkout, the settings of
+the delivery path's connections, and generic plans for a few rows' work on the app's
+(:func:`few_rows`).
 
 The delivery path (a claim; a record with the progression it carries) runs the same few
 statements over and over. Planned afresh on each call, each of them cost 0.4-0.6 ms of
