@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 
@@ -17,20 +17,26 @@ def tune_for_delivery(conn: Conn) -> None:
 
 
 @contextmanager
-def generic_plans(conn: Conn, *, restore: bool) -> Iterator[None]:
-    """Generic plans for the statements run in the block, inside ``conn``'s transaction.
-
-    PostgreSQL plans a prepared statement anew for every call while it estimates a plan for
-    the call's own values cheaper than the generic one, which it always does for the
-    statements that take arrays of a few rows (planning's policy read: about 1.8 ms of
-    planning per call). The setting is transaction-local (``set_config(..., true)``): it
-    ends with the transaction, or with a savepoint rolled back. With ``restore`` (the
-    caller's transaction goes on after the block), the mode found is set back when the
-    block ends, unless the transaction failed (its rollback takes the setting with it)."""
-    row = conn.execute(db.query("session_generic_plans")).fetchone()
+def local_setting(conn: Conn, name: str, value: str, *, restore: bool) -> Iterator[None]:
+    """Setting ``name`` to ``value`` for the statements run in the block, inside ``conn``'s
+    transaction only (``set_config(..., true)``): it ends with the transaction, or with a
+    savepoint rolled back. With ``restore`` (the caller's transaction goes on after the
+    block), the value found is set back when the block ends, unless the transaction failed
+    (its rollback takes the setting with it)."""
+    row = conn.execute(db.query("session_set_local"), {"name": name, "value": value}).fetchone()
     assert row is not None
     try:
         yield
     finally:
         if restore and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-            conn.execute(db.query("session_plan_cache_mode_restore"), {"previous": row[0]})
+            conn.execute(db.query("session_set_local_back"), {"name": name, "was": row[0]})
+
+
+def generic_plans(conn: Conn, *, restore: bool) -> AbstractContextManager[None]:
+    """Generic plans for the statements run in the block (:func:`local_setting`).
+
+    PostgreSQL plans a prepared statement anew for every call while it estimates a plan for
+    the call's own values cheaper than the generic one, which it always does for the
+    statements that take arrays of a few rows (planning's policy read: about 1.8 ms of
+    planning per call)."""
+    return local_setting(conn, "plan_cache_mode", "force_generic_plan", restore=restore)

@@ -254,14 +254,3 @@ FROM chimeway_delivery_caps
 WHERE tenant_id = %(tenant_id)s
   AND coalesce(recipient_id, '') IN (coalesce(%(recipient_id)s, ''), '')
 ORDER BY recipient_id IS NULL, coalesce(channel, '')
-
--- name: policy_read_without_jit
--- Before a large policy read (a fan-out): no JIT compilation until jit_restore. The read's
--- estimated cost grows with its rows and crosses jit_above_cost at a few thousand, and
--- compiling it took 2-3 s where running it took 0.2-0.3 s (10,000 rows, PostgreSQL 15).
--- The setting as it was comes back, for jit_restore.
-SELECT current_setting('jit') AS was, set_config('jit', 'off', true) AS now
-
--- name: jit_restore
--- After the large policy read: JIT as the transaction had it (the caller's own included).
-SELECT set_config('jit', %(was)s, true)

@@ -7,12 +7,12 @@
 SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
        set_config('enable_seqscan', 'off', false)
 
--- name: session_generic_plans
--- Generic plans for the rest of this transaction only (is_local), and the mode it had before
+-- name: session_set_local
+-- A setting for the rest of this transaction only (is_local), and the value it had before
 -- (computed first: the subquery is not flattened).
-SELECT p.previous, set_config('plan_cache_mode', 'force_generic_plan', true) AS mode
-FROM (SELECT current_setting('plan_cache_mode') AS previous OFFSET 0) AS p
+SELECT p.was, set_config(%(name)s, %(value)s, true) AS now
+FROM (SELECT current_setting(%(name)s) AS was OFFSET 0) AS p
 
--- name: session_plan_cache_mode_restore
--- Back to the mode session_generic_plans found, for the rest of this transaction.
-SELECT set_config('plan_cache_mode', %(previous)s, true)
+-- name: session_set_local_back
+-- Back to the value session_set_local found, for the rest of this transaction.
+SELECT set_config(%(name)s, %(was)s, true)
