@@ -48,6 +48,12 @@ logger = logging.getLogger(__name__)
 FIRING_LANES = 2
 
 
+def _slots(options: WorkerOptions) -> int:
+    """Threads of a worker's executor and connections of its engine's pool: one per job
+    slot, one for the worker's own statements, one per firing lane."""
+    return options.concurrency + 1 + FIRING_LANES
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     queues: Sequence[str] | None = None  # None: every queue (Chimeway's and the user's)
@@ -83,11 +89,9 @@ async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
     loop = asyncio.get_running_loop()
     # Sync tasks run in the loop's default executor: give it a thread per job slot.
     loop.set_default_executor(
-        ThreadPoolExecutor(
-            max_workers=options.concurrency + 1 + FIRING_LANES, thread_name_prefix="chimeway"
-        )
+        ThreadPoolExecutor(max_workers=_slots(options), thread_name_prefix="chimeway")
     )
-    cw.engine.resize_pool(options.concurrency + 1 + FIRING_LANES)
+    cw.engine.resize_pool(_slots(options))
     stop = asyncio.Event()
     current: dict[str, asyncio.Task[Any]] = {}
     received: list[int] = []
@@ -328,7 +332,7 @@ class BackgroundWorker:
 
     def start(self, timeout: float = 30.0) -> BackgroundWorker:
         readiness.check_channels(self._cw.engine, self._options.queues)
-        self._cw.engine.resize_pool(self._options.concurrency + 1 + FIRING_LANES)
+        self._cw.engine.resize_pool(_slots(self._options))
         self._thread.start()
         if not self._started.wait(timeout):
             raise TimeoutError("the background worker did not start")
@@ -346,9 +350,7 @@ class BackgroundWorker:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.set_default_executor(
-            ThreadPoolExecutor(
-                self._options.concurrency + 1 + FIRING_LANES, thread_name_prefix="chimeway"
-            )
+            ThreadPoolExecutor(_slots(self._options), thread_name_prefix="chimeway")
         )
         async with (
             self._cw.procrastinate.open_async(),
