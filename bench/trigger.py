@@ -9,8 +9,10 @@ extended-protocol Sync is one round trip). Baselines in the same run: raw
 psycopg inserts of the same number of rows (unnest with text or binary parameters, and COPY),
 Procrastinate's ``batch_defer`` of the same number of jobs, and 10,000 raw "insert one row +
 defer one job" transactions from 8 threads, then again with each row padded to the WAL a
-trigger writes per commit. For every row, CPU per operation of this process (the client) and
-of the PostgreSQL server.
+trigger writes per commit, and one more pair with both sides' commits not waiting for their
+WAL flush (``synchronous_commit = off`` on their sessions: a diagnosis of how much of the gap
+the flush makes, never a setting to run with). For every row, CPU per operation of this
+process (the client) and of the PostgreSQL server.
 
     .venv/bin/python -m bench.trigger
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from bench import bench_app, common
@@ -116,6 +118,12 @@ def fan_out(url: str, notifier: type, n: int, key: str) -> dict[str, Any]:
 PLANNED_TENANT = "t-policy"
 #: The client's protocol messages the server answers before the client goes on.
 WAITS = ("Query", "Sync")
+
+
+def flush_not_awaited(url: str) -> str:
+    """``url`` (a URL or a conninfo string) with its sessions' commits not waiting for their
+    WAL flush."""
+    return make_conninfo(url, options="-c synchronous_commit=off")
 
 
 def singles(url: str, n: int, threads: int, tenant: str = "t", tag: str = "") -> dict[str, Any]:
@@ -305,6 +313,30 @@ def raw_singles(url: str, n: int, threads: int, first: int = 0, pad: int = 0) ->
             conn.close()
 
 
+def unflushed_pair(
+    url: str, n: int, threads: int, pairs: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Single triggers and raw transactions once more, both with their commits not waiting
+    for the WAL flush, in the order opposite to the last of ``pairs`` alternating pairs."""
+    unflushed_url = flush_not_awaited(url)
+
+    def chimeway() -> dict[str, Any]:
+        return singles(unflushed_url, n, threads, tag="unflushed")
+
+    def raw() -> dict[str, Any]:
+        return raw_singles(unflushed_url, n, threads, 2 * pairs * n)
+
+    if pairs % 2 == 0:
+        single = chimeway()
+        raw_single = raw()
+    else:
+        raw_single = raw()
+        single = chimeway()
+    for row in (single, raw_single):
+        row["what"] += ", commits not awaiting flush"
+    return single, raw_single
+
+
 def main() -> None:
     p = common.parser(__doc__ or "")
     p.add_argument("--recipients", type=int, default=10_000, help="fan-out size")
@@ -347,6 +379,8 @@ def main() -> None:
         # The pair whose ratio is the median stands for all in the table and the JSON line.
         middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
         single, raw_single, raw_padded = pairs[middle]
+        common.note("single-recipient triggers and raw transactions, commits not awaiting flush")
+        unflushed, raw_unflushed = unflushed_pair(url, args.singles, args.threads, args.pairs)
         together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
@@ -391,6 +425,8 @@ def main() -> None:
                     single,
                     raw_single,
                     raw_padded,
+                    unflushed,
+                    raw_unflushed,
                     together,
                     planned,
                 )
@@ -438,6 +474,14 @@ def main() -> None:
             f"{raw_padded['per_s']:,.0f}/s, {raw_padded['per_s'] / raw_single['per_s']:.2f} of "
             f"raw unpadded"
         )
+        print(
+            f"commits not waiting for their WAL flush (synchronous_commit = off on both sides, "
+            f"a diagnosis): single triggers {unflushed['per_s']:,.0f}/s vs raw "
+            f"{raw_unflushed['per_s']:,.0f}/s: "
+            f"{unflushed['per_s'] / raw_unflushed['per_s']:.2f} (CPU per operation "
+            f"{unflushed['client_cpu_ms'] + unflushed['server_cpu_ms']:.2f} vs "
+            f"{raw_unflushed['client_cpu_ms'] + raw_unflushed['server_cpu_ms']:.2f} ms)"
+        )
         common.json_line(
             "trigger",
             url,
@@ -452,6 +496,8 @@ def main() -> None:
                 "raw_singles": raw_single,
                 "raw_singles_padded": raw_padded,
                 "singles_together": together,
+                "singles_unflushed": unflushed,
+                "raw_singles_unflushed": raw_unflushed,
                 "singles_pairs": [
                     {
                         "chimeway": a["per_s"],
