@@ -184,6 +184,55 @@ def singles_together(url: str, n: int, threads: int, per_transaction: int) -> di
         )
 
 
+def in_app_transactions(url: str, n: int, threads: int, first: int = 0) -> dict[str, Any]:
+    """The case raw's transactions stand for: the app inserts its own row, triggers in that
+    transaction (``conn=``) and commits; one connection per thread, open until the CPU is
+    counted (as raw's). Rows and keys ``first`` to ``first + n - 1``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_orders (id bigint PRIMARY KEY, data jsonb NOT NULL)"
+        )
+    with bench_app.build(url) as cw:
+        conns = [psycopg.connect(url) for _ in range(threads)]
+
+        def work(t: int) -> None:
+            conn = conns[t]
+            for i in range(first + t, first + n, threads):
+                conn.execute("INSERT INTO bench_orders VALUES (%s, %s)", [i, Jsonb({"i": i})])
+                cw.trigger(
+                    bench_app.TwoStep,
+                    {"n": 1, "prefix": f"a{i}"},
+                    tenant_id="t",
+                    idempotency_key=f"a{i}",
+                    conn=conn,
+                )
+                conn.commit()
+
+        def run() -> None:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(work, range(threads)))
+
+        work_warm = conns[0]
+        cw.trigger(
+            bench_app.TwoStep,
+            {"n": 1, "prefix": "aw"},
+            tenant_id="t",
+            idempotency_key=f"aw{first}",
+            conn=work_warm,
+        )
+        work_warm.commit()
+        try:
+            return measured(
+                url,
+                f"app row + trigger in the app's transaction + commit, {threads} threads",
+                n,
+                run,
+            )
+        finally:
+            for conn in conns:
+                conn.close()
+
+
 def round_trips(cw: Any, tenant: str, n: int, tag: str = "") -> float:
     """Round trips per single-recipient trigger on the connection the trigger takes from
     the pool (its checkout is not counted): libpq's trace of each, the client's messages
@@ -374,11 +423,13 @@ def main() -> None:
             padded_pair = raw_singles(
                 url, args.singles, args.threads, (args.pairs + pair) * args.singles, pad
             )
-            pairs.append((single_pair, raw_pair, padded_pair))
-        ratios = [a["per_s"] / b["per_s"] for a, b, _ in pairs]
+            in_app_pair = in_app_transactions(url, args.singles, args.threads, pair * args.singles)
+            pairs.append((single_pair, raw_pair, padded_pair, in_app_pair))
+        ratios = [a["per_s"] / b["per_s"] for a, b, _, _ in pairs]
+        in_app_ratios = sorted(d["per_s"] / b["per_s"] for _, b, _, d in pairs)
         # The pair whose ratio is the median stands for all in the table and the JSON line.
         middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
-        single, raw_single, raw_padded = pairs[middle]
+        single, raw_single, raw_padded, in_app = pairs[middle]
         common.note("single-recipient triggers and raw transactions, commits not awaiting flush")
         unflushed, raw_unflushed = unflushed_pair(url, args.singles, args.threads, args.pairs)
         together = singles_together(url, args.singles, args.threads, 10)
@@ -428,6 +479,7 @@ def main() -> None:
                     unflushed,
                     raw_unflushed,
                     together,
+                    in_app,
                     planned,
                 )
             ],
@@ -457,7 +509,10 @@ def main() -> None:
             f"NOTIFY commit lock, of {args.threads}: {single['notify_lock_waiting']} vs raw "
             f"{raw_single['notify_lock_waiting']} (each notifying commit holds it through its "
             f"WAL flush); 10 triggers per transaction {together['per_s']:,.0f}/s: "
-            f"{together['per_s'] / raw_single['per_s']:.2f} of raw"
+            f"{together['per_s'] / raw_single['per_s']:.2f} of raw; in the app's transactions "
+            f"(its row, the trigger, commit: what raw's transactions do) {in_app['per_s']:,.0f}/s, "
+            f"the median ratio to the same pair's raw {in_app_ratios[len(in_app_ratios) // 2]:.2f} "
+            f"({', '.join(f'{r:.2f}' for r in in_app_ratios)})"
         )
         cpu_ms = {
             name: r["client_cpu_ms"] + r["server_cpu_ms"]
@@ -496,6 +551,7 @@ def main() -> None:
                 "raw_singles": raw_single,
                 "raw_singles_padded": raw_padded,
                 "singles_together": together,
+                "singles_in_app_transactions": in_app,
                 "singles_unflushed": unflushed,
                 "raw_singles_unflushed": raw_unflushed,
                 "singles_pairs": [
@@ -503,13 +559,15 @@ def main() -> None:
                         "chimeway": a["per_s"],
                         "raw": b["per_s"],
                         "raw_padded": c["per_s"],
+                        "in_app_transactions": d["per_s"],
                         "ratio": round(r, 3),
+                        "in_app_ratio": round(d["per_s"] / b["per_s"], 3),
                         "cpu_ms": {
                             "chimeway": a["client_cpu_ms"] + a["server_cpu_ms"],
                             "raw": b["client_cpu_ms"] + b["server_cpu_ms"],
                         },
                     }
-                    for (a, b, c), r in zip(pairs, ratios, strict=True)
+                    for (a, b, c, d), r in zip(pairs, ratios, strict=True)
                 ],
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,

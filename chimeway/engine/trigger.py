@@ -15,7 +15,9 @@ address check: when no opt-out rule, quiet hours or cap can apply to the deliver
 its channel needs no address the recipient lacks, planning could only say "send now", and
 the statement writes the rows and the job planning would have written. Otherwise it writes
 nothing and the trigger is planned as above. Without the caller's connection that
-statement runs on its own in autocommit (it is atomic): one round trip.
+statement runs on its own in autocommit (it is atomic): one round trip. In the caller's
+transaction it is sent with the savepoint it runs in, also in one round trip
+(:func:`chimeway.engine.connections.together`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import psycopg
 
 from chimeway import telemetry
-from chimeway.db import Conn
+from chimeway.db import Conn, check_sync
 from chimeway.engine import connections, planning, recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import Opened, progress_planned, start_batches
@@ -97,6 +99,22 @@ def trigger(
                         own.autocommit = False
             if done is not None:
                 return done
+        if one is not None and conn is not None:
+            check_sync(conn)
+            if connections.can_send_together(conn):
+                # The caller's transaction: the statement and its savepoint in one round
+                # trip. Not written (some policy can apply): planned below, in a savepoint
+                # of its own.
+                with translated():
+                    with connections.together(conn):
+                        sent = triggers.send(conn, one)
+                    written = triggers.read(sent)
+                if written.free and written.event_id is None:
+                    with engine.transaction(conn) as tx:
+                        return _duplicate(tx, span, one.tenant_id, one.idempotency_key)
+                if written.free:
+                    return _triggered(span, written)
+                one = None
         with engine.transaction(conn) as tx:
             if one is not None and conn is not None:
                 done = _write_one(tx, span, one)
@@ -210,6 +228,12 @@ def _write_one(tx: Conn, span: telemetry.Span, one: triggers.One) -> Triggered |
         return None
     if written.event_id is None:
         return _duplicate(tx, span, one.tenant_id, one.idempotency_key)
+    return _triggered(span, written)
+
+
+def _triggered(span: telemetry.Span, written: triggers.Written) -> Triggered:
+    """What the one statement wrote (``free``, and a new event)."""
+    assert written.event_id is not None
     assert written.notification_id is not None and written.delivery_id is not None
     span.set(event_id=written.event_id, duplicate=False)
     telemetry.add("chimeway.deliveries.planned", 1)

@@ -40,3 +40,17 @@ def generic_plans(conn: Conn, *, restore: bool) -> AbstractContextManager[None]:
     statements that take arrays of a few rows (planning's policy read: about 1.8 ms of
     planning per call)."""
     return local_setting(conn, "plan_cache_mode", "force_generic_plan", restore=restore)
+
+
+def savepoint(conn: Conn) -> None:
+    """Take the savepoint :func:`chimeway.engine.connections.together` works in."""
+    conn.execute(db.query("session_savepoint"))
+
+
+def release_savepoint(conn: Conn) -> None:
+    conn.execute(db.query("session_savepoint_release"))
+
+
+def back_to_savepoint(conn: Conn) -> None:
+    """Undo what was done since :func:`savepoint` (its transaction usable again)."""
+    conn.execute(db.query("session_savepoint_back"))

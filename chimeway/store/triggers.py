@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from chimeway import db
@@ -95,44 +96,58 @@ def write_one(conn: Conn, one: One) -> Written:
     ``procrastinate_defer_jobs_v1``, queueing lock ``<DELIVER_LOCK><delivery id>``) write
     for one row. A repeated idempotency key (even a concurrent one) inserts nothing:
     ``free`` and no ``event_id``."""
-    d = one.delivery
-    step = None if d.definition is None else d.definition.first_step
-    with conn.cursor(row_factory=db.dataclass_row(Written)) as cur:
-        row = cur.execute(
-            db.query("trigger_write_one"),
-            {
-                "tenant_id": one.tenant_id,
-                "notification_key": one.notification_key,
-                "notification_version": one.notification_version,
-                "idempotency_key": one.idempotency_key,
-                "correlation_id": one.correlation_id,
-                "payload": Jsonb(one.payload),
-                "traceparent": one.traceparent,
-                "recipient_id": one.recipient_id,
-                "recipient_type": one.recipient_type,
-                "profile": one.profile,
-                "email": one.email,
-                "phone": one.phone,
-                "locale": one.locale,
-                "timezone": one.timezone,
-                "data": Jsonb(one.data or {}),
-                "category": one.category,
-                "assigns": Jsonb(one.assigns),
-                "contents": Jsonb(one.contents),
-                "definition_id": None if d.definition is None else d.definition.id,
-                "step_id": None if step is None else step.id,
-                "step_key": None if step is None else step.step_key,
-                "channel": d.channel,
-                "render_data": Jsonb(one.contents.get(d.channel, {})),
-                "max_attempts": d.max_attempts,
-                "workflow_key": d.workflow_key,
-                "critical": d.critical,
-                "bypass_quiet_hours": d.bypass_quiet_hours,
-                "needs": d.needs,
-                "queue": jobs.QUEUES["deliver"],
-                "task": jobs.TASKS["deliver"],
-                "lock_prefix": jobs.DELIVER_LOCK,
-            },
-        ).fetchone()
+    return read(send(conn, one))
+
+
+def send(conn: Conn, one: One) -> psycopg.Cursor[Written]:
+    """Send :func:`write_one`'s statement for ``one`` (in pipeline mode: queue it); the
+    cursor's row, read by :func:`read`, comes when its results do."""
+    cur = conn.cursor(row_factory=db.dataclass_row(Written))
+    cur.execute(db.query("trigger_write_one"), _params(one))
+    return cur
+
+
+def read(cur: psycopg.Cursor[Written]) -> Written:
+    """The row of :func:`send`'s statement (closing its cursor)."""
+    with cur:
+        row = cur.fetchone()
     assert row is not None  # the guard's row is always there
     return row
+
+
+def _params(one: One) -> dict[str, Any]:
+    d = one.delivery
+    step = None if d.definition is None else d.definition.first_step
+    return {
+        "tenant_id": one.tenant_id,
+        "notification_key": one.notification_key,
+        "notification_version": one.notification_version,
+        "idempotency_key": one.idempotency_key,
+        "correlation_id": one.correlation_id,
+        "payload": Jsonb(one.payload),
+        "traceparent": one.traceparent,
+        "recipient_id": one.recipient_id,
+        "recipient_type": one.recipient_type,
+        "profile": one.profile,
+        "email": one.email,
+        "phone": one.phone,
+        "locale": one.locale,
+        "timezone": one.timezone,
+        "data": Jsonb(one.data or {}),
+        "category": one.category,
+        "assigns": Jsonb(one.assigns),
+        "contents": Jsonb(one.contents),
+        "definition_id": None if d.definition is None else d.definition.id,
+        "step_id": None if step is None else step.id,
+        "step_key": None if step is None else step.step_key,
+        "channel": d.channel,
+        "render_data": Jsonb(one.contents.get(d.channel, {})),
+        "max_attempts": d.max_attempts,
+        "workflow_key": d.workflow_key,
+        "critical": d.critical,
+        "bypass_quiet_hours": d.bypass_quiet_hours,
+        "needs": d.needs,
+        "queue": jobs.QUEUES["deliver"],
+        "task": jobs.TASKS["deliver"],
+        "lock_prefix": jobs.DELIVER_LOCK,
+    }

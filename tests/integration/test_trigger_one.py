@@ -6,12 +6,14 @@ with nothing written twice; idempotency keys behave as on the planning path."""
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from chimeway import (
     Batch,
@@ -72,16 +74,17 @@ class Batched(WithWorkflow):
 
 @pytest.fixture
 def seen(monkeypatch: pytest.MonkeyPatch) -> list[triggers.Written]:
-    """What each one-statement write returned (the real function, observed)."""
+    """What each one-statement write returned (the real function that reads its row, on
+    every path, observed)."""
     results: list[triggers.Written] = []
-    real = triggers.write_one
+    real = triggers.read
 
-    def observed(conn: Any, one: triggers.One) -> triggers.Written:
-        written = real(conn, one)
+    def observed(cur: Any) -> triggers.Written:
+        written = real(cur)
         results.append(written)
         return written
 
-    monkeypatch.setattr(triggers, "write_one", observed)
+    monkeypatch.setattr(triggers, "read", observed)
     return results
 
 
@@ -437,6 +440,106 @@ def test_concurrent_triggers_with_one_key_write_once(
     for table in ("chimeway_events", "chimeway_notifications", "chimeway_deliveries"):
         assert count(committed_db, f"SELECT count(*) FROM {table}") == 1
     assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 1
+
+
+# -- in the caller's transaction: one round trip -------------------------------------------
+
+
+def waited_round_trips(conn: Conn, work: Callable[[], object]) -> int:
+    """The messages ``work`` sends on ``conn`` that wait for the server (a simple Query, an
+    extended-protocol Sync), from libpq's trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(
+            1
+            for line in trace
+            if (parts := line.split("\t"))[0] == "F"
+            and len(parts) > 2
+            and parts[2].strip() in ("Query", "Sync")
+        )
+
+
+@pytest.mark.parametrize("opened", [True, False], ids=["open transaction", "idle connection"])
+def test_in_the_caller_s_transaction_the_statement_takes_one_round_trip(
+    make_cw: Callable[..., Chimeway], committed_db: str, seen: list[triggers.Written], opened: bool
+) -> None:
+    cw = make_cw()
+    cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="warm")
+    with psycopg.connect(committed_db) as conn:
+        if opened:
+            conn.execute("SELECT 1")  # the app's own work opened the transaction
+        trips = waited_round_trips(
+            conn,
+            lambda: cw.trigger(
+                Welcome, {"users": ["bo"]}, tenant_id="t", idempotency_key="k", conn=conn
+            ),
+        )
+        # With the transaction open, the savepoint and its release go with the statement; on
+        # an idle connection psycopg's BEGIN goes first and is waited for.
+        assert trips == (1 if opened else 2)
+        assert conn.info.transaction_status == pq.TransactionStatus.INTRANS
+        assert count(committed_db, "SELECT count(*) FROM chimeway_events") == 1  # not yet
+        conn.commit()
+    assert [w.free for w in seen] == [True, True]
+    assert count(committed_db, "SELECT count(*) FROM chimeway_events") == 2
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 2
+
+
+@pytest.mark.parametrize("opened", [True, False], ids=["open transaction", "idle connection"])
+def test_a_failing_statement_leaves_nothing_and_the_caller_s_transaction_as_it_was(
+    make_cw: Callable[..., Chimeway], committed_db: str, opened: bool
+) -> None:
+    cw = make_cw()
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        admin.execute("CREATE TABLE app_orders (id text PRIMARY KEY)")
+        # The statement's delivery insert fails after its event, notification and run rows.
+        admin.execute(
+            "ALTER TABLE chimeway_deliveries ADD CONSTRAINT no_in_app CHECK (channel <> 'in_app')"
+        )
+    with psycopg.connect(committed_db) as conn:
+        if opened:
+            conn.execute("INSERT INTO app_orders VALUES ('o1')")
+        with pytest.raises(psycopg.errors.CheckViolation, match="no_in_app"):
+            cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="k", conn=conn)
+        if opened:
+            # Only the trigger's savepoint was rolled back: the app's row is there and the
+            # transaction goes on.
+            assert conn.info.transaction_status == pq.TransactionStatus.INTRANS
+            conn.execute("INSERT INTO app_orders VALUES ('o2')")
+        else:
+            # Nothing of the caller's was in it: the transaction it opened is rolled back.
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+        conn.commit()
+    assert count(committed_db, "SELECT count(*) FROM app_orders") == (2 if opened else 0)
+    for table in ("chimeway_events", "chimeway_notifications", "chimeway_workflow_runs"):
+        assert count(committed_db, f"SELECT count(*) FROM {table}") == 0
+    assert count(committed_db, "SELECT count(*) FROM procrastinate_jobs") == 0
+
+
+def test_a_caller_s_pipeline_or_failed_transaction_is_not_sent_together(
+    make_cw: Callable[..., Chimeway], committed_db: str, seen: list[triggers.Written]
+) -> None:
+    cw = make_cw()
+    with psycopg.connect(committed_db) as conn:
+        with conn.pipeline():
+            conn.execute("SELECT 1")
+            assert not connections.can_send_together(conn)
+            cw.trigger(Welcome, {"users": ["ana"]}, tenant_id="t", idempotency_key="p", conn=conn)
+        conn.commit()
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        assert not connections.can_send_together(conn)  # failed: Chimeway's error says so
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            cw.trigger(Welcome, {"users": ["bo"]}, tenant_id="t", idempotency_key="f", conn=conn)
+        conn.rollback()
+    assert [w.free for w in seen] == [True]
+    assert count(committed_db, "SELECT count(*) FROM chimeway_events") == 1
 
 
 # -- planning's read skips what no policy can apply to -------------------------------------

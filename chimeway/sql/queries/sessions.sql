@@ -16,3 +16,17 @@ FROM (SELECT current_setting(%(name)s) AS was OFFSET 0) AS p
 -- name: session_set_local_back
 -- Back to the value session_set_local found, for the rest of this transaction.
 SELECT set_config(%(name)s, %(was)s, true)
+
+-- name: session_savepoint
+-- Work sent to the server in one round trip (chimeway/engine/connections.py, together):
+-- a savepoint in the caller's open transaction, so that an error in that work rolls back
+-- only the work.
+SAVEPOINT chimeway_together
+
+-- name: session_savepoint_release
+RELEASE SAVEPOINT chimeway_together
+
+-- name: session_savepoint_back
+-- The work failed: back to where the savepoint was taken (the caller's transaction
+-- usable again); session_savepoint_release then drops it.
+ROLLBACK TO SAVEPOINT chimeway_together
