@@ -19,16 +19,19 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chimeway.db import Conn
+from chimeway.db import Conn, check_sync
+from chimeway.errors import translated
 from chimeway.store import sessions
+
+Sent = TypeVar("Sent")
 
 #: Up to this many rows, the work of a trigger or a signal on the app's connections runs on
 #: generic plans (:func:`few_rows`): planning its statements anew on every call (the policy
@@ -88,6 +91,19 @@ def together(conn: Conn) -> Iterator[None]:
             sessions.back_to_savepoint(conn)
             sessions.release_savepoint(conn)
         raise
+
+
+def sent_together(conn: Conn, send: Callable[[Conn], Sent]) -> Sent | None:
+    """What ``send`` returns (the cursor of the statement it sends on the caller's
+    ``conn``) once the statement has run :func:`together` with its savepoint, in one round
+    trip; ``None``, having sent nothing, when ``conn`` cannot
+    (:func:`can_send_together`): the caller takes its usual path. The statement's errors
+    come out as :func:`~chimeway.errors.translated` makes them."""
+    check_sync(conn)
+    if not can_send_together(conn):
+        return None
+    with translated(), together(conn):
+        return send(conn)
 
 
 def tune_for_delivery(conn: Conn) -> None:

@@ -73,28 +73,48 @@ def track_signal(
         raise InvalidSignal(f"route must be 'job' or 'now', not {route!r}")
     stored = redact(body)
     telemetry.add("chimeway.signals", event_name=event_name)
-    with (
-        telemetry.span("chimeway.signal", tenant_id=tenant_id, event_name=event_name, route=route),
-        engine.transaction(conn) as tx,
-    ):
-        insert = signals.insert_with_job if route == "job" else signals.insert
-        signal_id = insert(
-            tx,
-            tenant_id=tenant_id,
-            actor_id=actor_id,
-            event_name=event_name,
-            payload=stored,
-            idempotency_key=idempotency_key,
+    fields = {
+        "tenant_id": tenant_id,
+        "actor_id": actor_id,
+        "event_name": event_name,
+        "payload": stored,
+        "idempotency_key": idempotency_key,
+    }
+    with telemetry.span("chimeway.signal", tenant_id=tenant_id, event_name=event_name, route=route):
+        # The caller's open transaction: the statement and its savepoint in one round trip.
+        sent = (
+            connections.sent_together(conn, lambda c: signals.send_with_job(c, **fields))
+            if route == "job" and conn is not None
+            else None
         )
-        if signal_id is None:
-            assert idempotency_key is not None  # only a key makes an insert inert
-            found = signals.find_by_key(tx, tenant_id, idempotency_key)
-            assert found is not None
-            return SignalTracked(found, duplicate=True)
-        routed = None
-        if route == "now":
-            signal = Signal(signal_id, tenant_id, actor_id, event_name, stored, None)
-            routed = _route(engine, tx, [signal], callers=conn is not None)[0]
+        if sent is not None:
+            signal_id = signals.read_id(sent)
+            if signal_id is None:
+                with engine.transaction(conn) as tx:
+                    return _duplicate(tx, tenant_id, idempotency_key)
+            return _tracked(signal_id, tenant_id, event_name, None)
+        with engine.transaction(conn) as tx:
+            insert = signals.insert_with_job if route == "job" else signals.insert
+            signal_id = insert(tx, **fields)
+            if signal_id is None:
+                return _duplicate(tx, tenant_id, idempotency_key)
+            routed = None
+            if route == "now":
+                signal = Signal(signal_id, tenant_id, actor_id, event_name, stored, None)
+                routed = _route(engine, tx, [signal], callers=conn is not None)[0]
+    return _tracked(signal_id, tenant_id, event_name, routed)
+
+
+def _duplicate(tx: Conn, tenant_id: str, idempotency_key: str | None) -> SignalTracked:
+    assert idempotency_key is not None  # only a key makes an insert inert
+    found = signals.find_by_key(tx, tenant_id, idempotency_key)
+    assert found is not None
+    return SignalTracked(found, duplicate=True)
+
+
+def _tracked(
+    signal_id: uuid.UUID, tenant_id: str, event_name: str, routed: Routed | None
+) -> SignalTracked:
     logger.info(
         "signal tracked",
         extra={

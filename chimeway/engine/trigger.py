@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from chimeway import telemetry
-from chimeway.db import Conn, check_sync
+from chimeway.db import Conn
 from chimeway.engine import connections, planning, recipients
 from chimeway.engine.context import Engine
 from chimeway.engine.progression import Opened, progress_planned, start_batches
@@ -100,18 +100,16 @@ def trigger(
             if done is not None:
                 return done
         if one is not None and conn is not None:
-            check_sync(conn)
-            if connections.can_send_together(conn):
-                # The caller's transaction: the statement and its savepoint in one round
-                # trip. Not written (some policy can apply): planned below, in a savepoint
-                # of its own.
-                with translated():
-                    with connections.together(conn):
-                        sent = triggers.send(conn, one)
-                    written = triggers.read(sent)
+            # The caller's open transaction: the statement and its savepoint in one round
+            # trip. Not written (some policy can apply): planned below, in a savepoint of
+            # its own.
+            lone = one
+            sent = connections.sent_together(conn, lambda c: triggers.send(c, lone))
+            if sent is not None:
+                written = triggers.read(sent)
                 if written.free and written.event_id is None:
                     with engine.transaction(conn) as tx:
-                        return _duplicate(tx, span, one.tenant_id, one.idempotency_key)
+                        return _duplicate(tx, span, lone.tenant_id, lone.idempotency_key)
                 if written.free:
                     return _triggered(span, written)
                 one = None

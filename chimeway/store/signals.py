@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from chimeway import db
@@ -87,7 +88,30 @@ def insert_with_job(
 ) -> uuid.UUID | None:
     """:func:`insert`, and defer the ``route_signal`` job of the new signal (queueing lock
     :data:`~chimeway.store.jobs.ROUTE_LOCK` + id, ahead of deliveries) in the same statement."""
-    row = conn.execute(
+    return read_id(
+        send_with_job(
+            conn,
+            tenant_id=tenant_id,
+            actor_id=actor_id,
+            event_name=event_name,
+            payload=payload,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+def send_with_job(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    actor_id: str,
+    event_name: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+) -> psycopg.Cursor[Any]:
+    """Send :func:`insert_with_job`'s statement (in pipeline mode: queue it); its id, read
+    by :func:`read_id`, comes when its results do."""
+    return conn.execute(
         db.query("signal_insert_with_job"),
         {
             "tenant_id": tenant_id,
@@ -100,7 +124,14 @@ def insert_with_job(
             "priority": jobs.AHEAD,
             "lock_prefix": jobs.ROUTE_LOCK,
         },
-    ).fetchone()
+    )
+
+
+def read_id(cur: psycopg.Cursor[Any]) -> uuid.UUID | None:
+    """The new signal's id from :func:`send_with_job`'s cursor; ``None``: its idempotency
+    key was seen."""
+    with cur:
+        row = cur.fetchone()
     return None if row is None else row[0]
 
 

@@ -9,6 +9,7 @@ concurrency) use ``cw`` / ``make_cw`` on a fresh database of their own (``commit
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from psycopg import pq
 
 from chimeway import Chimeway, RetryPolicy
 from chimeway.testing import RecordingAdapter
@@ -86,6 +88,26 @@ def counts(url: str | psycopg.Connection[Any]) -> dict[str, int]:
         "procrastinate_jobs",
     ]
     return {t: count(url, f"SELECT count(*) FROM {t}") for t in tables}
+
+
+def waited_round_trips(conn: psycopg.Connection[Any], work: Callable[[], object]) -> int:
+    """The messages ``work`` sends on ``conn`` that wait for the server (a simple Query, an
+    extended-protocol Sync), from libpq's trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(
+            1
+            for line in trace
+            if (parts := line.split("\t"))[0] == "F"
+            and len(parts) > 2
+            and parts[2].strip() in ("Query", "Sync")
+        )
 
 
 def concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:

@@ -26,11 +26,12 @@ from chimeway import (
 from chimeway.db import Conn
 from chimeway.engine import signals as signals_engine
 from chimeway.testing import drain
-from tests.integration.conftest import count, counts
+from tests.integration.conftest import count, counts, waited_round_trips
 from tests.integration.notifiers import WithWorkflow
 
 READ = "chimeway.notification.read"
 CLICKED = "app.clicked"
+ROUTE = "chimeway:route_signal"
 
 WF = Workflow(
     key="signalled",
@@ -95,6 +96,52 @@ def test_track_signal_joins_the_callers_transaction(cw: Chimeway, committed_db: 
         conn.rollback()
     assert counts(committed_db) == before
     assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 0
+
+
+def test_a_signal_in_the_callers_open_transaction_takes_one_round_trip(
+    cw: Chimeway, committed_db: str
+) -> None:
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("SELECT 1")  # the app's own work opened the transaction
+        # The savepoint and its release go with the statement.
+        assert waited_round_trips(conn, lambda: cw.track_signal("t", "u1", READ, conn=conn)) == 1
+        again = waited_round_trips(
+            conn, lambda: cw.track_signal("t", "u1", READ, idempotency_key="w", conn=conn)
+        )
+        assert again == 1
+        duplicate = cw.track_signal("t", "u1", READ, idempotency_key="w", conn=conn)
+        assert duplicate.duplicate
+        assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 0  # not yet
+        conn.commit()
+    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 2
+    assert (
+        count(committed_db, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s", ROUTE)
+        == 2
+    )
+
+
+def test_a_failing_signal_leaves_the_callers_transaction_as_it_was(
+    cw: Chimeway, committed_db: str
+) -> None:
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        admin.execute("CREATE TABLE app_reads (id text PRIMARY KEY)")
+        admin.execute(
+            f"ALTER TABLE chimeway_signals ADD CONSTRAINT no_reads CHECK (event_name <> '{READ}')"
+        )
+    with psycopg.connect(committed_db) as conn:
+        conn.execute("INSERT INTO app_reads VALUES ('r1')")
+        with pytest.raises(psycopg.errors.CheckViolation, match="no_reads"):
+            cw.track_signal("t", "u1", READ, conn=conn)
+        # Only the signal's savepoint was rolled back: the transaction goes on.
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        cw.track_signal("t", "u1", CLICKED, conn=conn)
+        conn.commit()
+    assert count(committed_db, "SELECT count(*) FROM app_reads") == 1
+    assert count(committed_db, "SELECT count(*) FROM chimeway_signals") == 1
+    assert (
+        count(committed_db, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s", ROUTE)
+        == 1
+    )
 
 
 def test_repeated_idempotency_key_is_inert(tx_cw: Chimeway, db: Conn) -> None:

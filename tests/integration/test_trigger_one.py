@@ -6,7 +6,6 @@ with nothing written twice; idempotency keys behave as on the planning path."""
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +28,7 @@ from chimeway.engine import connections
 from chimeway.engine import trigger as trigger_module
 from chimeway.store import policy, triggers
 from chimeway.testing import RecordingAdapter
-from tests.integration.conftest import Recorders, concurrently, count
+from tests.integration.conftest import Recorders, concurrently, count, waited_round_trips
 from tests.integration.notifiers import Welcome, WithWorkflow, in_app
 
 Conn = psycopg.Connection[Any]
@@ -443,26 +442,6 @@ def test_concurrent_triggers_with_one_key_write_once(
 
 
 # -- in the caller's transaction: one round trip -------------------------------------------
-
-
-def waited_round_trips(conn: Conn, work: Callable[[], object]) -> int:
-    """The messages ``work`` sends on ``conn`` that wait for the server (a simple Query, an
-    extended-protocol Sync), from libpq's trace."""
-    with tempfile.TemporaryFile("w+") as trace:
-        conn.pgconn.trace(trace.fileno())
-        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
-        try:
-            work()
-        finally:
-            conn.pgconn.untrace()
-        trace.seek(0)
-        return sum(
-            1
-            for line in trace
-            if (parts := line.split("\t"))[0] == "F"
-            and len(parts) > 2
-            and parts[2].strip() in ("Query", "Sync")
-        )
 
 
 @pytest.mark.parametrize("opened", [True, False], ids=["open transaction", "idle connection"])
