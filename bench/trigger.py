@@ -9,10 +9,11 @@ extended-protocol Sync is one round trip). Baselines in the same run: raw
 psycopg inserts of the same number of rows (unnest with text or binary parameters, and COPY),
 Procrastinate's ``batch_defer`` of the same number of jobs, and 10,000 raw "insert one row +
 defer one job" transactions from 8 threads, then again with each row padded to the WAL a
-trigger writes per commit, and one more pair with both sides' commits not waiting for their
-WAL flush (``synchronous_commit = off`` on their sessions: a diagnosis of how much of the gap
-the flush makes, never a setting to run with). For every row, CPU per operation of this
-process (the client) and of the PostgreSQL server.
+trigger writes per commit, the triggers in the app's own transactions (its row, the trigger,
+commit: what raw's transactions do), and each pair again with both sides' commits not
+waiting for their WAL flush (``synchronous_commit = off`` on their sessions: a diagnosis of
+how much of the gap the flush makes, never a setting to run with). For every row, CPU per
+operation of this process (the client) and of the PostgreSQL server.
 
     .venv/bin/python -m bench.trigger
 """
@@ -363,19 +364,19 @@ def raw_singles(url: str, n: int, threads: int, first: int = 0, pad: int = 0) ->
 
 
 def unflushed_pair(
-    url: str, n: int, threads: int, pairs: int
+    url: str, n: int, threads: int, first: int, tag: str, chimeway_first: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Single triggers and raw transactions once more, both with their commits not waiting
-    for the WAL flush, in the order opposite to the last of ``pairs`` alternating pairs."""
+    for the WAL flush (raw's rows ``first`` on, the triggers' keys tagged ``tag``)."""
     unflushed_url = flush_not_awaited(url)
 
     def chimeway() -> dict[str, Any]:
-        return singles(unflushed_url, n, threads, tag="unflushed")
+        return singles(unflushed_url, n, threads, tag=tag)
 
     def raw() -> dict[str, Any]:
-        return raw_singles(unflushed_url, n, threads, 2 * pairs * n)
+        return raw_singles(unflushed_url, n, threads, first)
 
-    if pairs % 2 == 0:
+    if chimeway_first:
         single = chimeway()
         raw_single = raw()
     else:
@@ -410,6 +411,7 @@ def main() -> None:
         rows_copy = raw_rows(url, fan["rows"], "copy")
         defer = raw_batch_defer(url, args.recipients)
         pairs = []
+        flushless: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for pair in range(args.pairs):
             common.note(f"single-recipient triggers and raw transactions, pair {pair + 1}")
             chimeway_first = pair % 2 == 0  # the order alternates pair by pair
@@ -425,13 +427,26 @@ def main() -> None:
             )
             in_app_pair = in_app_transactions(url, args.singles, args.threads, pair * args.singles)
             pairs.append((single_pair, raw_pair, padded_pair, in_app_pair))
+            # The same pair with the flush off the commit path, the order reversed.
+            flushless.append(
+                unflushed_pair(
+                    url,
+                    args.singles,
+                    args.threads,
+                    (2 * args.pairs + pair) * args.singles,
+                    f"u{pair}",
+                    not chimeway_first,
+                )
+            )
         ratios = [a["per_s"] / b["per_s"] for a, b, _, _ in pairs]
         in_app_ratios = sorted(d["per_s"] / b["per_s"] for _, b, _, d in pairs)
+        unflushed_ratios = [a["per_s"] / b["per_s"] for a, b in flushless]
         # The pair whose ratio is the median stands for all in the table and the JSON line.
         middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
         single, raw_single, raw_padded, in_app = pairs[middle]
-        common.note("single-recipient triggers and raw transactions, commits not awaiting flush")
-        unflushed, raw_unflushed = unflushed_pair(url, args.singles, args.threads, args.pairs)
+        unflushed, raw_unflushed = flushless[
+            sorted(range(len(flushless)), key=unflushed_ratios.__getitem__)[len(flushless) // 2]
+        ]
         together = singles_together(url, args.singles, args.threads, 10)
         common.note("single-recipient triggers, planning's path")
         planned = singles(url, args.singles, args.threads, PLANNED_TENANT)
@@ -533,7 +548,8 @@ def main() -> None:
             f"commits not waiting for their WAL flush (synchronous_commit = off on both sides, "
             f"a diagnosis): single triggers {unflushed['per_s']:,.0f}/s vs raw "
             f"{raw_unflushed['per_s']:,.0f}/s: "
-            f"{unflushed['per_s'] / raw_unflushed['per_s']:.2f} (CPU per operation "
+            f"{unflushed['per_s'] / raw_unflushed['per_s']:.2f}, the median of {len(flushless)} "
+            f"pairs ({', '.join(f'{r:.2f}' for r in unflushed_ratios)}) (CPU per operation "
             f"{unflushed['client_cpu_ms'] + unflushed['server_cpu_ms']:.2f} vs "
             f"{raw_unflushed['client_cpu_ms'] + raw_unflushed['server_cpu_ms']:.2f} ms)"
         )
@@ -562,12 +578,13 @@ def main() -> None:
                         "in_app_transactions": d["per_s"],
                         "ratio": round(r, 3),
                         "in_app_ratio": round(d["per_s"] / b["per_s"], 3),
+                        "unflushed_ratio": round(u, 3),
                         "cpu_ms": {
                             "chimeway": a["client_cpu_ms"] + a["server_cpu_ms"],
                             "raw": b["client_cpu_ms"] + b["server_cpu_ms"],
                         },
                     }
-                    for (a, b, c, d), r in zip(pairs, ratios, strict=True)
+                    for (a, b, c, d), r, u in zip(pairs, ratios, unflushed_ratios, strict=True)
                 ],
                 "singles_planned": planned,
                 "target_fanout_per_s": TARGET_FANOUT,
