@@ -94,8 +94,11 @@ def track_signal(
                     return _duplicate(tx, tenant_id, idempotency_key)
             return _tracked(signal_id, tenant_id, event_name, None)
         with engine.transaction(conn) as tx:
-            insert = signals.insert_with_job if route == "job" else signals.insert
-            signal_id = insert(tx, **fields)
+            signal_id = (
+                signals.read_id(signals.send_with_job(tx, **fields))
+                if route == "job"
+                else signals.insert(tx, **fields)
+            )
             if signal_id is None:
                 return _duplicate(tx, tenant_id, idempotency_key)
             routed = None

@@ -77,29 +77,6 @@ def insert_many(
     return [row[0] for row in rows]
 
 
-def insert_with_job(
-    conn: Conn,
-    *,
-    tenant_id: str,
-    actor_id: str,
-    event_name: str,
-    payload: dict[str, Any],
-    idempotency_key: str | None,
-) -> uuid.UUID | None:
-    """:func:`insert`, and defer the ``route_signal`` job of the new signal (queueing lock
-    :data:`~chimeway.store.jobs.ROUTE_LOCK` + id, ahead of deliveries) in the same statement."""
-    return read_id(
-        send_with_job(
-            conn,
-            tenant_id=tenant_id,
-            actor_id=actor_id,
-            event_name=event_name,
-            payload=payload,
-            idempotency_key=idempotency_key,
-        )
-    )
-
-
 def send_with_job(
     conn: Conn,
     *,
@@ -109,8 +86,10 @@ def send_with_job(
     payload: dict[str, Any],
     idempotency_key: str | None,
 ) -> psycopg.Cursor[Any]:
-    """Send :func:`insert_with_job`'s statement (in pipeline mode: queue it); its id, read
-    by :func:`read_id`, comes when its results do."""
+    """:func:`insert`, and defer the ``route_signal`` job of the new signal (queueing lock
+    :data:`~chimeway.store.jobs.ROUTE_LOCK` + id, ahead of deliveries) in the same statement:
+    sent (in pipeline mode, queued); the id, read by :func:`read_id`, comes when its results
+    do."""
     return conn.execute(
         db.query("signal_insert_with_job"),
         {
