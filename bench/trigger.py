@@ -127,6 +127,19 @@ def flush_not_awaited(url: str) -> str:
     return make_conninfo(url, options="-c synchronous_commit=off")
 
 
+def two_step(
+    cw: Any, prefix: str, key: str, tenant: str = "t", conn: psycopg.Connection[Any] | None = None
+) -> None:
+    """One single-recipient trigger of the bench's two-step workflow."""
+    cw.trigger(
+        bench_app.TwoStep,
+        {"n": 1, "prefix": prefix},
+        tenant_id=tenant,
+        idempotency_key=key,
+        conn=conn,
+    )
+
+
 def singles(url: str, n: int, threads: int, tenant: str = "t", tag: str = "") -> dict[str, Any]:
     with bench_app.build(url) as cw:
         cw.engine.resize_pool(threads + 1)
@@ -134,12 +147,7 @@ def singles(url: str, n: int, threads: int, tenant: str = "t", tag: str = "") ->
             cw.preferences.set_cap(tenant, None, 1_000_000, dt.timedelta(days=1), channel="in_app")
 
         def one(i: int) -> None:
-            cw.trigger(
-                bench_app.TwoStep,
-                {"n": 1, "prefix": f"s{i}"},
-                tenant_id=tenant,
-                idempotency_key=f"{tag}s{i}",
-            )
+            two_step(cw, f"s{i}", f"{tag}s{i}", tenant)
 
         def run() -> None:
             with ThreadPoolExecutor(threads) as pool:
@@ -164,13 +172,7 @@ def singles_together(url: str, n: int, threads: int, per_transaction: int) -> di
         def some(start: int) -> None:
             with cw.pool.connection() as conn:
                 for i in range(start, min(start + per_transaction, n)):
-                    cw.trigger(
-                        bench_app.TwoStep,
-                        {"n": 1, "prefix": f"g{i}"},
-                        tenant_id="t",
-                        idempotency_key=f"g{i}",
-                        conn=conn,
-                    )
+                    two_step(cw, f"g{i}", f"g{i}", conn=conn)
 
         def run() -> None:
             with ThreadPoolExecutor(threads) as pool:
@@ -200,13 +202,7 @@ def in_app_transactions(url: str, n: int, threads: int, first: int = 0) -> dict[
             conn = conns[t]
             for i in range(first + t, first + n, threads):
                 conn.execute("INSERT INTO bench_orders VALUES (%s, %s)", [i, Jsonb({"i": i})])
-                cw.trigger(
-                    bench_app.TwoStep,
-                    {"n": 1, "prefix": f"a{i}"},
-                    tenant_id="t",
-                    idempotency_key=f"a{i}",
-                    conn=conn,
-                )
+                two_step(cw, f"a{i}", f"a{i}", conn=conn)
                 conn.commit()
 
         def run() -> None:
@@ -214,13 +210,7 @@ def in_app_transactions(url: str, n: int, threads: int, first: int = 0) -> dict[
                 list(pool.map(work, range(threads)))
 
         work_warm = conns[0]
-        cw.trigger(
-            bench_app.TwoStep,
-            {"n": 1, "prefix": "aw"},
-            tenant_id="t",
-            idempotency_key=f"aw{first}",
-            conn=work_warm,
-        )
+        two_step(cw, "aw", f"aw{first}", conn=work_warm)
         work_warm.commit()
         try:
             return measured(
@@ -261,12 +251,7 @@ def round_trips(cw: Any, tenant: str, n: int, tag: str = "") -> float:
     pool.connection = traced
     try:
         for i in range(n):
-            cw.trigger(
-                bench_app.TwoStep,
-                {"n": 1, "prefix": f"rt{i}"},
-                tenant_id=tenant,
-                idempotency_key=f"{tag}rt{i}",
-            )
+            two_step(cw, f"rt{i}", f"{tag}rt{i}", tenant)
     finally:
         del pool.connection
     return round(counted / n, 2)
