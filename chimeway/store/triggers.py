@@ -103,7 +103,11 @@ def send(conn: Conn, one: One) -> psycopg.Cursor[Written]:
     """Send :func:`write_one`'s statement for ``one`` (in pipeline mode: queue it); the
     cursor's row, read by :func:`read`, comes when its results do."""
     cur = conn.cursor(row_factory=db.dataclass_row(Written))
-    cur.execute(db.query("trigger_write_one"), _params(one))
+    try:
+        cur.execute(db.query("trigger_write_one"), _params(one))
+    except BaseException:
+        cur.close()
+        raise
     return cur
 
 
