@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, TypeVar
@@ -85,9 +85,36 @@ def queries() -> dict[str, str]:
     return {name: compact(name, sql) for name, sql in sources().items()}
 
 
-def query(name: str) -> LiteralString:
-    """The SQL of the named query; the files are ours, so it is as trusted as a literal."""
-    return queries()[name]
+def query(name: str, without: Iterable[str] = ()) -> LiteralString:
+    """The SQL of the named query; the files are ours, so it is as trusted as a literal.
+
+    ``without``: the query with those of its optional parts left out. A part is the lines
+    between ``-- optional: <part>`` and ``-- end: <part>`` (comment lines of their own); a
+    statement whose call does not need a part (a join, a CTE) is cheaper to run without it,
+    where a parameter that switches it off still has every relation opened and locked.
+    An unknown part raises ``KeyError``."""
+    left_out = frozenset(without)
+    return _variant(name, left_out) if left_out else queries()[name]
+
+
+_OPTIONAL = re.compile(
+    r"^[ \t]*--[ \t]*optional:[ \t]*([a-z_]+)[ \t]*\n(.*?)^[ \t]*--[ \t]*end:[ \t]*\1[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def optional_parts(name: str) -> frozenset[str]:
+    """The optional parts of the named query (see :func:`query`)."""
+    return frozenset(m.group(1) for m in _OPTIONAL.finditer(sources()[name]))
+
+
+@cache
+def _variant(name: str, left_out: frozenset[str]) -> str:
+    unknown = left_out - optional_parts(name)
+    if unknown:
+        raise KeyError(f"query {name!r} has no optional part {', '.join(sorted(unknown))}")
+    kept = _OPTIONAL.sub(lambda m: "" if m.group(1) in left_out else m.group(2), sources()[name])
+    return compact(name, kept)
 
 
 def database_url(explicit: str | None = None, report: Callable[[str], None] = print) -> str:

@@ -104,11 +104,25 @@ def send(conn: Conn, one: One) -> psycopg.Cursor[Written]:
     cursor's row, read by :func:`read`, comes when its results do."""
     cur = conn.cursor(row_factory=db.dataclass_row(Written))
     try:
-        cur.execute(db.query("trigger_write_one"), _params(one))
+        cur.execute(db.query("trigger_write_one", without=left_out(one)), _params(one))
     except BaseException:
         cur.close()
         raise
     return cur
+
+
+def left_out(one: One) -> tuple[str, ...]:
+    """The parts of the statement ``one`` does not need (``db.query``'s ``without``): the
+    read of the recipient's address when its channel needs none (``address``), the upsert of
+    its profile when it carries no profile field (``profile``). Left in, each still costs
+    its tables' locks and executor set-up on every trigger: together about 7% of the
+    server's CPU for a trigger that needs neither."""
+    parts = []
+    if one.delivery.needs is None:
+        parts.append("address")
+    if not one.profile:
+        parts.append("profile")
+    return tuple(parts)
 
 
 def read(cur: psycopg.Cursor[Written]) -> Written:

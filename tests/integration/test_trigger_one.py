@@ -24,6 +24,7 @@ from chimeway import (
     Triggered,
     Workflow,
 )
+from chimeway import db as db_module
 from chimeway.engine import connections
 from chimeway.engine import trigger as trigger_module
 from chimeway.store import policy, triggers
@@ -180,13 +181,16 @@ def rows_of(db: Conn, result: Triggered) -> dict[str, Any]:
     return found
 
 
-CASES: list[tuple[str, Any, dict[str, Any]]] = [
-    ("plain", Welcome, {"users": ["ana"]}),
-    ("plain email", Welcome, {"users": ["ana"], "channels": ["email"]}),
-    ("workflow", WithWorkflow(TWO_STEP), {"users": ["ana"]}),
-    ("inline profile", WithProfile, {"users": ["ana"], "channels": ["email"]}),
+#: name, notifier, params, and the parts of the statement each leaves out: the read of the
+#: address (the channel needs none) and the profile's upsert (no profile field given).
+CASES: list[tuple[str, Any, dict[str, Any], tuple[str, ...]]] = [
+    ("plain", Welcome, {"users": ["ana"]}, ("address", "profile")),
+    ("plain email", Welcome, {"users": ["ana"], "channels": ["email"]}, ("profile",)),
+    ("workflow", WithWorkflow(TWO_STEP), {"users": ["ana"]}, ("address", "profile")),
+    ("inline profile", WithProfile, {"users": ["ana"], "channels": ["email"]}, ()),
+    ("inline profile in-app", WithProfile, {"users": ["ana"]}, ("address",)),
     # Rules that turn things on never change a verdict: not a policy that can apply.
-    ("opt-ins", Welcome, {"users": ["ana"], "channels": ["email"]}),
+    ("opt-ins", Welcome, {"users": ["ana"], "channels": ["email"]}, ("profile",)),
 ]
 
 
@@ -199,16 +203,20 @@ def _opt_in(cw: Chimeway, db: Conn) -> None:
 
 
 @pytest.mark.parametrize("caller", [True, False], ids=["caller's transaction", "autocommit"])
-@pytest.mark.parametrize(("name", "notifier", "params"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "notifier", "params", "left_out"), CASES, ids=[c[0] for c in CASES]
+)
 def test_one_statement_writes_what_planning_writes(
     make_cw: Callable[..., Chimeway],
     adapters: Recorders,
     committed_db: str,
     seen: list[triggers.Written],
     planning_only: Callable[[bool], None],
+    monkeypatch: pytest.MonkeyPatch,
     name: str,
     notifier: Any,
     params: dict[str, Any],
+    left_out: tuple[str, ...],
     caller: bool,
 ) -> None:
     adapters["email"] = EmailRecorder()
@@ -221,7 +229,7 @@ def test_one_statement_writes_what_planning_writes(
 
         def fire(key: str) -> Triggered:
             db.execute("DELETE FROM chimeway_recipients")
-            if name != "inline profile":
+            if not name.startswith("inline profile"):
                 cw.recipients.upsert("t", "ana", email="ana@example.test", conn=db)
             if name == "opt-ins":
                 _opt_in(cw, db)
@@ -239,8 +247,19 @@ def test_one_statement_writes_what_planning_writes(
         assert seen == []
         before = rows_of(db, planned)
         planning_only(False)
+        sent: list[str] = []
+        real_query = db_module.query
+
+        def query(name: str, without: Any = ()) -> Any:
+            sql = real_query(name, without)
+            if name == "trigger_write_one":
+                sent.append(sql)
+            return sql
+
+        monkeypatch.setattr(db_module, "query", query)
         one = fire("one")
         assert [(w.free, w.event_id, w.jobs) for w in seen] == [(True, one.event_id, 1)]
+        assert sent == [real_query("trigger_write_one", left_out)]
         after = rows_of(db, one)
     assert after == before
     assert len(after["deliveries"]) == len(after["jobs"]) == 1

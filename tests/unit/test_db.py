@@ -110,3 +110,56 @@ def test_compact_keeps_the_statement_and_drops_what_explains_it() -> None:
         "FROM t"
     )
     assert db.query("delivery_claim").startswith("-- chimeway: delivery_claim\n")
+
+
+def test_a_query_without_an_optional_part_leaves_out_its_lines_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = (
+        "SELECT a\n"
+        "  -- optional: extra\n"
+        "  , b\n"
+        "  -- end: extra\n"
+        "FROM t\n"
+        "-- optional: join\n"
+        "JOIN u ON true\n"
+        "-- end: join\n"
+        "WHERE x\n"
+        "  -- optional: extra\n"
+        "  AND y\n"
+        "  -- end: extra\n"
+    )
+    monkeypatch.setattr(db, "sources", lambda: {"things": source})
+    monkeypatch.setattr(db, "queries", lambda: {"things": db.compact("things", source)})
+    db._variant.cache_clear()
+    try:
+        assert db.optional_parts("things") == {"extra", "join"}
+        assert (
+            db.query("things")
+            == "-- chimeway: things\nSELECT a\n, b\nFROM t\nJOIN u ON true\nWHERE x\nAND y"
+        )
+        assert (
+            db.query("things", ["extra"])
+            == "-- chimeway: things\nSELECT a\nFROM t\nJOIN u ON true\nWHERE x"
+        )
+        assert (
+            db.query("things", ("extra", "join"))
+            == "-- chimeway: things\nSELECT a\nFROM t\nWHERE x"
+        )
+        with pytest.raises(KeyError, match="no optional part nope"):
+            db.query("things", ["nope"])
+    finally:
+        db._variant.cache_clear()
+
+
+def test_every_optional_part_of_a_query_ends() -> None:
+    # An `-- optional:` line without its `-- end:` would not be a part: asking for the query
+    # without it would raise, and the marker would go unnoticed until then.
+    for name, sql in db.sources().items():
+        opened = re.findall(r"^\s*--\s*optional:\s*(\w+)\s*$", sql, re.MULTILINE)
+        closed = re.findall(r"^\s*--\s*end:\s*(\w+)\s*$", sql, re.MULTILINE)
+        assert sorted(opened) == sorted(closed), name
+        parts = db.optional_parts(name)
+        assert parts == set(opened), name
+        for part in parts:
+            assert len(db.query(name, [part])) < len(db.query(name)), (name, part)

@@ -3,16 +3,23 @@
 
 -- name: trigger_write_one
 -- `free`: no policy can apply (chimeway_policy_scope, inlined), and the address the channel
--- needs is there.
+-- needs is there. Sent without its part `address` for a channel that needs none, and
+-- without `profile` for a recipient given without profile fields: neither table read nor
+-- written then (store/triggers.py).
 WITH gate AS (
   SELECT NOT s.applies
+    -- optional: address
     AND CASE %(needs)s::text WHEN 'email' THEN coalesce(%(email)s, rc.email)
     WHEN 'phone' THEN coalesce(%(phone)s, rc.phone)
-    ELSE '' END IS NOT NULL AS free
+    ELSE '' END IS NOT NULL
+    -- end: address
+    AS free
   FROM chimeway_policy_scope(%(tenant_id)s, %(recipient_id)s, %(channel)s, %(category)s,
     %(workflow_key)s) AS s
+  -- optional: address
   LEFT JOIN chimeway_recipients rc
     ON rc.tenant_id = %(tenant_id)s AND rc.recipient_id = %(recipient_id)s
+  -- end: address
 ), event AS (
   INSERT INTO chimeway_events (tenant_id, notification_key, notification_version,
     idempotency_key, correlation_id, payload, traceparent)
@@ -21,6 +28,7 @@ WITH gate AS (
   FROM gate WHERE free
   ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
   RETURNING id
+-- optional: profile
 ), profile AS (
   INSERT INTO chimeway_recipients AS r (tenant_id, recipient_id, email, phone, locale,
     timezone, data)
@@ -36,6 +44,7 @@ WITH gate AS (
     IS DISTINCT FROM (coalesce(EXCLUDED.email, r.email), coalesce(EXCLUDED.phone, r.phone),
     coalesce(EXCLUDED.locale, r.locale),
     coalesce(EXCLUDED.timezone, r.timezone), r.data || EXCLUDED.data)
+-- end: profile
 ), notification AS (
   INSERT INTO chimeway_notifications (event_id, tenant_id, recipient_id, recipient_type,
     category, assigns, contents)
