@@ -3,9 +3,10 @@
 
 -- name: trigger_write_one
 -- `free`: no policy can apply (chimeway_policy_scope, inlined), and the address the channel
--- needs is there. Sent without its part `address` for a channel that needs none, and
--- without `profile` for a recipient given without profile fields: neither table read nor
--- written then (store/triggers.py).
+-- needs is there. Sent without its part `address` for a channel that needs none, without
+-- `profile` for a recipient given without profile fields, and without `workflow` for a
+-- notifier without one: their tables are neither read nor written then
+-- (store/triggers.py).
 WITH gate AS (
   SELECT NOT s.applies
     -- optional: address
@@ -52,6 +53,7 @@ WITH gate AS (
     %(contents)s
   FROM event
   RETURNING id
+-- optional: workflow
 ), run AS (
   INSERT INTO chimeway_workflow_runs (tenant_id, definition_id, notification_id, recipient_id,
     current_step_id, state, status_reason)
@@ -67,13 +69,19 @@ WITH gate AS (
     ('active', 'step_activated',
     jsonb_build_object('step_key', %(step_key)s::text, 'source', 'trigger'))
     ) AS s (from_state, reason, context)
+-- end: workflow
 ), delivery AS (
   INSERT INTO chimeway_deliveries (notification_id, tenant_id, recipient_id, channel,
-    render_data, max_attempts, workflow_run_id, workflow_step_id,
+    render_data, max_attempts,
+    -- optional: workflow
+    workflow_run_id, workflow_step_id,
+    -- end: workflow
     category, workflow_key, critical, bypass_quiet_hours)
   SELECT id, %(tenant_id)s, %(recipient_id)s, %(channel)s, %(render_data)s, %(max_attempts)s,
-    (SELECT id FROM run), %(step_id)s, %(category)s, %(workflow_key)s, %(critical)s,
-    %(bypass_quiet_hours)s
+    -- optional: workflow
+    (SELECT id FROM run), %(step_id)s,
+    -- end: workflow
+    %(category)s, %(workflow_key)s, %(critical)s, %(bypass_quiet_hours)s
   FROM notification
   RETURNING id, workflow_run_id
 ), delivery_history AS (
