@@ -472,11 +472,13 @@ class CpuSplit:
     """CPU seconds spent between :meth:`start` and :meth:`stop` by this process (the client:
     every thread but ``skip_thread``) and by the PostgreSQL server processes of this machine
     (every one but ``skip_pid``; one that exits in between is not counted, so keep the
-    measured connections open until :meth:`stop`)."""
+    measured connections open until :meth:`stop`); and ``steal``, the share of the
+    machine's CPU time the hypervisor gave to others over the block (``/proc/stat``), which
+    no figure of a process shows but which slows every one of them."""
 
     def __init__(self, skip_thread: int = 0, skip_pid: int = 0) -> None:
         self.skip_thread, self.skip_pid = skip_thread, skip_pid
-        self.client = self.server = 0.0
+        self.client = self.server = self.steal = 0.0
 
     def _client(self) -> float:
         me = psutil.Process()
@@ -486,6 +488,7 @@ class CpuSplit:
 
     def start(self) -> CpuSplit:
         self._client0, self._server0 = self._client(), postgres_cpu_by_pid()
+        self._machine0 = psutil.cpu_times()
         return self
 
     def stop(self) -> CpuSplit:
@@ -495,7 +498,17 @@ class CpuSplit:
             for pid, cpu in postgres_cpu_by_pid().items()
             if pid != self.skip_pid
         )
+        spent = [_machine_time(t) for t in (self._machine0, psutil.cpu_times())]
+        total = spent[1][0] - spent[0][0]
+        self.steal = (spent[1][1] - spent[0][1]) / total if total > 0 else 0.0
         return self
+
+
+def _machine_time(times: Any) -> tuple[float, float]:
+    """All CPU time of the machine and its stolen part, from ``psutil.cpu_times()`` (guest
+    time is already counted in user time on Linux, so it is left out of the total)."""
+    guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+    return sum(times) - guest, getattr(times, "steal", 0.0)
 
 
 def postgres_cpu_seconds() -> float:

@@ -64,7 +64,8 @@ def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
     the mean number of sessions waiting for the NOTIFY commit lock
     (:class:`bench.common.NotifyLockWaiters`), and the CPU milliseconds per operation of
     this process (the client) and of the PostgreSQL server (:class:`bench.common.CpuSplit`;
-    the lock's sampler left out of both)."""
+    the lock's sampler left out of both), and the share of the machine's CPU stolen by the
+    hypervisor meanwhile (a run that slows both sides alike shows it there)."""
     found: dict[str, Any] = {}
     start = int(common.scalar(url, WAL_LSN))
     waiters = common.NotifyLockWaiters(url, conninfo_to_dict(url)["dbname"])
@@ -77,6 +78,7 @@ def commit_costs(url: str, n: int) -> Iterator[dict[str, Any]]:
         found["wal_bytes_per_op"] = round((int(common.scalar(url, WAL_LSN)) - start) / n)
         found["client_cpu_ms"] = round(cpu.client / n * 1000, 3)
         found["server_cpu_ms"] = round(cpu.server / n * 1000, 3)
+        found["steal_pct"] = round(cpu.steal * 100, 1)
 
 
 def measured(url: str, what: str, n: int, run: Any) -> dict[str, Any]:
@@ -452,6 +454,7 @@ def main() -> None:
                 "lock q",
                 "client ms/op",
                 "server ms/op",
+                "steal %",
             ],
             [
                 [
@@ -467,6 +470,7 @@ def main() -> None:
                     r.get("notify_lock_waiting", ""),
                     r.get("client_cpu_ms", ""),
                     r.get("server_cpu_ms", ""),
+                    r.get("steal_pct", ""),
                 ]
                 for r in (
                     fan,
