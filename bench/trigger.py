@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -137,6 +137,15 @@ def in_threads(threads: int, work: Callable[[int], None]) -> None:
         list(pool.map(work, range(threads)))
 
 
+@contextmanager
+def thread_connections(url: str, threads: int) -> Iterator[list[psycopg.Connection[Any]]]:
+    """One connection of its own per thread (``conns[t]`` for thread ``t``), open until the
+    block ends, so that they are still open when the CPU is counted, and closed however it
+    ends."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(psycopg.connect(url)) for _ in range(threads)]
+
+
 def two_step(
     cw: Any, prefix: str, key: str, tenant: str = "t", conn: psycopg.Connection[Any] | None = None
 ) -> None:
@@ -202,8 +211,7 @@ def in_app_transactions(url: str, n: int, threads: int, first: int = 0) -> dict[
         conn.execute(
             "CREATE TABLE IF NOT EXISTS bench_orders (id bigint PRIMARY KEY, data jsonb NOT NULL)"
         )
-    with bench_app.build(url) as cw:
-        conns = [psycopg.connect(url) for _ in range(threads)]
+    with bench_app.build(url) as cw, thread_connections(url, threads) as conns:
 
         def work(t: int) -> None:
             conn = conns[t]
@@ -215,16 +223,12 @@ def in_app_transactions(url: str, n: int, threads: int, first: int = 0) -> dict[
         work_warm = conns[0]
         two_step(cw, "aw", f"aw{first}", conn=work_warm)
         work_warm.commit()
-        try:
-            return measured(
-                url,
-                f"app row + trigger in the app's transaction + commit, {threads} threads",
-                n,
-                lambda: in_threads(threads, work),
-            )
-        finally:
-            for conn in conns:
-                conn.close()
+        return measured(
+            url,
+            f"app row + trigger in the app's transaction + commit, {threads} threads",
+            n,
+            lambda: in_threads(threads, work),
+        )
 
 
 def round_trips(cw: Any, tenant: str, n: int, tag: str = "") -> float:
@@ -330,26 +334,24 @@ def raw_singles(url: str, n: int, threads: int, first: int = 0, pad: int = 0) ->
         )
         conn.execute("ALTER TABLE bench_one ALTER COLUMN pad SET STORAGE PLAIN")
     padding = secrets.token_hex(pad // 2 + 1)[:pad]
-    conns = [psycopg.connect(url) for _ in range(threads)]
-
-    def work(t: int) -> None:
-        conn = conns[t]
-        for i in range(first + t, first + n, threads):
-            conn.execute("INSERT INTO bench_one VALUES (%s, %s, %s)", [i, Jsonb({"i": i}), padding])
-            common.raw_defer(conn, "bench.noop", [{"i": i}])
-            conn.commit()
-
     padded = f", rows padded by {pad:,} B" if pad else ""
-    try:
+    with thread_connections(url, threads) as conns:
+
+        def work(t: int) -> None:
+            conn = conns[t]
+            for i in range(first + t, first + n, threads):
+                conn.execute(
+                    "INSERT INTO bench_one VALUES (%s, %s, %s)", [i, Jsonb({"i": i}), padding]
+                )
+                common.raw_defer(conn, "bench.noop", [{"i": i}])
+                conn.commit()
+
         return measured(
             url,
             f"raw insert + defer + commit, {threads} threads{padded}",
             n,
             lambda: in_threads(threads, work),
         )
-    finally:
-        for conn in conns:
-            conn.close()
 
 
 def unflushed_pair(
