@@ -782,36 +782,36 @@ CREATE TABLE public.chimeway_deliveries (
     tenant_id text NOT NULL,
     recipient_id text NOT NULL,
     channel text NOT NULL,
-    status public.chimeway_delivery_status DEFAULT 'pending'::public.chimeway_delivery_status NOT NULL,
-    suppression_reason public.chimeway_delivery_reason,
-    orchestration_state public.chimeway_orchestration_state DEFAULT 'ready'::public.chimeway_orchestration_state NOT NULL,
-    next_eligible_at timestamp with time zone,
-    planning_reason text,
-    planning_context jsonb DEFAULT '{}'::jsonb NOT NULL,
     delay_fallback boolean DEFAULT false NOT NULL,
     render_data jsonb DEFAULT '{}'::jsonb NOT NULL,
     workflow_run_id uuid,
     workflow_step_id uuid,
-    provider_message_id text,
     max_attempts integer DEFAULT 5 NOT NULL,
-    retry_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
-    terminal_at timestamp with time zone,
-    claimed_by uuid,
-    takeovers integer DEFAULT 0 NOT NULL,
     category text,
     workflow_key text,
     critical boolean DEFAULT false NOT NULL,
     bypass_quiet_hours boolean DEFAULT false NOT NULL,
+    planning_reason text,
+    planning_context jsonb DEFAULT '{}'::jsonb NOT NULL,
+    orchestration_state public.chimeway_orchestration_state DEFAULT 'ready'::public.chimeway_orchestration_state NOT NULL,
+    next_eligible_at timestamp with time zone,
+    takeovers integer DEFAULT 0 NOT NULL,
+    suppression_reason public.chimeway_delivery_reason,
+    retry_at timestamp with time zone,
+    provider_message_id text,
+    terminal_at timestamp with time zone,
+    claimed_by uuid,
+    status public.chimeway_delivery_status DEFAULT 'pending'::public.chimeway_delivery_status NOT NULL,
+    status_changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chimeway_deliveries_channel_check CHECK ((btrim(channel) <> ''::text)),
     CONSTRAINT chimeway_deliveries_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT chimeway_deliveries_reason_only_when_ended CHECK (((suppression_reason IS NULL) OR (status = ANY (ARRAY['suppressed'::public.chimeway_delivery_status, 'cancelled'::public.chimeway_delivery_status])))),
     CONSTRAINT chimeway_deliveries_step_with_run CHECK (((workflow_run_id IS NULL) = (workflow_step_id IS NULL))),
     CONSTRAINT chimeway_deliveries_takeovers_check CHECK ((takeovers >= 0))
 )
-WITH (fillfactor='50');
+WITH (fillfactor='30');
 
 --
 -- Name: chimeway_delivery_attempts; Type: TABLE; Schema: public; Owner: -
@@ -994,7 +994,8 @@ CREATE TABLE public.chimeway_notifications (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     inbox_at timestamp with time zone,
     CONSTRAINT chimeway_notifications_recipient_id_check CHECK ((btrim(recipient_id) <> ''::text))
-);
+)
+WITH (fillfactor='80');
 
 --
 -- Name: chimeway_preferences; Type: TABLE; Schema: public; Owner: -

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -313,3 +314,118 @@ def test_new_ids_are_time_ordered_uuid7(db: psycopg.Connection) -> None:
     ms = [int.from_bytes(i.bytes[:6], "big") for i in ids]
     assert before <= min(ms) and max(ms) <= after
     assert ms == sorted(ms), "made one after the other, their milliseconds never go back"
+
+
+def _delivery_columns(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'chimeway_deliveries'::regclass "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _updated_delivery_columns() -> set[str]:
+    """The columns the delivery path's statements (deliveries.sql) set on a delivery."""
+    text = (resources.files("chimeway.sql") / "queries" / "deliveries.sql").read_text("utf-8")
+    found: set[str] = set()
+    for match in re.finditer(
+        r"UPDATE chimeway_deliveries(?: d)?\s+SET\s+(.*?)\s+(?:FROM|WHERE)\b", text, re.S
+    ):
+        found.update(re.findall(r"(?:^|,)\s*([a-z_]+)\s*=", match.group(1)))
+    return found
+
+
+def test_a_delivery_update_changes_only_the_rows_last_columns(db: psycopg.Connection) -> None:
+    """0022_updates_logged_small: an update that keeps a row on its page is logged as the
+    bytes between the first and the last changed one, so every column the delivery path
+    sets comes after every column it never sets (the rendered content above all); and the
+    table's fillfactor leaves room on the page for a delivery's last update."""
+    columns = _delivery_columns(db)
+    updated = _updated_delivery_columns()
+    assert {"status", "claimed_by", "terminal_at", "planning_context"} <= updated
+    assert updated <= set(columns), updated - set(columns)
+    first_updated = min(columns.index(c) for c in updated)
+    written_once = columns[:first_updated]
+    assert "render_data" in written_once
+    assert set(columns[first_updated:]) == updated, (
+        f"not set by any update, yet among the updated columns: "
+        f"{set(columns[first_updated:]) - updated}"
+    )
+    options = dict(
+        db.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+            "('chimeway_deliveries', 'chimeway_notifications')"
+        ).fetchall()
+    )
+    assert options == {
+        "chimeway_deliveries": ["fillfactor=30"],
+        "chimeway_notifications": ["fillfactor=80"],
+    }
+
+
+def test_moving_the_delivery_columns_keeps_every_value(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0022 moves a delivery's changing columns to the end of its row by copying them: every
+    value of every delivery migrated before it is there after, under the same name, and the
+    checks and indexes that read the moved columns hold again."""
+    every = migrations.chimeway_migrations()
+    monkeypatch.setattr(
+        migrations, "chimeway_migrations", lambda: [m for m in every if m.version < "0022"]
+    )
+    migrations.migrate(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert _delivery_columns(conn).index("status") < _delivery_columns(conn).index(
+            "render_data"
+        )
+        conn.execute(
+            "INSERT INTO chimeway_events (tenant_id, notification_key, notification_version, "
+            "idempotency_key) VALUES ('t', 'k', 1, 'i')"
+        )
+        conn.execute(
+            "INSERT INTO chimeway_notifications (event_id, tenant_id, recipient_id) "
+            "SELECT id, 't', 'u' FROM chimeway_events"
+        )
+        conn.execute(
+            """
+            INSERT INTO chimeway_deliveries (notification_id, tenant_id, recipient_id, channel,
+                render_data, status, suppression_reason, orchestration_state, next_eligible_at,
+                planning_reason, planning_context, provider_message_id, retry_at, created_at,
+                updated_at, status_changed_at, terminal_at, claimed_by, takeovers)
+            SELECT n.id, 't', 'u', c.channel, jsonb_build_object('body', c.channel), c.status,
+                c.reason::chimeway_delivery_reason, c.orchestration::chimeway_orchestration_state,
+                c.eligible, c.planning, jsonb_build_object('why', c.channel), c.message,
+                c.retry, c.at, c.at + interval '1 s', c.at + interval '2 s', c.terminal,
+                c.claimant, c.takeovers
+            FROM chimeway_notifications n, (VALUES
+                ('email', 'cancelled'::chimeway_delivery_status, 'abandoned', 'ready', NULL,
+                 NULL, 'pm-1', NULL, timestamptz '2026-01-02 03:04:05+00',
+                 timestamptz '2026-01-02 04:00:00+00', gen_random_uuid(), 2),
+                ('sms', 'failed', NULL, 'deferred', timestamptz '2026-02-01 00:00:00+00',
+                 'quiet_hours', NULL, timestamptz '2026-02-01 00:05:00+00',
+                 timestamptz '2026-01-03 00:00:00+00', NULL, NULL, 0)
+            ) AS c (channel, status, reason, orchestration, eligible, planning, message, retry,
+                at, terminal, claimant, takeovers)
+            """
+        )
+        before = _deliveries(conn)
+
+    monkeypatch.undo()
+    assert [m.version for m in migrations.migrate(empty_db).applied] == [
+        m.version for m in every if m.version >= "0022"
+    ]
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        after = _deliveries(conn)
+        assert after == before
+        assert len(after) == 2 and after[0]["claimed_by"] is not None
+        assert _delivery_columns(conn)[-1] == "updated_at"
+        with pytest.raises(psycopg.errors.CheckViolation, match="reason_only_when_ended"):
+            conn.execute("UPDATE chimeway_deliveries SET status = 'pending' WHERE takeovers = 2")
+        with pytest.raises(psycopg.errors.CheckViolation, match="takeovers"):
+            conn.execute("UPDATE chimeway_deliveries SET takeovers = -1")
+
+
+def _deliveries(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    cur = conn.execute("SELECT * FROM chimeway_deliveries ORDER BY channel")
+    names = [d.name for d in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur]
