@@ -117,7 +117,18 @@ class _Bench(Notifier):
         return {"user": recipient.id}
 
     def render(self, params: dict[str, Any], recipient: Recipient, channel: str) -> dict[str, Any]:
+        """The channel's fixed content; with ``params["body_bytes"]``, an email's HTML body of
+        that many bytes (an email as apps send them, not a 9-byte one)."""
+        size = int(params.get("body_bytes", 0))
+        if size and channel in ("email", "smtp_email"):
+            return {**CONTENT[channel], "html_body": html_body(size)}
         return CONTENT[channel]
+
+
+def html_body(size: int) -> str:
+    """``size`` bytes of HTML whose lines differ (as an email's do)."""
+    lines = [f"<p>Line {i}: order {i * 7919 % 10007} has shipped.</p>" for i in range(size // 30)]
+    return "".join(lines).ljust(size)[:size]
 
 
 class TwoStep(_Bench):

@@ -52,6 +52,12 @@ def parse_args() -> Any:
     p = common.parser(__doc__ or "")
     p.add_argument("--n", type=int, default=1000, help="one-recipient two-step triggers")
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument(
+        "--body-bytes",
+        type=int,
+        default=0,
+        help="an HTML body of this many bytes in each email (0: the bench's 9-byte one)",
+    )
     p.add_argument("--checkpoint", action="store_true", help="CHECKPOINT before the triggers")
     p.add_argument("--top", type=int, default=20, help="relations shown")
     p.add_argument("--by-type", action="store_true", help="by relation and record type")
@@ -97,7 +103,7 @@ def main() -> None:
             def one(i: int) -> None:
                 cw.trigger(
                     bench_app.TwoStep,
-                    {"n": 1, "prefix": f"u{i}"},
+                    {"n": 1, "prefix": f"u{i}", "body_bytes": args.body_bytes},
                     tenant_id="t",
                     idempotency_key=f"u{i}",
                 )
@@ -131,7 +137,7 @@ def main() -> None:
     total_fpi = sum(r[3] for r in rows)
     print(
         f"{args.n} units, {steps} steps in {elapsed:.1f} s ({steps / elapsed:.0f} steps/s); "
-        f"checkpoint first: {args.checkpoint}"
+        f"checkpoint first: {args.checkpoint}; email body {args.body_bytes or 9:,} B"
     )
     print(
         f"WAL per step: {total_bytes / steps:,.0f} B ({total_records / steps:.1f} records), "
@@ -146,6 +152,19 @@ def main() -> None:
         d = [a - b for a, b in zip(after[rel], before.get(rel, (0, 0, 0, 0)), strict=True)]
         if any(d):
             print(f"{rel:<40} " + " ".join(f"{x / args.n:8.2f}" for x in d))
+    common.json_line(
+        "wal",
+        args.database_url,
+        {
+            "n": args.n,
+            "body_bytes": args.body_bytes,
+            "checkpoint": args.checkpoint,
+            "wal_bytes_per_step": round(total_bytes / steps),
+            "fpi_bytes_per_step": round(total_fpi / steps),
+            "records_per_step": round(total_records / steps, 1),
+            "by_relation": {rel: round(size / steps) for rel, _, size, _ in rows[: args.top]},
+        },
+    )
 
 
 if __name__ == "__main__":
