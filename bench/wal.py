@@ -162,7 +162,7 @@ def main() -> None:
             "wal_bytes_per_step": round(total_bytes / steps),
             "fpi_bytes_per_step": round(total_fpi / steps),
             "records_per_step": round(total_records / steps, 1),
-            "by_relation": {rel: round(size / steps) for rel, _, size, _ in rows[: args.top]},
+            "by_relation": {rel: round(size / steps) for rel, _, size, _ in rows[:20]},
         },
     )
 
