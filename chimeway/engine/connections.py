@@ -108,8 +108,15 @@ def sent_together(conn: Conn, send: Callable[[Conn], Sent]) -> Sent | None:
 
 def tune_for_delivery(conn: Conn) -> None:
     """The pool's ``configure`` for the delivery path's connections (once per connection)."""
+    replanning(conn)
     sessions.tune_for_delivery(conn)
     conn.commit()
+
+
+def replanning(conn: Conn) -> None:
+    """The engine's pools' ``configure``: ``conn``'s cursors prepare again a statement a
+    migration made stale (:class:`chimeway.store.sessions.Replanning`)."""
+    conn.cursor_factory = sessions.Replanning
 
 
 async def autocommit(conn: Any) -> None:

@@ -138,7 +138,7 @@ class Engine:
                 timeout=self._pool_timeout,
                 # Connections broken by a server restart are replaced, not handed out.
                 check=connections.IdleCheck(),
-                configure=connections.tune_for_delivery if deliver else None,
+                configure=connections.tune_for_delivery if deliver else connections.replanning,
                 kwargs={"prepare_threshold": 0} if deliver else None,
             )
             if deliver:

@@ -36,7 +36,7 @@ from chimeway.engine.progression.drive import Held
 from chimeway.engine.sending import Outcome, unknown_failure
 from chimeway.errors import DatabaseUnavailable
 from chimeway.results import DeliverResult, Delivery
-from chimeway.store import clock, deliveries, runs
+from chimeway.store import clock, deliveries, runs, sessions
 from chimeway.types import AttemptOutcome, DeliveryReason, DeliveryStatus, ErrorClass
 
 logger = logging.getLogger(__name__)
@@ -149,10 +149,19 @@ def _record_while_away(
     send)."""
     wait, tries = RETRY_FIRST, 0
     each = False
+    stale = 0
     while True:
         try:
             with logbook.held(), engine.deliver_pool.connection() as conn, conn.transaction():
                 return record_attempts(engine, conn, sent, each=each, chain=chain)
+        except psycopg.errors.FeatureNotSupported as exc:
+            # A migration changed the columns a statement prepared on that connection
+            # returns. The rollback made psycopg forget the connection's statements, but the
+            # next try may take another connection of the pool that still holds them: each
+            # fails once. Never left to the job's retry, which would send again.
+            stale += 1
+            if not sessions.stale_plan(exc) or stale > engine.deliver_pool.max_size:
+                raise
         except AWAY:
             tries += 1
             if tries == 1 or tries % 20 == 0:

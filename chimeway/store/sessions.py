@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Self
 
 import psycopg
+from psycopg.rows import Row
 
 from chimeway import db
 from chimeway.db import Conn
@@ -14,6 +16,12 @@ from chimeway.db import Conn
 def tune_for_delivery(conn: Conn) -> None:
     """Generic plans, and no sequential scans, for the rest of ``conn``'s session."""
     conn.execute(db.query("session_tune_for_delivery"))
+
+
+def forget_prepared(conn: Conn) -> None:
+    """Drop every statement psycopg prepared on ``conn`` (psycopg forgets them as well), so
+    that each is prepared again, against the schema as it is now."""
+    conn.execute(db.query("session_forget_prepared"), prepare=False)
 
 
 @contextmanager
@@ -54,3 +62,40 @@ def release_savepoint(conn: Conn) -> None:
 def back_to_savepoint(conn: Conn) -> None:
     """Undo what was done since :func:`savepoint` (its transaction usable again)."""
     conn.execute(db.query("session_savepoint_back"))
+
+
+def stale_plan(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing to run a statement prepared before a migration
+    changed the columns it returns ("cached plan must not change result type": a
+    ``SELECT *`` or ``RETURNING *`` of a table that gained, lost or reordered columns while
+    the process ran). Told by the server routine that raises it, which no server language
+    setting translates."""
+    return (
+        isinstance(exc, psycopg.errors.FeatureNotSupported)
+        and exc.diag.source_function == "RevalidateCachedQuery"
+    )
+
+
+class Replanning(psycopg.Cursor[Row]):
+    """The cursors of the engine's pools. A process that keeps running while ``chimeway
+    migrate`` changes a table's columns holds statements prepared for the old ones, which
+    PostgreSQL then refuses (:func:`stale_plan`) on that connection until psycopg forgets
+    them. A rollback makes psycopg forget them, so a transaction fails once and its next try
+    runs; a statement in autocommit, where nothing makes psycopg forget them and every call
+    would fail again, is prepared again here and run once more (nothing else was done)."""
+
+    def execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        try:
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        except psycopg.errors.FeatureNotSupported as exc:
+            if not (stale_plan(exc) and self.connection.autocommit):
+                raise
+        forget_prepared(self.connection)
+        return super().execute(query, params, prepare=prepare, binary=binary)

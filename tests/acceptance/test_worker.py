@@ -370,3 +370,32 @@ def test_queues_option_limits_what_a_worker_takes(
         == 0
     )
     cw.close()
+
+
+def test_a_running_worker_keeps_sending_after_a_migration_changes_columns(
+    workers: Workers, app_env: Any, committed_db: str
+) -> None:
+    """A deploy migrates first and restarts its workers after: a worker whose connections
+    prepared their statements for the old columns (``SELECT *`` and ``RETURNING *`` of
+    deliveries and runs) keeps claiming, recording and advancing runs once a migration
+    changed those tables, and sends nothing twice: a statement in autocommit (the claim) is
+    prepared again on the spot (store/sessions.py), and a record that fails on one is made
+    again, on as many of the pool's connections as still hold one (engine/recording.py),
+    never left to the job's retry, which would send again."""
+    cw = app_env(WAIT_SECONDS="1")
+    worker = workers.start("--concurrency", "8", WAIT_SECONDS="1")
+    completed = "SELECT count(*) FROM chimeway_workflow_runs WHERE state = 'completed'"
+    with ThreadPoolExecutor(4) as pool:  # many of the worker's connections prepare them
+        list(pool.map(lambda i: trigger(cw, [f"before{i}"], key=f"before{i}"), range(16)))
+    wait_until(lambda: scalar(committed_db, completed) == 16, timeout=60)
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        for table in ("chimeway_deliveries", "chimeway_workflow_runs"):
+            admin.execute(f"ALTER TABLE {table} ADD COLUMN added_by_a_migration integer".encode())
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: trigger(cw, [f"after{i}"], key=f"after{i}"), range(16)))
+    wait_until(lambda: scalar(committed_db, completed) == 32, timeout=60)
+    assert scalar(committed_db, "SELECT count(*) FROM chimeway_delivery_attempts") == 3 * 32
+    assert sent_twice(committed_db) == 0
+    retried = "SELECT count(*) FROM procrastinate_events WHERE type = 'deferred_for_retry'"
+    assert scalar(committed_db, retried) == 0, worker.output()
+    cw.close()

@@ -287,3 +287,71 @@ def test_procrastinates_pool_runs_each_job_statement_in_autocommit(committed_db:
     assert autocommit
     assert status == TransactionStatus.IDLE  # no transaction left open around the call
     assert jobs == 0
+
+
+def test_a_statement_prepared_before_a_migration_runs_after_it(committed_db: str) -> None:
+    """A process that keeps running while a migration changes a table's columns holds
+    statements prepared for the old ones, which PostgreSQL refuses ("cached plan must not
+    change result type"). The engine's cursors prepare such a statement again when the
+    connection is in autocommit; in a transaction the error comes once, and after the
+    rollback the statement runs."""
+    from chimeway.store.sessions import Replanning, stale_plan
+
+    select = "SELECT * FROM chimeway_events"
+
+    def migrate(column: str) -> None:
+        with psycopg.connect(committed_db, autocommit=True) as admin:
+            admin.execute(f"ALTER TABLE chimeway_events ADD COLUMN {column} integer".encode())
+
+    with psycopg.connect(
+        committed_db, autocommit=True, prepare_threshold=0, cursor_factory=Replanning
+    ) as conn:
+        conn.execute(select).fetchall()  # prepared for the columns as they are
+        migrate("added_once")
+        cur = conn.execute(select)
+        assert cur.description is not None
+        assert cur.description[-1].name == "added_once"
+
+        migrate("added_twice")
+        conn.autocommit = False
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as refused:
+            conn.execute(select)
+        assert stale_plan(refused.value)
+        conn.rollback()
+        cur = conn.execute(select)
+        assert cur.description is not None
+        assert cur.description[-1].name == "added_twice"
+        conn.rollback()
+
+        # Any other refusal of the same kind is no stale statement: raised as it is.
+        conn.autocommit = True
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as other:
+            conn.execute("SELECT count(*) FROM chimeway_events FOR UPDATE")
+        assert not stale_plan(other.value)
+
+
+def test_the_engines_pools_prepare_stale_statements_again(cw: Chimeway) -> None:
+    from chimeway.store.sessions import Replanning
+
+    for pool in (cw.engine.pool, cw.engine.deliver_pool):
+        with pool.connection() as conn:
+            assert isinstance(conn.cursor(), Replanning)
+
+
+def test_a_record_a_migration_made_stale_is_made_again_not_sent_again(
+    cw: Chimeway, adapters: Recorders, committed_db: str
+) -> None:
+    """A send's record runs in a transaction on the delivery path's connections, which lock
+    the run with a ``SELECT *`` prepared on them. After a migration changed the runs'
+    columns, that transaction fails once; the record is made again (engine/recording.py
+    records a failed batch again one by one, and the rollback made psycopg forget the stale
+    statements), never left to the job's retry, which would send again."""
+    first = start(cw, key="first")
+    assert cw.deliver(first.delivery_ids[0]).action == "succeeded"
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        admin.execute("ALTER TABLE chimeway_workflow_runs ADD COLUMN added_by_a_migration integer")
+    second = start(cw, key="second")
+    assert cw.deliver(second.delivery_ids[0]).action == "succeeded"
+    assert len(adapters["in_app"].requests) == 2
+    assert cw.workflows.explain("t", second.run_ids[0]).state == "waiting"
+

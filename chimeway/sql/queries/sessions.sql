@@ -7,6 +7,11 @@
 SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
        set_config('enable_seqscan', 'off', false)
 
+-- name: session_forget_prepared
+-- Drops every statement prepared on this connection; psycopg, seeing the command, forgets
+-- them too (chimeway/engine/connections.py: a migration changed the columns one returns).
+DEALLOCATE ALL
+
 -- name: session_set_local
 -- A setting for the rest of this transaction only (is_local), and the value it had before
 -- (computed first: the subquery is not flattened).
