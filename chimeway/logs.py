@@ -8,6 +8,8 @@ import datetime as dt
 import json
 import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 #: The levels ``--log-level`` accepts.
@@ -19,6 +21,23 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 def extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
         k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+    }
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """What a log line may say of ``exc``: its class, its SQLSTATE (a database error) and
+    the innermost place in Chimeway it came through (``store/deliveries.py:298``); never its
+    message, which may quote a row's values (PostgreSQL's ``DETAIL: Key (email)=(...)``)."""
+    package = Path(__file__).parent
+    inside = [
+        f"{Path(f.filename).relative_to(package)}:{f.lineno}"
+        for f in traceback.extract_tb(exc.__traceback__)
+        if Path(f.filename).is_relative_to(package)
+    ]
+    return {
+        "error": type(exc).__name__,
+        "sqlstate": getattr(exc, "sqlstate", None),
+        "raised_in": inside[-1] if inside else None,
     }
 
 

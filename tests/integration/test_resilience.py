@@ -355,3 +355,31 @@ def test_a_record_a_migration_made_stale_is_made_again_not_sent_again(
     assert len(adapters["in_app"].requests) == 2
     assert cw.workflows.explain("t", second.run_ids[0]).state == "waiting"
 
+
+def test_a_job_that_raises_is_logged_without_the_errors_values(
+    cw: Chimeway, committed_db: str, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Procrastinate logs a job that raised at INFO, which the worker's logs leave out with
+    every other job's: Chimeway's task says so at WARNING, naming the error, its SQLSTATE and
+    where it came through Chimeway, never the error's message (a row's values)."""
+    import logging
+
+    from chimeway.engine import deliver
+
+    def refused(*_: Any, **__: Any) -> Any:
+        with psycopg.connect(committed_db, autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE seen (email text PRIMARY KEY)")
+            conn.execute("INSERT INTO seen VALUES ('ada@example.com')")
+            conn.execute("INSERT INTO seen VALUES ('ada@example.com')")
+
+    monkeypatch.setattr(deliver, "deliver", refused)
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    with caplog.at_level(logging.WARNING, logger="chimeway"), pytest.raises(AssertionError):
+        drain(cw)
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "job.failed"]
+    assert line.levelno == logging.WARNING
+    assert (line.task, line.delivery_id) == ("deliver", str(result.delivery_ids[0]))
+    assert (line.error, line.sqlstate) == ("UniqueViolation", "23505")
+    assert line.raised_in.startswith("jobs/tasks.py:")  # the innermost frame of Chimeway
+    assert "ada@example.com" not in caplog.text
