@@ -9,7 +9,8 @@ SELECT set_config('plan_cache_mode', 'force_generic_plan', false),
 
 -- name: session_forget_prepared
 -- Drops every statement prepared on this connection; psycopg, seeing the command, forgets
--- them too (chimeway/engine/connections.py: a migration changed the columns one returns).
+-- them too (chimeway/store/sessions.py, Replanning: a migration changed the columns one
+-- returns).
 DEALLOCATE ALL
 
 -- name: session_set_local
