@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from chimeway import telemetry
+from chimeway import logs, telemetry
 from chimeway.adapters import RecipientProfile
 from chimeway.db import Conn
 from chimeway.engine import logbook, planning, preferences, sending
@@ -319,12 +319,11 @@ def _gather(
         with engine.deliver_pool.connection() as conn, conn.transaction():
             taken, _busy = engine.liveness.hold(jobs.take_deliver(conn, limit))
             claimed, why_not = _claim_in(engine, conn, taken, claimant=claimant)
-    except Exception:
+    except Exception as exc:
         engine.liveness.let_go(taken, orphaned=True)
         logger.warning(
             "taking queued deliveries along failed; sending this job's own",
-            exc_info=True,
-            extra={"action": "delivery.gather_failed"},
+            extra={"action": "delivery.gather_failed", **logs.error_fields(exc)},
         )
         return [], {}, []
     return claimed, why_not, taken

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from chimeway import telemetry
+from chimeway import logs, telemetry
 from chimeway.db import Conn
 from chimeway.engine import logbook, planning
 from chimeway.engine.context import Engine
@@ -97,23 +97,26 @@ def _record(
 ) -> list[DeliverResult]:
     try:
         return _record_while_away(engine, sent, sleep, chain)
-    except Exception:
+    except Exception as exc:
         if chain is not None:
             chain.abandon()
         if len(sent) > 1:
             logger.warning(
                 "recording a batch of attempts failed; recording them one by one",
-                extra={"action": "delivery.batch_record_failed", "deliveries": len(sent)},
-                exc_info=True,
+                extra={
+                    "action": "delivery.batch_record_failed",
+                    "deliveries": len(sent),
+                    **logs.error_fields(exc),
+                },
             )
     results = []
     refused: Exception | None = None
     for one in sent:
         try:
             results.extend(_record_while_away(engine, [one], sleep))
-        except Exception:
+        except Exception as exc:
             try:
-                results.append(_last_resort(engine, one, sleep))
+                results.append(_last_resort(engine, one, sleep, exc))
             except Exception as exc:
                 refused = exc
                 _release(engine, one)
@@ -131,8 +134,11 @@ def _release(engine: Engine, one: Sent) -> None:
     try:
         with engine.pool.connection() as conn, conn.transaction():
             deliveries.release(conn, [one.delivery.id], engine.liveness.id)
-    except Exception:
-        logger.warning("releasing the send failed", exc_info=True)
+    except Exception as exc:
+        logger.warning(
+            "releasing the send failed",
+            extra={"action": "delivery.release_failed", **logs.error_fields(exc)},
+        )
 
 
 def _record_while_away(
@@ -202,18 +208,26 @@ def _log_deferred(failed: _ProgressFailed) -> None:
         extra={
             "action": "runs.progress_deferred",
             "run_ids": [str(run_id) for run_id in failed.run_ids],
+            **({} if failed.__cause__ is None else logs.error_fields(failed.__cause__)),
         },
-        exc_info=failed.__cause__,
     )
 
 
-def _last_resort(engine: Engine, one: Sent, sleep: Callable[[float], None]) -> DeliverResult:
-    """The send's record failed for a reason other than the database being away (a bug, a
-    row the database refuses): record it without any provider data, as an ``unknown``
-    failure, so that it is retried like a temporary one and is never left unrecorded."""
-    logger.exception(
+def _last_resort(
+    engine: Engine, one: Sent, sleep: Callable[[float], None], error: Exception
+) -> DeliverResult:
+    """The send's record failed (with ``error``) for a reason other than the database being
+    away (a bug, a row the database refuses): record it without any provider data, as an
+    ``unknown`` failure, so that it is retried like a temporary one and is never left
+    unrecorded. The log line names the error but not its text, which may quote the refused
+    row (PostgreSQL's ``DETAIL: Failing row contains (...)``)."""
+    logger.error(
         "recording an attempt failed; recording it as an unknown failure",
-        extra={"action": "delivery.record_failed", "delivery_id": str(one.delivery.id)},
+        extra={
+            "action": "delivery.record_failed",
+            "delivery_id": str(one.delivery.id),
+            **logs.error_fields(error),
+        },
     )
     bare = Sent(
         one.delivery,
@@ -396,10 +410,14 @@ def _progress_one(engine: Engine, conn: Conn, run_id: uuid.UUID, known: Held | N
             drive.progress_in(engine, conn, run_id, held=known)
     except AWAY:
         raise
-    except Exception:
-        logger.exception(
+    except Exception as exc:
+        logger.error(
             "progressing the run after an attempt failed; deferring it",
-            extra={"action": "run.progress_deferred", "run_id": str(run_id)},
+            extra={
+                "action": "run.progress_deferred",
+                "run_id": str(run_id),
+                **logs.error_fields(exc),
+            },
         )
         engine.deferrer.progress(conn, run_id, schedule_at=clock.now(conn))
 

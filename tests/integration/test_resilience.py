@@ -383,3 +383,41 @@ def test_a_job_that_raises_is_logged_without_the_errors_values(
     assert (line.error, line.sqlstate) == ("UniqueViolation", "23505")
     assert line.raised_in.startswith("jobs/tasks.py:")  # the innermost frame of Chimeway
     assert "ada@example.com" not in caplog.text
+
+
+def test_a_record_the_database_refuses_is_logged_without_the_rows_values(
+    cw: Chimeway, adapters: Recorders, committed_db: str, caplog: Any
+) -> None:
+    """A record PostgreSQL refuses, quoting the row it refused, falls to its last resort
+    (an ``unknown`` failure without the provider's data). Its log line names the error but
+    never quotes the row: the provider's answer carries personal data."""
+    import logging
+
+    adapters["in_app"].then(Sent("m-1", meta={"to": "ada@example.com"}))
+    with psycopg.connect(committed_db, autocommit=True) as admin:
+        admin.execute(
+            """
+            CREATE FUNCTION refuse_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.provider_response::text LIKE '%example.com%' THEN
+                RAISE EXCEPTION 'refused' USING DETAIL = 'Failing row contains '
+                    || NEW.provider_response::text;
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_attempt BEFORE INSERT ON chimeway_delivery_attempts
+                FOR EACH ROW EXECUTE FUNCTION refuse_attempt();
+            """
+        )
+    result = cw.trigger(Welcome, {"users": ["u1"]}, tenant_id="t", idempotency_key="k")
+    assert isinstance(result, Triggered)
+    with caplog.at_level(logging.INFO, logger="chimeway"):
+        assert cw.deliver(result.delivery_ids[0]).action == "retry_scheduled"
+    [line] = [r for r in caplog.records if getattr(r, "action", "") == "delivery.record_failed"]
+    assert (line.error, line.sqlstate) == ("RaiseException", "P0001")
+    assert line.raised_in is not None and line.raised_in.startswith("store/")
+    assert line.exc_info is None
+    assert "example.com" not in caplog.text
+    outcome = "SELECT outcome::text, error_class::text FROM chimeway_delivery_attempts"
+    with psycopg.connect(committed_db) as conn:
+        assert conn.execute(outcome).fetchall() == [("failed", "unknown")]
