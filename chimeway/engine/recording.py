@@ -117,8 +117,8 @@ def _record(
         except Exception as exc:
             try:
                 results.append(_last_resort(engine, one, sleep, exc))
-            except Exception as exc:
-                refused = exc
+            except Exception as unrecorded:
+                refused = unrecorded
                 _release(engine, one)
     if refused is not None:
         raise refused
