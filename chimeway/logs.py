@@ -10,6 +10,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 #: The levels ``--log-level`` accepts.
@@ -39,6 +40,51 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
         "sqlstate": getattr(exc, "sqlstate", None),
         "raised_in": inside[-1] if inside else None,
     }
+
+
+class Withheld(Exception):
+    """Stands in for an exception in a log record: the traceback (code, never data) and the
+    exception's class and SQLSTATE, without its message."""
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def withheld(exc: BaseException) -> ExcInfo:
+    """``exc_info`` for a log line about ``exc`` that keeps its traceback and drops its
+    message (and those of the exceptions it was raised from, named by class only)."""
+    kind = type(exc)
+    said = f"{kind.__module__}.{kind.__qualname__}"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        said += f" (SQLSTATE {sqlstate})"
+    causes: list[str] = []
+    seen = _raised_from(exc)
+    while seen is not None and len(causes) < 5:
+        causes.append(type(seen).__name__)
+        seen = _raised_from(seen)
+    if causes:
+        said += f", raised from {' <- '.join(causes)}"
+    return Withheld, Withheld(f"{said}; its message is withheld"), exc.__traceback__
+
+
+def _raised_from(exc: BaseException) -> BaseException | None:
+    """The exception ``exc`` was raised from, as Python's traceback shows it."""
+    if exc.__cause__ is not None or exc.__suppress_context__:
+        return exc.__cause__
+    return exc.__context__
+
+
+class Withholding(logging.Filter):
+    """On a handler: every record's exception is logged as :func:`withheld` logs it, the
+    lines of other libraries (Procrastinate, psycopg's pool) included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and not isinstance(error, Withheld):
+            record.exc_info = withheld(error)
+            record.exc_text = None
+        return True
 
 
 def iso_time(record: logging.LogRecord) -> str:
@@ -81,6 +127,7 @@ def configure(level: str = "INFO", as_json: bool = False, *, keep_handlers: bool
         if as_json
         else KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(Withholding())
     root = logging.getLogger()
     if not (keep_handlers and root.handlers):
         root.handlers[:] = [handler]

@@ -40,6 +40,7 @@ from typing import Any
 
 import psycopg
 
+from chimeway import logs
 from chimeway.store import waker as store
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,11 @@ class Waker:
                 failures = 1 if self.leading.is_set() else failures + 1
                 self.leading.clear()
                 delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+                lost = isinstance(exc, psycopg.OperationalError)  # no traceback: expected
                 logger.warning(
-                    f"waker stopped: {exc!r}; reconnecting in {delay:.1f}s",
-                    extra={"action": "waker.failed", "error": repr(exc)},
-                    exc_info=not isinstance(exc, psycopg.OperationalError),
+                    f"waker stopped; reconnecting in {delay:.1f}s",
+                    extra={"action": "waker.failed", **logs.error_fields(exc)},
+                    exc_info=None if lost else logs.withheld(exc),
                 )
                 await asyncio.sleep(delay)
 
@@ -167,10 +169,10 @@ class Waker:
         assert self.on_due is not None
         try:
             return await self.on_due(queues) or ()
-        except Exception:  # the announcement that follows covers what it did not do
+        except Exception as exc:  # the announcement that follows covers what it did not do
             logger.warning(
                 "the due-time hook failed; announcing the due jobs instead",
-                exc_info=True,
+                exc_info=logs.withheld(exc),
                 extra={"action": "waker.hook_failed"},
             )
             return ()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import Connection
 from psycopg_pool import PoolTimeout
 
+from chimeway import logs
 from chimeway.engine import readiness
 from chimeway.engine.progression import progress_due_runs
 from chimeway.store.jobs import QUEUES
@@ -124,9 +125,9 @@ async def _serve(cw: Chimeway, options: WorkerOptions) -> int:
             raise
         except Exception as exc:
             logger.error(
-                f"worker failed: {exc!r}",
-                extra={"action": "worker.failed", "error": repr(exc)},
-                exc_info=True,
+                "worker failed",
+                extra={"action": "worker.failed", **logs.error_fields(exc)},
+                exc_info=logs.withheld(exc),
             )
         if stop.is_set():
             break
@@ -256,7 +257,7 @@ class _Firing:
                     return
                 logger.warning(  # after its claim the hook has returned: logged here
                     "firing due timers failed",
-                    exc_info=True,
+                    exc_info=logs.withheld(exc),
                     extra={"action": "waker.fire_failed"},
                 )
                 return

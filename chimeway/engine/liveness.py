@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
+from chimeway import logs
 from chimeway.db import Conn
 from chimeway.store import deliveries, processes
 
@@ -106,8 +107,12 @@ class Liveness:
             try:
                 self._beat()
                 self._release_orphans()
-            except Exception:  # the database is away: beat again at the next interval
-                logger.debug("beat failed", exc_info=True, extra={"action": "process.beat_failed"})
+            except Exception as exc:  # the database is away: beat again at the next interval
+                logger.debug(
+                    "beat failed",
+                    exc_info=logs.withheld(exc),
+                    extra={"action": "process.beat_failed"},
+                )
 
     def close(self) -> None:
         """Stop beating and leave the registry (this process holds no delivery now)."""
@@ -118,5 +123,5 @@ class Liveness:
             try:
                 with self._connection() as conn:
                     processes.forget(conn, self.id)
-            except Exception:
-                logger.debug("could not leave the registry", exc_info=True)
+            except Exception as exc:
+                logger.debug("could not leave the registry", exc_info=logs.withheld(exc))

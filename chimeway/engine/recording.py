@@ -168,7 +168,7 @@ def _record_while_away(
             stale += 1
             if not sessions.stale_plan(exc) or stale > engine.deliver_pool.max_size:
                 raise
-        except AWAY:
+        except AWAY as away:
             tries += 1
             if tries == 1 or tries % 20 == 0:
                 logger.warning(
@@ -178,7 +178,7 @@ def _record_while_away(
                         "delivery_ids": [str(s.delivery.id) for s in sent],
                         "tries": tries,
                     },
-                    exc_info=tries == 1,
+                    exc_info=logs.withheld(away) if tries == 1 else None,
                 )
             sleep(wait)
             wait = min(wait * 2, RETRY_CAP)

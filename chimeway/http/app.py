@@ -42,6 +42,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from chimeway import logs
 from chimeway.engine import metrics, preferences, webhooks
 from chimeway.engine.context import Engine
 from chimeway.errors import (
@@ -271,7 +272,9 @@ def _refused(provider: str, status: int, exc: ChimewayError) -> JSONResponse:
 
 def _unavailable(exc: ChimewayError) -> JSONResponse:
     logger.warning(
-        "database unavailable", extra={"action": "http.database_unavailable"}, exc_info=exc
+        "database unavailable",
+        extra={"action": "http.database_unavailable"},
+        exc_info=logs.withheld(exc),
     )
     return JSONResponse(
         {"error": "the database is unavailable; try again later"},

@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from chimeway import diagrams
+from chimeway import diagrams, logs
 from chimeway.engine import dashboard
 from chimeway.engine.context import Engine
 from chimeway.errors import ConfigurationError, DatabaseError, InvalidArgument, NotFound
@@ -210,11 +210,11 @@ def build(engine: Engine, operators: Operators) -> Starlette:
                 return _page(request, 404, "Not found", tag("p", exc.message), seen)
             except InvalidArgument as exc:
                 return _page(request, 400, "Bad request", tag("p", exc.message), seen)
-            except DatabaseError:
+            except DatabaseError as exc:
                 logger.warning(
                     "dashboard: database unavailable",
                     extra={"action": "dashboard.database_unavailable"},
-                    exc_info=True,
+                    exc_info=logs.withheld(exc),
                 )
                 return _page(request, 503, "Unavailable", tag("p", "The database is away."))
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from starlette.concurrency import run_in_threadpool
 
+from chimeway import logs
 from chimeway.engine import inbox
 from chimeway.engine.context import Engine
 from chimeway.results import InboxCounts, InboxItem
@@ -147,11 +148,11 @@ class Hub:
                     async for notice in conn.notifies():
                         self._payloads.append(notice.payload)
                         self._wake.set()
-            except Exception:  # a lost server, a refused connection (or a bug): try again
+            except Exception as exc:  # a lost server, a refused connection (or a bug): again
                 logger.warning(
                     "the inbox's LISTEN connection failed; connecting again",
                     extra={"action": "inbox.listen_failed"},
-                    exc_info=True,
+                    exc_info=logs.withheld(exc),
                 )
             # Streams wait for the first connection only; later ones are announced by a reload.
             self._listening.set()
@@ -168,10 +169,11 @@ class Hub:
             batch, self._payloads = self._payloads, []
             try:
                 await self._deliver(batch)
-            except Exception:
-                logger.exception(
+            except Exception as exc:
+                logger.error(
                     "inbox changes could not be read; streams reload",
                     extra={"action": "inbox.dispatch_failed", "payloads": len(batch)},
+                    exc_info=logs.withheld(exc),
                 )
                 self._broadcast(Event("reload"))
 

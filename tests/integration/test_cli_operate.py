@@ -207,3 +207,57 @@ def test_without_an_app_handler_chimeway_installs_its_own() -> None:
     logs.configure("INFO", keep_handlers=True)
     (handler,) = logging.getLogger().handlers
     assert isinstance(handler.formatter, logs.KeyValueFormatter)
+
+
+ADDRESS = "ada@example.com"  # the traceback quotes source lines: they name it, not quote it
+
+
+def raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as exc:
+        return exc
+
+
+def test_a_withheld_error_keeps_its_traceback_and_class_but_not_its_message() -> None:
+    try:
+        try:
+            raise KeyError(ADDRESS)
+        except KeyError:
+            raise psycopg.errors.UniqueViolation(f"Key (email)=({ADDRESS}) exists") from None
+    except psycopg.Error as exc:
+        kind, stand_in, traceback = logs.withheld(exc)
+        error = exc
+    assert kind is logs.Withheld and traceback is error.__traceback__
+    assert (
+        str(stand_in) == "psycopg.errors.UniqueViolation (SQLSTATE 23505); its message is withheld"
+    )
+    chained = logs.withheld(raised(RuntimeError(ADDRESS)))
+    assert "example.com" not in str(chained[1])
+    caused = raised(ValueError("x"))
+    caused.__cause__ = raised(OSError(ADDRESS))
+    assert str(logs.withheld(caused)[1]) == (
+        "builtins.ValueError, raised from OSError; its message is withheld"
+    )
+    line = logs.KeyValueFormatter("%(message)s").format(
+        logging.LogRecord(
+            "chimeway.x", logging.ERROR, __file__, 1, "failed", (), (kind, stand_in, traceback)
+        )
+    )
+    assert "Traceback (most recent call last)" in line and __file__ in line
+    assert "example.com" not in line
+
+
+@pytest.mark.usefixtures("saved_logging")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_chimeways_handler_withholds_the_messages_of_every_librarys_errors(
+    as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure("INFO", as_json)
+    error = raised(psycopg.errors.UniqueViolation(f"Key (email)=({ADDRESS}) exists"))
+    logging.getLogger("procrastinate.worker").error("Job failed", exc_info=error)
+    logging.getLogger("chimeway.x").error("failed", exc_info=logs.withheld(error))
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") == 2
+    assert err.count("UniqueViolation (SQLSTATE 23505); its message is withheld") == 2
+    assert "example.com" not in err

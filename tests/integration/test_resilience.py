@@ -182,7 +182,14 @@ def test_an_early_timer_rearms_itself_at_the_due_time(cw: Chimeway, committed_db
     )
 
 
-def test_one_failing_run_does_not_stop_the_due_sweep(cw: Chimeway, committed_db: str) -> None:
+def test_one_failing_run_does_not_stop_the_due_sweep(
+    cw: Chimeway, committed_db: str, caplog: Any
+) -> None:
+    """The failures are logged with their tracebacks, without the row the error quotes."""
+    import logging
+
+    from chimeway.logs import Withheld
+
     bad = start(cw, key="a").run_ids[0]
     good = start(cw, key="b").run_ids[0]
     drain(cw)
@@ -191,7 +198,8 @@ def test_one_failing_run_does_not_stop_the_due_sweep(cw: Chimeway, committed_db:
     with psycopg.connect(committed_db) as conn:
         conn.execute(
             "CREATE FUNCTION refuse_bad_run() RETURNS trigger LANGUAGE plpgsql AS $$"
-            " BEGIN RAISE EXCEPTION 'corrupt run'; END $$"
+            " BEGIN RAISE EXCEPTION 'corrupt run'"
+            " USING DETAIL = 'Failing row contains ' || 'ada@' || 'example.com'; END $$"
         )
         conn.execute(
             sql.SQL(
@@ -200,8 +208,14 @@ def test_one_failing_run_does_not_stop_the_due_sweep(cw: Chimeway, committed_db:
             ).format(sql.Literal(str(bad)))
         )
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    results = progress_due_runs(cw.engine, now=later)
+    with caplog.at_level(logging.WARNING, logger="chimeway"):
+        results = progress_due_runs(cw.engine, now=later)
     assert [(r.run_id, type(r).__name__) for r in results] == [(good, "Advanced")]
+    lines = {getattr(r, "action", ""): r for r in caplog.records}
+    for action in ("runs.batch_failed", "run.progress_failed"):
+        assert lines[action].exc_info[0] is Withheld
+    assert caplog.text.count("Withheld: psycopg.errors.RaiseException (SQLSTATE P0001)") == 2
+    assert "example.com" not in caplog.text
     assert cw.workflows.explain("t", bad).state == RunState.WAITING  # left for the next sweep
     assert cw.workflows.explain("t", good).state == RunState.ACTIVE
 

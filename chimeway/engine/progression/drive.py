@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from chimeway import telemetry
+from chimeway import logs, telemetry
 from chimeway.db import Conn
 from chimeway.engine import digests, logbook
 from chimeway.engine.context import Engine
@@ -339,12 +339,12 @@ def progress_due_runs(
                         if fired_at is not None
                         else []
                     )
-            except Exception:
+            except Exception as exc:
                 if fired_at is None:  # the claim itself failed: nothing was taken
                     raise
                 logger.warning(
                     "progressing a batch of due runs failed; retrying them one by one",
-                    exc_info=True,
+                    exc_info=logs.withheld(exc),
                     extra={"action": "runs.batch_failed", "runs": len(claimed)},
                 )
                 moved = _one_by_one(engine, tx, claimed, fired_at)
@@ -366,10 +366,11 @@ def _one_by_one(
         try:
             with logbook.held(), conn.transaction():
                 result = progress_in(engine, conn, run.id, now)
-        except Exception:
-            logger.exception(
+        except Exception as exc:
+            logger.error(
                 "progressing a due run failed; the next sweep tries again",
                 extra={"action": "run.progress_failed", "run_id": str(run.id)},
+                exc_info=logs.withheld(exc),
             )
         else:
             results.append(result)
