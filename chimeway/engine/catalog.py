@@ -21,6 +21,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._definitions: dict[tuple[str, int, str], Definition] = {}
         self._steps: dict[uuid.UUID, list[StepRow]] = {}
+        self._step_by_id: dict[uuid.UUID, StepRow] = {}
 
     def cached(self, workflow: Workflow) -> Definition | None:
         """The stored definition of ``workflow`` if it is known to be committed."""
@@ -49,12 +50,13 @@ class Catalog:
             if found:
                 with self._lock:
                     self._steps[definition_id] = found
+                    self._step_by_id.update((s.id, s) for s in found)
         return found
 
     def current_step(self, conn: Conn, run: Run) -> StepRow:
-        step = next(
-            (s for s in self.steps(conn, run.definition_id) if s.id == run.current_step_id), None
-        )
+        step = self._step_by_id.get(run.current_step_id)
+        if step is None and self.steps(conn, run.definition_id):  # now cached
+            step = self._step_by_id.get(run.current_step_id)
         if step is None:
             step = definitions.step(conn, run.current_step_id)
         if step is None:
