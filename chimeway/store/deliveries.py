@@ -270,6 +270,13 @@ class Claim:
 _DELIVERY_FIELDS = [f.name for f in dataclasses.fields(Delivery)]
 
 
+#: The error of the attempt a takeover records for the send it found interrupted.
+INTERRUPTED = (
+    "interrupted: the sending process stopped reporting before it recorded an outcome; "
+    "the send may or may not have reached the provider"
+)
+
+
 def claim_many(
     conn: Conn,
     delivery_ids: Sequence[uuid.UUID],
@@ -286,8 +293,9 @@ def claim_many(
     Its sendability test (ready; pending, failed and due for its retry, or dispatched by a
     claimant silent for ``stuck_after``) needs the rows' times on the database's clock. A
     takeover records the lost send as an interrupted attempt; past ``max_takeovers`` the
-    delivery is cancelled as ``abandoned`` instead. ``notes`` adds evidence to a claimed
-    delivery's history row. Missing ids are left out.
+    delivery is cancelled as ``abandoned`` instead, with a ``progress`` job for its run (the
+    caller moves the run at once; the job makes sure it moves if the caller dies first).
+    ``notes`` adds evidence to a claimed delivery's history row. Missing ids are left out.
 
     Unless ``policy_checked``, a delivery policy could stop (any policy applies to it, its
     channel is ``throttled``, or it is deferred and now due) is not claimed: its claim says
@@ -306,6 +314,9 @@ def claim_many(
                 "notes": Jsonb({str(k): v for k, v in (notes or {}).items()}),
                 "policy_checked": policy_checked,
                 "throttled": list(throttled),
+                "interrupted": INTERRUPTED,
+                "progress_queue": jobs_store.QUEUES["progress"],
+                "progress_task": jobs_store.TASKS["progress"],
             },
         ).fetchall()
     claims = {}

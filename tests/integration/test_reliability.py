@@ -280,6 +280,41 @@ def test_takeovers_end_in_the_dead_letter_state_and_the_run_moves_on(
     ]
 
 
+def test_a_run_moves_on_when_its_claimant_dies_right_after_abandoning_its_delivery(
+    make_cw: Any, adapters: Any, committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim that abandons a delivery queues its run's ``progress`` job in the same
+    statement: a claimant that dies before it moves the run itself leaves the run to that
+    job, not active for ever (seen in ``bench.chaos``)."""
+    from chimeway.engine import deliver
+
+    cw = make_cw(stuck_after=STUCK, max_takeovers=1)
+    alive_since(committed_db, cw, dt.timedelta(days=1))
+    result = cw.trigger(
+        WithWorkflow(RETRY_LATER), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
+    )
+    assert isinstance(result, Triggered)
+    [delivery_id], [run_id] = result.delivery_ids, result.run_ids
+    with psycopg.connect(committed_db) as conn:  # one takeover spent already
+        conn.execute("UPDATE chimeway_deliveries SET takeovers = 1 WHERE id = %s", [delivery_id])
+    claimed_by(committed_db, delivery_id, beat_ago=STUCK * 2, claim_ago=STUCK * 2)
+
+    def died(*_: Any, **__: Any) -> Any:  # the process ends between the claim and the run
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(deliver.drive, "progress_in", died)
+    with pytest.raises(SystemExit):
+        cw.deliver(delivery_id)
+    monkeypatch.undo()
+    row = cw.delivery("t", delivery_id)
+    assert (row.status, row.suppression_reason) == ("cancelled", "abandoned")
+    assert cw.workflows.explain("t", run_id).current_step_name == "notice"
+    drain(cw)
+    assert cw.workflows.explain("t", run_id).current_step_name == "email"
+    assert len(adapters["email"].requests) == 1
+    assert adapters["in_app"].requests == []
+
+
 # -- a database that is away while a send is recorded -----------------------------------------
 
 

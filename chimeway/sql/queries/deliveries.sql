@@ -227,10 +227,7 @@ WITH previous AS (
     INSERT INTO chimeway_delivery_attempts (
         delivery_id, attempt_number, outcome, error_class, error, started_at
     )
-    SELECT s.id, s.attempts + 1, 'failed', 'unknown',
-           'interrupted: the sending process stopped reporting before it recorded an '
-           || 'outcome; the send may or may not have reached the provider',
-           s.was_changed_at
+    SELECT s.id, s.attempts + 1, 'failed', 'unknown', %(interrupted)s, s.was_changed_at
     FROM sendable s WHERE s.takeover
 ), history AS (
     INSERT INTO chimeway_delivery_transitions (delivery_id, from_status, to_status, reason, context)
@@ -243,9 +240,20 @@ WITH previous AS (
                 ELSE '{}'::jsonb END
                || coalesce(%(notes)b::jsonb -> m.id::text, '{}'::jsonb)
     FROM moved m JOIN sendable s ON s.id = m.id
+), follow_up AS (
+    -- An abandoned delivery's run must move on (its `retries_exhausted` branch): a `progress`
+    -- job for it, in this statement, so a claimant that dies before it moves the run itself
+    -- (engine/deliver.py) cannot leave the run active for ever.
+    SELECT procrastinate_defer_jobs_v1(array_agg(ROW(%(progress_queue)s, %(progress_task)s,
+        0, NULL, NULL, jsonb_build_object('run_id', m.workflow_run_id),
+        NULL)::procrastinate_job_to_defer_v1))
+    FROM moved m
+    WHERE m.status = 'cancelled' AND m.workflow_run_id IS NOT NULL
+    HAVING count(*) > 0
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now,
+       (SELECT count(*) FROM follow_up) AS follow_ups,
        (u.id IS NOT NULL AND NOT p.let_through) OR (p.due_deferred AND NOT %(policy_checked)s)
            AS needs_policy,
        p.attempts + coalesce(s.takeover::int, 0) AS attempts,
