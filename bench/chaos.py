@@ -4,7 +4,9 @@
 Ground truth comes from the adapter, not from Chimeway's rows: every call that reaches the
 "provider" appends one line (``O_APPEND`` + ``fsync``) to a file shared by every worker
 process, before it returns, so a send made just before a kill is counted. A duplicate is a
-call beyond the first for a delivery; the figure is duplicates per 1,000 calls.
+call beyond the first for a delivery; the figure is duplicates per 1,000 calls. Each phase
+also counts the deliveries cancelled as ``abandoned`` (interrupted ``max_takeovers`` times),
+and of those the ones no call of which reached the provider.
 
 Two phases, each on a fresh database: ``fan-out`` (one trigger of ``--n`` recipients: the
 deliveries go out in ``deliver_many`` chunks of ``--batch-size``) and ``runs`` (``--n / 2``
@@ -247,7 +249,10 @@ def phase(name: str, url: str, args: argparse.Namespace, tmp: Path) -> dict[str,
                     list(TERMINAL),
                 )
                 planned = scalar(conn, "SELECT count(*) FROM chimeway_deliveries")
-                if planned >= args.n and open_rows == 0:
+                # The trigger committed every first delivery; a run is open until it ends,
+                # so nothing open means done (a run whose first step was abandoned ends
+                # without its second: fewer than ``--n`` deliveries then).
+                if planned and open_rows == 0:
                     break
                 if time.monotonic() > started + args.timeout:
                     raise TimeoutError(f"{name}: {open_rows} rows open after {args.timeout}s")
@@ -258,6 +263,12 @@ def phase(name: str, url: str, args: argparse.Namespace, tmp: Path) -> dict[str,
         succeeded = scalar(
             conn, "SELECT count(*) FROM chimeway_deliveries WHERE status = 'succeeded'"
         )
+        abandoned = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT id FROM chimeway_deliveries WHERE suppression_reason = 'abandoned'"
+            )
+        ]
     made = calls(sends)
     per_delivery = Counter(made)
     duplicates = len(made) - len(per_delivery)
@@ -265,6 +276,10 @@ def phase(name: str, url: str, args: argparse.Namespace, tmp: Path) -> dict[str,
         "phase": name,
         "deliveries": planned,
         "succeeded": succeeded,
+        # Cancelled after max_takeovers interrupted sends; "never sent": no call of theirs
+        # reached the provider (each interruption found it claimed, waiting for a thread).
+        "abandoned": len(abandoned),
+        "abandoned_never_sent": sum(1 for d in abandoned if d not in per_delivery),
         "kills": kills,
         "sends": len(made),
         "duplicates": duplicates,
