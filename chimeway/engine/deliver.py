@@ -377,13 +377,15 @@ def _claim_with_policy(
         )
         return found, admission.why_not
     # Policy's writes, the throttles' grants and the claim share one transaction: the
-    # grants' instant is the claim's, which is the attempts' start.
-    with conn.transaction():
+    # grants' instant is the claim's, which is the attempts' start. So do the moves of the
+    # runs whose deliveries it suppressed: a process that dies after the commit must not
+    # leave them active for ever.
+    with logbook.held(), conn.transaction():
         enacted = planning.enact(engine, conn, delivery_ids, admission)
         found = _claim_rows(
             engine, conn, enacted.claimable, claimant, admission.notes, policy_checked=True
         )
-    _settle_suppressed(engine, conn, enacted.suppressed)
+        _settle_suppressed(engine, conn, enacted.suppressed)
     return found, enacted.why_not
 
 
@@ -411,8 +413,9 @@ def _claim_rows(
 
 
 def _settle_suppressed(engine: Engine, conn: Conn, suppressed: Sequence[Delivery]) -> None:
-    """Deliveries policy suppressed at their claim: logged, and their runs decided now (the
-    outcome ``suppressed`` may lead to another step: email opted out, so an SMS)."""
+    """Deliveries policy suppressed at their claim: logged, and their runs decided now, in
+    the suppression's transaction (the outcome ``suppressed`` may lead to another step:
+    email opted out, so an SMS)."""
     for delivery in suppressed:
         _log("delivery.suppressed", delivery, reason=str(delivery.suppression_reason))
     rows = [

@@ -315,6 +315,46 @@ def test_a_run_moves_on_when_its_claimant_dies_right_after_abandoning_its_delive
     assert adapters["in_app"].requests == []
 
 
+OPTED_OUT = Workflow(
+    key="opted_out",
+    version=1,
+    steps=[
+        Step("email", channel="email", progress=[OnOutcome(outcome="suppressed", to_step="app")]),
+        Step("app", channel="in_app"),
+    ],
+)
+
+
+def test_a_run_moves_on_when_its_claimant_dies_right_after_policy_suppressed_its_delivery(
+    make_cw: Any, adapters: Any, committed_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Policy's suppression at the claim and the run's move share one transaction: a
+    claimant that dies between them leaves the delivery to be claimed again."""
+    from chimeway.engine import deliver
+
+    cw = make_cw()
+    result = cw.trigger(
+        WithWorkflow(OPTED_OUT), {"users": ["u1"]}, tenant_id="t", idempotency_key="k"
+    )
+    assert isinstance(result, Triggered)
+    [delivery_id], [run_id] = result.delivery_ids, result.run_ids
+    cw.preferences.set("t", "u1", enabled=False, channel="email")
+
+    def died(*_: Any, **__: Any) -> Any:  # the process ends between the two
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(deliver.drive, "progress_planned", died)
+    with pytest.raises(SystemExit):
+        cw.deliver(delivery_id)
+    monkeypatch.undo()
+    drain(cw)
+    run = cw.workflows.explain("t", run_id)
+    assert (str(run.state), run.current_step_name) == ("completed", "app")
+    assert cw.delivery("t", delivery_id).status == "suppressed"
+    assert adapters["email"].requests == []
+    assert len(adapters["in_app"].requests) == 1
+
+
 # -- a database that is away while a send is recorded -----------------------------------------
 
 
