@@ -253,6 +253,7 @@ WITH previous AS (
 )
 SELECT p.status AS was_status, p.orchestration_state AS was_orchestration_state,
        p.retry_at AS was_retry_at, p.takeover_at, now() AS db_now,
+       -- Read so that it runs: a CTE that only SELECTs is skipped unless read.
        (SELECT count(*) FROM follow_up) AS follow_ups,
        (u.id IS NOT NULL AND NOT p.let_through) OR (p.due_deferred AND NOT %(policy_checked)s)
            AS needs_policy,
