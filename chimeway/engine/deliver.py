@@ -414,8 +414,8 @@ def _claim_rows(
 
 def _settle_suppressed(engine: Engine, conn: Conn, suppressed: Sequence[Delivery]) -> None:
     """Deliveries policy suppressed at their claim: logged, and their runs decided now, in
-    the suppression's transaction (the outcome ``suppressed`` may lead to another step:
-    email opted out, so an SMS)."""
+    the suppression's transaction, which the caller holds (the outcome ``suppressed`` may
+    lead to another step: email opted out, so an SMS)."""
     for delivery in suppressed:
         _log("delivery.suppressed", delivery, reason=str(delivery.suppression_reason))
     rows = [
@@ -424,8 +424,7 @@ def _settle_suppressed(engine: Engine, conn: Conn, suppressed: Sequence[Delivery
         if d.workflow_run_id is not None
     ]
     if rows:
-        with logbook.held(), conn.transaction():
-            drive.progress_planned(engine, conn, rows)
+        drive.progress_planned(engine, conn, rows)
 
 
 def _not_sendable(
